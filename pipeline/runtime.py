@@ -1,0 +1,41 @@
+"""Where libraries write their caches: outside $HOME and outside the repository.
+
+``configure_environment()`` points numba, matplotlib, Prefect, torch inductor and Dask scratch at
+one cache folder (``$SGILO_CACHE_DIR``, default ``<tmp>/sgilo-cache``) unless the user already set
+them. It must run before those libraries are imported; the CLI and the test-suite call it first.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+
+def cache_dir() -> Path:
+    """The project's cache root (created on demand)."""
+    root = Path(os.environ.get("SGILO_CACHE_DIR") or Path(tempfile.gettempdir()) / "sgilo-cache")
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def configure_environment() -> Path:
+    """Set cache locations and quiet telemetry; returns the cache root."""
+    root = cache_dir()
+    defaults = {
+        "NUMBA_CACHE_DIR": root / "numba",
+        "MPLCONFIGDIR": root / "matplotlib",
+        "PREFECT_HOME": root / "prefect",
+        "TORCHINDUCTOR_CACHE_DIR": root / "torchinductor",
+        "DASK_TEMPORARY_DIRECTORY": root / "dask",
+    }
+    for key, path in defaults.items():
+        if key not in os.environ:
+            Path(path).mkdir(parents=True, exist_ok=True)
+            os.environ[key] = str(path)
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    # the temporary Prefect server needs longer than its default 20 s on a busy 2-core machine
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+    return root

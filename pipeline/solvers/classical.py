@@ -1,0 +1,260 @@
+"""Classical reconstructions: zero-filled, CG-SENSE, ℓ1-wavelet and total variation.
+
+All take ``y`` and an MRI operator of :mod:`operators.mri` (batched over slices) and return a
+:class:`ReconResult`. Regularisation weights are *relative*: the absolute weight passed to sigpy is
+``λ = λ_rel · s`` with ``s`` the 99th percentile of the zero-filled magnitude of the slice
+(:func:`data_scale`), so a default carries over between scanners and intensity units. (Both terms
+of ``½‖A x − y‖² + λ R(x)`` scale as ``s²`` when ``R`` is replaced by ``s·R``; hence λ ∝ s.) The
+defaults below were chosen on MNI *training* slices by ``sgilo tune-classical`` (see
+docs/CLASSICAL_TUNING.md), never on the slices being scored.
+
+- zero-filled: ``|A^H y|`` per coil combined by root-sum-of-squares (Cartesian; the fastMRI
+  baseline), or the density-compensated gridding ``A^H (w ⊙ y)`` with its scale fitted to ``y``
+  (non-Cartesian);
+- CG-SENSE: conjugate gradients on ``(A^H A + μ I) x = A^H y`` in torch, batched over slices;
+- ℓ1-wavelet: ``argmin ½‖A x − y‖² + λ‖Ψ x‖₁`` (Daubechies-4), sigpy ``L1WaveletRecon``;
+- TV: ``argmin ½‖A x − y‖² + λ‖∇ x‖₁``, sigpy ``TotalVariationRecon``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from operators.base import LinearOperator
+from operators.fft import ifft2c
+from operators.mri import MultiCoilMRI, NonCartesianMRI, SingleCoilMRI
+from pipeline.solvers.base import Progress, ReconResult
+
+#: relative regularisation weights per (method, single- or multi-coil data), chosen on MNI
+#: training slices by `sgilo tune-classical` (docs/CLASSICAL_TUNING.md)
+DEFAULT_LAMBDA = {
+    ("l1-wavelet", "single-coil"): 0.01,
+    ("l1-wavelet", "multi-coil"): 0.001,
+    ("tv", "single-coil"): 0.1,
+    ("tv", "multi-coil"): 0.01,
+}
+DEFAULT_ITERATIONS = {"cg-sense": 10, "l1-wavelet": 100, "tv": 100}
+
+
+def coil_kind(op: LinearOperator) -> str:
+    """ "multi-coil" for operators with coil maps, else "single-coil"."""
+    multi = isinstance(op, MultiCoilMRI) or getattr(op, "maps", None) is not None
+    return "multi-coil" if multi else "single-coil"
+
+
+def default_lambda(method: str, op: LinearOperator) -> float:
+    """The tuned relative λ of ``method`` for the kind of data ``op`` models."""
+    return DEFAULT_LAMBDA[(method, coil_kind(op))]
+
+
+def _check_op(op: LinearOperator) -> None:
+    if not isinstance(op, SingleCoilMRI | MultiCoilMRI | NonCartesianMRI):
+        raise ValueError(f"classical solvers need an MRI operator, got {type(op).__name__}")
+
+
+def zero_filled(
+    y: torch.Tensor,
+    op: LinearOperator,
+    *,
+    dcf: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+    callback: Progress | None = None,
+) -> ReconResult:
+    """Zero-filled reconstruction; for multi-coil Cartesian data the image is the RSS magnitude
+    (real, as fastMRI's baseline), otherwise the complex adjoint. ``dcf``: real ``(K,)``
+    density compensation for non-Cartesian data."""
+    _check_op(op)
+    start = time.perf_counter()
+    if isinstance(op, MultiCoilMRI):
+        coil_images = ifft2c(op.mask.to(y.real.dtype) * y)
+        image = coil_images.abs().pow(2).sum(dim=1).sqrt().to(y.dtype)
+    elif isinstance(op, NonCartesianMRI):
+        weighted = y if dcf is None else y * dcf.to(y.real.dtype)
+        image = op.A_adjoint(weighted)
+        # fit the overall scale c of c·A^H(w y) to the measurements (not to any reference)
+        ax = op.A(image)
+        dims = tuple(range(1, ax.ndim))
+        c = (ax.conj() * y).sum(dim=dims).real / ax.abs().pow(2).sum(dim=dims).clamp_min(1e-30)
+        image = image * c.view(-1, 1, 1)
+    else:
+        image = op.A_adjoint(y)
+    return ReconResult(image=image, seconds=time.perf_counter() - start, params={})
+
+
+def cg_sense(
+    y: torch.Tensor,
+    op: LinearOperator,
+    *,
+    iterations: int = DEFAULT_ITERATIONS["cg-sense"],
+    damping: float = 0.0,
+    tolerance: float = 1e-5,
+    generator: torch.Generator | None = None,
+    callback: Progress | None = None,
+) -> ReconResult:
+    """CG-SENSE: ``iterations`` conjugate-gradient steps on ``(A^H A + μ I) x = A^H y`` from
+    ``x₀ = 0``, batched over slices; ``μ = damping · s²`` (relative to the data scale). Early
+    stopping (a few iterations) is the regulariser, as usual for CG-SENSE. A slice whose residual
+    falls below ``tolerance · ‖A^H y‖`` has converged and is left as it is (single-coil Cartesian
+    data converge in one step: further steps would divide rounding noise by ~0)."""
+    _check_op(op)
+    start = time.perf_counter()
+    b = op.A_adjoint(y)
+    mu = damping * data_scale(y, op).pow(2).view(-1, 1, 1)
+
+    def normal(v: torch.Tensor) -> torch.Tensor:
+        return op.normal(v) + mu * v
+
+    x = torch.zeros_like(b)
+    r = b.clone()
+    p = r.clone()
+    rs = _bdot(r, r)
+    floor = tolerance**2 * rs
+    history = []
+    for it in range(iterations):
+        active = rs > floor
+        if not bool(active.any()):
+            break
+        ap = normal(p)
+        alpha = torch.where(active, rs / _bdot(p, ap).clamp_min(1e-30), torch.zeros_like(rs))
+        x = x + alpha.view(-1, 1, 1) * p
+        r = r - alpha.view(-1, 1, 1) * ap
+        rs_new = _bdot(r, r)
+        history.append(float(rs_new.sum().sqrt()))
+        beta = torch.where(active, rs_new / rs.clamp_min(1e-30), torch.zeros_like(rs))
+        p = r + beta.view(-1, 1, 1) * p
+        rs = rs_new
+        if callback:
+            callback(it + 1, iterations, "cg-sense")
+    return ReconResult(
+        image=x,
+        history=history,
+        seconds=time.perf_counter() - start,
+        params={"iterations": len(history), "damping": damping},
+    )
+
+
+def _bdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-slice real inner product ``Re <a, b>`` over all but the first axis: ``(B,)``."""
+    return (a.conj() * b).real.reshape(a.shape[0], -1).sum(dim=1)
+
+
+def data_scale(y: torch.Tensor, op: LinearOperator) -> torch.Tensor:
+    """Per-slice scale ``s``: the 99th percentile of the zero-filled magnitude, ``(B,)``."""
+    mag = zero_filled(y, op).image.abs().reshape(y.shape[0], -1).to(torch.float64)
+    s = torch.quantile(mag, 0.99, dim=1)
+    return torch.where(s > 0, s, mag.max(dim=1).values.clamp_min(1e-30)).to(y.real.dtype)
+
+
+def _sigpy_problem(op: LinearOperator, y: torch.Tensor, b: int) -> dict:
+    """The per-slice (y, maps, weights, coord) that sigpy's MRI apps expect."""
+    yb = y[b].detach().cpu().numpy().astype(np.complex128)
+    if isinstance(op, SingleCoilMRI):
+        mask = op.mask if op.mask.ndim == 2 else op.mask[b]
+        return {
+            "y": yb[None],
+            "mps": np.ones((1, *op.ishape), dtype=np.complex128),
+            "weights": mask.cpu().numpy().astype(np.float64),
+            "coord": None,
+        }
+    if isinstance(op, MultiCoilMRI):
+        mask = op.mask[..., 0, :, :]
+        mask = mask if mask.ndim == 2 else mask[b]
+        maps = op.maps if op.maps.ndim == 3 else op.maps[b]
+        return {
+            "y": yb,
+            "mps": maps.cpu().numpy().astype(np.complex128),
+            "weights": mask.cpu().numpy().astype(np.float64),
+            "coord": None,
+        }
+    assert isinstance(op, NonCartesianMRI)
+    if op.maps is None:
+        mps, yb = np.ones((1, *op.ishape), dtype=np.complex128), yb[None]
+    else:
+        maps = op.maps if op.maps.ndim == 3 else op.maps[b]
+        mps = maps.cpu().numpy().astype(np.complex128)
+    return {"y": yb, "mps": mps, "weights": None, "coord": op.coord.cpu().numpy()}
+
+
+def _sigpy_regularized(
+    app_name: str,
+    y: torch.Tensor,
+    op: LinearOperator,
+    lam: float | None,
+    iterations: int,
+    callback: Progress | None,
+) -> ReconResult:
+    import sigpy.mri.app as apps
+
+    _check_op(op)
+    lam = default_lambda(app_name, op) if lam is None else lam
+    start = time.perf_counter()
+    scale = data_scale(y, op).cpu().numpy().astype(np.float64)
+    out = []
+    for b in range(y.shape[0]):
+        problem = _sigpy_problem(op, y, b)
+        app_class = apps.L1WaveletRecon if app_name == "l1-wavelet" else apps.TotalVariationRecon
+        # sigpy draws the start of its step-size power iteration from numpy's global random
+        # state: seed it (and put it back) so a reconstruction is a function of its input only
+        state = np.random.get_state()  # noqa: NPY002
+        np.random.seed(0)  # noqa: NPY002
+        try:
+            app = app_class(
+                problem["y"],
+                problem["mps"],
+                float(lam * scale[b]),
+                weights=problem["weights"],
+                coord=problem["coord"],
+                max_iter=iterations,
+                show_pbar=False,
+            )
+            out.append(torch.from_numpy(np.asarray(app.run())))
+        finally:
+            np.random.set_state(state)  # noqa: NPY002
+        if callback:
+            callback(b + 1, y.shape[0], app_name)
+    image = torch.stack(out).to(y.dtype)
+    return ReconResult(
+        image=image,
+        seconds=time.perf_counter() - start,
+        params={"lambda_rel": lam, "iterations": iterations},
+    )
+
+
+def l1_wavelet(
+    y: torch.Tensor,
+    op: LinearOperator,
+    *,
+    lam: float | None = None,
+    iterations: int = DEFAULT_ITERATIONS["l1-wavelet"],
+    generator: torch.Generator | None = None,
+    callback: Progress | None = None,
+) -> ReconResult:
+    """ℓ1-wavelet compressed sensing (sigpy ``L1WaveletRecon``), slice by slice; ``lam`` is
+    relative (``None``: the tuned default for the data's kind, :func:`default_lambda`)."""
+    return _sigpy_regularized("l1-wavelet", y, op, lam, iterations, callback)
+
+
+def total_variation(
+    y: torch.Tensor,
+    op: LinearOperator,
+    *,
+    lam: float | None = None,
+    iterations: int = DEFAULT_ITERATIONS["tv"],
+    generator: torch.Generator | None = None,
+    callback: Progress | None = None,
+) -> ReconResult:
+    """Total-variation reconstruction (sigpy ``TotalVariationRecon``), slice by slice; ``lam`` is
+    relative (``None``: the tuned default for the data's kind, :func:`default_lambda`)."""
+    return _sigpy_regularized("tv", y, op, lam, iterations, callback)
+
+
+CLASSICAL: dict[str, Callable[..., ReconResult]] = {
+    "zero-filled": zero_filled,
+    "cg-sense": cg_sense,
+    "l1-wavelet": l1_wavelet,
+    "tv": total_variation,
+}

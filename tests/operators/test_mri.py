@@ -1,0 +1,174 @@
+"""MRI operators: adjointness, agreement with sigpy's Sense, autograd, bad input."""
+
+import numpy as np
+import pytest
+import sigpy as sp
+import sigpy.mri
+import torch
+
+from operators.base import adjoint_error
+from operators.fft import fft2c, ifft2c
+from operators.masks import radial_trajectory, random_column_mask, spiral_trajectory
+from operators.mri import MultiCoilMRI, NonCartesianMRI, SingleCoilMRI
+
+SHAPES = [(37, 31), (24, 40), (33, 33)]
+
+
+def crandn(*shape, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal(shape) + 1j * rng.standard_normal(shape)
+
+
+def maps_for(shape, coils=4):
+    return sigpy.mri.birdcage_maps((coils, *shape)).astype(np.complex128)
+
+
+def rel(a, b):
+    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_fft2c_matches_numpy_and_sigpy(shape):
+    x = crandn(2, *shape)
+    ref = np.fft.fftshift(
+        np.fft.fft2(np.fft.ifftshift(x, axes=(-2, -1)), norm="ortho"), axes=(-2, -1)
+    )
+    got = fft2c(torch.from_numpy(x)).numpy()
+    assert rel(got, ref) < 1e-12
+    assert rel(got, sp.fft(x, axes=(-2, -1))) < 1e-12
+    assert rel(ifft2c(torch.from_numpy(got)).numpy(), x) < 1e-12
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_single_coil_adjoint_and_sigpy(shape):
+    mask = torch.from_numpy(random_column_mask(shape[1], 0.1, 3, seed=1)).double()
+    op = SingleCoilMRI(mask, shape)
+    assert adjoint_error(op) < 1e-5
+    x = crandn(3, *shape)
+    ours = op(torch.from_numpy(x)).numpy()
+    mask2d = np.broadcast_to(mask.numpy(), shape)
+    for b in range(3):
+        ref = sigpy.mri.linop.Sense(np.ones((1, *shape)), weights=mask2d)(x[b])[0]
+        assert rel(ours[b], ref) < 1e-5
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_multi_coil_adjoint_and_sigpy(shape):
+    maps = maps_for(shape)
+    mask = np.broadcast_to(random_column_mask(shape[1], 0.1, 2.5, seed=2), shape).astype(float)
+    op = MultiCoilMRI(torch.from_numpy(maps), torch.from_numpy(mask))
+    assert adjoint_error(op) < 1e-5
+    x = crandn(2, *shape, seed=3)
+    y = crandn(2, maps.shape[0], *shape, seed=4)
+    sense = sigpy.mri.linop.Sense(maps, weights=mask)
+    ours_fwd = op(torch.from_numpy(x)).numpy()
+    ours_adj = op.A_adjoint(torch.from_numpy(y)).numpy()
+    for b in range(2):
+        assert rel(ours_fwd[b], sense(x[b])) < 1e-5
+        assert rel(ours_adj[b], sense.H(y[b])) < 1e-5
+
+
+def test_multi_coil_per_slice_maps_and_masks():
+    shape = (20, 18)
+    maps = np.stack([maps_for(shape, 3), np.roll(maps_for(shape, 3), 3, axis=-1)])
+    masks = np.stack(
+        [np.broadcast_to(random_column_mask(18, 0.2, 2, seed=s), shape) for s in (0, 1)]
+    )
+    op = MultiCoilMRI(torch.from_numpy(maps), torch.from_numpy(masks.astype(float)))
+    assert adjoint_error(op) < 1e-5
+    x = crandn(2, *shape)
+    y = op(torch.from_numpy(x)).numpy()
+    for b in range(2):
+        ref = sigpy.mri.linop.Sense(maps[b], weights=masks[b].astype(float))(x[b])
+        assert rel(y[b], ref) < 1e-5
+    with pytest.raises(ValueError, match="batch of 3"):
+        op(torch.from_numpy(crandn(3, *shape)))
+
+
+@pytest.mark.parametrize("trajectory", ["radial", "spiral"])
+@pytest.mark.parametrize("coils", [None, 3])
+def test_non_cartesian_adjoint_and_sigpy(trajectory, coils):
+    shape = (32, 32)
+    if trajectory == "radial":
+        coord = radial_trajectory(21, 48, shape)
+    else:
+        coord = spiral_trajectory(shape, num_interleaves=4, undersampling=2.0)
+    maps = None if coils is None else torch.from_numpy(maps_for(shape, coils))
+    op = NonCartesianMRI(torch.from_numpy(coord), maps=maps, image_shape=shape)
+    assert adjoint_error(op) < 1e-5
+    x = crandn(2, *shape)
+    ours = op(torch.from_numpy(x)).numpy()
+    mps = np.ones((1, *shape), dtype=complex) if coils is None else maps.numpy()
+    sense = sigpy.mri.linop.Sense(mps, coord=coord.reshape(-1, 2))
+    for b in range(2):
+        ref = sense(x[b])
+        assert rel(ours[b].reshape(ref.shape), ref) < 1e-5
+
+
+def test_autograd_through_cartesian_and_nufft_matches_closed_form():
+    """∇_x ½‖A x − y‖² = A^H (A x − y) for every MRI operator (torch's complex convention)."""
+    shape = (16, 16)
+    maps = torch.from_numpy(maps_for(shape, 2))
+    mask = torch.from_numpy(random_column_mask(16, 0.25, 2, seed=0)).double()
+    ops = [
+        SingleCoilMRI(mask, shape),
+        MultiCoilMRI(maps, mask),
+        NonCartesianMRI(torch.from_numpy(radial_trajectory(9, 24, shape)), maps=maps),
+    ]
+    for op in ops:
+        x = torch.from_numpy(crandn(2, *shape)).requires_grad_(True)
+        y = op(torch.from_numpy(crandn(2, *shape, seed=5))).detach()
+        loss = 0.5 * (op(x) - y).abs().pow(2).sum()
+        loss.backward()
+        expected = op.A_adjoint(op(x.detach()) - y)
+        # torch returns the conjugate-Wirtinger gradient 2·∂L/∂x̄ = A^H(Ax − y)
+        assert torch.allclose(x.grad, expected, rtol=1e-10, atol=1e-10), type(op).__name__
+
+
+def test_single_precision_runs():
+    shape = (16, 12)
+    op = SingleCoilMRI(torch.ones(12), shape)
+    x = torch.randn(1, *shape, dtype=torch.complex64)
+    assert op(x).dtype == torch.complex64
+    assert torch.allclose(op.A_adjoint(op(x)), x, atol=1e-5)
+
+
+def test_composition_and_adjoint_operator():
+    shape = (12, 10)
+    op = SingleCoilMRI(torch.ones(10).double(), shape)
+    normal = op.H @ op
+    x = torch.from_numpy(crandn(1, *shape))
+    assert torch.allclose(normal(x), op.normal(x))
+    assert torch.allclose(normal(x), x)
+    assert op.H.H is op
+    assert adjoint_error(normal) < 1e-5
+
+
+@pytest.mark.parametrize(
+    "build, message",
+    [
+        (lambda: SingleCoilMRI(torch.ones(9), (8, 8)), "width 8, got 9"),
+        (lambda: SingleCoilMRI(torch.ones(8, dtype=torch.cfloat), (8, 8)), "must be real"),
+        (lambda: SingleCoilMRI(-torch.ones(8), (8, 8)), "non-negative"),
+        (lambda: SingleCoilMRI(torch.ones(8), (8, 8)).A(torch.ones(1, 8, 8)), "complex"),
+        (
+            lambda: SingleCoilMRI(torch.ones(8), (8, 8)).A(torch.ones(1, 8, 9, dtype=torch.cfloat)),
+            r"\(B, 8, 8\)",
+        ),
+        (lambda: MultiCoilMRI(torch.ones(2, 8, 8), torch.ones(8)), "coil maps must be complex"),
+        (lambda: MultiCoilMRI(torch.ones(8, 8, dtype=torch.cfloat), torch.ones(8)), r"\(C, H, W\)"),
+        (lambda: MultiCoilMRI(torch.ones(2, 8, 8, dtype=torch.cfloat), torch.ones(7)), "width 8"),
+        (
+            lambda: MultiCoilMRI(
+                torch.full((2, 8, 8), float("nan"), dtype=torch.cfloat), torch.ones(8)
+            ),
+            "finite",
+        ),
+        (lambda: SingleCoilMRI(torch.tensor([1.0, float("inf")] * 4), (8, 8)), "finite"),
+        (lambda: NonCartesianMRI(torch.ones(10, 2) * 40, image_shape=(16, 16)), r"\[-N/2, N/2\]"),
+        (lambda: NonCartesianMRI(torch.ones(10, 3), image_shape=(16, 16)), r"\(\.\.\., 2\)"),
+    ],
+)
+def test_bad_input_is_refused(build, message):
+    with pytest.raises(ValueError, match=message):
+        build()
