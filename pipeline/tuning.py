@@ -2,7 +2,8 @@
 
 ``sgilo tune-classical`` simulates the benchmark's settings (single-coil, and 8-coil with ESPIRiT
 maps; 4× with an 8 % centre and 8× with 4 %) on training slices only, sweeps ``λ_rel`` on a log
-grid for ℓ1-wavelet and TV, and reports the volume PSNR of each value beside zero-filling. For each
+grid for ℓ1-wavelet and TV (and the number of CG-SENSE iterations, its regulariser), and reports
+the volume PSNR of each value beside zero-filling. For each
 method and kind of data (single- or multi-coil) the value with the best PSNR averaged over the two
 accelerations becomes the default in :mod:`pipeline.solvers.classical`. Validation slices, on
 which the demo and benchmarks score, are never used here.
@@ -20,11 +21,19 @@ from pipeline.metrics import psnr
 from pipeline.simulate import simulate_acquisition
 from pipeline.solvers.classical import CLASSICAL
 
-GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0)
+#: method → (the parameter swept, its values)
+GRID: dict[str, tuple[str, tuple[float, ...]]] = {
+    "l1-wavelet": ("lam", (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1)),
+    "tv": ("lam", (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0)),
+    "cg-sense": ("iterations", (3, 5, 10, 20, 40, 80)),
+}
 
 
 @dataclass(frozen=True)
 class TuningRow:
+    """PSNR of ``method`` on ``setting`` with its swept parameter (λ_rel or iterations) at
+    ``lam``."""
+
     method: str
     setting: str
     lam: float
@@ -34,8 +43,8 @@ class TuningRow:
 def sweep(
     slices: np.ndarray,
     settings: list[Setting],
-    methods: tuple[str, ...] = ("l1-wavelet", "tv"),
-    grid: tuple[float, ...] = GRID,
+    methods: tuple[str, ...] = ("cg-sense", "l1-wavelet", "tv"),
+    grid: dict[str, tuple[str, tuple[float, ...]]] = GRID,
     seed: int = 1,
     progress: bool = True,
 ) -> list[TuningRow]:
@@ -53,12 +62,15 @@ def sweep(
         zf = CLASSICAL["zero-filled"](y, op)
         rows.append(TuningRow("zero-filled", setting.label, 0.0, psnr(acq.target, zf.magnitude)))
         for method in methods:
-            for lam in grid:
-                result = CLASSICAL[method](y, op, lam=lam)
-                value = psnr(acq.target, result.magnitude)
-                rows.append(TuningRow(method, setting.label, lam, value))
+            if method == "cg-sense" and setting.coils is None:
+                continue
+            name, values = grid[method]
+            for value in values:
+                result = CLASSICAL[method](y, op, **{name: value})
+                quality = psnr(acq.target, result.magnitude)
+                rows.append(TuningRow(method, setting.label, value, quality))
                 if progress:
-                    print(f"  {setting.label:<16} {method:<11} λ_rel={lam:<7g} PSNR {value:.2f} dB")
+                    print(f"  {setting.label:<16} {method:<11} {name}={value:<7g} {quality:.2f} dB")
     return rows
 
 
@@ -92,7 +104,7 @@ def markdown_table(rows: list[TuningRow]) -> str:
         settings = list(dict.fromkeys(r.setting for r in tuned if r.method == method))
         lams = sorted({r.lam for r in tuned if r.method == method})
         out.append(f"\n### {method}\n")
-        out.append("| λ_rel | " + " | ".join(settings) + " |")
+        out.append(f"| {GRID[method][0]} | " + " | ".join(settings) + " |")
         out.append("|---" * (len(settings) + 1) + "|")
         for lam in lams:
             vals = [
