@@ -4,6 +4,8 @@
     sgilo reconstruct INPUT... --method M --out DIR [--seed N]
                       [--acceleration R --center-fraction F] [--mask-type random|equispaced]
     sgilo tune-classical [--slices N] [--out FILE]
+    sgilo train-gan --data SRC [--data SRC ...] --out DIR [--resume] [--steps N] ...
+    sgilo train-score --generator PATH --space z|K --out DIR [--resume] [--steps N] ...
 
 Heavy libraries (torch, sigpy, prefect) are imported inside the commands so that ``sgilo --help``
 is fast. Exit codes: 0 success; 1 when any input failed (each failure is one line on stderr naming
@@ -54,6 +56,54 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--acceleration", type=_positive_float, default=None)
     rec.add_argument("--center-fraction", type=_positive_float, default=None)
     rec.add_argument("--mask-type", choices=("random", "equispaced"), default="random")
+
+    gan = sub.add_parser(
+        "train-gan",
+        help="train a StyleGAN-2 prior on MNI training slices and/or folders of images",
+        description="Train a StyleGAN-2 on magnitude images. --data takes 'mni-train' (the "
+        "bundled MNI152 training slices) or a folder of PNG/JPEG, NIfTI or DICOM files; repeat it "
+        "to mix sources. Checkpoints go to --out every --checkpoint-every steps; run the same "
+        "command with --resume (and a larger --steps if you like) to continue exactly.",
+    )
+    gan.add_argument("--data", action="append", required=True, metavar="SRC")
+    gan.add_argument("--out", type=Path, required=True)
+    gan.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    gan.add_argument("--resolution", type=int, default=128)
+    gan.add_argument(
+        "--image-channels",
+        type=int,
+        choices=(1, 2),
+        default=1,
+        help="1: magnitude; 2: real/imaginary with phase augmentation",
+    )
+    gan.add_argument("--style-dim", type=int, default=256)
+    gan.add_argument("--channel-max", type=int, default=128)
+    gan.add_argument(
+        "--channel-base",
+        type=int,
+        default=2048,
+        help="channels at side r: clamp(2·base/r, 32, channel-max)",
+    )
+    gan.add_argument("--batch", type=int, default=8)
+    gan.add_argument("--steps", type=int, default=10_000)
+    gan.add_argument("--checkpoint-every", type=int, default=500)
+    gan.add_argument("--seed", type=int, default=0)
+    gan.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+
+    score = sub.add_parser(
+        "train-score",
+        help="train a latent score model on a generator's latents (z or a block output)",
+        description="Train a VP-SDE score model on latents of GAN samples: 'z' (the w+ rows' "
+        "Gaussianized latents) or the output of synthesis block K. Resumable with --resume.",
+    )
+    score.add_argument("--generator", type=Path, required=True, help="a generator.pt")
+    score.add_argument("--space", required=True, help="'z' or a block index")
+    score.add_argument("--out", type=Path, required=True)
+    score.add_argument("--resume", action="store_true")
+    score.add_argument("--steps", type=int, default=20_000)
+    score.add_argument("--batch", type=int, default=128)
+    score.add_argument("--seed", type=int, default=0)
+    score.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
 
     tune = sub.add_parser("tune-classical", help="choose ℓ1-wavelet/TV λ on MNI training slices")
     tune.add_argument("--slices", type=int, default=12)
@@ -129,12 +179,123 @@ def cmd_tune(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_gan(args: argparse.Namespace) -> int:
+    import torch
+
+    from models.stylegan2.generator import GeneratorConfig
+    from models.stylegan2.train import TrainConfig, train_gan
+    from pipeline.training_data import load_training_images
+
+    if args.device == "cuda" and not torch.cuda.is_available():
+        _stderr("sgilo train-gan: --device cuda requested but no CUDA device is available")
+        return 2
+    try:
+        images, summary = load_training_images(args.data, args.resolution)
+        generator = GeneratorConfig(
+            resolution=args.resolution,
+            style_dim=args.style_dim,
+            image_channels=args.image_channels,
+            channel_base=args.channel_base,
+            channel_max=args.channel_max,
+            channel_min=min(32, args.channel_max),
+        )
+        config = TrainConfig(
+            generator=generator,
+            batch_size=args.batch,
+            total_steps=args.steps,
+            checkpoint_every=args.checkpoint_every,
+            sample_every=args.checkpoint_every,
+            seed=args.seed,
+            phase_augmentation=args.image_channels == 2,
+        )
+    except ValueError as exc:
+        _stderr(f"sgilo train-gan: error: {' '.join(str(exc).split())}")
+        return 2
+    for source, info in summary["sources"].items():
+        _stderr(f"data: {source}: {info['images']} images")
+    for skipped in summary["skipped"]:
+        _stderr(f"data: skipped {skipped['path']}: {skipped['reason']}")
+
+    def progress(p: dict) -> None:
+        losses = " ".join(f"{k} {v:.3f}" for k, v in p["losses"].items() if v is not None)
+        _stderr(
+            f"step {p['step']}/{p['total']}  kimg {p['kimg']:.2f}  {losses}  "
+            f"{p['images_per_s']:.1f} img/s"
+        )
+
+    try:
+        result = train_gan(
+            config,
+            torch.from_numpy(images),
+            args.out,
+            resume=args.resume,
+            progress=progress,
+            device=args.device,
+        )
+    except (FileExistsError, ValueError) as exc:
+        _stderr(f"sgilo train-gan: error: {' '.join(str(exc).split())}")
+        return 2
+    _stderr(f"done: step {result.step}, {result.images_seen} images seen; {args.out}")
+    return 0
+
+
+def cmd_train_score(args: argparse.Namespace) -> int:
+    import torch
+
+    from models.score.network import default_network_config
+    from models.score.sources import gan_latent_source
+    from models.score.train import ScoreTrainConfig, train_score
+    from models.stylegan2.checkpoint import CheckpointError, load_generator
+
+    if args.device == "cuda" and not torch.cuda.is_available():
+        _stderr("sgilo train-score: --device cuda requested but no CUDA device is available")
+        return 2
+    try:
+        generator, info = load_generator(args.generator, device=args.device)
+        space: str | int = "z" if args.space == "z" else int(args.space)
+        source = gan_latent_source(generator, space, latent_stats=info.latent_stats)
+        sample = source(2, torch.Generator().manual_seed(0))
+        config = ScoreTrainConfig(
+            network=default_network_config(tuple(sample.shape[1:])),
+            space=f"block{space}" if space != "z" else "z",
+            batch=args.batch,
+            steps=args.steps,
+            seed=args.seed,
+        )
+    except (CheckpointError, ValueError) as exc:
+        _stderr(f"sgilo train-score: error: {' '.join(str(exc).split())}")
+        return 2
+
+    def progress(record: dict) -> None:
+        _stderr(
+            " ".join(
+                f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()
+            )
+        )
+
+    try:
+        train_score(
+            config, source, args.out, resume=args.resume, progress=progress, device=args.device
+        )
+    except (FileExistsError, ValueError) as exc:
+        _stderr(f"sgilo train-score: error: {' '.join(str(exc).split())}")
+        return 2
+    _stderr(f"done: {args.out / 'score_model.pt'}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from pipeline.runtime import configure_environment
 
     args = build_parser().parse_args(argv)
     configure_environment()
-    commands = {"reconstruct": cmd_reconstruct, "demo": cmd_demo, "tune-classical": cmd_tune}
+    commands = {
+        "reconstruct": cmd_reconstruct,
+        "demo": cmd_demo,
+        "tune-classical": cmd_tune,
+        "train-gan": cmd_train_gan,
+        "train-score": cmd_train_score,
+    }
     return commands[args.command](args)
 
 

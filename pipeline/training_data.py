@@ -1,0 +1,243 @@
+"""Magnitude training images for the generator, from the bundled MNI slices and from folders.
+
+``load_training_images(sources, size)`` returns ``(images, summary)``: float32 ``(N, size, size)``
+in [0, 1] and a JSON-able summary. A source is
+
+- ``"mni-train"``: the bundled MNI152 training slices (:func:`pipeline.data.mni.mni_slices`);
+  the validation slices are never offered;
+- a folder (searched recursively, hidden files ignored, sorted) or a single file, holding
+  - PNG/JPEG (``.png``, ``.jpg``, ``.jpeg``; via ``skimage.io``; colour → grey with
+    ``skimage.color.rgb2gray``, alpha dropped): one image per file;
+  - NIfTI (``.nii``, ``.nii.gz``; via nibabel): each 3-D volume (every volume of a 4-D file) is
+    reoriented to RAS+ (``nibabel.as_closest_canonical``), and every axial slice with more than
+    5 % non-zero pixels (``mni.BRAIN_FRACTION``) is taken in the MNI display orientation
+    (:func:`pipeline.data.mni.axial_display_slice`), resampled to square pixels when the
+    in-plane voxel sizes differ;
+  - DICOM (``.dcm``, or any other file pydicom recognises): single-frame pixels with
+    RescaleSlope/Intercept applied (:func:`pipeline.data.dicom_examples.dicom_pixels`); in-plane
+    pixels are taken as square.
+
+Every image, whatever its source, goes through the same steps: NaN → 0; zero-padded to a centred
+square (:func:`pipeline.data.mni.pad_to_square`); resized to ``size``×``size``
+(``skimage.transform.resize``, ``anti_aliasing=True``); divided by its own 99.5th percentile (over
+all pixels; the maximum when that percentile is 0) and clipped to [0, 1] — so negative values
+become 0 (magnitude images are expected). The MNI slices come from ``mni_slices`` already padded,
+resized and divided by the volume maximum; the same per-image percentile rule is applied to them
+too, which makes them identical to the rule applied to the raw slices (a constant factor cancels),
+so all sources share one intensity convention. An all-zero image is skipped.
+
+Errors: a bad source (missing path, empty folder, nothing readable in it, an unknown ``mni-*``
+name) raises ValueError with a one-line message naming it. Individual unreadable files inside a
+folder are skipped with a warning and listed in the summary.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.data import mni
+from pipeline.data.dicom_examples import dicom_pixels
+
+MNI_TRAIN = "mni-train"
+#: per-image scaling: this percentile of the resized image maps to 1
+PERCENTILE = 99.5
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+
+
+def scale_to_unit(image: np.ndarray) -> np.ndarray | None:
+    """image / percentile_99.5(image) clipped to [0, 1] (float32); None for an all-zero image."""
+    ref = float(np.percentile(image, PERCENTILE))
+    if ref <= 0:
+        ref = float(image.max())
+    if ref <= 0:
+        return None
+    return np.clip(image / ref, 0.0, 1.0).astype(np.float32)
+
+
+def prepare_image(image: np.ndarray, size: int) -> np.ndarray | None:
+    """Real (H, W) → float32 (size, size) in [0, 1]: pad to square, resize, percentile-scale."""
+    from skimage.transform import resize
+
+    square = mni.pad_to_square(np.nan_to_num(np.asarray(image, dtype=np.float64)))
+    if square.shape != (size, size):
+        square = resize(square, (size, size), anti_aliasing=True, preserve_range=True)
+    return scale_to_unit(square)
+
+
+def _kind(path: Path) -> str:
+    name = path.name.lower()
+    if name.endswith(IMAGE_SUFFIXES):
+        return "image"
+    if name.endswith(NIFTI_SUFFIXES):
+        return "nifti"
+    return "dicom"  # .dcm, or whatever pydicom recognises
+
+
+def _read_picture(path: Path) -> Iterator[np.ndarray]:
+    from skimage import io
+    from skimage.color import rgb2gray
+
+    pixels = np.asarray(io.imread(path))
+    if pixels.ndim == 3 and pixels.shape[-1] in (2, 4):  # grey+alpha, RGBA: drop alpha
+        pixels = pixels[..., :-1]
+    if pixels.ndim == 3 and pixels.shape[-1] == 1:
+        pixels = pixels[..., 0]
+    if pixels.ndim == 3 and pixels.shape[-1] == 3:
+        pixels = rgb2gray(pixels.astype(np.float64))
+    if pixels.ndim != 2:
+        raise ValueError(f"unsupported image shape {pixels.shape}")
+    yield pixels.astype(np.float64)
+
+
+def _square_pixels(image: np.ndarray, spacing: tuple[float, float]) -> np.ndarray:
+    """Resample (H, W) with pixel spacing (row, column) so that both spacings equal the smaller."""
+    from skimage.transform import resize
+
+    dy, dx = spacing
+    if dy <= 0 or dx <= 0 or np.isclose(dy, dx, rtol=1e-3):
+        return image
+    d = min(dy, dx)
+    shape = (max(1, round(image.shape[0] * dy / d)), max(1, round(image.shape[1] * dx / d)))
+    return resize(image, shape, anti_aliasing=True, preserve_range=True)
+
+
+def _read_nifti(path: Path) -> Iterator[np.ndarray]:
+    import nibabel as nib
+
+    img = nib.as_closest_canonical(nib.load(path))
+    data = np.asarray(img.dataobj, dtype=np.float64)
+    if data.ndim == 2:
+        data = data[:, :, None]
+    if data.ndim == 3:
+        data = data[..., None]
+    if data.ndim != 4:
+        raise ValueError(f"expected a 2-D, 3-D or 4-D volume, got shape {data.shape}")
+    zooms = img.header.get_zooms()
+    spacing = (float(zooms[1]), float(zooms[0])) if len(zooms) >= 2 else (1.0, 1.0)
+    data = np.nan_to_num(data)
+    for t in range(data.shape[3]):
+        volume = data[..., t]
+        plane = volume.shape[0] * volume.shape[1]
+        for z in range(volume.shape[2]):
+            if np.count_nonzero(volume[:, :, z]) / plane > mni.BRAIN_FRACTION:
+                yield _square_pixels(mni.axial_display_slice(volume, z), spacing)
+
+
+def _read_dicom(path: Path) -> Iterator[np.ndarray]:
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        pydicom.dcmread(path, stop_before_pixels=True)
+    except (InvalidDicomError, EOFError, OSError, ValueError, TypeError) as exc:
+        raise ValueError("not a PNG/JPEG, NIfTI or DICOM file") from exc
+    yield dicom_pixels(path)
+
+
+_READERS = {"image": _read_picture, "nifti": _read_nifti, "dicom": _read_dicom}
+
+
+def _files(root: Path) -> list[Path]:
+    if root.is_file():
+        return [root]
+    return sorted(
+        p
+        for p in root.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    )
+
+
+def _load_folder(source: str, size: int, skipped: list[dict[str, str]]) -> tuple[list, dict]:
+    root = Path(source).expanduser()
+    if not root.exists():
+        raise ValueError(
+            f"{source}: no such file or folder (a source is '{MNI_TRAIN}' or a folder of "
+            "PNG/JPEG, NIfTI or DICOM files)"
+        )
+    files = _files(root)
+    if not files:
+        raise ValueError(f"{source}: empty folder (no files)")
+    images: list[np.ndarray] = []
+    counts = {"image": 0, "nifti": 0, "dicom": 0}
+    n_skipped = 0
+    for path in files:
+        kind = _kind(path)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # reader chatter (pydicom, imageio)
+                slices = [prepare_image(s, size) for s in _READERS[kind](path)]
+        except Exception as exc:  # any unreadable file: skip it, report it
+            reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+            skipped.append({"path": str(path), "reason": reason})
+            warnings.warn(f"{path}: skipped ({reason})", stacklevel=3)
+            n_skipped += 1
+            continue
+        kept = [s for s in slices if s is not None]
+        if not kept:
+            reason = "no usable slice" if kind == "nifti" else "blank image"
+            skipped.append({"path": str(path), "reason": reason})
+            warnings.warn(f"{path}: skipped ({reason})", stacklevel=3)
+            n_skipped += 1
+            continue
+        images.extend(kept)
+        counts[kind] += 1
+    if not images:
+        first = skipped[-n_skipped]["reason"] if n_skipped else "none"
+        raise ValueError(
+            f"{source}: no readable images ({n_skipped} of {len(files)} files skipped; "
+            f"first: {first})"
+        )
+    summary = {
+        "images": len(images),
+        "files": sum(counts.values()),
+        "skipped": n_skipped,
+        "files_by_type": counts,
+    }
+    return images, summary
+
+
+def load_training_images(sources: list[str], size: int) -> tuple[np.ndarray, dict[str, Any]]:
+    """Load, square, resize and scale training images from several sources (module docstring).
+
+    Args:
+        sources: ``"mni-train"`` and/or folder (or file) paths; order is kept in the output.
+        size: output side in pixels (an integer ≥ 8).
+
+    Returns:
+        images: float32, (N, size, size), values in [0, 1].
+        summary: ``{"total": N, "size": size, "sources": {source: {"images", "files",
+        "skipped", "files_by_type"}}, "skipped": [{"path", "reason"}, ...]}``
+        (``files``/``files_by_type`` count the files that gave images).
+    """
+    if isinstance(size, bool) or not isinstance(size, int | np.integer) or size < 8:
+        raise ValueError(f"size: expected an integer >= 8, received {size!r}")
+    if isinstance(sources, str) or not sources:
+        raise ValueError("sources: expected a non-empty list of 'mni-train' or folder paths")
+    chunks: list[np.ndarray] = []
+    per_source: dict[str, dict[str, Any]] = {}
+    skipped: list[dict[str, str]] = []
+    for source in sources:
+        source = str(source)
+        if source in per_source:
+            raise ValueError(f"{source}: listed twice")
+        if source == MNI_TRAIN:
+            slices = [scale_to_unit(s) for s in mni.mni_slices("train", int(size))]
+            images = [s for s in slices if s is not None]
+            summary = {"images": len(images), "files": 0, "skipped": 0, "files_by_type": {}}
+        elif source.startswith("mni-") and not Path(source).exists():
+            raise ValueError(
+                f"{source}: unknown bundled source; only '{MNI_TRAIN}' is offered (the MNI "
+                "validation slices are never used for training)"
+            )
+        else:
+            images, summary = _load_folder(source, int(size), skipped)
+        chunks.append(np.stack(images).astype(np.float32))
+        per_source[source] = summary
+    out = np.concatenate(chunks)
+    return out, {"total": len(out), "size": int(size), "sources": per_source, "skipped": skipped}

@@ -1,0 +1,169 @@
+"""Training images from MNI and folders of PNG/JPEG, NIfTI and DICOM files: shapes, ranges,
+orientation, the shared intensity rule, per-source counts, skipped files and bad sources."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from PIL import Image
+from skimage.transform import resize
+
+from pipeline.data import mni
+from pipeline.data.dicom_examples import bundled_test_files_dir, dicom_pixels
+from pipeline.training_data import load_training_images, prepare_image, scale_to_unit
+
+SIZE = 32
+
+
+def grey_picture() -> np.ndarray:
+    """A non-square (40, 30) uint8 picture: a bright disc on a gradient."""
+    yy, xx = np.mgrid[:40, :30]
+    img = 40 + 2 * xx + 150 * (((yy - 18) ** 2 + (xx - 14) ** 2) < 64)
+    return img.astype(np.uint8)
+
+
+def nifti_volume() -> np.ndarray:
+    """(12, 10, 6) float32: z = 1, 2, 3 hold an off-centre block (> 5 %), z = 4 one voxel."""
+    vol = np.zeros((12, 10, 6), dtype=np.float32)
+    for z in (1, 2, 3):
+        vol[1:5, 2:9, z] = 10.0 * z
+        vol[1, 2, z] = 50.0  # a marker that shows the orientation
+    vol[6, 5, 4] = 7.0
+    return vol
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("mixed")
+    Image.fromarray(grey_picture()).save(root / "a_grey.png")
+    rgb = np.stack([grey_picture(), grey_picture() // 2, np.zeros((40, 30), np.uint8)], -1)
+    Image.fromarray(rgb).save(root / "b_rgb.png")
+    Image.fromarray(rgb).save(root / "c_photo.jpg")
+    # LAS voxel order: as_closest_canonical flips the first axis back to RAS
+    nib.save(
+        nib.Nifti1Image(nifti_volume(), np.diag([-1.0, 1.0, 1.0, 1.0])), root / "d_volume.nii.gz"
+    )
+    (root / "series").mkdir()
+    shutil.copy(bundled_test_files_dir() / "MR_small.dcm", root / "series" / "e_slice.dcm")
+    shutil.copy(bundled_test_files_dir() / "MR_small.dcm", root / "series" / "IM0001")
+    (root / "f_broken.png").write_bytes(b"not a png at all")
+    (root / "g_notes.txt").write_text("acquired on a Tuesday\n")
+    (root / ".hidden").write_text("ignored")
+    return root
+
+
+@pytest.fixture(scope="module")
+def mixed(folder):
+    with pytest.warns(UserWarning, match="skipped") as caught:
+        images, summary = load_training_images(["mni-train", str(folder)], SIZE)
+    return images, summary, [str(w.message) for w in caught]
+
+
+def test_shapes_ranges_and_counts(mixed, folder):
+    images, summary, warned = mixed
+    n_mni = len(mni.TRAINING_Z)
+    # 3 pictures + 3 NIfTI slices + 2 DICOM files
+    assert images.shape == (n_mni + 8, SIZE, SIZE) and images.dtype == np.float32
+    assert images.min() >= 0 and images.max() <= 1
+    assert summary["total"] == n_mni + 8 and summary["size"] == SIZE
+    assert summary["sources"]["mni-train"]["images"] == n_mni
+    got = summary["sources"][str(folder)]
+    assert got["images"] == 8 and got["files"] == 6 and got["skipped"] == 2
+    assert got["files_by_type"] == {"image": 3, "nifti": 1, "dicom": 2}
+    skipped = sorted(Path(s["path"]).name for s in summary["skipped"])
+    assert skipped == ["f_broken.png", "g_notes.txt"]
+    assert len(warned) == 2 and all("skipped" in w for w in warned)
+    # every image is scaled by its own 99.5th percentile: at least 0.5 % of pixels reach 1
+    assert ((images >= 1.0).mean(axis=(1, 2)) >= 0.004).all()
+
+
+def test_mni_follows_the_same_percentile_rule(mixed):
+    images, _, _ = mixed
+    raw = mni.mni_slices("train", SIZE)
+    n = len(raw)
+    np.testing.assert_array_equal(images[:n], np.stack([scale_to_unit(s) for s in raw]))
+    # and that equals the rule applied to the unscaled slices (the volume max cancels)
+    volume, _ = mni.mni_volume()
+    z = mni.TRAINING_Z[40]
+    direct = prepare_image(mni.axial_display_slice(volume, z) * 1000.0, SIZE)
+    np.testing.assert_allclose(images[40], direct, atol=1e-5)
+
+
+def test_picture_known_answer(mixed):
+    images, _, _ = mixed
+    square = mni.pad_to_square(grey_picture().astype(np.float64))
+    small = resize(square, (SIZE, SIZE), anti_aliasing=True, preserve_range=True)
+    want = np.clip(small / np.percentile(small, 99.5), 0, 1)
+    n = len(mni.TRAINING_Z)
+    np.testing.assert_allclose(images[n], want, atol=1e-6)  # a_grey.png comes first
+    assert images[n].shape == (SIZE, SIZE)
+
+
+def test_nifti_slices_oriented_like_mni(mixed):
+    images, _, _ = mixed
+    canonical = nifti_volume()[::-1]  # the LAS file in RAS order
+    n = len(mni.TRAINING_Z) + 3
+    for i, z in enumerate((1, 2, 3)):
+        want = prepare_image(mni.axial_display_slice(canonical, z), SIZE)
+        np.testing.assert_allclose(images[n + i], want, atol=1e-6)
+    # without the reorientation to RAS+ the slices would come out mirrored
+    mirrored = prepare_image(mni.axial_display_slice(nifti_volume(), 1), SIZE)
+    assert not np.allclose(images[n], mirrored, atol=1e-3)
+
+
+def test_dicom_with_and_without_extension(mixed):
+    images, _, _ = mixed
+    want = prepare_image(dicom_pixels(bundled_test_files_dir() / "MR_small.dcm"), SIZE)
+    np.testing.assert_allclose(images[-2], want, atol=1e-6)  # series/IM0001
+    np.testing.assert_allclose(images[-1], want, atol=1e-6)  # series/e_slice.dcm
+
+
+def test_single_file_source_and_anisotropic_voxels(tmp_path):
+    vol = np.zeros((8, 16, 3), np.float32)
+    vol[2:6, 4:12, 1] = 1.0
+    path = tmp_path / "aniso.nii"
+    nib.save(nib.Nifti1Image(vol, np.diag([2.0, 1.0, 1.0, 1.0])), path)  # 2 mm along x
+    images, summary = load_training_images([str(path)], 16)
+    assert images.shape == (1, 16, 16) and summary["sources"][str(path)]["images"] == 1
+    on = images[0] > 0.5
+    rows, cols = np.flatnonzero(on.any(axis=1)), np.flatnonzero(on.any(axis=0))
+    # 8 mm (y) × 8 mm (x) block: square after resampling to 1 mm pixels
+    assert abs(len(rows) - len(cols)) <= 1
+
+
+def test_bad_sources(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ValueError, match="^" + re.escape(f"{empty}: ") + r"empty folder"):
+        load_training_images([str(empty)], SIZE)
+    missing = tmp_path / "nowhere"
+    with pytest.raises(
+        ValueError, match="^" + re.escape(f"{missing}: ") + r"no such file or folder"
+    ) as error:
+        load_training_images([str(missing)], SIZE)
+    assert "\n" not in str(error.value)
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    (junk / "x.png").write_bytes(b"\x89PNG broken")
+    (junk / "y.jpg").write_bytes(np.zeros(1, np.uint8).tobytes())
+    with (
+        pytest.warns(UserWarning),
+        pytest.raises(ValueError, match="^" + re.escape(f"{junk}: ") + r"no readable"),
+    ):
+        load_training_images([str(junk)], SIZE)
+    blank = tmp_path / "blank"
+    blank.mkdir()
+    Image.fromarray(np.zeros((20, 20), np.uint8)).save(blank / "black.png")
+    with pytest.warns(UserWarning, match="blank"), pytest.raises(ValueError, match="no readable"):
+        load_training_images([str(blank)], SIZE)
+    with pytest.raises(ValueError, match="mni-validation: unknown bundled source"):
+        load_training_images(["mni-validation"], SIZE)
+    with pytest.raises(ValueError, match="size"):
+        load_training_images(["mni-train"], 4)
+    with pytest.raises(ValueError, match="sources"):
+        load_training_images([], SIZE)
