@@ -13,7 +13,8 @@ docs/CLASSICAL_TUNING.md), never on the slices being scored.
   (non-Cartesian);
 - CG-SENSE: conjugate gradients on ``(A^H A + μ I) x = A^H y`` in torch, batched over slices;
 - ℓ1-wavelet: ``argmin ½‖A x − y‖² + λ‖Ψ x‖₁`` (Daubechies-4), sigpy ``L1WaveletRecon``;
-- TV: ``argmin ½‖A x − y‖² + λ‖∇ x‖₁``, sigpy ``TotalVariationRecon``.
+- TV: ``argmin ½‖A x − y‖² + λ‖∇ x‖₁``, sigpy ``TotalVariationRecon``;
+  both started from 10 CG-SENSE iterations (for single-coil Cartesian data: the zero-filled image).
 """
 
 from __future__ import annotations
@@ -33,11 +34,13 @@ from pipeline.solvers.base import Progress, ReconResult
 #: training slices by `sgilo tune-classical` (docs/CLASSICAL_TUNING.md)
 DEFAULT_LAMBDA = {
     ("l1-wavelet", "single-coil"): 0.01,
-    ("l1-wavelet", "multi-coil"): 0.001,
+    ("l1-wavelet", "multi-coil"): 1e-4,
     ("tv", "single-coil"): 0.1,
-    ("tv", "multi-coil"): 0.01,
+    ("tv", "multi-coil"): 0.003,
 }
-DEFAULT_ITERATIONS = {"cg-sense": 10, "l1-wavelet": 100, "tv": 100}
+DEFAULT_ITERATIONS = {"cg-sense": 40, "l1-wavelet": 100, "tv": 100}
+#: CG-SENSE iterations that initialise the ℓ1-wavelet and TV solvers
+WARM_START_ITERATIONS = 10
 
 
 def coil_kind(op: LinearOperator) -> str:
@@ -193,6 +196,9 @@ def _sigpy_regularized(
     lam = default_lambda(app_name, op) if lam is None else lam
     start = time.perf_counter()
     scale = data_scale(y, op).cpu().numpy().astype(np.float64)
+    # warm start from a few CG-SENSE iterations: sigpy's first-order solvers converge slowly from
+    # zero (measured on training slices, 8-coil 4×, TV 100 iterations: 27.8 dB cold, 30.8 warm)
+    warm = cg_sense(y, op, iterations=WARM_START_ITERATIONS).image.detach().cpu().numpy()
     out = []
     for b in range(y.shape[0]):
         problem = _sigpy_problem(op, y, b)
@@ -210,6 +216,7 @@ def _sigpy_regularized(
                 coord=problem["coord"],
                 max_iter=iterations,
                 show_pbar=False,
+                x=warm[b].astype(np.complex128),
             )
             out.append(torch.from_numpy(np.asarray(app.run())))
         finally:
