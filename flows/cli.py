@@ -6,6 +6,7 @@
     sgilo tune-classical [--slices N] [--out FILE]
     sgilo train-gan --data SRC [--data SRC ...] --out DIR [--resume] [--steps N] ...
     sgilo train-score --generator PATH --space z|K --out DIR [--resume] [--steps N] ...
+    sgilo sample --generator PATH [--score PATH --block K] --out FILE.png [--n N] [--seed S]
 
 Heavy libraries (torch, sigpy, prefect) are imported inside the commands so that ``sgilo --help``
 is fast. Exit codes: 0 success; 1 when any input failed (each failure is one line on stderr naming
@@ -104,6 +105,20 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--batch", type=int, default=128)
     score.add_argument("--seed", type=int, default=0)
     score.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+
+    show = sub.add_parser(
+        "sample",
+        help="a sample sheet: GAN samples, and with --score the same samples after the latent "
+        "score model denoised their block-K output",
+    )
+    show.add_argument("--generator", type=Path, required=True)
+    show.add_argument("--score", type=Path, default=None, help="a score_model.pt for block K")
+    show.add_argument("--block", type=int, default=None)
+    show.add_argument("--t", type=float, default=0.05, help="denoiser time (VP-SDE t)")
+    show.add_argument("--steps", type=int, default=3, help="denoising steps")
+    show.add_argument("--n", type=int, default=8)
+    show.add_argument("--seed", type=int, default=0)
+    show.add_argument("--out", type=Path, required=True, help="PNG file")
 
     tune = sub.add_parser("tune-classical", help="choose ℓ1-wavelet/TV λ on MNI training slices")
     tune.add_argument("--slices", type=int, default=12)
@@ -235,6 +250,14 @@ def cmd_train_gan(args: argparse.Namespace) -> int:
     except (FileExistsError, ValueError) as exc:
         _stderr(f"sgilo train-gan: error: {' '.join(str(exc).split())}")
         return 2
+    # the Gaussianized-latent statistics (ALGORITHMS.md §3), fitted once per generator and stored
+    from models.stylegan2.checkpoint import fit_latent_stats, load_generator, save_generator
+
+    g_ema, info = load_generator(args.out / "generator.pt")
+    stats = fit_latent_stats(
+        g_ema, n=100_000, generator_rng=torch.Generator().manual_seed(args.seed)
+    )
+    save_generator(args.out / "generator.pt", g_ema, latent_stats=stats, extra=info.extra)
     _stderr(f"done: step {result.step}, {result.images_seen} images seen; {args.out}")
     return 0
 
@@ -284,6 +307,42 @@ def cmd_train_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sample(args: argparse.Namespace) -> int:
+    import torch
+
+    from models.score.model import ScoreCheckpointError, load_score_model
+    from models.score.show import prior_refined_samples
+    from models.stylegan2.checkpoint import CheckpointError, load_generator
+    from models.stylegan2.grid import save_grid
+    from models.stylegan2.train import network_to_magnitude
+
+    if (args.score is None) != (args.block is None):
+        _stderr("sgilo sample: --score and --block go together")
+        return 2
+    rng = torch.Generator().manual_seed(args.seed)
+    try:
+        generator, _ = load_generator(args.generator)
+        if args.score is None:
+            with torch.no_grad():
+                z = torch.randn(args.n, generator.config.style_dim, generator=rng)
+                rows = [generator(z)]
+        else:
+            score_model = load_score_model(args.score)
+            rows = list(
+                prior_refined_samples(
+                    generator, score_model, args.block, args.n, args.t, args.steps, rng
+                )
+            )
+    except (CheckpointError, ScoreCheckpointError, ValueError) as exc:
+        _stderr(f"sgilo sample: error: {' '.join(str(exc).split())}")
+        return 2
+    tiles = torch.cat([network_to_magnitude(r)[:, 0] for r in rows]).clamp(0, 1).numpy()
+    save_grid(args.out, tiles, cols=args.n)
+    what = "top: GAN samples; bottom: after the score model" if len(rows) == 2 else "GAN samples"
+    _stderr(f"wrote {args.out} ({what})")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from pipeline.runtime import configure_environment
 
@@ -295,6 +354,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "tune-classical": cmd_tune,
         "train-gan": cmd_train_gan,
         "train-score": cmd_train_score,
+        "sample": cmd_sample,
     }
     return commands[args.command](args)
 

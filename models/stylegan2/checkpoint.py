@@ -21,6 +21,7 @@ Every failure raises :class:`CheckpointError` with one line naming the file and 
 from __future__ import annotations
 
 import argparse
+import os
 import pickle
 import re
 import zipfile
@@ -124,7 +125,12 @@ def save_generator(
     if extra:
         ckpt["extra"] = dict(extra)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(ckpt, path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        torch.save(ckpt, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 

@@ -61,6 +61,7 @@ from models.stylegan2.augment import AugmentConfig, augment_batch
 from models.stylegan2.checkpoint import save_generator
 from models.stylegan2.discriminator import Discriminator, DiscriminatorConfig
 from models.stylegan2.generator import Generator, GeneratorConfig, noise_resolution
+from models.stylegan2.grid import save_grid
 
 #: (batch size, torch.Generator) → real magnitudes, float32 (B, 1, R, R) in [0, 1]; must draw all
 #: its randomness from the generator given (for exact resume)
@@ -434,22 +435,11 @@ def write_sample_grid(
 
     z: (n, D); noises: [(n, 1, r_i, r_i)]; the grid is ⌈√n⌉ columns wide.
     """
-    from PIL import Image
-
     dev = g_ema.w_avg.device
     ws = g_ema.mapping(z.to(dev))
     mag = network_to_magnitude(g_ema.synthesize(ws, [t.to(dev) for t in noises]))
     tiles = mag[:, 0].clamp(0, 1).cpu().numpy()
-    n, r = len(tiles), tiles.shape[-1]
-    cols = math.ceil(math.sqrt(n))
-    rows = math.ceil(n / cols)
-    canvas = np.ones((rows * (r + pad) + pad, cols * (r + pad) + pad), dtype=np.float32)
-    for i, tile in enumerate(tiles):
-        y, x = pad + (i // cols) * (r + pad), pad + (i % cols) * (r + pad)
-        canvas[y : y + r, x : x + r] = tile
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.round(canvas * 255).astype(np.uint8)).save(path)
-    return path
+    return save_grid(path, tiles, cols=math.ceil(math.sqrt(len(tiles))), pad=pad)
 
 
 def _prepare_log(path: Path, keep_until: int | None) -> None:

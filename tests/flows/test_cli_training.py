@@ -61,8 +61,9 @@ def test_train_gan_resume_then_score(tmp_path, capsys):
     )
     ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
     assert int(ckpt["step"]) == 4
-    generator, _ = load_generator(out / "generator.pt")
+    generator, info = load_generator(out / "generator.pt")
     assert generator(torch.randn(1, 16)).shape == (1, 1, 16, 16)
+    assert info.latent_stats is not None and bool((info.latent_stats.sigma > 0).all())
 
     score_out = tmp_path / "score"
     args = [
@@ -84,6 +85,47 @@ def test_train_gan_resume_then_score(tmp_path, capsys):
     assert model.denoise(h, 0.01).shape == h.shape
     log = [json.loads(line) for line in (score_out / "log.jsonl").read_text().splitlines()]
     assert log and log[-1]["step"] == 3
+
+    # the sample sheet: 2 rows (GAN, after the prior) of 3 tiles of 16² with 2-pixel gaps
+    sheet = tmp_path / "sheet.png"
+    assert (
+        main(
+            [
+                "sample",
+                "--generator",
+                str(out / "generator.pt"),
+                "--score",
+                str(score_out / "score_model.pt"),
+                "--block",
+                "1",
+                "--n",
+                "3",
+                "--out",
+                str(sheet),
+            ]
+        )
+        == 0
+    )
+    from PIL import Image
+
+    assert Image.open(sheet).size == (3 * 18 + 2, 2 * 18 + 2)
+    assert (
+        main(
+            [
+                "sample",
+                "--generator",
+                str(out / "generator.pt"),
+                "--score",
+                str(score_out / "score_model.pt"),
+                "--block",
+                "0",
+                "--out",
+                str(sheet),
+            ]
+        )
+        == 2
+    )
+    assert "block 0" in capsys.readouterr().err
 
 
 def test_train_commands_report_bad_input(tmp_path, capsys):
