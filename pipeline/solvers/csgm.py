@@ -1,0 +1,356 @@
+"""CSGM for MRI (docs ALGORITHMS.md §2, with the MRI specifics of §5).
+
+    ẑ = argmin_z  ‖A(c ⊙ x(z)) − y/s‖² / m + λ ‖z‖²,      x̂ = s · c ⊙ x(ẑ)   (then data consistency)
+
+per slice, batched over the ``B`` slices of ``y``:
+
+- ``z`` ``(B, style_dim)`` is the *input* latent: ``w = mapping(z)`` is broadcast to all
+  ``n_latent`` rows of w+ and synthesised with the generator's fixed noise buffers;
+- generator output convention: 1 channel = a magnitude in ``[−1, 1]``, ``x = (G + 1)/2 ∈ [0, 1]``;
+  2 channels = (real, imaginary), ``x = G₀ + i G₁``; 3 channels are refused;
+- scale: ``s`` is the robust data scale of :func:`pipeline.solvers.classical.data_scale` (99th
+  percentile of the zero-filled magnitude), so the generator's ``[0, 1]`` range matches the
+  normalised data ``y/s``; the result is multiplied back by ``s``;
+- phase (1-channel generators only): ``c = e^{iφ}`` with ``φ`` the phase of the low-resolution
+  image reconstructed from the fully sampled centre columns of k-space alone (Cartesian masks),
+  or ``c = 1`` (``phase="none"``). Two-channel generators model the phase themselves;
+- ``m``: the number of measurements (sampled k-space entries × coils; all of ``y`` for
+  non-Cartesian operators); ``λ`` = ``latent_weight``;
+- Adam (lr 0.1, cosine ramp-down of the learning rate over the last quarter of the steps), a
+  few random restarts ``z₀ ~ N(0, I)``; per slice the iterate with the lowest *measurement* loss
+  ``‖A(c ⊙ x) − y/s‖²/m`` over all steps and restarts is kept (never a ground truth);
+- data consistency (optional, default on), after the fit:
+  * single-coil Cartesian: the sampled k-space of the output is replaced by the measured one,
+    ``F x_dc = F x̂`` where ``M = 0`` and ``y / M`` where ``M > 0`` (for a 0/1 mask this is
+    ``x_dc = x̂ + A^H(y − A x̂)``);
+  * SENSE (multi-coil) and non-Cartesian: plain k-space replacement is not an image (coils
+    disagree), so ``dc_iterations`` conjugate-gradient steps from ``x̂`` on the normal equations
+    of ``‖A x − y‖² + μ ‖x − x̂‖²``, i.e. ``(A^H A + μ I) x = A^H y + μ x̂``, with
+    ``μ = dc_weight`` (the coil maps are normalised, so ``A^H A`` has eigenvalues ≤ 1 and ``μ``
+    is dimensionless).
+
+The inputs' image grid must equal the generator's resolution: a different grid raises a
+``ValueError`` naming both (resampling the generator output is future work).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Sequence
+from typing import Literal, Protocol
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from operators.base import LinearOperator
+from operators.fft import fft2c, ifft2c
+from operators.mri import MultiCoilMRI, NonCartesianMRI, SingleCoilMRI
+from pipeline.solvers.base import Progress, ReconResult
+from pipeline.solvers.classical import data_scale
+
+
+class GeneratorGeometry(Protocol):
+    """What csgm reads of a generator's configuration."""
+
+    resolution: int
+    image_channels: int
+
+
+class LatentGenerator(Protocol):
+    """Exactly what :func:`csgm` needs of a generator (:class:`models.stylegan2.Generator` fits).
+
+    ``mapping``: ``z (B, style_dim) → w (B, style_dim)``; ``synthesize``: ``w+ (B, n_latent,
+    style_dim) → image (B, image_channels, R, R)`` (``noises=None``: the fixed noise buffers);
+    ``config.resolution`` ``R`` and ``config.image_channels``. If the generator is a
+    ``torch.nn.Module`` its parameters fix the latent's dtype and device and are frozen during
+    the solve (their ``requires_grad`` flags are restored afterwards).
+    """
+
+    config: GeneratorGeometry
+
+    @property
+    def n_latent(self) -> int: ...
+
+    @property
+    def style_dim(self) -> int: ...
+
+    def mapping(self, z: torch.Tensor) -> torch.Tensor: ...
+
+    def synthesize(
+        self, ws: torch.Tensor, noises: Sequence[torch.Tensor | None] | None = None
+    ) -> torch.Tensor: ...
+
+
+PhaseModel = Literal["auto", "none", "from-calibration"]
+
+
+class CSGMConfig(BaseModel):
+    """CSGM parameters (all recorded in ``ReconResult.params``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    steps: int = Field(300, ge=0, description="Adam steps per restart")
+    lr: float = Field(0.1, gt=0, description="Adam learning rate")
+    lr_rampdown: float = Field(
+        0.25, ge=0, le=1, description="fraction of the steps (at the end) of cosine lr decay"
+    )
+    restarts: int = Field(3, ge=1, description="random restarts; the lowest measurement loss wins")
+    latent_weight: float = Field(1e-3, ge=0, description="λ of λ‖z‖²")
+    phase: PhaseModel = Field(
+        "auto",
+        description="phase of a 1-channel (magnitude) generator: 'from-calibration' "
+        "(e^{iφ} of the centre-of-k-space image) or 'none'; 'auto' = from-calibration for "
+        "1-channel and none for 2-channel generators",
+    )
+    normalize: bool = Field(True, description="divide y by the data scale s, multiply back")
+    data_consistency: bool = Field(True, description="final data-consistency step")
+    dc_iterations: int = Field(10, ge=1, description="CG steps of multi-coil data consistency")
+    dc_weight: float = Field(1e-2, gt=0, description="μ of the multi-coil data consistency")
+
+
+def csgm(
+    y: torch.Tensor,
+    op: LinearOperator,
+    *,
+    generator: LatentGenerator,
+    config: CSGMConfig | None = None,
+    rng: torch.Generator | None = None,
+    callback: Progress | None = None,
+) -> ReconResult:
+    """CSGM reconstruction of the ``B`` slices of ``y`` (see the module docstring).
+
+    ``y``: complex ``(B, *op.oshape)``; ``op``: an MRI operator of :mod:`operators.mri` whose
+    image grid equals the generator's resolution; ``rng``: the source of the restarts' initial
+    latents; ``callback(step, total, message)`` after every Adam step (``total = restarts ·
+    steps``). Returns the complex ``(B, H, W)`` image in the units of ``y``, the per-step mean
+    measurement loss as history, and the resolved parameters plus the chosen measurement loss.
+    """
+    config = CSGMConfig() if config is None else config
+    start_time = time.perf_counter()
+    if not isinstance(op, SingleCoilMRI | MultiCoilMRI | NonCartesianMRI):
+        raise ValueError(f"csgm needs an MRI operator, got {type(op).__name__}")
+    if not torch.is_complex(y) or tuple(y.shape[1:]) != op.oshape or y.ndim < 2:
+        raise ValueError(
+            f"y must be complex (B, {', '.join(map(str, op.oshape))}) for {type(op).__name__}, "
+            f"got {y.dtype} {tuple(y.shape)}"
+        )
+    resolution = int(generator.config.resolution)
+    channels = int(generator.config.image_channels)
+    if tuple(op.ishape) != (resolution, resolution):
+        raise ValueError(
+            f"the operator's image grid {tuple(op.ishape)} differs from the generator resolution "
+            f"({resolution}, {resolution}); resampling is not implemented"
+        )
+    if channels not in (1, 2):
+        raise ValueError(
+            f"csgm needs a 1-channel (magnitude) or 2-channel (real, imaginary) generator, "
+            f"got {channels} channels"
+        )
+    phase = config.phase
+    if phase == "auto":
+        phase = "from-calibration" if channels == 1 else "none"
+    if phase == "from-calibration" and channels == 2:
+        raise ValueError("phase='from-calibration' is for 1-channel generators only")
+
+    batch = y.shape[0]
+    scale = data_scale(y, op) if config.normalize else torch.ones(batch, dtype=y.real.dtype)
+    scale = scale.to(device=y.device, dtype=y.real.dtype)
+    y_n = y / scale.view(-1, *([1] * (y.ndim - 1)))
+    carrier = (
+        _calibration_phase(y_n, op)
+        if phase == "from-calibration"
+        else torch.ones(batch, *op.ishape, dtype=y.dtype, device=y.device)
+    )
+    m = _num_measurements(op, y)
+
+    def image_of(z: torch.Tensor) -> torch.Tensor:
+        w = generator.mapping(z)
+        ws = w[:, None, :].expand(-1, generator.n_latent, -1)
+        g = generator.synthesize(ws, None)
+        if channels == 1:
+            x = ((g[:, 0] + 1) / 2).to(y.dtype)
+        else:
+            x = torch.complex(g[:, 0], g[:, 1]).to(y.dtype)
+        return carrier * x
+
+    def measurement_loss(x: torch.Tensor) -> torch.Tensor:
+        r = op.A(x) - y_n
+        return r.abs().pow(2).reshape(batch, -1).sum(dim=1) / m
+
+    dtype, device = _latent_dtype_device(generator, y)
+    total = config.restarts * config.steps
+    history: list[float] = []
+    best_loss = torch.full((batch,), math.inf, dtype=torch.float64, device=device)
+    best_z = torch.zeros(batch, generator.style_dim, dtype=dtype, device=device)
+    best_restart = torch.zeros(batch, dtype=torch.long, device=device)
+    restart_losses: list[list[float]] = []
+    frozen = _freeze(generator)
+    try:
+        for restart in range(config.restarts):
+            z0 = torch.randn(batch, generator.style_dim, generator=rng, dtype=dtype)
+            z = z0.to(device).requires_grad_(True)
+            optimizer = torch.optim.Adam([z], lr=config.lr)
+            run_loss = torch.full((batch,), math.inf, dtype=torch.float64, device=device)
+            for step in range(config.steps + 1):
+                data = measurement_loss(image_of(z))
+                current = data.detach().to(torch.float64)
+                better = current < run_loss
+                run_loss = torch.where(better, current, run_loss)
+                wins = current < best_loss
+                best_loss = torch.where(wins, current, best_loss)
+                best_z = torch.where(wins[:, None], z.detach(), best_z)
+                best_restart = torch.where(
+                    wins, torch.full_like(best_restart, restart), best_restart
+                )
+                if step == config.steps:  # the final iterate is evaluated, not stepped
+                    break
+                history.append(float(current.mean()))
+                for group in optimizer.param_groups:
+                    group["lr"] = _learning_rate(config, step)
+                loss = (data + config.latent_weight * z.pow(2).sum(dim=1)).sum()
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                if callback:
+                    callback(restart * config.steps + step + 1, total, f"csgm restart {restart}")
+            restart_losses.append([float(v) for v in run_loss])
+        with torch.no_grad():
+            x = image_of(best_z)
+    finally:
+        _unfreeze(generator, frozen)
+
+    x = x.detach() * scale.view(-1, 1, 1).to(y.dtype)
+    if config.data_consistency:
+        x = _data_consistency(x, y, op, config)
+    params: dict[str, float | int | str] = {
+        **{k: v for k, v in config.model_dump().items() if k != "phase"},
+        "phase": phase,
+        "measurement_loss": float(best_loss.mean()),
+        "measurement_losses": json.dumps([float(v) for v in best_loss]),
+        "chosen_restart": json.dumps([int(v) for v in best_restart]),
+        "restart_losses": json.dumps(restart_losses),
+        "data_scale": json.dumps([float(v) for v in scale]),
+    }
+    return ReconResult(
+        image=x, history=history, seconds=time.perf_counter() - start_time, params=params
+    )
+
+
+# -- helpers ------------------------------------------------------------------------------
+def _learning_rate(config: CSGMConfig, step: int) -> float:
+    """Constant, then a cosine ramp-down to 0 over the last ``lr_rampdown`` of the steps."""
+    t = step / max(config.steps, 1)
+    ramp = min(1.0, (1.0 - t) / config.lr_rampdown) if config.lr_rampdown > 0 else 1.0
+    return config.lr * (0.5 - 0.5 * math.cos(ramp * math.pi))
+
+
+def _latent_dtype_device(generator: object, y: torch.Tensor) -> tuple[torch.dtype, torch.device]:
+    if isinstance(generator, torch.nn.Module):
+        for p in generator.parameters():
+            return p.dtype, p.device
+    return y.real.dtype, y.device
+
+
+def _freeze(generator: object) -> list[tuple[torch.nn.Parameter, bool]]:
+    if not isinstance(generator, torch.nn.Module):
+        return []
+    flags = [(p, p.requires_grad) for p in generator.parameters()]
+    for p, _ in flags:
+        p.requires_grad_(False)
+    return flags
+
+
+def _unfreeze(generator: object, flags: list[tuple[torch.nn.Parameter, bool]]) -> None:
+    for p, flag in flags:
+        p.requires_grad_(flag)
+
+
+def _cartesian_mask(op: LinearOperator, batch: int) -> torch.Tensor:
+    """The real ``(B, H, W)`` sampling mask of a Cartesian operator."""
+    mask = op.mask if isinstance(op, SingleCoilMRI) else op.mask[..., 0, :, :]
+    return mask.expand(batch, *op.ishape)
+
+
+def _num_measurements(op: LinearOperator, y: torch.Tensor) -> torch.Tensor:
+    """``m`` per slice ``(B,)``: sampled entries × coils (Cartesian), else all of ``y``."""
+    batch = y.shape[0]
+    if isinstance(op, NonCartesianMRI):
+        return torch.full((batch,), float(y[0].numel()), dtype=y.real.dtype, device=y.device)
+    coils = op.num_coils if isinstance(op, MultiCoilMRI) else 1
+    count = (_cartesian_mask(op, batch) > 0).reshape(batch, -1).sum(dim=1) * coils
+    return count.clamp_min(1).to(y.real.dtype)
+
+
+def _centre_columns(mask: torch.Tensor) -> torch.Tensor:
+    """``(W,)`` 0/1: the contiguous run of fully sampled columns around the centre ``W // 2``."""
+    full = (mask > 0).all(dim=0)
+    width = full.shape[0]
+    window = torch.zeros_like(full)
+    centre = width // 2
+    if not bool(full[centre]):
+        return window
+    lo = hi = centre
+    while lo > 0 and bool(full[lo - 1]):
+        lo -= 1
+    while hi < width - 1 and bool(full[hi + 1]):
+        hi += 1
+    window[lo : hi + 1] = True
+    return window
+
+
+def _calibration_phase(y: torch.Tensor, op: LinearOperator) -> torch.Tensor:
+    """``e^{iφ}`` ``(B, H, W)``, φ the phase of the image of the fully sampled centre columns
+    (coils combined with the conjugate maps for SENSE)."""
+    if isinstance(op, NonCartesianMRI):
+        raise ValueError(
+            "phase='from-calibration' needs a Cartesian operator; use phase='none' for "
+            "non-Cartesian data"
+        )
+    batch = y.shape[0]
+    mask = _cartesian_mask(op, batch)
+    windows = torch.stack([_centre_columns(mask[b]) for b in range(batch)])  # (B, W)
+    if not bool(windows.any(dim=1).all()):
+        raise ValueError(
+            "phase='from-calibration' needs fully sampled centre columns in every slice's mask"
+        )
+    window = windows[:, None, :].to(y.real.dtype)  # (B, 1, W) → broadcasts over rows
+    if isinstance(op, MultiCoilMRI):
+        coil_images = ifft2c(window[:, None] * y)
+        maps = op.maps.to(y.dtype)
+        low = (maps.conj() * coil_images).sum(dim=1)
+    else:
+        low = ifft2c(window * y)
+    mag = low.abs()
+    return torch.where(mag > 0, low / mag.clamp_min(torch.finfo(mag.dtype).tiny), 1.0).to(y.dtype)
+
+
+def _data_consistency(
+    x: torch.Tensor, y: torch.Tensor, op: LinearOperator, config: CSGMConfig
+) -> torch.Tensor:
+    if isinstance(op, SingleCoilMRI):
+        mask = _cartesian_mask(op, x.shape[0]).to(y.real.dtype)
+        k = fft2c(x)
+        measured = y / mask.clamp_min(torch.finfo(mask.dtype).tiny)
+        return ifft2c(torch.where(mask > 0, measured, k))
+    # (A^H A + μ I) x = A^H y + μ x̂ by CG, started from x̂
+    mu = config.dc_weight
+    b = op.A_adjoint(y) + mu * x
+    sol = x.clone()
+    r = b - (op.normal(sol) + mu * sol)
+    p = r.clone()
+    rs = _bdot(r, r)
+    for _ in range(config.dc_iterations):
+        ap = op.normal(p) + mu * p
+        alpha = rs / _bdot(p, ap).clamp_min(1e-30)
+        sol = sol + alpha.view(-1, 1, 1) * p
+        r = r - alpha.view(-1, 1, 1) * ap
+        rs_new = _bdot(r, r)
+        p = r + (rs_new / rs.clamp_min(1e-30)).view(-1, 1, 1) * p
+        rs = rs_new
+    return sol
+
+
+def _bdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return (a.conj() * b).real.reshape(a.shape[0], -1).sum(dim=1)

@@ -1,0 +1,255 @@
+"""CSGM: known answers with a generator that is linear in z, restart selection by the measurement
+loss, data consistency, the phase and scale models, errors, and a smoke run of a tiny StyleGAN-2.
+
+The linear stand-in: ``mapping = identity``, ``G(z) = reshape(M z)`` with ``M = [1, B]`` (a constant
+column, so that the percentile normalisation ``x/s`` of any image of the model is again an image of
+the model: ``(M ẑ + 1)/2 = (M z* + 1)/(2q)`` is solved by ``ẑ = z*/q + (1/q − 1) e₀``).
+"""
+
+from __future__ import annotations
+
+import json
+import types
+
+import numpy as np
+import pytest
+import torch
+
+from models.stylegan2.generator import Generator, GeneratorConfig
+from operators.base import Identity
+from operators.fft import fft2c
+from operators.masks import column_mask
+from operators.mri import MultiCoilMRI, SingleCoilMRI
+from pipeline.solvers.csgm import CSGMConfig, csgm
+
+R = 8
+D = 6
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+class LinearGenerator(torch.nn.Module):
+    """``G(z) = reshape(M z)`` (row 0 of w+), ``mapping = identity``; 1 or 2 channels."""
+
+    n_latent = 4
+
+    def __init__(self, channels: int = 1, seed: int = 0, resolution: int = R) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        n = channels * resolution * resolution
+        basis = torch.randn(n, D - 1, generator=g, dtype=torch.float64) * 0.2
+        self.register_buffer("M", torch.cat([torch.ones(n, 1, dtype=torch.float64), basis], 1))
+        self.config = types.SimpleNamespace(resolution=resolution, image_channels=channels)
+
+    @property
+    def style_dim(self) -> int:
+        return D
+
+    def mapping(self, z):
+        return z
+
+    def synthesize(self, ws, noises=None):
+        assert ws.shape[1:] == (self.n_latent, D) and noises is None
+        r = self.config.resolution
+        return (ws[:, 0] @ self.M.T).reshape(-1, self.config.image_channels, r, r)
+
+    def image(self, z):
+        g = self.synthesize(z[:, None].expand(-1, self.n_latent, -1))
+        if self.config.image_channels == 1:
+            return ((g[:, 0] + 1) / 2).to(torch.complex128)
+        return torch.complex(g[:, 0], g[:, 1])
+
+
+def _config(**kw) -> CSGMConfig:
+    base = dict(steps=600, latent_weight=0.0, restarts=1, phase="none", data_consistency=False)
+    return CSGMConfig(**(base | kw))
+
+
+def _rel(a, b) -> float:
+    return float((a - b).abs().norm() / b.abs().norm())
+
+
+def _truth(gen, batch=2, seed=3, amplitude=5.0):
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(batch, D, generator=g, dtype=torch.float64) * 0.5
+    return gen.image(z) * amplitude
+
+
+def _full_op():
+    return SingleCoilMRI(torch.ones(R, R, dtype=torch.float64))
+
+
+def _column_op(columns=(0, 3, 4, 5)):
+    mask = torch.zeros(R, dtype=torch.float64)
+    mask[list(columns)] = 1
+    return SingleCoilMRI(mask, shape=(R, R))
+
+
+def test_linear_generator_known_answer():
+    gen = LinearGenerator()
+    x = _truth(gen)
+    op = _full_op()
+    res = csgm(op.A(x), op, generator=gen, config=_config(), rng=torch.Generator().manual_seed(1))
+    assert res.image.shape == (2, R, R) and res.image.dtype == torch.complex128
+    assert _rel(res.image, x) < 1e-3
+    assert res.params["measurement_loss"] < 1e-8
+    assert res.params["steps"] == 600 and res.params["phase"] == "none"
+    assert len(res.history) == 600 and res.history[-1] < res.history[0]
+
+
+def test_two_channel_generator_known_answer():
+    gen = LinearGenerator(channels=2, seed=4)
+    x = _truth(gen, amplitude=1.0)
+    op = _full_op()
+    res = csgm(op.A(x), op, generator=gen, config=_config(normalize=False), rng=None)
+    assert _rel(res.image, x) < 1e-3
+    assert res.params["phase"] == "none"  # "auto" resolves to none for 2 channels
+    with pytest.raises(ValueError, match="1-channel"):
+        csgm(op.A(x), op, generator=gen, config=_config(phase="from-calibration"))
+
+
+def test_phase_from_calibration():
+    gen = LinearGenerator(seed=5)
+    x = _truth(gen) * np.exp(0.7j)  # a constant phase: the calibration image has it exactly
+    op = _full_op()
+    rng = torch.Generator().manual_seed(2)
+    res = csgm(op.A(x), op, generator=gen, config=_config(phase="from-calibration"), rng=rng)
+    assert _rel(res.image, x) < 1e-3
+    without = csgm(op.A(x), op, generator=gen, config=_config(steps=100), rng=rng)
+    assert _rel(without.image, x) > 0.1
+
+
+def test_restarts_keep_the_lowest_measurement_loss():
+    """steps = 0: each restart is its initial latent, reproduced here from the same rng."""
+    gen = LinearGenerator(seed=6)
+    x = _truth(gen, batch=3)
+    op = _column_op()
+    y = op.A(x)
+    cfg = _config(steps=0, restarts=4, normalize=False)
+    res = csgm(y, op, generator=gen, config=cfg, rng=torch.Generator().manual_seed(7))
+    rng = torch.Generator().manual_seed(7)
+    z0 = torch.stack([torch.randn(3, D, generator=rng, dtype=torch.float64) for _ in range(4)])
+    m = 4 * R  # sampled entries per slice
+    losses = torch.stack([(op.A(gen.image(z)) - y).abs().pow(2).sum(dim=(1, 2)) / m for z in z0])
+    best = losses.argmin(dim=0)
+    np.testing.assert_allclose(json.loads(res.params["restart_losses"]), losses.numpy(), rtol=1e-9)
+    assert json.loads(res.params["chosen_restart"]) == best.tolist()
+    assert len(set(best.tolist())) > 1  # the slices pick different restarts
+    want = torch.stack([gen.image(z0[best[b], b : b + 1])[0] for b in range(3)])
+    torch.testing.assert_close(res.image, want)
+    chosen = json.loads(res.params["measurement_losses"])
+    np.testing.assert_allclose(chosen, losses.min(dim=0).values.numpy(), rtol=1e-9)
+
+
+def test_restarts_with_steps_select_by_measurement_loss():
+    gen = LinearGenerator(seed=8)
+    x = _truth(gen)
+    op = _column_op()
+    y = op.A(x)
+    res = csgm(y, op, generator=gen, config=_config(steps=3, restarts=3), rng=None)
+    per_restart = np.array(json.loads(res.params["restart_losses"]))  # (restarts, B)
+    chosen = np.array(json.loads(res.params["measurement_losses"]))
+    np.testing.assert_allclose(chosen, per_restart.min(axis=0), rtol=1e-12)
+    # the returned image has that loss (in the normalised units ‖A x/s − y/s‖²/m)
+    s = torch.tensor(json.loads(res.params["data_scale"]), dtype=torch.float64)
+    actual = (op.A(res.image) - y).abs().pow(2).sum(dim=(1, 2)) / (4 * R) / s**2
+    np.testing.assert_allclose(actual.numpy(), chosen, rtol=1e-6)
+
+
+def test_data_consistency_single_coil():
+    gen = LinearGenerator(seed=9)
+    x = _truth(gen) + 0.3 * torch.randn(2, R, R, dtype=torch.complex128)  # outside the model
+    op = _column_op()
+    y = op.A(x)
+    cfg = _config(steps=30, data_consistency=True)
+    res = csgm(y, op, generator=gen, config=cfg, rng=torch.Generator().manual_seed(0))
+    k = fft2c(res.image)
+    sampled = op.mask.expand(2, R, R) > 0
+    torch.testing.assert_close(k[sampled], y[sampled])
+    rng = torch.Generator().manual_seed(0)
+    plain = csgm(y, op, generator=gen, config=_config(steps=30), rng=rng)
+    assert not torch.allclose(fft2c(plain.image)[sampled], y[sampled])
+    # unsampled k-space is the generator's
+    torch.testing.assert_close(k[~sampled], fft2c(plain.image)[~sampled], atol=1e-6, rtol=1e-6)
+
+
+def test_data_consistency_multi_coil_reduces_residual():
+    g = torch.Generator().manual_seed(10)
+    maps = torch.randn(3, R, R, generator=g, dtype=torch.complex128)
+    maps = maps / maps.abs().pow(2).sum(dim=0, keepdim=True).sqrt()
+    mask = torch.zeros(R, dtype=torch.float64)
+    mask[[1, 3, 4, 5]] = 1
+    op = MultiCoilMRI(maps, mask)
+    gen = LinearGenerator(seed=11)
+    x = _truth(gen) + 0.3 * torch.randn(2, R, R, generator=g, dtype=torch.complex128)
+    y = op.A(x)
+    cfg = _config(steps=30, phase="from-calibration")
+    plain = csgm(y, op, generator=gen, config=cfg, rng=torch.Generator().manual_seed(0))
+    dc = csgm(
+        y,
+        op,
+        generator=gen,
+        config=cfg.model_copy(update={"data_consistency": True}),
+        rng=torch.Generator().manual_seed(0),
+    )
+    before = (op.A(plain.image) - y).norm()
+    after = (op.A(dc.image) - y).norm()
+    assert after < 0.1 * before
+
+
+def test_shape_and_resolution_errors():
+    gen = LinearGenerator()
+    op16 = SingleCoilMRI(torch.ones(16, 16, dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"\(16, 16\).*\(8, 8\)"):
+        csgm(torch.zeros(1, 16, 16, dtype=torch.complex128), op16, generator=gen)
+    op = _full_op()
+    with pytest.raises(ValueError, match="y must be complex"):
+        csgm(torch.zeros(1, R, R + 1, dtype=torch.complex128), op, generator=gen)
+    with pytest.raises(ValueError, match="y must be complex"):
+        csgm(torch.zeros(1, R, R), op, generator=gen)
+    with pytest.raises(ValueError, match="MRI operator"):
+        csgm(torch.zeros(1, R, R, dtype=torch.complex128), Identity((R, R)), generator=gen)
+    rgb = LinearGenerator(channels=3)
+    with pytest.raises(ValueError, match="3 channels"):
+        csgm(torch.zeros(1, R, R, dtype=torch.complex128), op, generator=rgb)
+    no_centre = _column_op(columns=(0, 1, 2))
+    with pytest.raises(ValueError, match="centre columns"):
+        csgm(
+            torch.ones(1, R, R, dtype=torch.complex128),
+            no_centre,
+            generator=gen,
+            config=_config(phase="from-calibration"),
+        )
+    with pytest.raises(ValueError):
+        CSGMConfig(unknown=1)
+
+
+def test_smoke_tiny_stylegan2():
+    torch.manual_seed(0)
+    cfg = GeneratorConfig(
+        resolution=16, style_dim=16, n_mlp=2, image_channels=1, channel_base=64, channel_max=16
+    )
+    gen = Generator(cfg)
+    mask = torch.from_numpy(column_mask("equispaced", 16, 0.25, 4, seed=0).astype(np.float32))
+    op = SingleCoilMRI(mask, shape=(16, 16))
+    x = torch.rand(2, 16, 16) * torch.exp(1j * torch.rand(2, 16, 16) * 0.3)
+    calls = []
+    res = csgm(
+        op.A(x.to(torch.complex64)),
+        op,
+        generator=gen,
+        config=CSGMConfig(steps=5, restarts=2),
+        rng=torch.Generator().manual_seed(0),
+        callback=lambda step, total, msg: calls.append((step, total)),
+    )
+    assert res.image.shape == (2, 16, 16) and res.image.dtype == torch.complex64
+    assert bool(torch.isfinite(res.image.abs()).all())
+    assert calls[-1] == (10, 10) and len(calls) == 10
+    assert np.isfinite(res.params["measurement_loss"]) and res.params["phase"] == "from-calibration"
+    assert all(p.requires_grad for p in gen.parameters())  # unfrozen afterwards
