@@ -37,10 +37,8 @@ to load raises :class:`ScoreCheckpointError` with one line naming the file.
 
 from __future__ import annotations
 
-import os
 import pickle
 import re
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -56,6 +54,7 @@ from models.score.network import (
     network_config_from_dict,
 )
 from models.score.sde import VPSDE, TimeLike, expand_time, randn_like_from, time_tensor
+from models.torch_io import atomic_torch_save
 
 FORMAT = "sgilo-score"
 FORMAT_VERSION = 1
@@ -237,21 +236,6 @@ def _plain(value: Any, where: str) -> None:
     raise TypeError(f"{where}: {type(value).__name__} is not a plain value (tensor/number/str)")
 
 
-def atomic_save(obj: Any, path: str | Path) -> Path:
-    """torch.save to a temporary file in the same folder, then os.replace (never a partial file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def save_score_model(
     path: str | Path, model: ScoreModel, extra: dict[str, Any] | None = None
 ) -> Path:
@@ -274,7 +258,7 @@ def save_score_model(
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "extra": extra,
     }
-    return atomic_save(ckpt, path)
+    return atomic_torch_save(ckpt, path)
 
 
 def first_line(exc: BaseException | str) -> str:

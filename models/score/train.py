@@ -48,7 +48,6 @@ from torch import Tensor
 from models.score.model import (
     ScoreCheckpointError,
     ScoreModel,
-    atomic_save,
     check_state_dict,
     first_line,
     read_checkpoint,
@@ -57,6 +56,7 @@ from models.score.model import (
 from models.score.network import NetworkConfig, build_network
 from models.score.sde import VPSDE
 from models.score.sources import TensorSource
+from models.torch_io import atomic_torch_save
 
 Source = Callable[[int, torch.Generator], Tensor]
 STATE_FORMAT = "sgilo-score-train"
@@ -253,7 +253,7 @@ def train_score(
     (out / CONFIG_FILE).write_text(json.dumps(run_info, indent=2) + "\n")
 
     def write(step: int) -> None:
-        atomic_save(
+        atomic_torch_save(
             {
                 "format": STATE_FORMAT,
                 "config": config.model_dump(mode="json"),

@@ -21,7 +21,6 @@ Every failure raises :class:`CheckpointError` with one line naming the file and 
 from __future__ import annotations
 
 import argparse
-import os
 import pickle
 import re
 import zipfile
@@ -35,6 +34,7 @@ from pydantic import ValidationError
 from torch import Tensor
 
 from models.stylegan2.generator import Generator, GeneratorConfig
+from models.torch_io import atomic_torch_save
 
 FORMAT = "sgilo-stylegan2"
 FORMAT_VERSION = 1
@@ -124,14 +124,7 @@ def save_generator(
         }
     if extra:
         ckpt["extra"] = dict(extra)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(ckpt, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return atomic_torch_save(ckpt, path)
 
 
 # ---------------------------------------------------------------------- loading

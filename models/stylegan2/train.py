@@ -62,6 +62,7 @@ from models.stylegan2.checkpoint import save_generator
 from models.stylegan2.discriminator import Discriminator, DiscriminatorConfig
 from models.stylegan2.generator import Generator, GeneratorConfig, noise_resolution
 from models.stylegan2.grid import save_grid
+from models.torch_io import atomic_torch_save
 
 #: (batch size, torch.Generator) → real magnitudes, float32 (B, 1, R, R) in [0, 1]; must draw all
 #: its randomness from the generator given (for exact resume)
@@ -295,15 +296,6 @@ def _cpu(state: dict[str, Tensor]) -> dict[str, Tensor]:
     return {k: v.detach().cpu() for k, v in state.items()}
 
 
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 @torch.no_grad()
 def _set_latent_avg(g_ema: Generator, seed: int, n: int = 4096) -> None:
     """g_ema.w_avg ← mean of mapping(z) over a fixed draw of n z (never the training RNGs)."""
@@ -341,7 +333,7 @@ def _write_checkpoint(run: _Run, out_dir: Path) -> None:
         "train_config": dump,
         "latent_avg": run.g_ema.w_avg.detach().cpu(),
     }
-    _atomic_torch_save(ckpt, out_dir / "checkpoint.pt")
+    atomic_torch_save(ckpt, out_dir / "checkpoint.pt")
 
 
 # ---------------------------------------------------------------------- one step
