@@ -114,7 +114,7 @@ def cg_sense(
     x = torch.zeros_like(b)
     r = b.clone()
     p = r.clone()
-    rs = _bdot(r, r)
+    rs = batch_dot(r, r)
     floor = tolerance**2 * rs
     history = []
     for it in range(iterations):
@@ -122,10 +122,10 @@ def cg_sense(
         if not bool(active.any()):
             break
         ap = normal(p)
-        alpha = torch.where(active, rs / _bdot(p, ap).clamp_min(1e-30), torch.zeros_like(rs))
+        alpha = torch.where(active, rs / batch_dot(p, ap).clamp_min(1e-30), torch.zeros_like(rs))
         x = x + alpha.view(-1, 1, 1) * p
         r = r - alpha.view(-1, 1, 1) * ap
-        rs_new = _bdot(r, r)
+        rs_new = batch_dot(r, r)
         history.append(float(rs_new.sum().sqrt()))
         beta = torch.where(active, rs_new / rs.clamp_min(1e-30), torch.zeros_like(rs))
         p = r + beta.view(-1, 1, 1) * p
@@ -140,7 +140,7 @@ def cg_sense(
     )
 
 
-def _bdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+def batch_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Per-slice real inner product ``Re <a, b>`` over all but the first axis: ``(B,)``."""
     return (a.conj() * b).real.reshape(a.shape[0], -1).sum(dim=1)
 

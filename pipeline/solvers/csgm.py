@@ -45,10 +45,17 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from operators.base import LinearOperator
-from operators.fft import fft2c, ifft2c
 from operators.mri import MultiCoilMRI, NonCartesianMRI, SingleCoilMRI
 from pipeline.solvers.base import Progress, ReconResult
 from pipeline.solvers.classical import data_scale
+from pipeline.solvers.latent_common import (
+    calibration_phase,
+    data_consistency,
+    freeze,
+    latent_dtype_device,
+    num_measurements,
+    unfreeze,
+)
 
 
 class GeneratorGeometry(Protocol):
@@ -159,11 +166,11 @@ def csgm(
     scale = scale.to(device=y.device, dtype=y.real.dtype)
     y_n = y / scale.view(-1, *([1] * (y.ndim - 1)))
     carrier = (
-        _calibration_phase(y_n, op)
+        calibration_phase(y_n, op)
         if phase == "from-calibration"
         else torch.ones(batch, *op.ishape, dtype=y.dtype, device=y.device)
     )
-    m = _num_measurements(op, y)
+    m = num_measurements(op, y)
 
     def image_of(z: torch.Tensor) -> torch.Tensor:
         w = generator.mapping(z)
@@ -179,14 +186,14 @@ def csgm(
         r = op.A(x) - y_n
         return r.abs().pow(2).reshape(batch, -1).sum(dim=1) / m
 
-    dtype, device = _latent_dtype_device(generator, y)
+    dtype, device = latent_dtype_device(generator, y)
     total = config.restarts * config.steps
     history: list[float] = []
     best_loss = torch.full((batch,), math.inf, dtype=torch.float64, device=device)
     best_z = torch.zeros(batch, generator.style_dim, dtype=dtype, device=device)
     best_restart = torch.zeros(batch, dtype=torch.long, device=device)
     restart_losses: list[list[float]] = []
-    frozen = _freeze(generator)
+    frozen = freeze(generator)
     try:
         for restart in range(config.restarts):
             z0 = torch.randn(batch, generator.style_dim, generator=rng, dtype=dtype)
@@ -219,11 +226,11 @@ def csgm(
         with torch.no_grad():
             x = image_of(best_z)
     finally:
-        _unfreeze(generator, frozen)
+        unfreeze(generator, frozen)
 
     x = x.detach() * scale.view(-1, 1, 1).to(y.dtype)
     if config.data_consistency:
-        x = _data_consistency(x, y, op, config)
+        x = data_consistency(x, y, op, weight=config.dc_weight, iterations=config.dc_iterations)
     params: dict[str, float | int | str] = {
         **{k: v for k, v in config.model_dump().items() if k != "phase"},
         "phase": phase,
@@ -244,113 +251,3 @@ def _learning_rate(config: CSGMConfig, step: int) -> float:
     t = step / max(config.steps, 1)
     ramp = min(1.0, (1.0 - t) / config.lr_rampdown) if config.lr_rampdown > 0 else 1.0
     return config.lr * (0.5 - 0.5 * math.cos(ramp * math.pi))
-
-
-def _latent_dtype_device(generator: object, y: torch.Tensor) -> tuple[torch.dtype, torch.device]:
-    if isinstance(generator, torch.nn.Module):
-        for p in generator.parameters():
-            return p.dtype, p.device
-    return y.real.dtype, y.device
-
-
-def _freeze(generator: object) -> list[tuple[torch.nn.Parameter, bool]]:
-    if not isinstance(generator, torch.nn.Module):
-        return []
-    flags = [(p, p.requires_grad) for p in generator.parameters()]
-    for p, _ in flags:
-        p.requires_grad_(False)
-    return flags
-
-
-def _unfreeze(generator: object, flags: list[tuple[torch.nn.Parameter, bool]]) -> None:
-    for p, flag in flags:
-        p.requires_grad_(flag)
-
-
-def _cartesian_mask(op: LinearOperator, batch: int) -> torch.Tensor:
-    """The real ``(B, H, W)`` sampling mask of a Cartesian operator."""
-    mask = op.mask if isinstance(op, SingleCoilMRI) else op.mask[..., 0, :, :]
-    return mask.expand(batch, *op.ishape)
-
-
-def _num_measurements(op: LinearOperator, y: torch.Tensor) -> torch.Tensor:
-    """``m`` per slice ``(B,)``: sampled entries × coils (Cartesian), else all of ``y``."""
-    batch = y.shape[0]
-    if isinstance(op, NonCartesianMRI):
-        return torch.full((batch,), float(y[0].numel()), dtype=y.real.dtype, device=y.device)
-    coils = op.num_coils if isinstance(op, MultiCoilMRI) else 1
-    count = (_cartesian_mask(op, batch) > 0).reshape(batch, -1).sum(dim=1) * coils
-    return count.clamp_min(1).to(y.real.dtype)
-
-
-def _centre_columns(mask: torch.Tensor) -> torch.Tensor:
-    """``(W,)`` 0/1: the contiguous run of fully sampled columns around the centre ``W // 2``."""
-    full = (mask > 0).all(dim=0)
-    width = full.shape[0]
-    window = torch.zeros_like(full)
-    centre = width // 2
-    if not bool(full[centre]):
-        return window
-    lo = hi = centre
-    while lo > 0 and bool(full[lo - 1]):
-        lo -= 1
-    while hi < width - 1 and bool(full[hi + 1]):
-        hi += 1
-    window[lo : hi + 1] = True
-    return window
-
-
-def _calibration_phase(y: torch.Tensor, op: LinearOperator) -> torch.Tensor:
-    """``e^{iφ}`` ``(B, H, W)``, φ the phase of the image of the fully sampled centre columns
-    (coils combined with the conjugate maps for SENSE)."""
-    if isinstance(op, NonCartesianMRI):
-        raise ValueError(
-            "phase='from-calibration' needs a Cartesian operator; use phase='none' for "
-            "non-Cartesian data"
-        )
-    batch = y.shape[0]
-    mask = _cartesian_mask(op, batch)
-    windows = torch.stack([_centre_columns(mask[b]) for b in range(batch)])  # (B, W)
-    if not bool(windows.any(dim=1).all()):
-        raise ValueError(
-            "phase='from-calibration' needs fully sampled centre columns in every slice's mask"
-        )
-    window = windows[:, None, :].to(y.real.dtype)  # (B, 1, W) → broadcasts over rows
-    if isinstance(op, MultiCoilMRI):
-        coil_images = ifft2c(window[:, None] * y)
-        maps = op.maps.to(y.dtype)
-        low = (maps.conj() * coil_images).sum(dim=1)
-    else:
-        low = ifft2c(window * y)
-    mag = low.abs()
-    return torch.where(mag > 0, low / mag.clamp_min(torch.finfo(mag.dtype).tiny), 1.0).to(y.dtype)
-
-
-def _data_consistency(
-    x: torch.Tensor, y: torch.Tensor, op: LinearOperator, config: CSGMConfig
-) -> torch.Tensor:
-    if isinstance(op, SingleCoilMRI):
-        mask = _cartesian_mask(op, x.shape[0]).to(y.real.dtype)
-        k = fft2c(x)
-        measured = y / mask.clamp_min(torch.finfo(mask.dtype).tiny)
-        return ifft2c(torch.where(mask > 0, measured, k))
-    # (A^H A + μ I) x = A^H y + μ x̂ by CG, started from x̂
-    mu = config.dc_weight
-    b = op.A_adjoint(y) + mu * x
-    sol = x.clone()
-    r = b - (op.normal(sol) + mu * sol)
-    p = r.clone()
-    rs = _bdot(r, r)
-    for _ in range(config.dc_iterations):
-        ap = op.normal(p) + mu * p
-        alpha = rs / _bdot(p, ap).clamp_min(1e-30)
-        sol = sol + alpha.view(-1, 1, 1) * p
-        r = r - alpha.view(-1, 1, 1) * ap
-        rs_new = _bdot(r, r)
-        p = r + (rs_new / rs.clamp_min(1e-30)).view(-1, 1, 1) * p
-        rs = rs_new
-    return sol
-
-
-def _bdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return (a.conj() * b).real.reshape(a.shape[0], -1).sum(dim=1)
