@@ -20,7 +20,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-CLASSICAL_METHODS = ("zero-filled", "cg-sense", "l1-wavelet", "tv")
+METHODS = ("zero-filled", "cg-sense", "l1-wavelet", "tv", "csgm", "ilo")
 
 
 def _positive_float(text: str) -> float:
@@ -50,8 +50,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     rec = sub.add_parser("reconstruct", help="reconstruct fastMRI-format HDF5 k-space files")
     rec.add_argument("inputs", nargs="+", type=Path, metavar="INPUT")
-    rec.add_argument("--method", required=True, choices=CLASSICAL_METHODS)
+    rec.add_argument("--method", required=True, choices=METHODS)
     rec.add_argument("--out", required=True, type=Path, help="output folder")
+    rec.add_argument(
+        "--model",
+        default=None,
+        help="generator file for csgm/ilo (sgilo's generator.pt or a rosinality StyleGAN-2 file)",
+    )
     rec.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     rec.add_argument("--seed", type=int, default=None, help="mask seed (default: from file name)")
     rec.add_argument("--acceleration", type=_positive_float, default=None)
@@ -143,6 +148,26 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
         if not torch.cuda.is_available():
             _stderr("sgilo reconstruct: --device cuda requested but no CUDA device is available")
             return 2
+    prior = None
+    if args.method in ("csgm", "ilo"):
+        from pipeline.reconstruct import load_prior
+
+        if args.model is None:
+            _stderr(
+                f"sgilo reconstruct: --method {args.method} needs --model PATH (no trained prior "
+                "ships yet: train one with `sgilo train-gan`)"
+            )
+            return 2
+        try:
+            prior = load_prior(args.model, device=args.device)
+        except ValueError as exc:
+            _stderr(f"sgilo: error: {' '.join(str(exc).split())}")
+            return 2
+
+    def progress(step: int, total: int, message: str) -> None:
+        if total >= 50 and (step % max(total // 10, 1) == 0 or step == total):
+            _stderr(f"  {message}: {step}/{total}")
+
     failures = 0
     for i, path in enumerate(args.inputs, 1):
         _stderr(f"[{i}/{len(args.inputs)}] {path.name}: {args.method}")
@@ -156,6 +181,8 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
                 seed=args.seed,
                 mask_kind=args.mask_type,
                 log=_stderr,
+                callback=progress,
+                prior=prior,
             )
         except InputError as exc:
             failures += 1

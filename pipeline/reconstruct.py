@@ -24,7 +24,41 @@ from pipeline.io.types import InputError, KSpaceStudy
 from pipeline.solvers.base import Progress, ReconResult
 from pipeline.solvers.classical import CLASSICAL
 
-METHODS: tuple[str, ...] = tuple(CLASSICAL)
+#: methods that need a generative prior (``--model``)
+GENERATIVE: tuple[str, ...] = ("csgm", "ilo")
+METHODS: tuple[str, ...] = tuple(CLASSICAL) + GENERATIVE
+
+
+@dataclass
+class Prior:
+    """A loaded generator and its Gaussianized-latent statistics (fitted on first need)."""
+
+    generator: object
+    latent_stats: object | None
+    path: Path
+
+    def stats(self) -> object:
+        if self.latent_stats is None:
+            from models.stylegan2.checkpoint import fit_latent_stats
+
+            rng = torch.Generator().manual_seed(0)
+            self.latent_stats = fit_latent_stats(self.generator, n=100_000, generator_rng=rng)
+        return self.latent_stats
+
+
+def load_prior(model: str | Path, device: str = "cpu") -> Prior:
+    """Load a generator file for the generative methods (sgilo's format or the rosinality
+    StyleGAN-2 format); raises ``ValueError`` with one line naming the file."""
+    from models.stylegan2.checkpoint import load_generator
+
+    path = Path(model)
+    if not path.exists():
+        raise ValueError(
+            f"{model}: no such model file (no trained prior ships yet: train one with "
+            "`sgilo train-gan` and pass its generator.pt)"
+        )
+    generator, info = load_generator(path, device=device)
+    return Prior(generator, info.latent_stats, path)
 
 
 @dataclass
@@ -72,16 +106,40 @@ def reconstruct_study(
     seed: int = 0,
     callback: Progress | None = None,
     solver_options: dict | None = None,
+    prior: Prior | None = None,
 ) -> StudyReconstruction:
-    """Reconstruct every slice of ``study`` with ``method`` (one of :data:`METHODS`)."""
-    if method not in CLASSICAL:
+    """Reconstruct every slice of ``study`` with ``method`` (one of :data:`METHODS`); the
+    generative methods need ``prior``."""
+    if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+    if method in GENERATIVE and prior is None:
+        raise ValueError(f"{method} needs a generative prior (--model PATH)")
     start = time.perf_counter()
     y, op, maps_source = study_operator(study, need_maps=method != "zero-filled")
-    generator = torch.Generator().manual_seed(seed)
-    result: ReconResult = CLASSICAL[method](
-        y, op, generator=generator, callback=callback, **(solver_options or {})
-    )
+    rng = torch.Generator().manual_seed(seed)
+    result: ReconResult
+    if method == "csgm":
+        from pipeline.solvers.csgm import csgm
+
+        result = csgm(y, op, generator=prior.generator, rng=rng, callback=callback)
+    elif method == "ilo":
+        from pipeline.solvers.ilo import ILOConfig, ilo
+
+        # the default rounds, as many as the generator has blocks
+        steps = ILOConfig().steps[: prior.generator.num_blocks]
+        result = ilo(
+            y,
+            op,
+            generator=prior.generator,
+            latent_stats=prior.stats(),
+            config=ILOConfig(steps=steps),
+            rng=rng,
+            callback=callback,
+        )
+    else:
+        result = CLASSICAL[method](
+            y, op, generator=rng, callback=callback, **(solver_options or {})
+        )
     magnitude = result.magnitude
     params = {**result.params, "maps": maps_source}
     metrics = None
@@ -105,6 +163,7 @@ def reconstruct_file(
     mask_kind: str = "random",
     callback: Progress | None = None,
     log: Callable[[str], None] = lambda message: None,
+    prior: Prior | None = None,
 ) -> Path:
     """Read ``path``, undersample it if asked, reconstruct, write ``out_dir/<file name>``.
 
@@ -126,9 +185,10 @@ def reconstruct_file(
         )
     elif not study.is_undersampled:
         log(f"{path.name}: fully sampled and no --acceleration given: reconstructing as is")
-    recon = reconstruct_study(study, method, seed=seed or 0, callback=callback)
+    recon = reconstruct_study(study, method, seed=seed or 0, callback=callback, prior=prior)
     attrs = {
         "method": method,
+        **({"model": str(prior.path)} if prior is not None and method in GENERATIVE else {}),
         "acceleration": float(study.acceleration or 1.0),
         "seconds": round(recon.seconds, 3),
         **{k: v for k, v in recon.params.items() if isinstance(v, int | float | str)},

@@ -1,0 +1,219 @@
+"""SGILO: the prior step against a closed-form Gaussian posterior, the reduction to ILO without the
+ball (λ = τ = 0), chains (samples, std map) and input errors, with a tiny random StyleGAN-2."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from models.score.model import ScoreModel
+from models.score.network import (
+    ConvScoreNetConfig,
+    MLPScoreNetConfig,
+    build_network,
+)
+from models.stylegan2.checkpoint import fit_latent_stats
+from models.stylegan2.generator import Generator, GeneratorConfig
+from operators.masks import column_mask
+from operators.mri import SingleCoilMRI
+from pipeline.solvers.ilo import ILOConfig, ilo
+from pipeline.solvers.sgilo import SGILOConfig, SGILOResult, prior_step, sgilo
+
+R = 16
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def gen_stats():
+    torch.manual_seed(0)
+    cfg = GeneratorConfig(
+        resolution=R, style_dim=16, n_mlp=2, image_channels=1, channel_base=64, channel_max=16
+    )
+    gen = Generator(cfg).eval()
+    stats = fit_latent_stats(gen, n=500, batch=500, generator_rng=torch.Generator().manual_seed(1))
+    return gen, stats
+
+
+def _op() -> SingleCoilMRI:
+    mask = torch.from_numpy(column_mask("equispaced", R, 0.25, 4, seed=0).astype(np.float32))
+    return SingleCoilMRI(mask, shape=(R, R))
+
+
+def _y(gen, batch=1, seed=5) -> torch.Tensor:
+    with torch.no_grad():
+        z = torch.randn(batch, gen.style_dim, generator=torch.Generator().manual_seed(seed))
+        x = ((gen(z)[:, 0] + 1) / 2).to(torch.complex64)
+    return _op().A(x)
+
+
+def _gaussian_model(shape, shift=None, scale=None) -> ScoreModel:
+    """An untrained score model (zero network + Gaussian skip): exactly the prior
+    N(shift, scale²), whose Tweedie denoiser at t is D(v) = shift + m(t)·(v − shift)."""
+    if len(shape) == 2:
+        net = MLPScoreNetConfig(
+            n_rows=shape[0], dim=shape[1], hidden=8, depth=1, row_hidden=4, time_dim=4
+        )
+    else:
+        net = ConvScoreNetConfig(
+            channels=shape[0], resolution=shape[1], hidden=8, depth=1, groups=4, time_dim=4
+        )
+    return ScoreModel(build_network(net), shift=shift, scale=scale).eval().requires_grad_(False)
+
+
+def _config(**kw) -> SGILOConfig:
+    base = dict(phase="none", normalize=False, data_consistency=False)
+    return SGILOConfig(**(base | kw))
+
+
+# ---------------------------------------------------------------------- the prior step
+def _toy(tau: float, chains: int, steps: int, burn_in: int):
+    """SGILO's iteration on v ∈ R^d, y = A v + noise, prior N(μ, s²I): a gradient step on
+    ½‖A v − y‖²/σ² with step α, then :func:`prior_step` (λ, τ, t). With c = λ(1 − m(t)) the
+    composed affine map has the fixed point of α(1 − c)·A^T(Av − y)/σ² + c(v − μ) = 0, the
+    posterior mean iff α = c·s²/(1 − c); the noise leaves the mean of the iterates there."""
+    g = torch.Generator().manual_seed(0)
+    d, n, sigma, s = 3, 5, 0.7, 0.8
+    lam, t = 0.5, 0.5
+    a = torch.randn(n, d, generator=g) / n**0.5
+    mu = torch.randn(1, d, generator=g)
+    y = a @ torch.randn(d, generator=g) * 1.5 + sigma * torch.randn(n, generator=g)
+    model = _gaussian_model((1, d), shift=mu, scale=torch.tensor(s))
+    c = lam * (1 - float(model.sde.mean_coeff(t)))
+    alpha = c * s**2 / (1 - c)
+    precision = a.T @ a / sigma**2 + torch.eye(d) / s**2
+    posterior_mean = torch.linalg.solve(precision, a.T @ y / sigma**2 + mu[0] / s**2)
+    v = torch.zeros(chains, 1, d)
+    rng = torch.Generator().manual_seed(1)
+    total = torch.zeros(d)
+    for i in range(steps):
+        v = v - alpha * ((v @ a.T - y) @ a) / sigma**2
+        v = prior_step(v, model, lam, tau, t, rng)
+        if i >= burn_in:
+            total += v.mean(dim=(0, 1))
+    return total / (steps - burn_in), v, posterior_mean
+
+
+def test_prior_step_without_noise_converges_to_the_posterior_mean():
+    """τ = 0: the deterministic fixed point is the MAP = mean of the Gaussian posterior."""
+    _, v, posterior_mean = _toy(tau=0.0, chains=1, steps=150, burn_in=149)
+    assert torch.allclose(v[0, 0], posterior_mean, atol=1e-4)
+
+
+def test_langevin_average_matches_the_posterior_mean():
+    """τ > 0: the running average of 200 chains over 600 steps after 100 burn-in steps."""
+    mean, v, posterior_mean = _toy(tau=0.5, chains=200, steps=700, burn_in=100)
+    assert float(v.std()) > 0.1  # the chains do move
+    assert torch.allclose(mean, posterior_mean, atol=0.01), (mean, posterior_mean)
+
+
+def test_prior_step_zero_is_identity_and_noise_uses_rng():
+    model = _gaussian_model((1, 4), shift=torch.ones(1, 4), scale=torch.tensor(2.0))
+    v = torch.randn(3, 1, 4)
+    assert torch.equal(prior_step(v, model, 0.0, 0.0, 0.01), v)
+    a = prior_step(v, model, 0.1, 0.2, 0.01, torch.Generator().manual_seed(3))
+    b = prior_step(v, model, 0.1, 0.2, 0.01, torch.Generator().manual_seed(3))
+    assert torch.equal(a, b) and not torch.equal(a, v)
+
+
+# ---------------------------------------------------------------------- the solver
+def _models(gen, skip=False):
+    c = gen.block_channels(0) + (1 if skip else 0)
+    return {
+        "z": _gaussian_model((gen.n_latent, gen.style_dim)),
+        0: _gaussian_model((c, 4, 4)),
+    }
+
+
+def test_zero_lam_tau_equals_ilo_with_infinite_radii(gen_stats):
+    gen, stats = gen_stats
+    op, y = _op(), _y(gen, batch=2)
+    steps = (4, 3)
+    ref = ilo(
+        y,
+        op,
+        generator=gen,
+        latent_stats=stats,
+        config=ILOConfig(
+            steps=steps,
+            lr=0.05,
+            lr_rampup=0,
+            lr_rampdown=0,
+            radii=(1e30, 1e30),
+            phase="none",
+            normalize=False,
+            data_consistency=False,
+        ),
+        rng=torch.Generator().manual_seed(7),
+    )
+    res = sgilo(
+        y,
+        op,
+        generator=gen,
+        latent_stats=stats,
+        score_models=_models(gen),
+        config=_config(steps=steps, lam=0.0, tau=0.0),
+        rng=torch.Generator().manual_seed(7),
+    )
+    assert isinstance(res, SGILOResult)
+    assert torch.allclose(res.image, ref.image, atol=1e-5)
+    assert np.allclose(res.history, ref.history, rtol=1e-4, atol=1e-7)
+    assert json.loads(res.params["prior_spaces"]) == [0, "z"]
+
+
+def test_chains_std_and_samples(gen_stats):
+    gen, stats = gen_stats
+    op, y = _op(), _y(gen, batch=2)
+    steps = (3, 2)
+
+    def run(**kw):
+        return sgilo(
+            y,
+            op,
+            generator=gen,
+            latent_stats=stats,
+            score_models=_models(gen, skip=True),
+            config=_config(steps=steps, chains=3, **kw),
+            rng=torch.Generator().manual_seed(3),
+        )
+
+    same = run(tau=0.0, shared_init=True)
+    assert same.samples.shape == (3, 2, R, R) and same.std.shape == (2, R, R)
+    assert torch.equal(same.samples[0], same.samples[1])
+    assert torch.equal(same.samples[0], same.samples[2])
+    assert float(same.std.abs().max()) == 0.0
+
+    noisy = run(tau=0.05, shared_init=True, keep="last")
+    assert not torch.equal(noisy.samples[0], noisy.samples[1])
+    assert bool((noisy.std >= 0).all()) and float(noisy.std.max()) > 0
+    assert torch.allclose(noisy.image, noisy.samples.mean(dim=0))
+    assert torch.allclose(noisy.std, noisy.samples.abs().std(dim=0, correction=0))
+    assert len(noisy.history) == 3 * sum(steps)
+    assert len(json.loads(noisy.params["measurement_losses"])) == 3
+
+
+def test_bad_inputs(gen_stats):
+    gen, stats = gen_stats
+    op, y = _op(), _y(gen)
+    wrong = _gaussian_model((gen.block_channels(0) + 3, 4, 4))
+    with pytest.raises(ValueError, match=r"\(19, 4, 4\).*\(16, 4, 4\)"):
+        sgilo(y, op, generator=gen, latent_stats=stats, score_models={0: wrong})
+    wrong_z = _gaussian_model((gen.n_latent, gen.style_dim + 1))
+    with pytest.raises(ValueError, match=r"\(6, 17\).*\(6, 16\)"):
+        sgilo(y, op, generator=gen, latent_stats=stats, score_models={"z": wrong_z})
+    for key in ("w", 2, "block9"):
+        with pytest.raises(ValueError, match="score model key"):
+            sgilo(y, op, generator=gen, latent_stats=stats, score_models={key: wrong})
+    with pytest.raises(ValueError, match="latent statistics"):
+        sgilo(y, op, generator=gen, latent_stats=None)
+    with pytest.raises(ValueError):
+        SGILOConfig(steps=(-1,))
