@@ -20,7 +20,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-METHODS = ("zero-filled", "cg-sense", "l1-wavelet", "tv", "csgm", "ilo")
+METHODS = ("zero-filled", "cg-sense", "l1-wavelet", "tv", "csgm", "ilo", "sgilo")
 
 
 def _positive_float(text: str) -> float:
@@ -55,7 +55,20 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument(
         "--model",
         default=None,
-        help="generator file for csgm/ilo (sgilo's generator.pt or a rosinality StyleGAN-2 file)",
+        help="generator file for csgm/ilo/sgilo (sgilo's generator.pt or a rosinality file)",
+    )
+    rec.add_argument(
+        "--score",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="sgilo: a score_model.pt (repeat for z and block spaces); none: no prior step",
+    )
+    rec.add_argument(
+        "--samples",
+        type=int,
+        default=1,
+        help="sgilo: chains K; K >= 2 also writes the per-pixel std as reconstruction_std",
     )
     rec.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     rec.add_argument("--seed", type=int, default=None, help="mask seed (default: from file name)")
@@ -149,8 +162,11 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
             _stderr("sgilo reconstruct: --device cuda requested but no CUDA device is available")
             return 2
     prior = None
-    if args.method in ("csgm", "ilo"):
-        from pipeline.reconstruct import load_prior
+    if args.samples < 1 or (args.samples > 1 and args.method != "sgilo"):
+        _stderr("sgilo reconstruct: --samples K >= 1, and K > 1 only with --method sgilo")
+        return 2
+    if args.method in ("csgm", "ilo", "sgilo"):
+        from pipeline.reconstruct import load_prior, load_score_models
 
         if args.model is None:
             _stderr(
@@ -160,6 +176,8 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
             return 2
         try:
             prior = load_prior(args.model, device=args.device)
+            if args.method == "sgilo":
+                prior.score_models = load_score_models(args.score, device=args.device)
         except ValueError as exc:
             _stderr(f"sgilo: error: {' '.join(str(exc).split())}")
             return 2
@@ -183,6 +201,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
                 log=_stderr,
                 callback=progress,
                 prior=prior,
+                samples=args.samples,
             )
         except InputError as exc:
             failures += 1

@@ -25,7 +25,7 @@ from pipeline.solvers.base import Progress, ReconResult
 from pipeline.solvers.classical import CLASSICAL
 
 #: methods that need a generative prior (``--model``)
-GENERATIVE: tuple[str, ...] = ("csgm", "ilo")
+GENERATIVE: tuple[str, ...] = ("csgm", "ilo", "sgilo")
 METHODS: tuple[str, ...] = tuple(CLASSICAL) + GENERATIVE
 
 
@@ -36,6 +36,7 @@ class Prior:
     generator: object
     latent_stats: object | None
     path: Path
+    score_models: dict = field(default_factory=dict)
 
     def stats(self) -> object:
         if self.latent_stats is None:
@@ -61,6 +62,22 @@ def load_prior(model: str | Path, device: str = "cpu") -> Prior:
     return Prior(generator, info.latent_stats, path)
 
 
+def load_score_models(paths: list[str | Path], device: str = "cpu") -> dict:
+    """Score models keyed by the latent space each was trained on ("z" or "block<k>");
+    raises ``ValueError`` with one line naming the file."""
+    from models.score.model import load_score_model
+
+    models = {}
+    for p in paths:
+        if not Path(p).exists():
+            raise ValueError(f"{p}: no such score model file")
+        model = load_score_model(p, device=device)
+        if not model.space:
+            raise ValueError(f"{p}: the score model does not record its latent space")
+        models[model.space] = model
+    return models
+
+
 @dataclass
 class StudyReconstruction:
     """The output of one study: float32 magnitude ``(slices, H, W)`` and how it was made."""
@@ -71,6 +88,7 @@ class StudyReconstruction:
     seconds: float
     params: dict = field(default_factory=dict)
     metrics: dict | None = None
+    std: np.ndarray | None = None
 
 
 def study_operator(
@@ -107,6 +125,7 @@ def reconstruct_study(
     callback: Progress | None = None,
     solver_options: dict | None = None,
     prior: Prior | None = None,
+    samples: int = 1,
 ) -> StudyReconstruction:
     """Reconstruct every slice of ``study`` with ``method`` (one of :data:`METHODS`); the
     generative methods need ``prior``."""
@@ -136,10 +155,22 @@ def reconstruct_study(
             rng=rng,
             callback=callback,
         )
-    else:
-        result = CLASSICAL[method](
-            y, op, generator=rng, callback=callback, **(solver_options or {})
+    elif method == "sgilo":
+        from pipeline.solvers.sgilo import SGILOConfig, sgilo
+
+        steps = SGILOConfig().steps[: prior.generator.num_blocks]
+        result = sgilo(
+            y,
+            op,
+            generator=prior.generator,
+            latent_stats=prior.stats(),
+            score_models=prior.score_models,
+            config=SGILOConfig(steps=steps, chains=samples),
+            rng=rng,
+            callback=callback,
         )
+    else:
+        result = CLASSICAL[method](y, op, rng=rng, callback=callback, **(solver_options or {}))
     magnitude = result.magnitude
     params = {**result.params, "maps": maps_source}
     metrics = None
@@ -147,8 +178,15 @@ def reconstruct_study(
         from pipeline.metrics import evaluate
 
         metrics = evaluate(study.target, magnitude)
+    std = getattr(result, "std", None)
     return StudyReconstruction(
-        study.name, magnitude, method, time.perf_counter() - start, params, metrics
+        study.name,
+        magnitude,
+        method,
+        time.perf_counter() - start,
+        params,
+        metrics,
+        None if std is None or samples < 2 else std.detach().cpu().numpy(),
     )
 
 
@@ -164,6 +202,7 @@ def reconstruct_file(
     callback: Progress | None = None,
     log: Callable[[str], None] = lambda message: None,
     prior: Prior | None = None,
+    samples: int = 1,
 ) -> Path:
     """Read ``path``, undersample it if asked, reconstruct, write ``out_dir/<file name>``.
 
@@ -185,7 +224,9 @@ def reconstruct_file(
         )
     elif not study.is_undersampled:
         log(f"{path.name}: fully sampled and no --acceleration given: reconstructing as is")
-    recon = reconstruct_study(study, method, seed=seed or 0, callback=callback, prior=prior)
+    recon = reconstruct_study(
+        study, method, seed=seed or 0, callback=callback, prior=prior, samples=samples
+    )
     attrs = {
         "method": method,
         **({"model": str(prior.path)} if prior is not None and method in GENERATIVE else {}),
@@ -193,7 +234,7 @@ def reconstruct_file(
         "seconds": round(recon.seconds, 3),
         **{k: v for k, v in recon.params.items() if isinstance(v, int | float | str)},
     }
-    out = write_reconstruction(target, recon.magnitude, attrs=attrs)
+    out = write_reconstruction(target, recon.magnitude, attrs=attrs, std=recon.std)
     summary = f"{path.name}: {method} on {study.num_slices} slice(s) in {recon.seconds:.1f} s"
     if recon.metrics:
         summary += " (" + ", ".join(f"{k} {v:.4g}" for k, v in recon.metrics.items()) + ")"

@@ -297,9 +297,12 @@ def write_reconstruction(
     reconstruction: np.ndarray,
     *,
     attrs: Mapping[str, Any] | None = None,
+    std: np.ndarray | None = None,
 ) -> Path:
     """Write a fastMRI submission file atomically: dataset ``reconstruction``, float32
-    ``(slices, H, W)``, plus ``attrs`` (JSON-able scalars, strings, lists of numbers).
+    ``(slices, H, W)``, plus ``attrs`` (JSON-able scalars, strings, lists of numbers), and with
+    ``std`` (a per-pixel posterior standard deviation of the same shape) the extra dataset
+    ``reconstruction_std``.
 
     ``reconstruction``: real ``(slices, H, W)`` (a magnitude image), finite. Returns the path.
     """
@@ -311,9 +314,13 @@ def write_reconstruction(
     if not np.isfinite(recon).all():
         raise ValueError("reconstruction contains non-finite values (NaN or Inf)")
     data = recon.astype(np.float32)
+    if std is not None and (np.shape(std) != recon.shape or not np.isfinite(std).all()):
+        raise ValueError(f"std must be finite with shape {recon.shape}, got {np.shape(std)}")
 
     def fill(f: h5py.File) -> None:
         f.create_dataset("reconstruction", data=data)
+        if std is not None:
+            f.create_dataset("reconstruction_std", data=np.asarray(std, dtype=np.float32))
         _write_attrs(f, attrs)
 
     return _write_atomically(path, fill)

@@ -1,8 +1,9 @@
 """The result every solver returns, and the solver call contract.
 
-A solver is a callable ``reconstruct(y, op, *, generator=None, callback=None) -> ReconResult``:
+A solver is a callable ``reconstruct(y, op, *, rng=None, callback=None) -> ReconResult``:
 ``y`` the measurements, ``op`` the forward model (an :class:`operators.base.LinearOperator` of
-:mod:`operators.mri`), batched over slices.
+:mod:`operators.mri`), batched over slices; ``rng`` the source of any randomness. The latent-space
+solvers (CSGM, ILO) take the generative model as a further keyword, ``generator``.
 """
 
 from __future__ import annotations
@@ -45,6 +46,6 @@ class Solver(Protocol):
         y: torch.Tensor,
         op: LinearOperator,
         *,
-        generator: torch.Generator | None = None,
+        rng: torch.Generator | None = None,
         callback: Progress | None = None,
     ) -> ReconResult: ...

@@ -64,7 +64,7 @@ def zero_filled(
     op: LinearOperator,
     *,
     dcf: torch.Tensor | None = None,
-    generator: torch.Generator | None = None,
+    rng: torch.Generator | None = None,
     callback: Progress | None = None,
 ) -> ReconResult:
     """Zero-filled reconstruction; for multi-coil Cartesian data the image is the RSS magnitude
@@ -95,7 +95,7 @@ def cg_sense(
     iterations: int = DEFAULT_ITERATIONS["cg-sense"],
     damping: float = 0.0,
     tolerance: float = 1e-5,
-    generator: torch.Generator | None = None,
+    rng: torch.Generator | None = None,
     callback: Progress | None = None,
 ) -> ReconResult:
     """CG-SENSE: ``iterations`` conjugate-gradient steps on ``(A^H A + μ I) x = A^H y`` from
@@ -237,7 +237,7 @@ def l1_wavelet(
     *,
     lam: float | None = None,
     iterations: int = DEFAULT_ITERATIONS["l1-wavelet"],
-    generator: torch.Generator | None = None,
+    rng: torch.Generator | None = None,
     callback: Progress | None = None,
 ) -> ReconResult:
     """ℓ1-wavelet compressed sensing (sigpy ``L1WaveletRecon``), slice by slice; ``lam`` is
@@ -251,7 +251,7 @@ def total_variation(
     *,
     lam: float | None = None,
     iterations: int = DEFAULT_ITERATIONS["tv"],
-    generator: torch.Generator | None = None,
+    rng: torch.Generator | None = None,
     callback: Progress | None = None,
 ) -> ReconResult:
     """Total-variation reconstruction (sigpy ``TotalVariationRecon``), slice by slice; ``lam`` is

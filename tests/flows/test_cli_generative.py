@@ -55,6 +55,69 @@ def test_generative_methods_from_the_command_line(files, tmp_path, method, capsy
     assert rec.shape == (2, 16, 16) and rec.dtype == np.float32 and np.isfinite(rec).all()
 
 
+def test_sgilo_with_a_score_model_writes_the_std_map(files, tmp_path, capsys):
+    model, small, _ = files
+    score = tmp_path / "score"
+    assert (
+        main(
+            [
+                "train-score",
+                "--generator",
+                str(model),
+                "--space",
+                "0",
+                "--out",
+                str(score),
+                "--steps",
+                "2",
+                "--batch",
+                "8",
+            ]
+        )
+        == 0
+    )
+    out = tmp_path / "out"
+    code = main(
+        [
+            "reconstruct",
+            str(small),
+            "--method",
+            "sgilo",
+            "--model",
+            str(model),
+            "--score",
+            str(score / "score_model.pt"),
+            "--samples",
+            "2",
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 0, capsys.readouterr().err
+    with h5py.File(out / small.name) as f:
+        rec, std = f["reconstruction"][()], f["reconstruction_std"][()]
+    assert rec.shape == std.shape == (2, 16, 16)
+    assert np.isfinite(std).all() and (std >= 0).all() and std.max() > 0
+    # K > 1 is an sgilo option only
+    assert (
+        main(
+            [
+                "reconstruct",
+                str(small),
+                "--method",
+                "ilo",
+                "--model",
+                str(model),
+                "--samples",
+                "2",
+                "--out",
+                str(out),
+            ]
+        )
+        == 2
+    )
+
+
 def test_generative_bad_cases(files, tmp_path, capsys):
     model, small, big = files
     out = tmp_path / "out"

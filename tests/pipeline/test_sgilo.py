@@ -165,7 +165,7 @@ def test_zero_lam_tau_equals_ilo_with_infinite_radii(gen_stats):
         rng=torch.Generator().manual_seed(7),
     )
     assert isinstance(res, SGILOResult)
-    assert torch.allclose(res.image, ref.image, atol=1e-5)
+    assert torch.allclose(res.image, ref.image, atol=3e-5)  # measured 3.2e-6
     assert np.allclose(res.history, ref.history, rtol=1e-4, atol=1e-7)
     assert json.loads(res.params["prior_spaces"]) == [0, "z"]
 
