@@ -39,22 +39,20 @@ import json
 import math
 import time
 from collections.abc import Sequence
-from typing import Literal, Protocol
+from typing import Protocol
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from operators.base import LinearOperator
-from operators.mri import MultiCoilMRI, NonCartesianMRI, SingleCoilMRI
 from pipeline.solvers.base import Progress, ReconResult
-from pipeline.solvers.classical import data_scale
 from pipeline.solvers.latent_common import (
-    calibration_phase,
-    data_consistency,
-    freeze,
-    latent_dtype_device,
-    num_measurements,
-    unfreeze,
+    PhaseModel,
+    check_inputs,
+    config_params,
+    finish_image,
+    frozen,
+    prepare_problem,
 )
 
 
@@ -88,9 +86,6 @@ class LatentGenerator(Protocol):
     def synthesize(
         self, ws: torch.Tensor, noises: Sequence[torch.Tensor | None] | None = None
     ) -> torch.Tensor: ...
-
-
-PhaseModel = Literal["auto", "none", "from-calibration"]
 
 
 class CSGMConfig(BaseModel):
@@ -136,72 +131,30 @@ def csgm(
     """
     config = CSGMConfig() if config is None else config
     start_time = time.perf_counter()
-    if not isinstance(op, SingleCoilMRI | MultiCoilMRI | NonCartesianMRI):
-        raise ValueError(f"csgm needs an MRI operator, got {type(op).__name__}")
-    if not torch.is_complex(y) or tuple(y.shape[1:]) != op.oshape or y.ndim < 2:
-        raise ValueError(
-            f"y must be complex (B, {', '.join(map(str, op.oshape))}) for {type(op).__name__}, "
-            f"got {y.dtype} {tuple(y.shape)}"
-        )
-    resolution = int(generator.config.resolution)
-    channels = int(generator.config.image_channels)
-    if tuple(op.ishape) != (resolution, resolution):
-        raise ValueError(
-            f"the operator's image grid {tuple(op.ishape)} differs from the generator resolution "
-            f"({resolution}, {resolution}); resampling is not implemented"
-        )
-    if channels not in (1, 2):
-        raise ValueError(
-            f"csgm needs a 1-channel (magnitude) or 2-channel (real, imaginary) generator, "
-            f"got {channels} channels"
-        )
-    phase = config.phase
-    if phase == "auto":
-        phase = "from-calibration" if channels == 1 else "none"
-    if phase == "from-calibration" and channels == 2:
-        raise ValueError("phase='from-calibration' is for 1-channel generators only")
-
-    batch = y.shape[0]
-    scale = data_scale(y, op) if config.normalize else torch.ones(batch, dtype=y.real.dtype)
-    scale = scale.to(device=y.device, dtype=y.real.dtype)
-    y_n = y / scale.view(-1, *([1] * (y.ndim - 1)))
-    carrier = (
-        calibration_phase(y_n, op)
-        if phase == "from-calibration"
-        else torch.ones(batch, *op.ishape, dtype=y.dtype, device=y.device)
-    )
-    m = num_measurements(op, y)
+    check_inputs(y, op, generator, "csgm")
+    problem = prepare_problem(y, op, generator, phase=config.phase, normalize=config.normalize)
+    batch = problem.batch
 
     def image_of(z: torch.Tensor) -> torch.Tensor:
         w = generator.mapping(z)
         ws = w[:, None, :].expand(-1, generator.n_latent, -1)
-        g = generator.synthesize(ws, None)
-        if channels == 1:
-            x = ((g[:, 0] + 1) / 2).to(y.dtype)
-        else:
-            x = torch.complex(g[:, 0], g[:, 1]).to(y.dtype)
-        return carrier * x
+        return problem.image(generator.synthesize(ws, None))
 
-    def measurement_loss(x: torch.Tensor) -> torch.Tensor:
-        r = op.A(x) - y_n
-        return r.abs().pow(2).reshape(batch, -1).sum(dim=1) / m
-
-    dtype, device = latent_dtype_device(generator, y)
+    dtype, device = problem.dtype, problem.device
     total = config.restarts * config.steps
     history: list[float] = []
     best_loss = torch.full((batch,), math.inf, dtype=torch.float64, device=device)
     best_z = torch.zeros(batch, generator.style_dim, dtype=dtype, device=device)
     best_restart = torch.zeros(batch, dtype=torch.long, device=device)
     restart_losses: list[list[float]] = []
-    frozen = freeze(generator)
-    try:
+    with frozen(generator):
         for restart in range(config.restarts):
             z0 = torch.randn(batch, generator.style_dim, generator=rng, dtype=dtype)
             z = z0.to(device).requires_grad_(True)
             optimizer = torch.optim.Adam([z], lr=config.lr)
             run_loss = torch.full((batch,), math.inf, dtype=torch.float64, device=device)
             for step in range(config.steps + 1):
-                data = measurement_loss(image_of(z))
+                data = problem.measurement_loss(image_of(z))
                 current = data.detach().to(torch.float64)
                 better = current < run_loss
                 run_loss = torch.where(better, current, run_loss)
@@ -225,20 +178,21 @@ def csgm(
             restart_losses.append([float(v) for v in run_loss])
         with torch.no_grad():
             x = image_of(best_z)
-    finally:
-        unfreeze(generator, frozen)
 
-    x = x.detach() * scale.view(-1, 1, 1).to(y.dtype)
-    if config.data_consistency:
-        x = data_consistency(x, y, op, weight=config.dc_weight, iterations=config.dc_iterations)
+    x = finish_image(
+        problem,
+        x,
+        dc=config.data_consistency,
+        dc_weight=config.dc_weight,
+        dc_iterations=config.dc_iterations,
+    )
     params: dict[str, float | int | str] = {
-        **{k: v for k, v in config.model_dump().items() if k != "phase"},
-        "phase": phase,
+        **config_params(config, problem.phase_model),
         "measurement_loss": float(best_loss.mean()),
         "measurement_losses": json.dumps([float(v) for v in best_loss]),
         "chosen_restart": json.dumps([int(v) for v in best_restart]),
         "restart_losses": json.dumps(restart_losses),
-        "data_scale": json.dumps([float(v) for v in scale]),
+        "data_scale": json.dumps([float(v) for v in problem.scale]),
     }
     return ReconResult(
         image=x, history=history, seconds=time.perf_counter() - start_time, params=params

@@ -42,7 +42,8 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -50,17 +51,15 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from models.stylegan2.checkpoint import LatentStats, gaussianized_to_w
 from models.stylegan2.generator import Generator, SynthesisState
 from operators.base import LinearOperator
-from operators.mri import MultiCoilMRI, NonCartesianMRI, SingleCoilMRI
 from pipeline.solvers.base import Progress, ReconResult
-from pipeline.solvers.classical import data_scale
-from pipeline.solvers.csgm import PhaseModel
 from pipeline.solvers.latent_common import (
-    calibration_phase,
-    data_consistency,
-    freeze,
-    latent_dtype_device,
-    num_measurements,
-    unfreeze,
+    PhaseModel,
+    Problem,
+    check_inputs,
+    config_params,
+    finish_image,
+    frozen,
+    prepare_problem,
 )
 from pipeline.solvers.projections import l1_ball_project, sphere_project
 
@@ -181,6 +180,167 @@ def _ball(v: torch.Tensor, v0: torch.Tensor, radius: torch.Tensor) -> None:
     v.copy_(v0 + l1_ball_project(v - v0, radius))
 
 
+def latent_stats_on(
+    latent_stats: LatentStats, generator: Generator, dtype: torch.dtype, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``μ, σ`` of the Gaussianized latent on the latent's dtype/device; ``ValueError`` unless
+    both are ``(style_dim,)`` vectors."""
+    mu = latent_stats.mu.to(device=device, dtype=dtype)
+    sigma = latent_stats.sigma.to(device=device, dtype=dtype)
+    if mu.shape != (generator.style_dim,) or sigma.shape != (generator.style_dim,):
+        raise ValueError(
+            f"latent_stats must be ({generator.style_dim},) vectors, got "
+            f"{tuple(mu.shape)} and {tuple(sigma.shape)}"
+        )
+    return mu, sigma
+
+
+# ---------------------------------------------------------------------- the round loop
+@dataclass
+class Round:
+    """The variables of round ``k`` (``variables = [z, *active noise maps, *h]``), their
+    round-start values ``starts`` and the ℓ2 norms the sphere projection restores."""
+
+    k: int
+    z: torch.Tensor
+    noises: list[torch.Tensor]
+    active: list[int]
+    h: SynthesisState | None
+    variables: list[torch.Tensor]
+    starts: list[torch.Tensor]
+    z_norms: torch.Tensor
+    noise_norms: list[torch.Tensor]
+
+    @torch.no_grad()
+    def sphere_project(self) -> None:
+        """In place: each row of ``z`` and each optimised noise map back to its start norm."""
+        self.z.copy_(sphere_project(self.z, self.z_norms))
+        for j, i in enumerate(self.active):
+            self.noises[i].copy_(sphere_project(self.noises[i], self.noise_norms[j]))
+
+
+@dataclass
+class RoundsResult:
+    """Of :func:`run_rounds`: the kept image (normalised units) and its loss ``(B,)``, the mean
+    loss at the end/start of every round, the last round's per-iterate losses and the step
+    counter after the run."""
+
+    best_x: torch.Tensor
+    best_loss: torch.Tensor
+    round_losses: list[float]
+    round_start_losses: list[float]
+    last_round_losses: list[list[float]]
+    done: int
+
+
+def run_rounds(
+    problem: Problem,
+    generator: Generator,
+    mu: torch.Tensor,
+    sigma: torch.Tensor,
+    z: torch.Tensor,
+    *,
+    steps: Sequence[int],
+    lr: float,
+    geocross_weight: float,
+    noise_blocks_ahead: int,
+    after_step: Callable[[Round], Callable[[], None]],
+    learning_rate: Callable[[int, int], float] | None = None,
+    keep_last: bool = False,
+    history: list[float],
+    callback: Progress | None = None,
+    total: int = 0,
+    done: int = 0,
+    label: str = "ilo",
+) -> RoundsResult:
+    """ILO's rounds (see the module docstring) from the initial latent ``z``.
+
+    ``after_step(round)`` is called once at the start of each round and returns the hook run
+    (under ``no_grad``) after every Adam step of that round; ``learning_rate(steps, step)`` the
+    step's learning rate (``None``: constant ``lr``); ``keep_last``: keep the last round's final
+    iterate instead of its lowest-loss one. The per-step mean measurement loss is appended to
+    ``history``; ``callback(done, total, f"{label} round {k}")`` after every step."""
+    batch = problem.batch
+    dtype, device = z.dtype, z.device
+    noises = [
+        n.detach().to(dtype).expand(batch, -1, -1, -1).clone() for n in generator.noise_buffers()
+    ]
+    h: SynthesisState | None = None
+    rounds = len(steps)
+    round_losses: list[float] = []
+    round_start_losses: list[float] = []
+    last_round_losses: list[list[float]] = []
+    best_loss = torch.full((batch,), math.inf, dtype=torch.float64, device=device)
+    best_x = torch.zeros(batch, *problem.op.ishape, dtype=problem.y.dtype, device=device)
+    for k, round_steps in enumerate(steps):
+        last = k == rounds - 1
+        with torch.no_grad():
+            h = init_round_state(generator, gaussianized_to_w(z, mu, sigma), noises, k, h)
+        active = sorted(
+            {
+                i
+                for b in range(k, min(k + noise_blocks_ahead + 1, generator.num_blocks))
+                for i in generator.block_noise_indices(b)
+            }
+        )
+        z = z.detach().clone().requires_grad_(True)
+        noises = [n.detach().clone() for n in noises]
+        for i in active:
+            noises[i].requires_grad_(True)
+        variables: list[torch.Tensor] = [z, *(noises[i] for i in active)]
+        if h is not None:
+            h = SynthesisState(
+                h.features.detach().clone().requires_grad_(True),
+                h.skip.detach().clone().requires_grad_(True),
+            )
+            variables += [h.features, h.skip]
+        starts = [v.detach().clone() for v in variables]
+        z_norms = starts[0].norm(dim=-1)  # (B, n_latent)
+        noise_norms = [starts[1 + j].reshape(batch, -1).norm(dim=1) for j in range(len(active))]
+        hook = after_step(Round(k, z, noises, active, h, variables, starts, z_norms, noise_norms))
+        optimizer = torch.optim.Adam(variables, lr=lr)
+        iterate_losses: list[torch.Tensor] = []
+        for step in range(round_steps + 1):
+            g = generator.synthesize(gaussianized_to_w(z, mu, sigma), noises, start=k, h=h)
+            assert isinstance(g, torch.Tensor)
+            x = problem.image(g)
+            data = problem.measurement_loss(x)
+            current = data.detach().to(torch.float64)
+            if step == 0:
+                round_start_losses.append(float(current.mean()))
+            if last:
+                iterate_losses.append(current)
+                keep = (
+                    torch.as_tensor(step == round_steps, device=device).expand(batch)
+                    if keep_last
+                    else current < best_loss
+                )
+                best_loss = torch.where(keep, current, best_loss)
+                best_x = torch.where(keep[:, None, None], x.detach(), best_x)
+            if step == round_steps:  # the final iterate is evaluated, not stepped
+                round_losses.append(float(current.mean()))
+                break
+            history.append(float(current.mean()))
+            if learning_rate is not None:
+                for group in optimizer.param_groups:
+                    group["lr"] = learning_rate(round_steps, step)
+            loss = (data + geocross_weight * geocross(z).to(data.dtype)).sum()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            with torch.no_grad():
+                hook()
+            done += 1
+            if callback:
+                callback(done, total, f"{label} round {k}")
+        if last:
+            stacked = torch.stack(iterate_losses, dim=1)  # (B, steps + 1)
+            last_round_losses = [[float(v) for v in row] for row in stacked]
+    return RoundsResult(
+        best_x, best_loss, round_losses, round_start_losses, last_round_losses, done
+    )
+
+
 # ---------------------------------------------------------------------- the solver
 def ilo(
     y: torch.Tensor,
@@ -205,166 +365,63 @@ def ilo(
     start_time = time.perf_counter()
     if latent_stats is None:
         raise ValueError("ilo needs the generator's latent statistics (fit_latent_stats)")
-    if not isinstance(op, SingleCoilMRI | MultiCoilMRI | NonCartesianMRI):
-        raise ValueError(f"ilo needs an MRI operator, got {type(op).__name__}")
-    if not torch.is_complex(y) or y.ndim < 2 or tuple(y.shape[1:]) != op.oshape:
-        raise ValueError(
-            f"y must be complex (B, {', '.join(map(str, op.oshape))}) for {type(op).__name__}, "
-            f"got {y.dtype} {tuple(y.shape)}"
-        )
-    resolution = int(generator.config.resolution)
-    channels = int(generator.config.image_channels)
-    if tuple(op.ishape) != (resolution, resolution):
-        raise ValueError(
-            f"the operator's image grid {tuple(op.ishape)} differs from the generator resolution "
-            f"({resolution}, {resolution}); resampling is not implemented"
-        )
-    if channels not in (1, 2):
-        raise ValueError(
-            f"ilo needs a 1-channel (magnitude) or 2-channel (real, imaginary) generator, "
-            f"got {channels} channels"
-        )
-    if config.rounds > generator.num_blocks:
-        raise ValueError(
-            f"{config.rounds} rounds need as many synthesis blocks; the generator has "
-            f"{generator.num_blocks}"
-        )
-    phase = config.phase
-    if phase == "auto":
-        phase = "from-calibration" if channels == 1 else "none"
-    if phase == "from-calibration" and channels == 2:
-        raise ValueError("phase='from-calibration' is for 1-channel generators only")
+    check_inputs(y, op, generator, "ilo", rounds=config.rounds)
+    problem = prepare_problem(y, op, generator, phase=config.phase, normalize=config.normalize)
+    dtype, device = problem.dtype, problem.device
+    mu, sigma = latent_stats_on(latent_stats, generator, dtype, device)
 
-    batch = y.shape[0]
-    scale = data_scale(y, op) if config.normalize else torch.ones(batch, dtype=y.real.dtype)
-    scale = scale.to(device=y.device, dtype=y.real.dtype)
-    y_n = y / scale.view(-1, *([1] * (y.ndim - 1)))
-    carrier = (
-        calibration_phase(y_n, op)
-        if phase == "from-calibration"
-        else torch.ones(batch, *op.ishape, dtype=y.dtype, device=y.device)
-    )
-    m = num_measurements(op, y)
-    dtype, device = latent_dtype_device(generator, y)
-    mu = latent_stats.mu.to(device=device, dtype=dtype)
-    sigma = latent_stats.sigma.to(device=device, dtype=dtype)
-    if mu.shape != (generator.style_dim,) or sigma.shape != (generator.style_dim,):
-        raise ValueError(
-            f"latent_stats must be ({generator.style_dim},) vectors, got "
-            f"{tuple(mu.shape)} and {tuple(sigma.shape)}"
-        )
+    def balls(rnd: Round) -> Callable[[], None]:
+        """ILO's after-step hook: sphere projections, then the ℓ1 balls around the round start."""
+        radii = [_radius(config, rnd.k, v0) for v0 in rnd.starts]
 
-    def image_of(z: torch.Tensor, noises: list[torch.Tensor], k: int, h) -> torch.Tensor:
-        g = generator.synthesize(gaussianized_to_w(z, mu, sigma), noises, start=k, h=h)
-        assert isinstance(g, torch.Tensor)
-        if channels == 1:
-            x = ((g[:, 0] + 1) / 2).to(y.dtype)
-        else:
-            x = torch.complex(g[:, 0], g[:, 1]).to(y.dtype)
-        return carrier * x
+        def project() -> None:
+            rnd.sphere_project()
+            for v, v0, r in zip(rnd.variables, rnd.starts, radii, strict=True):
+                _ball(v, v0, r)
 
-    def measurement_loss(x: torch.Tensor) -> torch.Tensor:
-        r = op.A(x) - y_n
-        return r.abs().pow(2).reshape(batch, -1).sum(dim=1) / m
+        return project
 
+    batch = problem.batch
     z = torch.randn(batch, generator.n_latent, generator.style_dim, generator=rng, dtype=dtype)
     z = z.to(device)
-    noises = [
-        n.detach().to(dtype).expand(batch, -1, -1, -1).clone() for n in generator.noise_buffers()
-    ]
-    h: SynthesisState | None = None
-    total = sum(config.steps)
-    done = 0
     history: list[float] = []
-    round_losses: list[float] = []
-    round_start_losses: list[float] = []
-    last_round_losses: list[list[float]] = []
-    best_loss = torch.full((batch,), math.inf, dtype=torch.float64, device=device)
-    best_x = torch.zeros(batch, *op.ishape, dtype=y.dtype, device=device)
-    frozen = freeze(generator)
-    try:
-        for k, steps in enumerate(config.steps):
-            last = k == config.rounds - 1
-            with torch.no_grad():
-                h = init_round_state(generator, gaussianized_to_w(z, mu, sigma), noises, k, h)
-            active = sorted(
-                {
-                    i
-                    for b in range(k, min(k + config.noise_blocks_ahead + 1, generator.num_blocks))
-                    for i in generator.block_noise_indices(b)
-                }
-            )
-            z = z.detach().clone().requires_grad_(True)
-            noises = [n.detach().clone() for n in noises]
-            for i in active:
-                noises[i].requires_grad_(True)
-            variables: list[torch.Tensor] = [z, *(noises[i] for i in active)]
-            if h is not None:
-                h = SynthesisState(
-                    h.features.detach().clone().requires_grad_(True),
-                    h.skip.detach().clone().requires_grad_(True),
-                )
-                variables += [h.features, h.skip]
-            starts = [v.detach().clone() for v in variables]
-            radii = [_radius(config, k, v0) for v0 in starts]
-            z_norms = starts[0].norm(dim=-1)  # (B, n_latent)
-            noise_norms = [starts[1 + j].reshape(batch, -1).norm(dim=1) for j in range(len(active))]
-            optimizer = torch.optim.Adam(variables, lr=config.lr)
-            iterate_losses: list[torch.Tensor] = []
-            for step in range(steps + 1):
-                x = image_of(z, noises, k, h)
-                data = measurement_loss(x)
-                current = data.detach().to(torch.float64)
-                if step == 0:
-                    round_start_losses.append(float(current.mean()))
-                if last:
-                    iterate_losses.append(current)
-                    wins = current < best_loss
-                    best_loss = torch.where(wins, current, best_loss)
-                    best_x = torch.where(wins[:, None, None], x.detach(), best_x)
-                if step == steps:  # the final iterate is evaluated, not stepped
-                    round_losses.append(float(current.mean()))
-                    break
-                history.append(float(current.mean()))
-                for group in optimizer.param_groups:
-                    group["lr"] = _learning_rate(config, steps, step)
-                loss = (data + config.geocross_weight * geocross(z).to(data.dtype)).sum()
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                with torch.no_grad():
-                    z.copy_(sphere_project(z, z_norms))
-                    for j, i in enumerate(active):
-                        noises[i].copy_(sphere_project(noises[i], noise_norms[j]))
-                    for v, v0, r in zip(variables, starts, radii, strict=True):
-                        _ball(v, v0, r)
-                done += 1
-                if callback:
-                    callback(done, total, f"ilo round {k}")
-            if last:
-                stacked = torch.stack(iterate_losses, dim=1)  # (B, steps + 1)
-                last_round_losses = [[float(v) for v in row] for row in stacked]
-    finally:
-        unfreeze(generator, frozen)
+    with frozen(generator):
+        result = run_rounds(
+            problem,
+            generator,
+            mu,
+            sigma,
+            z,
+            steps=config.steps,
+            lr=config.lr,
+            geocross_weight=config.geocross_weight,
+            noise_blocks_ahead=config.noise_blocks_ahead,
+            after_step=balls,
+            learning_rate=lambda steps, step: _learning_rate(config, steps, step),
+            history=history,
+            callback=callback,
+            total=sum(config.steps),
+            label="ilo",
+        )
 
-    x = best_x * scale.view(-1, 1, 1).to(y.dtype)
-    if config.data_consistency:
-        x = data_consistency(x, y, op, weight=config.dc_weight, iterations=config.dc_iterations)
+    x = finish_image(
+        problem,
+        result.best_x,
+        dc=config.data_consistency,
+        dc_weight=config.dc_weight,
+        dc_iterations=config.dc_iterations,
+    )
+    best_loss = result.best_loss
     params: dict[str, float | int | str] = {
-        **{
-            key: (json.dumps(v) if v is None or isinstance(v, tuple) else v)
-            for key, v in config.model_dump().items()
-            if key != "phase"
-        },
-        "phase": phase,
+        **config_params(config, problem.phase_model),
         "rounds": config.rounds,
         "measurement_loss": float(best_loss.mean()),
         "measurement_losses": json.dumps([float(v) for v in best_loss]),
-        "round_losses": json.dumps(round_losses),
-        "round_start_losses": json.dumps(round_start_losses),
-        "last_round_losses": json.dumps(last_round_losses),
-        "data_scale": json.dumps([float(v) for v in scale]),
+        "round_losses": json.dumps(result.round_losses),
+        "round_start_losses": json.dumps(result.round_start_losses),
+        "last_round_losses": json.dumps(result.last_round_losses),
+        "data_scale": json.dumps([float(v) for v in problem.scale]),
     }
     return ReconResult(
-        image=x.detach(), history=history, seconds=time.perf_counter() - start_time, params=params
+        image=x, history=history, seconds=time.perf_counter() - start_time, params=params
     )

@@ -1,14 +1,24 @@
-"""MRI glue shared by the latent-space solvers (CSGM, ILO): generator freezing, measurement
-counts, the phase estimated from the calibration region, and the final data-consistency step."""
+"""MRI glue shared by the latent-space solvers (CSGM, ILO, SGILO): input checks, the data scale,
+generator freezing, measurement counts, the phase estimated from the calibration region, the
+generator output convention and the final unscaling + data-consistency step."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Literal
+
 import torch
+from pydantic import BaseModel
 
 from operators.base import LinearOperator
 from operators.fft import fft2c, ifft2c
 from operators.mri import MultiCoilMRI, NonCartesianMRI, SingleCoilMRI
-from pipeline.solvers.classical import batch_dot
+from pipeline.solvers.classical import batch_dot, data_scale
+
+PhaseModel = Literal["auto", "none", "from-calibration"]
 
 
 def latent_dtype_device(generator: object, y: torch.Tensor) -> tuple[torch.dtype, torch.device]:
@@ -126,3 +136,143 @@ def data_consistency(
         p = r + (rs_new / rs.clamp_min(1e-30)).view(-1, 1, 1) * p
         rs = rs_new
     return sol
+
+
+# ---------------------------------------------------------------------- solver input / output
+def check_inputs(
+    y: torch.Tensor, op: LinearOperator, generator: Any, solver: str, rounds: int | None = None
+) -> None:
+    """``ValueError`` unless ``op`` is an MRI operator, ``y`` complex ``(B, *op.oshape)``, the
+    operator's image grid the generator's resolution, the generator 1- or 2-channel and (when
+    ``rounds`` is given) the generator has at least ``rounds`` synthesis blocks."""
+    if not isinstance(op, SingleCoilMRI | MultiCoilMRI | NonCartesianMRI):
+        raise ValueError(f"{solver} needs an MRI operator, got {type(op).__name__}")
+    if not torch.is_complex(y) or y.ndim < 2 or tuple(y.shape[1:]) != op.oshape:
+        raise ValueError(
+            f"y must be complex (B, {', '.join(map(str, op.oshape))}) for {type(op).__name__}, "
+            f"got {y.dtype} {tuple(y.shape)}"
+        )
+    resolution = int(generator.config.resolution)
+    channels = int(generator.config.image_channels)
+    if tuple(op.ishape) != (resolution, resolution):
+        raise ValueError(
+            f"the operator's image grid {tuple(op.ishape)} differs from the generator resolution "
+            f"({resolution}, {resolution}); resampling is not implemented"
+        )
+    if channels not in (1, 2):
+        raise ValueError(
+            f"{solver} needs a 1-channel (magnitude) or 2-channel (real, imaginary) generator, "
+            f"got {channels} channels"
+        )
+    if rounds is not None and rounds > generator.num_blocks:
+        raise ValueError(
+            f"{rounds} rounds need as many synthesis blocks; the generator has "
+            f"{generator.num_blocks}"
+        )
+
+
+def resolve_phase(phase: PhaseModel, channels: int) -> str:
+    """``"auto"`` → from-calibration (1 channel) / none (2 channels); from-calibration is refused
+    for 2-channel generators."""
+    if phase == "auto":
+        phase = "from-calibration" if channels == 1 else "none"
+    if phase == "from-calibration" and channels == 2:
+        raise ValueError("phase='from-calibration' is for 1-channel generators only")
+    return phase
+
+
+@dataclass
+class Problem:
+    """A checked solver input: ``y_normalized = y / s`` per slice, ``scale`` ``s`` ``(B,)``,
+    ``phase`` the carrier ``c`` ``(B, H, W)`` (resolved model ``phase_model``), ``m`` ``(B,)``
+    measurements per slice, the generator's ``channels`` and the latent ``dtype``/``device``."""
+
+    y: torch.Tensor
+    op: LinearOperator
+    y_normalized: torch.Tensor
+    scale: torch.Tensor
+    phase: torch.Tensor
+    phase_model: str
+    m: torch.Tensor
+    channels: int
+    dtype: torch.dtype
+    device: torch.device
+
+    @property
+    def batch(self) -> int:
+        return self.y.shape[0]
+
+    def image(self, g: torch.Tensor) -> torch.Tensor:
+        """Generator output ``(B, C, H, W)`` → complex ``c ⊙ x`` (1 channel: ``x = (G + 1)/2``;
+        2 channels: ``x = G₀ + i G₁``), in normalised units."""
+        if self.channels == 1:
+            x = ((g[:, 0] + 1) / 2).to(self.y.dtype)
+        else:
+            x = torch.complex(g[:, 0], g[:, 1]).to(self.y.dtype)
+        return self.phase * x
+
+    def measurement_loss(self, x: torch.Tensor) -> torch.Tensor:
+        """``‖A x − y/s‖² / m`` per slice ``(B,)``."""
+        r = self.op.A(x) - self.y_normalized
+        return r.abs().pow(2).reshape(self.batch, -1).sum(dim=1) / self.m
+
+
+def prepare_problem(
+    y: torch.Tensor, op: LinearOperator, generator: Any, *, phase: PhaseModel, normalize: bool
+) -> Problem:
+    """The data scale, normalised data, phase carrier and measurement count of checked inputs
+    (:func:`check_inputs`); ``ValueError`` for a phase model the generator cannot use."""
+    channels = int(generator.config.image_channels)
+    phase_model = resolve_phase(phase, channels)
+    batch = y.shape[0]
+    scale = data_scale(y, op) if normalize else torch.ones(batch, dtype=y.real.dtype)
+    scale = scale.to(device=y.device, dtype=y.real.dtype)
+    y_n = y / scale.view(-1, *([1] * (y.ndim - 1)))
+    carrier = (
+        calibration_phase(y_n, op)
+        if phase_model == "from-calibration"
+        else torch.ones(batch, *op.ishape, dtype=y.dtype, device=y.device)
+    )
+    m = num_measurements(op, y)
+    dtype, device = latent_dtype_device(generator, y)
+    return Problem(y, op, y_n, scale, carrier, phase_model, m, channels, dtype, device)
+
+
+def finish_image(
+    problem: Problem,
+    x: torch.Tensor,
+    *,
+    dc: bool,
+    dc_weight: float,
+    dc_iterations: int,
+) -> torch.Tensor:
+    """A normalised-units image ``(B, H, W)`` back in the units of ``y`` (× ``s``), then, if asked,
+    made consistent with ``y`` (``dc``: :func:`data_consistency`); detached."""
+    y = problem.y
+    out = x.detach() * problem.scale.view(-1, 1, 1).to(y.dtype)
+    if dc:
+        out = data_consistency(out, y, problem.op, weight=dc_weight, iterations=dc_iterations)
+    return out.detach()
+
+
+def config_params(config: BaseModel, phase: str) -> dict[str, float | int | str]:
+    """A solver config as ``ReconResult.params`` entries (``None`` and tuples as JSON), with the
+    resolved ``phase``."""
+    return {
+        **{
+            key: (json.dumps(v) if v is None or isinstance(v, tuple) else v)
+            for key, v in config.model_dump().items()
+            if key != "phase"
+        },
+        "phase": phase,
+    }
+
+
+@contextmanager
+def frozen(generator: object) -> Iterator[None]:
+    """The generator's parameters frozen (``requires_grad`` off) inside, restored on exit."""
+    flags = freeze(generator)
+    try:
+        yield
+    finally:
+        unfreeze(generator, flags)

@@ -47,30 +47,26 @@ import json
 import math
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from models.stylegan2.checkpoint import LatentStats, gaussianized_to_w
+from models.stylegan2.checkpoint import LatentStats
 from models.stylegan2.generator import Generator, SynthesisState
 from operators.base import LinearOperator
-from operators.mri import MultiCoilMRI, NonCartesianMRI, SingleCoilMRI
 from pipeline.solvers.base import Progress, ReconResult
-from pipeline.solvers.classical import data_scale
-from pipeline.solvers.csgm import PhaseModel
-from pipeline.solvers.ilo import geocross, init_round_state
+from pipeline.solvers.ilo import Round, latent_stats_on, run_rounds
 from pipeline.solvers.latent_common import (
-    calibration_phase,
-    data_consistency,
-    freeze,
-    latent_dtype_device,
-    num_measurements,
-    unfreeze,
+    PhaseModel,
+    check_inputs,
+    config_params,
+    finish_image,
+    frozen,
+    prepare_problem,
 )
-from pipeline.solvers.projections import sphere_project
 
 
 class PriorModel(Protocol):
@@ -238,68 +234,12 @@ def sgilo(
     start_time = time.perf_counter()
     if latent_stats is None:
         raise ValueError("sgilo needs the generator's latent statistics (fit_latent_stats)")
-    if not isinstance(op, SingleCoilMRI | MultiCoilMRI | NonCartesianMRI):
-        raise ValueError(f"sgilo needs an MRI operator, got {type(op).__name__}")
-    if not torch.is_complex(y) or y.ndim < 2 or tuple(y.shape[1:]) != op.oshape:
-        raise ValueError(
-            f"y must be complex (B, {', '.join(map(str, op.oshape))}) for {type(op).__name__}, "
-            f"got {y.dtype} {tuple(y.shape)}"
-        )
-    resolution = int(generator.config.resolution)
-    channels = int(generator.config.image_channels)
-    if tuple(op.ishape) != (resolution, resolution):
-        raise ValueError(
-            f"the operator's image grid {tuple(op.ishape)} differs from the generator resolution "
-            f"({resolution}, {resolution}); resampling is not implemented"
-        )
-    if channels not in (1, 2):
-        raise ValueError(
-            f"sgilo needs a 1-channel (magnitude) or 2-channel (real, imaginary) generator, "
-            f"got {channels} channels"
-        )
-    if config.rounds > generator.num_blocks:
-        raise ValueError(
-            f"{config.rounds} rounds need as many synthesis blocks; the generator has "
-            f"{generator.num_blocks}"
-        )
+    check_inputs(y, op, generator, "sgilo", rounds=config.rounds)
     models = check_score_models(score_models, generator)
-    phase = config.phase
-    if phase == "auto":
-        phase = "from-calibration" if channels == 1 else "none"
-    if phase == "from-calibration" and channels == 2:
-        raise ValueError("phase='from-calibration' is for 1-channel generators only")
-
-    batch = y.shape[0]
-    scale = data_scale(y, op) if config.normalize else torch.ones(batch, dtype=y.real.dtype)
-    scale = scale.to(device=y.device, dtype=y.real.dtype)
-    y_n = y / scale.view(-1, *([1] * (y.ndim - 1)))
-    carrier = (
-        calibration_phase(y_n, op)
-        if phase == "from-calibration"
-        else torch.ones(batch, *op.ishape, dtype=y.dtype, device=y.device)
-    )
-    m = num_measurements(op, y)
-    dtype, device = latent_dtype_device(generator, y)
-    mu = latent_stats.mu.to(device=device, dtype=dtype)
-    sigma = latent_stats.sigma.to(device=device, dtype=dtype)
-    if mu.shape != (generator.style_dim,) or sigma.shape != (generator.style_dim,):
-        raise ValueError(
-            f"latent_stats must be ({generator.style_dim},) vectors, got "
-            f"{tuple(mu.shape)} and {tuple(sigma.shape)}"
-        )
-
-    def image_of(z: torch.Tensor, noises: list[torch.Tensor], k: int, h) -> torch.Tensor:
-        g = generator.synthesize(gaussianized_to_w(z, mu, sigma), noises, start=k, h=h)
-        assert isinstance(g, torch.Tensor)
-        if channels == 1:
-            x = ((g[:, 0] + 1) / 2).to(y.dtype)
-        else:
-            x = torch.complex(g[:, 0], g[:, 1]).to(y.dtype)
-        return carrier * x
-
-    def measurement_loss(x: torch.Tensor) -> torch.Tensor:
-        r = op.A(x) - y_n
-        return r.abs().pow(2).reshape(batch, -1).sum(dim=1) / m
+    problem = prepare_problem(y, op, generator, phase=config.phase, normalize=config.normalize)
+    dtype, device = problem.dtype, problem.device
+    mu, sigma = latent_stats_on(latent_stats, generator, dtype, device)
+    batch = problem.batch
 
     def draw_z() -> torch.Tensor:
         shape = (batch, generator.n_latent, generator.style_dim)
@@ -315,118 +255,74 @@ def sgilo(
         if with_skip:
             h.skip.copy_(new[:, c:])
 
+    def priors(rnd: Round) -> Callable[[], None]:
+        """SGILO's after-step hook: the prior steps on z and h_{k−1}, then the sphere
+        projections."""
+        h_model = models.get(rnd.k - 1) if rnd.h is not None else None
+
+        def step() -> None:
+            if "z" in models:
+                rnd.z.copy_(prior_step(rnd.z, models["z"], config.lam, config.tau, config.t, rng))
+            if rnd.h is not None and h_model is not None:
+                prior_on_h(rnd.h, h_model)
+            rnd.sphere_project()
+
+        return step
+
     total = config.chains * sum(config.steps)
     done = 0
     history: list[float] = []
     shared_z = draw_z() if config.shared_init else None
 
-    def run_chain(chain: int) -> tuple[torch.Tensor, torch.Tensor, list[float], list[float]]:
-        """One chain: its kept image (normalized units), its loss (B,), round start/end losses."""
-        nonlocal done
-        z = shared_z.clone() if shared_z is not None else draw_z()
-        noises = [
-            n.detach().to(dtype).expand(batch, -1, -1, -1).clone()
-            for n in generator.noise_buffers()
-        ]
-        h: SynthesisState | None = None
-        round_losses: list[float] = []
-        round_start_losses: list[float] = []
-        best_loss = torch.full((batch,), math.inf, dtype=torch.float64, device=device)
-        best_x = torch.zeros(batch, *op.ishape, dtype=y.dtype, device=device)
-        for k, steps in enumerate(config.steps):
-            last = k == config.rounds - 1
-            with torch.no_grad():
-                h = init_round_state(generator, gaussianized_to_w(z, mu, sigma), noises, k, h)
-            active = sorted(
-                {
-                    i
-                    for b in range(k, min(k + config.noise_blocks_ahead + 1, generator.num_blocks))
-                    for i in generator.block_noise_indices(b)
-                }
-            )
-            z = z.detach().clone().requires_grad_(True)
-            noises = [n.detach().clone() for n in noises]
-            for i in active:
-                noises[i].requires_grad_(True)
-            variables: list[torch.Tensor] = [z, *(noises[i] for i in active)]
-            if h is not None:
-                h = SynthesisState(
-                    h.features.detach().clone().requires_grad_(True),
-                    h.skip.detach().clone().requires_grad_(True),
-                )
-                variables += [h.features, h.skip]
-            z_norms = z.detach().norm(dim=-1)  # (B, n_latent)
-            noise_norms = [noises[i].detach().reshape(batch, -1).norm(dim=1) for i in active]
-            h_model = models.get(k - 1) if h is not None else None
-            optimizer = torch.optim.Adam(variables, lr=config.lr)
-            for step in range(steps + 1):
-                x = image_of(z, noises, k, h)
-                data = measurement_loss(x)
-                current = data.detach().to(torch.float64)
-                if step == 0:
-                    round_start_losses.append(float(current.mean()))
-                if last:
-                    keep = current < best_loss if config.keep == "best" else step == steps
-                    keep = torch.as_tensor(keep, device=device).expand(batch)
-                    best_loss = torch.where(keep, current, best_loss)
-                    best_x = torch.where(keep[:, None, None], x.detach(), best_x)
-                if step == steps:  # the final iterate is evaluated, not stepped
-                    round_losses.append(float(current.mean()))
-                    break
-                history.append(float(current.mean()))
-                loss = (data + config.geocross_weight * geocross(z).to(data.dtype)).sum()
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                with torch.no_grad():
-                    if "z" in models:
-                        z.copy_(prior_step(z, models["z"], config.lam, config.tau, config.t, rng))
-                    if h is not None and h_model is not None:
-                        prior_on_h(h, h_model)
-                    z.copy_(sphere_project(z, z_norms))
-                    for j, i in enumerate(active):
-                        noises[i].copy_(sphere_project(noises[i], noise_norms[j]))
-                done += 1
-                if callback:
-                    callback(done, total, f"sgilo chain {chain} round {k}")
-        return best_x, best_loss, round_losses, round_start_losses
-
     samples: list[torch.Tensor] = []
     chain_losses: list[list[float]] = []
     chain_round_losses: list[list[float]] = []
     chain_round_start_losses: list[list[float]] = []
-    frozen = freeze(generator)
-    try:
+    with frozen(generator):
         for chain in range(config.chains):
-            best_x, best_loss, ends, starts = run_chain(chain)
-            x = best_x * scale.view(-1, 1, 1).to(y.dtype)
-            if config.data_consistency:
-                x = data_consistency(
-                    x, y, op, weight=config.dc_weight, iterations=config.dc_iterations
-                )
-            samples.append(x.detach())
-            chain_losses.append([float(v) for v in best_loss])
-            chain_round_losses.append(ends)
-            chain_round_start_losses.append(starts)
-    finally:
-        unfreeze(generator, frozen)
+            z = shared_z.clone() if shared_z is not None else draw_z()
+            result = run_rounds(
+                problem,
+                generator,
+                mu,
+                sigma,
+                z,
+                steps=config.steps,
+                lr=config.lr,
+                geocross_weight=config.geocross_weight,
+                noise_blocks_ahead=config.noise_blocks_ahead,
+                after_step=priors,
+                keep_last=config.keep == "last",
+                history=history,
+                callback=callback,
+                total=total,
+                done=done,
+                label=f"sgilo chain {chain}",
+            )
+            done = result.done
+            x = finish_image(
+                problem,
+                result.best_x,
+                dc=config.data_consistency,
+                dc_weight=config.dc_weight,
+                dc_iterations=config.dc_iterations,
+            )
+            samples.append(x)
+            chain_losses.append([float(v) for v in result.best_loss])
+            chain_round_losses.append(result.round_losses)
+            chain_round_start_losses.append(result.round_start_losses)
 
     stacked = torch.stack(samples)  # (K, B, H, W)
     std = stacked.abs().std(dim=0, correction=0)
     params: dict[str, float | int | str] = {
-        **{
-            key: (json.dumps(v) if v is None or isinstance(v, tuple) else v)
-            for key, v in config.model_dump().items()
-            if key != "phase"
-        },
-        "phase": phase,
+        **config_params(config, problem.phase_model),
         "rounds": config.rounds,
         "prior_spaces": json.dumps(sorted(models, key=str)),
         "measurement_loss": float(torch.tensor(chain_losses).mean()),
         "measurement_losses": json.dumps(chain_losses),
         "round_losses": json.dumps(chain_round_losses),
         "round_start_losses": json.dumps(chain_round_start_losses),
-        "data_scale": json.dumps([float(v) for v in scale]),
+        "data_scale": json.dumps([float(v) for v in problem.scale]),
     }
     return SGILOResult(
         image=stacked.mean(dim=0),
