@@ -1,0 +1,584 @@
+"""DICOM MR image series: read single files, series folders and mixed folders; write derived series.
+
+Reading (:func:`read_dicom`) groups files by ``SeriesInstanceUID``, sorts each series' slices along
+the slice normal (the cross product of the two ``ImageOrientationPatient`` vectors; by
+``InstanceNumber`` when positions or orientation are missing) and applies ``RescaleSlope`` /
+``RescaleIntercept``. Every bad input raises :class:`~pipeline.io.types.InputError` with a
+one-line message naming the file (and, for series-level problems, the series).
+
+Writing (:func:`write_dicom_series`) produces a *derived* MR Image Storage series next to its
+source: new Series/SOP Instance UIDs, the source's Study UID and patient module (or anonymized
+ones), ``ImageType`` ``DERIVED\\SECONDARY``, per-slice geometry copied from the source and 16-bit
+unsigned pixels with a rescale that preserves the float range. Every file is marked "not for
+diagnostic use": ``ImageComments`` carries :data:`NOT_FOR_DIAGNOSTIC_USE` and
+``BurnedInAnnotation`` is ``NO`` (the pixels hold no burned-in text). Files are written
+atomically (a hidden temporary file, then ``os.replace``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import warnings
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.misc import is_dicom
+from pydicom.sequence import Sequence
+from pydicom.uid import (
+    PYDICOM_IMPLEMENTATION_UID,
+    ExplicitVRLittleEndian,
+    MRImageStorage,
+    generate_uid,
+)
+from pydicom.valuerep import format_number_as_ds
+
+from pipeline.io.types import InputError
+
+__all__ = [
+    "NOT_FOR_DIAGNOSTIC_USE",
+    "DicomSeries",
+    "SliceGeometry",
+    "read_dicom",
+    "safe_file_stem",
+    "write_dicom_series",
+]
+
+MAX_GRID = 4096
+SPACING_TOLERANCE = 0.10
+NOT_FOR_DIAGNOSTIC_USE = "NOT FOR DIAGNOSTIC USE - research reconstruction"
+_DIRECTORY_STORAGE = "1.2.840.10008.1.3.10"  # DICOMDIR files: no image, skipped in folders
+_FIRST_PIXEL_TAG = 0x7FE00000  # (7FE0,0008) float pixel data and later: not kept in headers
+PATIENT_KEYWORDS = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "PatientAge",
+    "PatientSize",
+    "PatientWeight",
+)
+STUDY_KEYWORDS = (
+    "StudyInstanceUID",
+    "StudyDate",
+    "StudyTime",
+    "StudyID",
+    "AccessionNumber",
+    "ReferringPhysicianName",
+    "StudyDescription",
+)
+#: MR acquisition attributes copied to derived images (they describe how the data was acquired)
+ACQUISITION_KEYWORDS = (
+    "ScanningSequence",
+    "SequenceVariant",
+    "ScanOptions",
+    "MRAcquisitionType",
+    "SequenceName",
+    "RepetitionTime",
+    "EchoTime",
+    "InversionTime",
+    "EchoTrainLength",
+    "FlipAngle",
+    "MagneticFieldStrength",
+    "ImagedNucleus",
+    "ImagingFrequency",
+    "NumberOfAverages",
+    "EchoNumbers",
+    "PatientPosition",
+)
+
+
+@dataclass(frozen=True)
+class SliceGeometry:
+    """One slice's geometry as declared in its file (``None`` where the attribute is absent).
+
+    ``position``: ImagePositionPatient (mm, 3); ``orientation``: ImageOrientationPatient (row
+    then column direction cosines, 6); ``pixel_spacing``: PixelSpacing (row spacing, column
+    spacing in mm); ``slice_thickness``: SliceThickness (mm).
+    """
+
+    position: tuple[float, ...] | None = None
+    orientation: tuple[float, ...] | None = None
+    pixel_spacing: tuple[float, ...] | None = None
+    slice_thickness: float | None = None
+
+
+@dataclass
+class DicomSeries:
+    """One DICOM MR image series, slices sorted along the slice normal.
+
+    Attributes:
+        name: the input's stem (file stem or folder name); when a folder holds several
+            series, ``_s<SeriesNumber>`` is appended (plus ``_<index>`` if that repeats).
+        source: the file or folder it was read from.
+        data: float32 ``(slices, H, W)``, ``RescaleSlope · stored + RescaleIntercept``.
+        files: the file of each slice (same order as ``data``).
+        geometry: each slice's geometry (same order as ``data``).
+        study_uid, series_uid, frame_of_reference_uid: the series-level UIDs (``None`` if
+            absent).
+        headers: each slice's source dataset without pixel data (same order as ``data``):
+            the patient, study and acquisition attributes that export copies.
+    """
+
+    name: str
+    source: Path
+    data: np.ndarray
+    files: list[Path]
+    geometry: list[SliceGeometry]
+    study_uid: str | None
+    series_uid: str | None
+    frame_of_reference_uid: str | None
+    headers: list[Dataset] = field(default_factory=list, repr=False)
+
+    @property
+    def num_slices(self) -> int:
+        """Number of slices."""
+        return int(self.data.shape[0])
+
+    @property
+    def slice_spacing(self) -> float | None:
+        """Median distance between slice positions along the normal (mm); ``None`` if unknown."""
+        keys = _normal_positions(self.geometry)
+        if keys is None or len(keys) < 2:
+            return None
+        return float(np.median(np.diff(keys)))
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def _error(path: Path, what: str) -> InputError:
+    """An InputError whose message is one line: ``<file name>: <what>``."""
+    return InputError(" ".join(f"{path.name}: {what}".split()))
+
+
+def read_dicom(path: str | os.PathLike[str]) -> list[DicomSeries]:
+    """Read DICOM MR images: one file, a series folder, or a folder with several series.
+
+    Folders are searched recursively; hidden files and folders, files without the DICOM
+    ``DICM`` prefix and DICOMDIR files are skipped. Files are grouped by
+    ``SeriesInstanceUID``; series come back ordered by ``SeriesNumber`` then UID.
+
+    Raises:
+        InputError: missing path, a file that is not DICOM or is unreadable/corrupt, a folder
+            with no DICOM files; per file: no pixel data, modality other than ``MR``, declared
+            Rows/Columns above 4096 (checked before decoding), multi-frame or multi-sample
+            pixels, undecodable pixel data, malformed geometry; per series: differing
+            Rows/Columns or orientation, duplicate slice positions, slice gaps that differ by
+            more than 10 %.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise _error(path, "file or folder does not exist")
+    if path.is_dir():
+        files = _dicom_files(path)
+        if not files:
+            raise _error(path, "folder contains no DICOM files")
+    else:
+        files = [path]
+    slices = [s for s in (_read_slice(f, single=not path.is_dir()) for f in files) if s]
+    if not slices:
+        raise _error(path, "folder contains no DICOM image files")
+
+    groups: dict[str, list[_Slice]] = {}
+    for s in slices:
+        groups.setdefault(s.header.get("SeriesInstanceUID") or "", []).append(s)
+    ordered = sorted(groups.items(), key=lambda kv: (_series_number(kv[1][0].header), kv[0]))
+    stem = path.stem if path.is_file() else path.name
+    result = []
+    for index, (uid, group) in enumerate(ordered):
+        name = stem
+        if len(ordered) > 1:
+            number = _series_number(group[0].header)
+            name = f"{stem}_s{number}" if number >= 0 else f"{stem}_{index}"
+            if any(r.name == name for r in result):  # equal SeriesNumbers: add the index
+                name = f"{name}_{index}"
+        result.append(_build_series(path, name, uid, group))
+    return result
+
+
+@dataclass
+class _Slice:
+    path: Path
+    header: Dataset
+    pixels: np.ndarray
+    geometry: SliceGeometry
+
+
+def _dicom_files(folder: Path) -> list[Path]:
+    files = []
+    for p in sorted(folder.rglob("*")):
+        rel = p.relative_to(folder).parts
+        if any(part.startswith(".") for part in rel) or not p.is_file():
+            continue
+        try:
+            if is_dicom(p):
+                files.append(p)
+        except OSError:
+            continue
+    return files
+
+
+def _series_number(header: Dataset) -> int:
+    try:
+        return int(header.get("SeriesNumber"))
+    except (TypeError, ValueError):
+        return -1
+
+
+def _read_slice(path: Path, single: bool) -> _Slice | None:
+    """Read and check one file; ``None`` for a DICOMDIR inside a folder."""
+    if not os.access(path, os.R_OK):
+        raise _error(path, "file is not readable (permission denied)")
+    if path.stat().st_size == 0:
+        raise _error(path, "file is empty (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(path, defer_size="256 KB")
+            if "SOPClassUID" not in ds and "Modality" not in ds:
+                raise _error(path, "corrupt DICOM file (no SOPClassUID or Modality found)")
+            if not single and ds.get("SOPClassUID") == _DIRECTORY_STORAGE:
+                return None
+            return _check_slice(path, ds)
+    except InputError:
+        raise
+    except pydicom.errors.InvalidDicomError as exc:
+        raise _error(path, f"not a DICOM file ({exc})") from exc
+    except Exception as exc:  # pydicom raises many types for damaged files
+        raise _error(
+            path, f"unreadable or corrupt DICOM file ({type(exc).__name__}: {exc})"
+        ) from exc
+
+
+def _check_slice(path: Path, ds: Dataset) -> _Slice:
+    modality = ds.get("Modality")
+    if modality != "MR":
+        raise _error(path, f"modality is {modality!r}, expected 'MR' (only MR images are read)")
+    if "PixelData" not in ds:
+        raise _error(path, "no pixel data")
+    rows, cols = int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)
+    if not (0 < rows <= MAX_GRID and 0 < cols <= MAX_GRID):
+        raise _error(path, f"image size {rows} x {cols} is zero or above {MAX_GRID}")
+    frames = int(ds.get("NumberOfFrames") or 1)
+    if frames != 1 or int(ds.get("SamplesPerPixel") or 1) != 1:
+        raise _error(path, "multi-frame or multi-sample images are not supported")
+    try:
+        stored = ds.pixel_array
+    except Exception as exc:
+        raise _error(path, f"cannot decode pixel data ({type(exc).__name__}: {exc})") from exc
+    if stored.shape != (rows, cols):
+        raise _error(path, f"pixel data has shape {stored.shape}, expected ({rows}, {cols})")
+    slope = float(ds.get("RescaleSlope") or 1.0)
+    intercept = float(ds.get("RescaleIntercept") or 0.0)
+    pixels = (stored.astype(np.float64) * slope + intercept).astype(np.float32)
+    if not np.isfinite(pixels).all():
+        raise _error(path, "pixel values are not finite after rescale")
+    header = Dataset()
+    for tag in [t for t in ds.keys() if t < _FIRST_PIXEL_TAG]:
+        header[tag] = ds[tag]
+    return _Slice(path, header, pixels, _geometry(path, ds))
+
+
+def _numbers(path: Path, ds: Dataset, keyword: str, count: int) -> tuple[float, ...] | None:
+    if keyword not in ds or ds[keyword].value in (None, ""):
+        return None
+    value = ds[keyword].value
+    values = (
+        list(value) if isinstance(value, list | tuple | pydicom.multival.MultiValue) else [value]
+    )
+    try:
+        numbers = tuple(float(v) for v in values)
+    except (TypeError, ValueError) as exc:
+        raise _error(path, f"{keyword} is not numeric ({values!r})") from exc
+    if len(numbers) != count or not np.isfinite(numbers).all():
+        raise _error(path, f"{keyword} must be {count} finite numbers, got {values!r}")
+    return numbers
+
+
+def _geometry(path: Path, ds: Dataset) -> SliceGeometry:
+    thickness = _numbers(path, ds, "SliceThickness", 1)
+    return SliceGeometry(
+        position=_numbers(path, ds, "ImagePositionPatient", 3),
+        orientation=_numbers(path, ds, "ImageOrientationPatient", 6),
+        pixel_spacing=_numbers(path, ds, "PixelSpacing", 2),
+        slice_thickness=None if thickness is None else thickness[0],
+    )
+
+
+def _normal_positions(geometry: list[SliceGeometry]) -> np.ndarray | None:
+    """Each slice's position along the slice normal, or ``None`` if any geometry is missing."""
+    if any(g.position is None or g.orientation is None for g in geometry):
+        return None
+    o = np.asarray(geometry[0].orientation, dtype=np.float64)
+    normal = np.cross(o[:3], o[3:])
+    return np.array([np.dot(g.position, normal) for g in geometry])
+
+
+def _instance_number(s: _Slice) -> int:
+    try:
+        return int(s.header.get("InstanceNumber"))
+    except (TypeError, ValueError):
+        return 0
+
+
+def _build_series(source: Path, name: str, uid: str, group: list[_Slice]) -> DicomSeries:
+    label = f"{source.name}: series {uid or '(no SeriesInstanceUID)'}"
+    first = group[0]
+    for s in group[1:]:
+        if s.pixels.shape != first.pixels.shape:
+            raise InputError(
+                f"{label}: {s.path.name} is {s.pixels.shape[0]} x {s.pixels.shape[1]}, "
+                f"{first.path.name} is {first.pixels.shape[0]} x {first.pixels.shape[1]} "
+                "(rows/columns differ within the series)"
+            )
+        a, b = s.geometry.orientation, first.geometry.orientation
+        if (a is None) != (b is None) or (
+            a is not None and not np.allclose(a, b, atol=1e-4)  # type: ignore[arg-type]
+        ):
+            raise InputError(
+                f"{label}: {s.path.name} has ImageOrientationPatient {a}, {first.path.name} "
+                f"has {b} (orientation differs within the series)"
+            )
+    keys = _normal_positions([s.geometry for s in group])
+    if keys is None:
+        group = sorted(group, key=_instance_number)
+    else:
+        order = np.argsort(keys, kind="stable")
+        group, keys = [group[i] for i in order], keys[order]
+        _check_spacing(label, group, keys)
+    header = first.header
+    return DicomSeries(
+        name=name,
+        source=source,
+        data=np.stack([s.pixels for s in group]).astype(np.float32),
+        files=[s.path for s in group],
+        geometry=[s.geometry for s in group],
+        study_uid=header.get("StudyInstanceUID"),
+        series_uid=header.get("SeriesInstanceUID"),
+        frame_of_reference_uid=header.get("FrameOfReferenceUID"),
+        headers=[s.header for s in group],
+    )
+
+
+def _check_spacing(label: str, group: list[_Slice], keys: np.ndarray) -> None:
+    gaps = np.diff(keys)
+    for i, gap in enumerate(gaps):
+        if gap < 1e-4:
+            raise InputError(
+                f"{label}: {group[i].path.name} and {group[i + 1].path.name} share slice "
+                f"position {keys[i]:.4g} mm along the normal (duplicate slices)"
+            )
+    if len(gaps) < 2:
+        return
+    median = float(np.median(gaps))
+    deviation = np.abs(gaps - median)
+    worst = int(np.argmax(deviation))
+    if deviation[worst] > SPACING_TOLERANCE * median:
+        raise InputError(
+            f"{label}: inconsistent slice spacing: gap {gaps[worst]:.4g} mm between "
+            f"{group[worst].path.name} and {group[worst + 1].path.name} differs by more than "
+            f"{SPACING_TOLERANCE:.0%} from the median gap {median:.4g} mm "
+            f"(gaps {gaps.min():.4g} to {gaps.max():.4g} mm)"
+        )
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def safe_file_stem(text: str, default: str = "series") -> str:
+    """``text`` reduced to a safe file-name stem: ASCII letters, digits, ``.``, ``_`` and ``-``
+    only (anything else, including path separators and control characters, becomes ``_``),
+    no leading dots or underscores, at most 48 characters; ``default`` if nothing is left."""
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", text)
+    stem = re.sub(r"\.{2,}", ".", stem).lstrip("._-")[:48].rstrip("._-")
+    return stem or default
+
+
+def _dicom_text(text: str, limit: int) -> str:
+    """Text for a DICOM string value: control characters and backslashes (the DICOM value
+    separator) become spaces, whitespace is collapsed, then truncated to ``limit`` characters."""
+    cleaned = re.sub(r"[\x00-\x1f\x7f\\]", " ", text)
+    return " ".join(cleaned.split())[:limit]
+
+
+def _rescale(data: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """uint16 stored values and the DS-representable (slope, intercept) mapping them back to
+    ``data`` within ``slope / 2``."""
+    lo, hi = float(data.min()), float(data.max())
+    intercept = float(format_number_as_ds(lo))
+    span = hi - intercept
+    slope = float(format_number_as_ds(span / 65535 * (1 + 1e-9))) if span > 0 else 1.0
+    stored = np.rint((data.astype(np.float64) - intercept) / slope)
+    return np.clip(stored, 0, 65535).astype(np.uint16), slope, intercept
+
+
+def write_dicom_series(
+    out_dir: str | os.PathLike[str],
+    data: np.ndarray,
+    like: DicomSeries,
+    *,
+    description: str,
+    anonymize: bool = False,
+) -> list[Path]:
+    """Write ``data`` as a derived MR Image Storage series modelled on ``like``.
+
+    Args:
+        out_dir: folder for the files (created if missing); files named
+            ``<safe description>_<instance:04d>.dcm`` (see :func:`safe_file_stem`) replace
+            existing files of the same name.
+        data: real, finite ``(slices, H, W)``, the shape of ``like.data`` (the geometry of
+            each slice is copied from the source slice at the same index).
+        like: the source series (patient, study, geometry and acquisition attributes).
+        description: the method and its parameters; becomes ``SeriesDescription`` (control
+            characters and backslashes removed, truncated to 64 characters) and, in full
+            (up to 1024 characters), ``DerivationDescription``.
+        anonymize: replace patient name/ID (``ANONYMOUS`` / a random ``ANON-…`` ID), empty
+            birth date, sex, age and study date/time, drop accession number, referring
+            physician, study ID and source-image references, and use new Study and Frame of
+            Reference UIDs. Otherwise these are copied from the source.
+
+    Returns:
+        The written files, in slice order (``InstanceNumber`` 1, 2, …).
+    """
+    array = np.asarray(data)
+    if array.dtype.kind not in "biuf" or array.shape != like.data.shape:
+        raise ValueError(
+            f"data must be real with the source series' shape {like.data.shape}, got "
+            f"{array.dtype} {array.shape}"
+        )
+    if not np.isfinite(array).all():
+        raise ValueError("data contains non-finite values (NaN or Inf)")
+    stored, slope, intercept = _rescale(array)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = safe_file_stem(_dicom_text(description, 64))
+    series = _series_attributes(like, description, anonymize)
+    lo, hi = float(array.min()), float(array.max())
+    paths = []
+    for i in range(array.shape[0]):
+        ds = _slice_dataset(like, i, series, anonymize)
+        ds.RescaleSlope = format_number_as_ds(slope)
+        ds.RescaleIntercept = format_number_as_ds(intercept)
+        ds.RescaleType = "US"
+        ds.WindowCenter = format_number_as_ds((lo + hi) / 2)
+        ds.WindowWidth = format_number_as_ds(max(hi - lo, 1e-6))
+        ds.PixelData = np.ascontiguousarray(stored[i]).tobytes()
+        paths.append(_save_atomically(out / f"{stem}_{i + 1:04d}.dcm", ds))
+    return paths
+
+
+def _series_attributes(like: DicomSeries, description: str, anonymize: bool) -> Dataset:
+    """Attributes shared by every file of the new series."""
+    src = like.headers[0] if like.headers else Dataset()
+    now = datetime.now()
+    ds = Dataset()
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    if anonymize:
+        ds.PatientName = "ANONYMOUS"
+        ds.PatientID = f"ANON-{secrets.token_hex(6)}"
+        for keyword in ("PatientBirthDate", "PatientSex", "StudyDate", "StudyTime"):
+            setattr(ds, keyword, "")
+        ds.StudyInstanceUID = generate_uid()
+        ds.FrameOfReferenceUID = generate_uid()
+        ds.PatientIdentityRemoved = "YES"
+        ds.DeidentificationMethod = "sgilo: patient name/ID replaced, dates and UIDs removed"
+        ds.AccessionNumber = ""
+        ds.ReferringPhysicianName = ""
+        ds.StudyID = ""
+    else:
+        for keyword in PATIENT_KEYWORDS + STUDY_KEYWORDS:
+            if keyword in src:
+                setattr(ds, keyword, src[keyword].value)
+        ds.StudyInstanceUID = like.study_uid or generate_uid()
+        ds.FrameOfReferenceUID = like.frame_of_reference_uid or generate_uid()
+        for keyword in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex"):
+            ds.setdefault(keyword, "")
+        for keyword in ("StudyDate", "StudyTime", "ReferringPhysicianName", "StudyID"):
+            ds.setdefault(keyword, "")
+        ds.setdefault("AccessionNumber", "")
+    if "PositionReferenceIndicator" in src and not anonymize:
+        ds.PositionReferenceIndicator = src.PositionReferenceIndicator
+    else:
+        ds.PositionReferenceIndicator = ""
+    for keyword in ACQUISITION_KEYWORDS:
+        if keyword in src:
+            setattr(ds, keyword, src[keyword].value)
+    ds.setdefault("ScanningSequence", "RM")
+    ds.setdefault("SequenceVariant", "NONE")
+    ds.setdefault("ScanOptions", "")
+    ds.setdefault("MRAcquisitionType", "")
+    ds.setdefault("EchoTime", "")
+    ds.setdefault("EchoTrainLength", "")
+    ds.Modality = "MR"
+    ds.SeriesInstanceUID = generate_uid()
+    ds.SeriesNumber = (_series_number(src) if _series_number(src) >= 0 else 0) + 1000
+    ds.SeriesDescription = _dicom_text(description, 64)
+    ds.DerivationDescription = _dicom_text(description, 1024)
+    ds.SeriesDate = ds.ContentDate = ds.InstanceCreationDate = now.strftime("%Y%m%d")
+    ds.SeriesTime = ds.ContentTime = ds.InstanceCreationTime = now.strftime("%H%M%S")
+    ds.Manufacturer = "sgilo"
+    ds.ImageType = ["DERIVED", "SECONDARY"]
+    ds.ImageComments = NOT_FOR_DIAGNOSTIC_USE
+    ds.BurnedInAnnotation = "NO"
+    ds.SOPClassUID = MRImageStorage
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated = ds.BitsStored = 16
+    ds.HighBit = 15
+    ds.PixelRepresentation = 0
+    ds.Rows, ds.Columns = int(like.data.shape[1]), int(like.data.shape[2])
+    return ds
+
+
+def _slice_dataset(like: DicomSeries, i: int, series: Dataset, anonymize: bool) -> Dataset:
+    ds = Dataset()
+    ds.update(series)
+    ds.SOPInstanceUID = generate_uid()
+    ds.InstanceNumber = i + 1
+    g = like.geometry[i]
+    if g.position is not None:
+        ds.ImagePositionPatient = [format_number_as_ds(v) for v in g.position]
+    if g.orientation is not None:
+        ds.ImageOrientationPatient = [format_number_as_ds(v) for v in g.orientation]
+    if g.pixel_spacing is not None:
+        ds.PixelSpacing = [format_number_as_ds(v) for v in g.pixel_spacing]
+    if g.slice_thickness is not None:
+        ds.SliceThickness = format_number_as_ds(g.slice_thickness)
+    src = like.headers[i] if i < len(like.headers) else Dataset()
+    for keyword in ("SliceLocation", "SpacingBetweenSlices"):
+        if keyword in src:
+            setattr(ds, keyword, src[keyword].value)
+    if not anonymize and "SOPInstanceUID" in src and "SOPClassUID" in src:
+        ref = Dataset()
+        ref.ReferencedSOPClassUID = src.SOPClassUID
+        ref.ReferencedSOPInstanceUID = src.SOPInstanceUID
+        ds.SourceImageSequence = Sequence([ref])
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = MRImageStorage
+    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    ds.file_meta = meta
+    return ds
+
+
+def _save_atomically(path: Path, ds: Dataset) -> Path:
+    """Write ``ds`` via a hidden temporary file in the same folder and ``os.replace``; on any
+    failure the temporary file is removed and ``path`` is left as it was."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    try:
+        with open(tmp, "xb") as fh:
+            ds.save_as(fh, enforce_file_format=True)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
