@@ -37,9 +37,6 @@ to load raises :class:`ScoreCheckpointError` with one line naming the file.
 
 from __future__ import annotations
 
-import pickle
-import re
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +51,7 @@ from models.score.network import (
     network_config_from_dict,
 )
 from models.score.sde import VPSDE, TimeLike, expand_time, randn_like_from, time_tensor
-from models.torch_io import atomic_torch_save
+from models.torch_io import atomic_torch_save, first_line, safe_torch_load
 
 FORMAT = "sgilo-score"
 FORMAT_VERSION = 1
@@ -261,38 +258,14 @@ def save_score_model(
     return atomic_torch_save(ckpt, path)
 
 
-def first_line(exc: BaseException | str) -> str:
-    """The first line of an error message, at most 120 characters."""
-    for line in str(exc).splitlines():
-        if line.strip():
-            return line.strip()[:120]
-    return type(exc).__name__
-
-
 def read_checkpoint(path: Path, device: str | torch.device = "cpu") -> dict[str, Any]:
     """torch.load(weights_only=True) of a dict, every failure as a one-line ScoreCheckpointError."""
 
-    def fail(what: str) -> ScoreCheckpointError:
-        return ScoreCheckpointError(f"{path}: {what}")
-
-    if not path.exists():
-        raise fail("no such file")
-    if not path.is_file():
-        raise fail("not a regular file")
-    try:
-        obj = torch.load(path, map_location=device, weights_only=True)
-    except pickle.UnpicklingError as exc:
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
-        if found:
-            raise fail(
-                f"unpickling needs arbitrary code (it references {found.group(1)}); refused: "
-                "checkpoints are untrusted input and are read with weights_only=True"
-            ) from None
-        raise fail(f"not a torch checkpoint or corrupt ({first_line(exc)})") from None
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as exc:
-        raise fail(f"truncated or corrupt file ({first_line(exc)})") from None
+    obj = safe_torch_load(path, ScoreCheckpointError, device)
     if not isinstance(obj, dict):
-        raise fail(f"expected a dict, the file holds a {type(obj).__name__}")
+        raise ScoreCheckpointError(
+            f"{path}: expected a dict, the file holds a {type(obj).__name__}"
+        )
     return obj
 
 

@@ -21,9 +21,7 @@ Every failure raises :class:`CheckpointError` with one line naming the file and 
 from __future__ import annotations
 
 import argparse
-import pickle
 import re
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -34,7 +32,7 @@ from pydantic import ValidationError
 from torch import Tensor
 
 from models.stylegan2.generator import Generator, GeneratorConfig
-from models.torch_io import atomic_torch_save
+from models.torch_io import atomic_torch_save, first_line, safe_torch_load
 
 FORMAT = "sgilo-stylegan2"
 FORMAT_VERSION = 1
@@ -128,37 +126,9 @@ def save_generator(
 
 
 # ---------------------------------------------------------------------- loading
-def _first_line(exc: BaseException | str) -> str:
-    """The first sentence of an error message, at most 120 characters."""
-    for line in str(exc).splitlines():
-        if line.strip():
-            return line.strip().split(". ")[0][:120]
-    return type(exc).__name__
-
-
 def _read(path: Path, device: str | torch.device) -> Any:
-    def fail(what: str) -> CheckpointError:
-        return CheckpointError(f"{path}: {what}")
-
-    if not path.exists():
-        raise fail("no such file")
-    if not path.is_file():
-        raise fail("not a regular file")
-    try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            return torch.load(path, map_location=device, weights_only=True)
-    except pickle.UnpicklingError as exc:
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
-        if found:
-            raise fail(
-                f"unpickling needs arbitrary code (it references {found.group(1)}); refused: "
-                "checkpoints are untrusted input and are read with weights_only=True"
-            ) from None
-        detail = re.search(r"WeightsUnpickler error:\s*(.+)", str(exc), re.S)
-        reason = detail.group(1).strip().splitlines()[0] if detail else _first_line(exc)
-        raise fail(f"not a torch checkpoint or corrupt ({reason})") from None
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as exc:
-        raise fail(f"truncated or corrupt file ({_first_line(exc)})") from None
+    # rosinality training checkpoints carry their argparse arguments
+    return safe_torch_load(path, CheckpointError, device, allowed=(argparse.Namespace,))
 
 
 def infer_config(state: dict[str, Tensor], lr_mlp: float = 0.01) -> GeneratorConfig:
@@ -249,7 +219,7 @@ def load_generator(
         try:
             stored = GeneratorConfig.model_validate(ckpt["config"])
         except ValidationError as exc:
-            reason = _first_line(exc.errors()[0]["msg"]) if exc.errors() else "invalid"
+            reason = first_line(exc.errors()[0]["msg"]) if exc.errors() else "invalid"
             raise CheckpointError(f"{path}: invalid stored config ({reason})") from None
         if config is not None and config != stored:
             given, saved = config.model_dump(), stored.model_dump()
@@ -266,7 +236,7 @@ def load_generator(
             except (KeyError, ValueError, IndexError) as exc:
                 raise CheckpointError(
                     f"{path}: cannot infer the generator architecture from g_ema "
-                    f"({type(exc).__name__}: {_first_line(exc)}); pass a config"
+                    f"({type(exc).__name__}: {first_line(exc)}); pass a config"
                 ) from None
 
     generator = Generator(config).to(device)

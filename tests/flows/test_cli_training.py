@@ -3,21 +3,11 @@ files, resume, refuse to overwrite a run, and chain (a trained generator feeds t
 
 import json
 
-import pytest
 import torch
 
 from flows.cli import main
 from models.score.model import load_score_model
 from models.stylegan2.checkpoint import load_generator
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
 
 GAN = [
     "--resolution",

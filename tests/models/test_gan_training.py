@@ -26,15 +26,6 @@ from models.stylegan2.train import TrainConfig, network_to_magnitude, to_network
 R = 16
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny convolutions are far faster on one thread of a busy 2-core machine."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def blobs(n: int = 32, seed: int = 0) -> torch.Tensor:
     """n images (n, 1, R, R) in [0, 1]: one or two Gaussian blobs each."""
     gen = torch.Generator().manual_seed(seed)

@@ -30,16 +30,6 @@ from models.score import (
 )
 from models.stylegan2 import Generator, GeneratorConfig, LatentStats
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny tensors on a shared 2-core machine: one intra-op thread is fastest."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 SDE = VPSDE()
 
 

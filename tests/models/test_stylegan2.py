@@ -63,16 +63,6 @@ class Payload:
         self.x = 1
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """These tensors are tiny: on a busy 2-core machine, 2 intra-op threads make the convolutions
-    30× slower (threads waiting on each other), so this module runs single-threaded."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def g32() -> Generator:
     return tiny_generator(32)

@@ -26,14 +26,6 @@ R = 8
 D = 6
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 class LinearGenerator(torch.nn.Module):
     """``G(z) = reshape(M z)`` (row 0 of w+), ``mapping = identity``; 1 or 2 channels."""
 

@@ -20,14 +20,6 @@ from pipeline.solvers.ilo import ILOConfig, geocross, ilo, init_round_state
 R = 16
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 @pytest.fixture(scope="module")
 def gen_stats():
     torch.manual_seed(0)

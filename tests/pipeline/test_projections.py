@@ -10,14 +10,6 @@ from scipy.optimize import minimize
 from pipeline.solvers.projections import l1_ball_project, sphere_project
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def _bisection(v: np.ndarray, r: float) -> np.ndarray:
     """Projection by bisection on the dual variable θ of Σ max(|v_i| − θ, 0) = r."""
     if np.abs(v).sum() <= r:
