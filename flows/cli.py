@@ -35,6 +35,38 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def add_reconstruct_options(parser: argparse.ArgumentParser) -> None:
+    """The options of one reconstruction (method, model, undersampling, outputs), shared by every
+    command that reconstructs inputs."""
+    parser.add_argument("--method", required=True, choices=METHODS)
+    parser.add_argument("--out", required=True, type=Path, help="output folder")
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="generator file for csgm/ilo/sgilo (sgilo's generator.pt or a rosinality file)",
+    )
+    parser.add_argument(
+        "--score",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="sgilo: a score_model.pt (repeat for z and block spaces); none: no prior step",
+    )
+    parser.add_argument(
+        "--samples",
+        type=int,
+        default=1,
+        help="sgilo: chains K; K >= 2 also writes the per-pixel std as reconstruction_std",
+    )
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument(
+        "--seed", type=int, default=None, help="mask seed (default: from file name)"
+    )
+    parser.add_argument("--acceleration", type=_positive_float, default=None)
+    parser.add_argument("--center-fraction", type=_positive_float, default=None)
+    parser.add_argument("--mask-type", choices=("random", "equispaced"), default="random")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sgilo",
@@ -50,31 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     rec = sub.add_parser("reconstruct", help="reconstruct fastMRI-format HDF5 k-space files")
     rec.add_argument("inputs", nargs="+", type=Path, metavar="INPUT")
-    rec.add_argument("--method", required=True, choices=METHODS)
-    rec.add_argument("--out", required=True, type=Path, help="output folder")
-    rec.add_argument(
-        "--model",
-        default=None,
-        help="generator file for csgm/ilo/sgilo (sgilo's generator.pt or a rosinality file)",
-    )
-    rec.add_argument(
-        "--score",
-        action="append",
-        default=[],
-        metavar="PATH",
-        help="sgilo: a score_model.pt (repeat for z and block spaces); none: no prior step",
-    )
-    rec.add_argument(
-        "--samples",
-        type=int,
-        default=1,
-        help="sgilo: chains K; K >= 2 also writes the per-pixel std as reconstruction_std",
-    )
-    rec.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    rec.add_argument("--seed", type=int, default=None, help="mask seed (default: from file name)")
-    rec.add_argument("--acceleration", type=_positive_float, default=None)
-    rec.add_argument("--center-fraction", type=_positive_float, default=None)
-    rec.add_argument("--mask-type", choices=("random", "equispaced"), default="random")
+    add_reconstruct_options(rec)
 
     gan = sub.add_parser(
         "train-gan",
@@ -101,7 +109,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--channel-base",
         type=int,
         default=2048,
-        help="channels at side r: clamp(2·base/r, 32, channel-max)",
+        help="channels at side r: clamp(2·base/r, channel-min, channel-max)",
+    )
+    gan.add_argument(
+        "--channel-min",
+        type=int,
+        default=32,
+        help="fewest channels at any side (the high-resolution blocks; the main cost on a CPU)",
     )
     gan.add_argument("--batch", type=int, default=8)
     gan.add_argument("--steps", type=int, default=10_000)
@@ -148,39 +162,50 @@ def _stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def cmd_reconstruct(args: argparse.Namespace) -> int:
-    from pipeline.io.types import InputError
-    from pipeline.reconstruct import reconstruct_file
+def check_reconstruct_options(args: argparse.Namespace, command: str) -> tuple[int, object]:
+    """Validate the reconstruct options and load the prior the method needs.
 
+    Returns ``(0, prior_or_None)``, or ``(2, None)`` after printing a one-line usage error.
+    """
     if (args.acceleration is None) != (args.center_fraction is None):
-        _stderr("sgilo reconstruct: --acceleration and --center-fraction go together")
-        return 2
+        _stderr(f"{command}: --acceleration and --center-fraction go together")
+        return 2, None
     if args.device == "cuda":
         import torch
 
         if not torch.cuda.is_available():
-            _stderr("sgilo reconstruct: --device cuda requested but no CUDA device is available")
-            return 2
+            _stderr(f"{command}: --device cuda requested but no CUDA device is available")
+            return 2, None
     prior = None
     if args.samples < 1 or (args.samples > 1 and args.method != "sgilo"):
-        _stderr("sgilo reconstruct: --samples K >= 1, and K > 1 only with --method sgilo")
-        return 2
+        _stderr(f"{command}: --samples K >= 1, and K > 1 only with --method sgilo")
+        return 2, None
     if args.method in ("csgm", "ilo", "sgilo"):
         from pipeline.reconstruct import load_prior, load_score_models
 
         if args.model is None:
             _stderr(
-                f"sgilo reconstruct: --method {args.method} needs --model PATH (no trained prior "
+                f"{command}: --method {args.method} needs --model PATH (no trained prior "
                 "ships yet: train one with `sgilo train-gan`)"
             )
-            return 2
+            return 2, None
         try:
             prior = load_prior(args.model, device=args.device)
             if args.method == "sgilo":
                 prior.score_models = load_score_models(args.score, device=args.device)
         except ValueError as exc:
             _stderr(f"sgilo: error: {' '.join(str(exc).split())}")
-            return 2
+            return 2, None
+    return 0, prior
+
+
+def cmd_reconstruct(args: argparse.Namespace) -> int:
+    from pipeline.io.types import InputError
+    from pipeline.reconstruct import reconstruct_file
+
+    status, prior = check_reconstruct_options(args, "sgilo reconstruct")
+    if status:
+        return status
 
     def progress(step: int, total: int, message: str) -> None:
         if total >= 50 and (step % max(total // 10, 1) == 0 or step == total):
@@ -258,7 +283,7 @@ def cmd_train_gan(args: argparse.Namespace) -> int:
             image_channels=args.image_channels,
             channel_base=args.channel_base,
             channel_max=args.channel_max,
-            channel_min=min(32, args.channel_max),
+            channel_min=min(args.channel_min, args.channel_max),
         )
         config = TrainConfig(
             generator=generator,

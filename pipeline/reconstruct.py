@@ -190,6 +190,24 @@ def reconstruct_study(
     )
 
 
+@dataclass
+class FileResult:
+    """What ``reconstruct_file`` did for one input: the files it wrote and its figures.
+
+    ``outputs`` lists every file written (the fastMRI-format HDF5 first); ``metrics`` is set when
+    the input carried a reference image; ``params`` are the solver's parameters.
+    """
+
+    name: str
+    source: Path
+    method: str
+    outputs: list[Path]
+    seconds: float
+    num_slices: int
+    metrics: dict | None = None
+    params: dict = field(default_factory=dict)
+
+
 def reconstruct_file(
     path: str | Path,
     out_dir: str | Path,
@@ -203,7 +221,7 @@ def reconstruct_file(
     log: Callable[[str], None] = lambda message: None,
     prior: Prior | None = None,
     samples: int = 1,
-) -> Path:
+) -> FileResult:
     """Read ``path``, undersample it if asked, reconstruct, write ``out_dir/<file name>``.
 
     Raises :class:`InputError` (one line, naming the file) for a bad input; nothing is written
@@ -239,4 +257,13 @@ def reconstruct_file(
     if recon.metrics:
         summary += " (" + ", ".join(f"{k} {v:.4g}" for k, v in recon.metrics.items()) + ")"
     log(summary + f" -> {out}")
-    return out
+    return FileResult(
+        name=path.name,
+        source=path,
+        method=method,
+        outputs=[out],
+        seconds=recon.seconds,
+        num_slices=study.num_slices,
+        metrics=recon.metrics,
+        params=recon.params,
+    )
