@@ -43,14 +43,16 @@ def add_reconstruct_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model",
         default=None,
-        help="generator file for csgm/ilo/sgilo (sgilo's generator.pt or a rosinality file)",
+        help="csgm/ilo/sgilo prior: a shipped name (default brain-t1-128) or a generator file "
+        "(sgilo's generator.pt or a rosinality StyleGAN-2 file)",
     )
     parser.add_argument(
         "--score",
         action="append",
         default=[],
         metavar="PATH",
-        help="sgilo: a score_model.pt (repeat for z and block spaces); none: no prior step",
+        help="sgilo: a score_model.pt (repeat for z and block spaces); default: the shipped "
+        "prior's score models (none for a generator file: no prior step)",
     )
     parser.add_argument(
         "--samples",
@@ -152,6 +154,18 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--seed", type=int, default=0)
     show.add_argument("--out", type=Path, required=True, help="PNG file")
 
+    ev = sub.add_parser(
+        "evaluate-prior",
+        help="validation figures of a prior: inversion PSNR on held-out MNI slices, sliced "
+        "Wasserstein distance and nearest-training PSNR of its samples, and a sample sheet",
+    )
+    ev.add_argument("--model", default=None, help="a shipped name or a generator file")
+    ev.add_argument("--slices", type=int, default=16, help="validation slices to invert (1-16)")
+    ev.add_argument("--samples", type=int, default=256)
+    ev.add_argument("--methods", default="csgm,ilo", help="inversion methods, comma-separated")
+    ev.add_argument("--out", type=Path, required=True, help="folder for report.json/md, grid.png")
+    ev.add_argument("--seed", type=int, default=0)
+
     tune = sub.add_parser("tune-classical", help="choose ℓ1-wavelet/TV λ on MNI training slices")
     tune.add_argument("--slices", type=int, default=12)
     tune.add_argument("--out", type=Path, default=None, help="write the Markdown table here")
@@ -183,15 +197,9 @@ def check_reconstruct_options(args: argparse.Namespace, command: str) -> tuple[i
     if args.method in ("csgm", "ilo", "sgilo"):
         from pipeline.reconstruct import load_prior, load_score_models
 
-        if args.model is None:
-            _stderr(
-                f"{command}: --method {args.method} needs --model PATH (no trained prior "
-                "ships yet: train one with `sgilo train-gan`)"
-            )
-            return 2, None
         try:
             prior = load_prior(args.model, device=args.device)
-            if args.method == "sgilo":
+            if args.method == "sgilo" and args.score:
                 prior.score_models = load_score_models(args.score, device=args.device)
         except ValueError as exc:
             _stderr(f"sgilo: error: {' '.join(str(exc).split())}")
@@ -378,6 +386,44 @@ def cmd_train_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate_prior(args: argparse.Namespace) -> int:
+    import json
+
+    from models.stylegan2.grid import save_grid
+    from pipeline.prior_eval import comparison_grid, evaluate_prior, markdown_report
+    from pipeline.reconstruct import load_prior
+
+    methods = tuple(m for m in args.methods.split(",") if m)
+    if not 1 <= args.slices <= 16 or not set(methods) <= {"csgm", "ilo"} or args.samples < 2:
+        _stderr("sgilo evaluate-prior: --slices 1-16, --samples >= 2, --methods from csgm,ilo")
+        return 2
+    try:
+        prior = load_prior(args.model)
+    except ValueError as exc:
+        _stderr(f"sgilo evaluate-prior: error: {' '.join(str(exc).split())}")
+        return 2
+    if prior.generator.config.image_channels != 1:
+        _stderr("sgilo evaluate-prior: only 1-channel (magnitude) priors are evaluated on MNI")
+        return 2
+    report = evaluate_prior(
+        prior,
+        methods=methods,
+        num_slices=args.slices,
+        num_samples=args.samples,
+        seed=args.seed,
+        log=_stderr,
+    )
+    report["model"] = str(prior.path)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    table = markdown_report(report)
+    (args.out / "report.md").write_text(table + "\n")
+    save_grid(args.out / "grid.png", comparison_grid(prior, seed=args.seed), cols=8)
+    print(table)
+    _stderr(f"wrote {args.out}/report.json, report.md, grid.png (top row: training slices)")
+    return 0
+
+
 def cmd_sample(args: argparse.Namespace) -> int:
     import torch
 
@@ -426,6 +472,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "train-gan": cmd_train_gan,
         "train-score": cmd_train_score,
         "sample": cmd_sample,
+        "evaluate-prior": cmd_evaluate_prior,
     }
     return commands[args.command](args)
 

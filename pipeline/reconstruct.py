@@ -47,19 +47,20 @@ class Prior:
         return self.latent_stats
 
 
-def load_prior(model: str | Path, device: str = "cpu") -> Prior:
-    """Load a generator file for the generative methods (sgilo's format or the rosinality
-    StyleGAN-2 format); raises ``ValueError`` with one line naming the file."""
+def load_prior(model: str | Path | None, device: str = "cpu") -> Prior:
+    """Load a prior for the generative methods: a shipped prior by name (``brain-t1-128``, with
+    its score models), a generator file by path (sgilo's format or the rosinality StyleGAN-2
+    format), or the default shipped prior for ``None``. Raises ``ValueError`` with one line naming
+    the file."""
+    from models.registry import resolve_model
     from models.stylegan2.checkpoint import load_generator
 
-    path = Path(model)
-    if not path.exists():
-        raise ValueError(
-            f"{model}: no such model file (no trained prior ships yet: train one with "
-            "`sgilo train-gan` and pass its generator.pt)"
-        )
-    generator, info = load_generator(path, device=device)
-    return Prior(generator, info.latent_stats, path)
+    files = resolve_model(model)
+    generator, info = load_generator(files.generator, device=device)
+    prior = Prior(generator, info.latent_stats, files.generator)
+    if files.score_models:
+        prior.score_models = load_score_models(files.score_models, device=device)
+    return prior
 
 
 def load_score_models(paths: list[str | Path], device: str = "cpu") -> dict:

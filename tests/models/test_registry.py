@@ -1,0 +1,34 @@
+"""Shipped priors are found by name; paths pass through; unknown names give one-line errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from models import registry
+
+
+def test_shipped_name_resolves_to_its_files(tmp_path, monkeypatch):
+    folder = tmp_path / "brain-x"
+    folder.mkdir()
+    (folder / "generator.pt").write_bytes(b"g")
+    (folder / "score_z.pt").write_bytes(b"z")
+    (folder / "score_block2.pt").write_bytes(b"b")
+    (tmp_path / "incomplete").mkdir()  # no generator.pt: not a prior
+    monkeypatch.setattr(registry, "WEIGHTS_DIR", tmp_path)
+    assert registry.shipped_models() == ["brain-x"]
+    files = registry.resolve_model("brain-x")
+    assert files.shipped and files.generator == folder / "generator.pt"
+    assert [p.name for p in files.score_models] == ["score_block2.pt", "score_z.pt"]
+
+
+def test_path_and_errors(tmp_path, monkeypatch):
+    monkeypatch.setattr(registry, "WEIGHTS_DIR", tmp_path)
+    gen = tmp_path / "mine.pt"
+    gen.write_bytes(b"g")
+    files = registry.resolve_model(str(gen))
+    assert files.generator == gen and files.score_models == [] and not files.shipped
+    with pytest.raises(ValueError, match="no-such-prior: no such model file") as err:
+        registry.resolve_model("no-such-prior")
+    assert "\n" not in str(err.value)
+    with pytest.raises(ValueError, match="default prior 'brain-t1-128' is not installed"):
+        registry.resolve_model(None)
