@@ -29,8 +29,9 @@ per slice, batched over the ``B`` slices of ``y``:
     ``μ = dc_weight`` (the coil maps are normalised, so ``A^H A`` has eigenvalues ≤ 1 and ``μ``
     is dimensionless).
 
-The inputs' image grid must equal the generator's resolution: a different grid raises a
-``ValueError`` naming both (resampling the generator output is future work).
+An image grid ``(H, W)`` other than the generator's ``(R, R)``: the generator's image is Fourier-
+resampled to ``min(H, W)`` pixels square and centred on the grid, zero outside
+(:class:`pipeline.solvers.resample.GridPlacement`); data consistency then fills the rest.
 """
 
 from __future__ import annotations

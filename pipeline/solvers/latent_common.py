@@ -17,6 +17,7 @@ from operators.base import LinearOperator
 from operators.fft import fft2c, ifft2c
 from operators.mri import MultiCoilMRI, NonCartesianMRI, SingleCoilMRI
 from pipeline.solvers.classical import batch_dot, data_scale
+from pipeline.solvers.resample import GridPlacement
 
 PhaseModel = Literal["auto", "none", "from-calibration"]
 
@@ -143,8 +144,9 @@ def check_inputs(
     y: torch.Tensor, op: LinearOperator, generator: Any, solver: str, rounds: int | None = None
 ) -> None:
     """``ValueError`` unless ``op`` is an MRI operator, ``y`` complex ``(B, *op.oshape)``, the
-    operator's image grid the generator's resolution, the generator 1- or 2-channel and (when
-    ``rounds`` is given) the generator has at least ``rounds`` synthesis blocks."""
+    generator 1- or 2-channel and (when ``rounds`` is given) the generator has at least ``rounds``
+    synthesis blocks. The operator's image grid may differ from the generator's resolution: the
+    generator's image is then placed on it by :class:`pipeline.solvers.resample.GridPlacement`."""
     if not isinstance(op, SingleCoilMRI | MultiCoilMRI | NonCartesianMRI):
         raise ValueError(f"{solver} needs an MRI operator, got {type(op).__name__}")
     if not torch.is_complex(y) or y.ndim < 2 or tuple(y.shape[1:]) != op.oshape:
@@ -152,13 +154,9 @@ def check_inputs(
             f"y must be complex (B, {', '.join(map(str, op.oshape))}) for {type(op).__name__}, "
             f"got {y.dtype} {tuple(y.shape)}"
         )
-    resolution = int(generator.config.resolution)
     channels = int(generator.config.image_channels)
-    if tuple(op.ishape) != (resolution, resolution):
-        raise ValueError(
-            f"the operator's image grid {tuple(op.ishape)} differs from the generator resolution "
-            f"({resolution}, {resolution}); resampling is not implemented"
-        )
+    if min(op.ishape) < 8:
+        raise ValueError(f"the operator's image grid {tuple(op.ishape)} is too small (< 8)")
     if channels not in (1, 2):
         raise ValueError(
             f"{solver} needs a 1-channel (magnitude) or 2-channel (real, imaginary) generator, "
@@ -185,7 +183,8 @@ def resolve_phase(phase: PhaseModel, channels: int) -> str:
 class Problem:
     """A checked solver input: ``y_normalized = y / s`` per slice, ``scale`` ``s`` ``(B,)``,
     ``phase`` the carrier ``c`` ``(B, H, W)`` (resolved model ``phase_model``), ``m`` ``(B,)``
-    measurements per slice, the generator's ``channels`` and the latent ``dtype``/``device``."""
+    measurements per slice, the generator's ``channels``, the latent ``dtype``/``device`` and
+    ``placement`` ``P`` from the generator's ``(R, R)`` grid to the operator's ``(H, W)``."""
 
     y: torch.Tensor
     op: LinearOperator
@@ -197,19 +196,20 @@ class Problem:
     channels: int
     dtype: torch.dtype
     device: torch.device
+    placement: GridPlacement
 
     @property
     def batch(self) -> int:
         return self.y.shape[0]
 
     def image(self, g: torch.Tensor) -> torch.Tensor:
-        """Generator output ``(B, C, H, W)`` → complex ``c ⊙ x`` (1 channel: ``x = (G + 1)/2``;
-        2 channels: ``x = G₀ + i G₁``), in normalised units."""
+        """Generator output ``(B, C, R, R)`` → complex ``c ⊙ P x`` ``(B, H, W)`` (1 channel:
+        ``x = (G + 1)/2``; 2 channels: ``x = G₀ + i G₁``), in normalised units."""
         if self.channels == 1:
             x = ((g[:, 0] + 1) / 2).to(self.y.dtype)
         else:
             x = torch.complex(g[:, 0], g[:, 1]).to(self.y.dtype)
-        return self.phase * x
+        return self.phase * self.placement.A(x)
 
     def measurement_loss(self, x: torch.Tensor) -> torch.Tensor:
         """``‖A x − y/s‖² / m`` per slice ``(B,)``."""
@@ -235,7 +235,8 @@ def prepare_problem(
     )
     m = num_measurements(op, y)
     dtype, device = latent_dtype_device(generator, y)
-    return Problem(y, op, y_n, scale, carrier, phase_model, m, channels, dtype, device)
+    placement = GridPlacement(int(generator.config.resolution), tuple(op.ishape))
+    return Problem(y, op, y_n, scale, carrier, phase_model, m, channels, dtype, device, placement)
 
 
 def finish_image(

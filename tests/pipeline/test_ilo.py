@@ -176,15 +176,16 @@ def test_bad_inputs(gen_stats):
         ilo(y, op, generator=gen, latent_stats=stats, config=_config(steps=(2, 2, 2, 2)))
     with pytest.raises(ValueError, match="latent statistics"):
         ilo(y, op, generator=gen, latent_stats=None, config=_config(steps=(2,)))
-    small = SingleCoilMRI(torch.ones(8, dtype=torch.float32), shape=(8, 8))
-    with pytest.raises(ValueError, match="resolution"):
-        ilo(
-            small.A(torch.ones(1, 8, 8, dtype=torch.complex64)),
-            small,
-            generator=gen,
-            latent_stats=stats,
-            config=_config(steps=(2,)),
-        )
+    # a grid other than the generator's: the image is placed on it (GridPlacement)
+    small = SingleCoilMRI(torch.ones(12, dtype=torch.float32), shape=(8, 12))
+    res = ilo(
+        small.A(torch.ones(1, 8, 12, dtype=torch.complex64)),
+        small,
+        generator=gen,
+        latent_stats=stats,
+        config=_config(steps=(2,)),
+    )
+    assert res.image.shape == (1, 8, 12)
     with pytest.raises(ValueError):
         ILOConfig(steps=(2, 2), radii=(1.0,))
     with pytest.raises(ValueError):
