@@ -3,6 +3,10 @@
     sgilo demo [--out DIR] [--slices N] [--quick]
     sgilo reconstruct INPUT... --method M --out DIR [--seed N]
                       [--acceleration R --center-fraction F] [--mask-type random|equispaced]
+    sgilo batch INPUT_OR_FOLDER... --method M --out DIR [reconstruct options]
+                [--workers N | --dask-address ADDR]
+    sgilo serve --watch FOLDER --out DIR --method M [reconstruct options]
+                [--cron "*/5 * * * *" | --interval S] [--settle S] [--once]
     sgilo tune-classical [--slices N] [--out FILE]
     sgilo train-gan --data SRC [--data SRC ...] --out DIR [--resume] [--steps N] ...
     sgilo train-score --generator PATH --space z|K --out DIR [--resume] [--steps N] ...
@@ -68,6 +72,28 @@ def add_reconstruct_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--center-fraction", type=_positive_float, default=None)
     parser.add_argument("--mask-type", choices=("random", "equispaced"), default="random")
 
+    def output_formats(text: str) -> tuple[str, ...]:
+        from pipeline.export import parse_formats
+
+        try:
+            return parse_formats(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from exc
+
+    parser.add_argument(
+        "--format",
+        type=output_formats,
+        default=None,
+        metavar="h5,nifti,dicom,png",
+        help="outputs to write (comma-separated); default: h5, plus the input's own format for "
+        "NIfTI/DICOM inputs. HDF5 inputs always get the h5 output",
+    )
+    parser.add_argument(
+        "--anonymize",
+        action="store_true",
+        help="DICOM outputs: replace the patient module and study identifiers",
+    )
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -85,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     rec = sub.add_parser("reconstruct", help="reconstruct fastMRI-format HDF5 k-space files")
     rec.add_argument("inputs", nargs="+", type=Path, metavar="INPUT")
     add_reconstruct_options(rec)
+    add_batch_parsers(sub)
 
     gan = sub.add_parser(
         "train-gan",
@@ -153,6 +180,26 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--n", type=int, default=8)
     show.add_argument("--seed", type=int, default=0)
     show.add_argument("--out", type=Path, required=True, help="PNG file")
+
+    bench = sub.add_parser(
+        "bench",
+        help="benchmark: methods x {single-coil, 8-coil} x {4x, 8x} on held-out MNI slices",
+        description="Quality (PSNR/SSIM/NMSE) and cost (s/slice, peak memory) of every method "
+        "on simulated acquisitions of the MNI152 validation slices; writes BENCHMARKS.md, "
+        "benchmarks.json and plots to --out (default docs/). --smoke: 2 slices, few steps.",
+    )
+    bench.add_argument("--out", type=Path, default=Path("docs"))
+    bench.add_argument("--smoke", action="store_true", help="a quick check of the machinery")
+    bench.add_argument("--slices", type=int, default=None, help="validation slices (1-16)")
+    bench.add_argument(
+        "--methods",
+        default=None,
+        help="comma-separated (default: all; generative ones need a prior)",
+    )
+    bench.add_argument("--model", default=None, help="prior name or generator file")
+    bench.add_argument("--samples", type=int, default=1, help="SGILO chains")
+    bench.add_argument("--threads", type=int, default=2, help="torch threads per method")
+    bench.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
 
     ev = sub.add_parser(
         "evaluate-prior",
@@ -235,6 +282,8 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
                 callback=progress,
                 prior=prior,
                 samples=args.samples,
+                formats=args.format,
+                anonymize=args.anonymize,
             )
         except InputError as exc:
             failures += 1
@@ -386,6 +435,43 @@ def cmd_train_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    import shlex
+
+    from pipeline.bench import BenchConfig, run_bench, smoke_config, write_outputs
+    from pipeline.methods import GENERATIVE, METHODS, load_prior
+
+    methods = list(METHODS) if args.methods is None else args.methods.split(",")
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        _stderr(f"sgilo bench: unknown method(s) {', '.join(unknown)}; from {', '.join(METHODS)}")
+        return 2
+    if any(m in GENERATIVE for m in methods):
+        try:
+            load_prior(args.model)
+        except ValueError as exc:
+            if args.methods is not None:
+                _stderr(f"sgilo bench: error: {' '.join(str(exc).split())}")
+                return 2
+            _stderr(f"sgilo bench: no prior ({' '.join(str(exc).split())}): classical only")
+            methods = [m for m in methods if m not in GENERATIVE]
+    fields = {"methods": methods, "model": args.model, "samples": args.samples}
+    fields["threads"] = args.threads
+    fields["device"] = args.device
+    if args.slices is not None:
+        fields["num_slices"] = args.slices
+    try:
+        config = smoke_config(**fields) if args.smoke else BenchConfig(**fields)
+    except ValueError as exc:
+        _stderr(f"sgilo bench: error: {' '.join(str(exc).split())}")
+        return 2
+    command = "sgilo " + " ".join(shlex.quote(a) for a in args.argv)
+    rows, panels = run_bench(config, log=_stderr)
+    md = write_outputs(rows, panels, config, args.out, command)
+    _stderr(f"wrote {md}")
+    return 0
+
+
 def cmd_evaluate_prior(args: argparse.Namespace) -> int:
     import json
 
@@ -460,19 +546,193 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- batch, serve
+
+
+def add_batch_parsers(sub: argparse._SubParsersAction) -> None:
+    """The ``batch`` and ``serve`` subcommands (Prefect flows over many inputs)."""
+    batch = sub.add_parser(
+        "batch",
+        help="reconstruct many inputs as a Prefect flow (skips finished work; --workers N)",
+        description="Reconstruct files and folders of studies (.h5, .nii, .nii.gz, .dcm and "
+        "DICOM series folders; hidden files skipped) as a Prefect flow. Finished inputs are "
+        "skipped on a re-run; OUT gets run.json (provenance) and run.log. See docs/BATCH.md.",
+    )
+    batch.add_argument("inputs", nargs="+", type=Path, metavar="INPUT_OR_FOLDER")
+    add_reconstruct_options(batch)
+    _add_runner_options(batch)
+
+    serve = sub.add_parser(
+        "serve",
+        help="reconstruct new studies dropped into a folder, on a schedule (Prefect deployment)",
+        description="Serve a Prefect deployment that reconstructs the new studies of --watch "
+        "into --out on a cron schedule (default every 5 minutes). Needs a running Prefect "
+        "server (`prefect server start --host 127.0.0.1`, then PREFECT_API_URL); --once runs one "
+        "pass without a server. See docs/BATCH.md.",
+    )
+    serve.add_argument("--watch", type=Path, required=True, metavar="FOLDER")
+    add_reconstruct_options(serve)
+    _add_runner_options(serve)
+    when = serve.add_mutually_exclusive_group()
+    when.add_argument("--cron", default=None, help='cron schedule (default "*/5 * * * *")')
+    when.add_argument("--interval", type=_positive_float, default=None, help="every S seconds")
+    serve.add_argument(
+        "--settle",
+        type=float,
+        default=5.0,
+        metavar="S",
+        help="leave studies modified in the last S seconds for the next pass (still being written)",
+    )
+    serve.add_argument("--name", default="sgilo-watch", help="deployment name")
+    serve.add_argument("--once", action="store_true", help="one pass now, no server needed")
+
+
+def _add_runner_options(parser: argparse.ArgumentParser) -> None:
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument(
+        "--workers", type=int, default=None, help="run on a Dask LocalCluster of N processes"
+    )
+    where.add_argument(
+        "--dask-address", default=None, metavar="ADDR", help="run on an existing Dask cluster"
+    )
+
+
+#: reconstruct option destinations whose ``reconstruct_file`` keyword has another name
+_RENAMED = {"mask_type": "mask_kind", "format": "formats"}
+
+
+def reconstruct_kwargs(args: argparse.Namespace) -> dict:
+    """The parsed reconstruct options that are keyword arguments of ``reconstruct_file`` (by
+    name, so options added there flow through), as JSON-able values."""
+    import inspect
+
+    from pipeline.reconstruct import reconstruct_file
+
+    accepted = set(inspect.signature(reconstruct_file).parameters) - {
+        "path",
+        "out_dir",
+        "method",
+        "callback",
+        "log",
+        "prior",
+    }
+    kwargs = {}
+    for dest, value in sorted(vars(args).items()):
+        name = _RENAMED.get(dest, dest)
+        if name in accepted:
+            if isinstance(value, Path):
+                value = str(value)
+            elif isinstance(value, tuple):
+                value = list(value)
+            kwargs[name] = value
+    return kwargs
+
+
+def _batch_options(args: argparse.Namespace, command: str) -> dict | None:
+    """The batch options from the command line, validated; ``None`` after a usage error."""
+    from pydantic import ValidationError
+
+    from pipeline.batch import BatchOptions
+
+    if args.workers is not None and args.workers < 1:
+        _stderr(f"{command}: --workers must be at least 1")
+        return None
+    status, _prior = check_reconstruct_options(args, command)  # validates; tasks load their own
+    if status:
+        return None
+    try:
+        options = BatchOptions(
+            method=args.method,
+            recon=reconstruct_kwargs(args),
+            model=args.model,
+            score=tuple(str(p) for p in args.score),
+            device=args.device,
+            workers=args.workers,
+            dask_address=args.dask_address,
+        )
+    except ValidationError as exc:
+        _stderr(f"{command}: {' '.join(str(exc).split())}")
+        return None
+    return options.model_dump(mode="json")
+
+
+def _report_batch(result: dict, command: str) -> int:
+    for line in result["failed"]:
+        _stderr(f"sgilo: error: {line}")
+    print(f"{command}: {result['summary']}", flush=True)
+    return 1 if result["failed"] else 0
+
+
+def cmd_batch(args: argparse.Namespace) -> int:
+    from pipeline.batch import expand_inputs
+
+    options = _batch_options(args, "sgilo batch")
+    if options is None:
+        return 2
+    inputs = expand_inputs(args.inputs)
+    if not inputs:
+        _stderr("sgilo batch: no inputs (.h5, .nii, .nii.gz, .dcm, DICOM series) found")
+        return 2
+    from flows.batch import batch_flow
+
+    return _report_batch(
+        batch_flow([str(p) for p in inputs], str(args.out), options), "sgilo batch"
+    )
+
+
+def _prefect_api_url() -> str | None:
+    from prefect.settings import get_current_settings
+
+    return get_current_settings().api.url
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    if not args.watch.is_dir():
+        _stderr(f"sgilo serve: --watch {args.watch}: not a folder")
+        return 2
+    options = _batch_options(args, "sgilo serve")
+    if options is None:
+        return 2
+    parameters = {
+        "watch": str(args.watch.absolute()),
+        "out_dir": str(args.out.absolute()),
+        "options": options,
+        "settle_s": args.settle,
+    }
+    if args.once:
+        from flows.serve import watch_flow
+
+        return _report_batch(watch_flow(**parameters), "sgilo serve")
+    if not _prefect_api_url():
+        _stderr(
+            "sgilo serve: no Prefect server: run `prefect server start --host 127.0.0.1` and "
+            "`export PREFECT_API_URL=http://127.0.0.1:4200/api` (or use --once)"
+        )
+        return 2
+    from flows.serve import serve_watch
+
+    cron = args.cron or (None if args.interval else "*/5 * * * *")
+    serve_watch(parameters, name=args.name, cron=cron, interval=args.interval)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from pipeline.runtime import configure_environment
 
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     configure_environment()
     commands = {
         "reconstruct": cmd_reconstruct,
+        "batch": cmd_batch,
+        "serve": cmd_serve,
         "demo": cmd_demo,
         "tune-classical": cmd_tune,
         "train-gan": cmd_train_gan,
         "train-score": cmd_train_score,
         "sample": cmd_sample,
         "evaluate-prior": cmd_evaluate_prior,
+        "bench": cmd_bench,
     }
     return commands[args.command](args)
 

@@ -3,8 +3,9 @@
 ``reconstruct_study(study, method)`` builds the forward model from the study (single-coil
 ``M ⊙ F``; multi-coil SENSE with the file's coil maps, or ESPIRiT maps estimated from the
 calibration region when the file has none), runs the solver on all slices at once, and returns the
-magnitude ``(slices, H, W)`` on the k-space grid. ``reconstruct_file`` adds reading,
-retrospective undersampling and the atomic fastMRI-format write.
+magnitude ``(slices, H, W)`` on the k-space grid. ``reconstruct_file`` adds reading any
+accepted input (:mod:`pipeline.io.ingest`), retrospective undersampling and the all-or-nothing
+export (:mod:`pipeline.export`).
 """
 
 from __future__ import annotations
@@ -19,64 +20,16 @@ import torch
 
 from operators.base import LinearOperator
 from operators.mri import MultiCoilMRI, SingleCoilMRI
-from pipeline.io.fastmri import read_fastmri, retrospective_undersample, write_reconstruction
 from pipeline.io.types import InputError, KSpaceStudy
-from pipeline.solvers.base import Progress, ReconResult
-from pipeline.solvers.classical import CLASSICAL
-
-#: methods that need a generative prior (``--model``)
-GENERATIVE: tuple[str, ...] = ("csgm", "ilo", "sgilo")
-METHODS: tuple[str, ...] = tuple(CLASSICAL) + GENERATIVE
-
-
-@dataclass
-class Prior:
-    """A loaded generator and its Gaussianized-latent statistics (fitted on first need)."""
-
-    generator: object
-    latent_stats: object | None
-    path: Path
-    score_models: dict = field(default_factory=dict)
-
-    def stats(self) -> object:
-        if self.latent_stats is None:
-            from models.stylegan2.checkpoint import fit_latent_stats
-
-            rng = torch.Generator().manual_seed(0)
-            self.latent_stats = fit_latent_stats(self.generator, n=100_000, generator_rng=rng)
-        return self.latent_stats
-
-
-def load_prior(model: str | Path | None, device: str = "cpu") -> Prior:
-    """Load a prior for the generative methods: a shipped prior by name (``brain-t1-128``, with
-    its score models), a generator file by path (sgilo's format or the rosinality StyleGAN-2
-    format), or the default shipped prior for ``None``. Raises ``ValueError`` with one line naming
-    the file."""
-    from models.registry import resolve_model
-    from models.stylegan2.checkpoint import load_generator
-
-    files = resolve_model(model)
-    generator, info = load_generator(files.generator, device=device)
-    prior = Prior(generator, info.latent_stats, files.generator)
-    if files.score_models:
-        prior.score_models = load_score_models(files.score_models, device=device)
-    return prior
-
-
-def load_score_models(paths: list[str | Path], device: str = "cpu") -> dict:
-    """Score models keyed by the latent space each was trained on ("z" or "block<k>");
-    raises ``ValueError`` with one line naming the file."""
-    from models.score.model import load_score_model
-
-    models = {}
-    for p in paths:
-        if not Path(p).exists():
-            raise ValueError(f"{p}: no such score model file")
-        model = load_score_model(p, device=device)
-        if not model.space:
-            raise ValueError(f"{p}: the score model does not record its latent space")
-        models[model.space] = model
-    return models
+from pipeline.methods import (  # noqa: F401  (re-exported: the public names of this module)
+    GENERATIVE,
+    METHODS,
+    Prior,
+    load_prior,
+    load_score_models,
+    solve,
+)
+from pipeline.solvers.base import Progress
 
 
 @dataclass
@@ -136,42 +89,16 @@ def reconstruct_study(
         raise ValueError(f"{method} needs a generative prior (--model PATH)")
     start = time.perf_counter()
     y, op, maps_source = study_operator(study, need_maps=method != "zero-filled")
-    rng = torch.Generator().manual_seed(seed)
-    result: ReconResult
-    if method == "csgm":
-        from pipeline.solvers.csgm import csgm
-
-        result = csgm(y, op, generator=prior.generator, rng=rng, callback=callback)
-    elif method == "ilo":
-        from pipeline.solvers.ilo import ILOConfig, ilo
-
-        # the default rounds, as many as the generator has blocks
-        steps = ILOConfig().steps[: prior.generator.num_blocks]
-        result = ilo(
-            y,
-            op,
-            generator=prior.generator,
-            latent_stats=prior.stats(),
-            config=ILOConfig(steps=steps),
-            rng=rng,
-            callback=callback,
-        )
-    elif method == "sgilo":
-        from pipeline.solvers.sgilo import SGILOConfig, sgilo
-
-        steps = SGILOConfig().steps[: prior.generator.num_blocks]
-        result = sgilo(
-            y,
-            op,
-            generator=prior.generator,
-            latent_stats=prior.stats(),
-            score_models=prior.score_models,
-            config=SGILOConfig(steps=steps, chains=samples),
-            rng=rng,
-            callback=callback,
-        )
-    else:
-        result = CLASSICAL[method](y, op, rng=rng, callback=callback, **(solver_options or {}))
+    result = solve(
+        y,
+        op,
+        method,
+        prior=prior,
+        samples=samples,
+        seed=seed,
+        callback=callback,
+        solver_options=solver_options,
+    )
     magnitude = result.magnitude
     params = {**result.params, "maps": maps_source}
     metrics = None
@@ -195,8 +122,10 @@ def reconstruct_study(
 class FileResult:
     """What ``reconstruct_file`` did for one input: the files it wrote and its figures.
 
-    ``outputs`` lists every file written (the fastMRI-format HDF5 first); ``metrics`` is set when
-    the input carried a reference image; ``params`` are the solver's parameters.
+    ``outputs`` lists every file and folder written (per study: the fastMRI-format HDF5 first,
+    then NIfTI, DICOM folders, PNG); ``metrics`` is set when the input carried a reference image
+    (slice-weighted mean over the series of a multi-series DICOM folder); ``params`` are the
+    solver's parameters.
     """
 
     name: str
@@ -222,49 +151,115 @@ def reconstruct_file(
     log: Callable[[str], None] = lambda message: None,
     prior: Prior | None = None,
     samples: int = 1,
+    formats: tuple[str, ...] | None = None,
+    anonymize: bool = False,
 ) -> FileResult:
-    """Read ``path``, undersample it if asked, reconstruct, write ``out_dir/<file name>``.
+    """Read an input (fastMRI or ISMRMRD HDF5, DICOM file or folder, NIfTI; see
+    :func:`pipeline.io.ingest.read_input`), undersample it if asked, reconstruct every study in
+    it, and write the outputs into ``out_dir``.
 
-    Raises :class:`InputError` (one line, naming the file) for a bad input; nothing is written
-    then.
+    ``formats`` (from :data:`pipeline.export.OUTPUT_FORMATS`): ``None`` writes ``h5`` plus the
+    input's own image format (NIfTI or DICOM) for image inputs. HDF5 inputs always get
+    ``out_dir/<input file name>`` (the fastMRI submission file); other inputs get
+    ``out_dir/<stem>.h5`` when ``h5`` is asked for, ``<stem>`` being the study name made safe
+    (:func:`pipeline.io.dicom.safe_file_stem`; a DICOM folder with several series has one
+    study, and one set of outputs, per series). ``anonymize`` applies to DICOM outputs.
+
+    All outputs of the input are staged and committed together: on any error nothing is
+    written. Raises :class:`InputError` (one line, naming the file) for a bad input.
     """
+    from pipeline.export import default_formats, export_study
+    from pipeline.io.dicom import safe_file_stem
+    from pipeline.io.ingest import detect_format, read_input
+    from pipeline.io.staging import StagedOutputs
+
     path = Path(path)
-    target = Path(out_dir) / path.name
-    if target.exists() and path.exists() and target.resolve() == path.resolve():
-        raise InputError(f"{path.name}: the output would overwrite the input; choose another --out")
-    study = read_fastmri(path)
+    out_dir = Path(out_dir)
+    studies = read_input(
+        path,
+        acceleration=acceleration,
+        center_fraction=center_fraction,
+        seed=seed,
+        mask_kind=mask_kind,
+    )
+    fmt = detect_format(path)
+    hdf5_input = fmt in ("fastmri", "ismrmrd")
     if acceleration is not None:
-        if center_fraction is None:
-            raise InputError(f"{path.name}: --acceleration needs --center-fraction")
-        study = retrospective_undersample(study, acceleration, center_fraction, seed, mask_kind)
         log(
             f"{path.name}: undersampled retrospectively, "
             f"R={acceleration:g}, centre {center_fraction:g}"
         )
-    elif not study.is_undersampled:
+    elif not any(s.is_undersampled for s in studies):
         log(f"{path.name}: fully sampled and no --acceleration given: reconstructing as is")
-    recon = reconstruct_study(
-        study, method, seed=seed or 0, callback=callback, prior=prior, samples=samples
-    )
-    attrs = {
-        "method": method,
-        **({"model": str(prior.path)} if prior is not None and method in GENERATIVE else {}),
-        "acceleration": float(study.acceleration or 1.0),
-        "seconds": round(recon.seconds, 3),
-        **{k: v for k, v in recon.params.items() if isinstance(v, int | float | str)},
-    }
-    out = write_reconstruction(target, recon.magnitude, attrs=attrs, std=recon.std)
-    summary = f"{path.name}: {method} on {study.num_slices} slice(s) in {recon.seconds:.1f} s"
-    if recon.metrics:
-        summary += " (" + ", ".join(f"{k} {v:.4g}" for k, v in recon.metrics.items()) + ")"
-    log(summary + f" -> {out}")
+
+    seconds, metrics = 0.0, []
+    params: dict = {}
+    with StagedOutputs(out_dir, label=path.name) as stage:
+        for study in studies:
+            stem = safe_file_stem(path.stem if hdf5_input else study.name, default="recon")
+            h5_name = path.name if hdf5_input else f"{stem}.h5"
+            target = out_dir / h5_name
+            if target.exists() and target.resolve() == path.resolve():
+                raise InputError(
+                    f"{path.name}: the output would overwrite the input; choose another --out"
+                )
+            chosen = tuple(formats) if formats else default_formats(study)
+            if hdf5_input and "h5" not in chosen:
+                chosen = ("h5", *chosen)
+            recon = reconstruct_study(
+                study, method, seed=seed or 0, callback=callback, prior=prior, samples=samples
+            )
+            attrs = {
+                "method": method,
+                "input_format": fmt,
+                **(
+                    {"model": str(prior.path)} if prior is not None and method in GENERATIVE else {}
+                ),
+                "acceleration": float(study.acceleration or 1.0),
+                "seconds": round(recon.seconds, 3),
+                **{k: v for k, v in recon.params.items() if isinstance(v, int | float | str)},
+            }
+            export_study(
+                stage,
+                study,
+                recon,
+                h5_name=h5_name,
+                stem=stem,
+                formats=chosen,
+                anonymize=anonymize,
+                attrs=attrs,
+            )
+            summary = (
+                f"{study.name}: {method} on {study.num_slices} slice(s) in {recon.seconds:.1f} s"
+            )
+            if recon.metrics:
+                summary += " (" + ", ".join(f"{k} {v:.4g}" for k, v in recon.metrics.items()) + ")"
+            log(summary)
+            seconds += recon.seconds
+            params = recon.params
+            if recon.metrics:
+                metrics.append((study.num_slices, recon.metrics))
+        outputs = stage.commit()
+    log(f"{path.name}: wrote " + ", ".join(str(o) for o in outputs))
     return FileResult(
         name=path.name,
         source=path,
         method=method,
-        outputs=[out],
-        seconds=recon.seconds,
-        num_slices=study.num_slices,
-        metrics=recon.metrics,
-        params=recon.params,
+        outputs=outputs,
+        seconds=seconds,
+        num_slices=sum(s.num_slices for s in studies),
+        metrics=_mean_metrics(metrics),
+        params=params,
     )
+
+
+def _mean_metrics(per_study: list[tuple[int, dict]]) -> dict | None:
+    """Slice-weighted mean of each metric over the studies of one input (the study's own
+    metrics when there is one)."""
+    if not per_study:
+        return None
+    if len(per_study) == 1:
+        return per_study[0][1]
+    total = sum(n for n, _ in per_study)
+    keys = per_study[0][1].keys()
+    return {k: sum(n * m[k] for n, m in per_study) / total for k in keys}

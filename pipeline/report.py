@@ -1,4 +1,5 @@
-"""Reports: the comparison figure (PNG) and metrics tables (Markdown, JSON).
+"""Reports: the comparison figure (PNG), a per-input reconstruction figure, and metrics tables
+(Markdown, JSON).
 
 The figure has, for each acquisition setting, a row of images (target, then each method) and a row
 of absolute-error maps ``|x̂ − x|`` on a common scale (5× magnified: an error of 20 % of the
@@ -82,6 +83,47 @@ def comparison_figure(
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def reconstruction_figure(
+    panels: Mapping[str, np.ndarray],
+    path: str | Path,
+    *,
+    title: str = "",
+    reference: str | None = None,
+) -> Path:
+    """Write a one-row PNG of 2-D images ``panels`` (label → float ``(H, W)``).
+
+    Magnitudes share the grey scale ``[0, max]`` of ``panels[reference]`` (else of the first
+    panel); a label starting with "std" or "|error|" gets its own ``inferno`` scale.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = list(panels)
+    scale_from = panels[reference] if reference in panels else panels[labels[0]]
+    vmax = float(np.max(scale_from)) or 1.0
+    fig, axes = plt.subplots(1, len(labels), figsize=(2.4 * len(labels), 2.7), squeeze=False)
+    for ax, label in zip(axes[0], labels, strict=True):
+        img = panels[label]
+        own = label.startswith(("std", "|error|"))
+        ax.imshow(
+            img,
+            cmap="inferno" if own else "gray",
+            vmin=0,
+            vmax=(float(np.max(img)) or 1.0) if own else vmax,
+        )
+        ax.set_title(label, fontsize=8)
+        ax.axis("off")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
 

@@ -8,10 +8,12 @@ one-line message naming the file (and, for series-level problems, the series).
 
 Writing (:func:`write_dicom_series`) produces a *derived* MR Image Storage series next to its
 source: new Series/SOP Instance UIDs, the source's Study UID and patient module (or anonymized
-ones), ``ImageType`` ``DERIVED\\SECONDARY``, per-slice geometry copied from the source and 16-bit
-unsigned pixels with a rescale that preserves the float range. Every file is marked "not for
-diagnostic use": ``ImageComments`` carries :data:`NOT_FOR_DIAGNOSTIC_USE` and
-``BurnedInAnnotation`` is ``NO`` (the pixels hold no burned-in text). Files are written
+ones), ``ImageType`` ``DERIVED\\SECONDARY\\OTHER`` (the MR Image module requires value 3),
+per-slice geometry copied from the source and 16-bit unsigned pixels with a rescale that
+preserves the float range. A source without headers (a synthesized series) gives a new study
+with an empty patient module. Every file is marked "not for diagnostic use": ``ImageComments``
+carries :data:`NOT_FOR_DIAGNOSTIC_USE` and ``BurnedInAnnotation`` is ``NO`` (the pixels hold no
+burned-in text). Files are written
 atomically (a hidden temporary file, then ``os.replace``).
 """
 
@@ -468,6 +470,8 @@ def write_dicom_series(
         ds.RescaleType = "US"
         ds.WindowCenter = format_number_as_ds((lo + hi) / 2)
         ds.WindowWidth = format_number_as_ds(max(hi - lo, 1e-6))
+        if hi - lo < 1:  # a width below 1 is only valid with the LINEAR_EXACT function
+            ds.VOILUTFunction = "LINEAR_EXACT"
         ds.PixelData = np.ascontiguousarray(stored[i]).tobytes()
         paths.append(_save_atomically(out / f"{stem}_{i + 1:04d}.dcm", ds))
     return paths
@@ -514,7 +518,11 @@ def _series_attributes(like: DicomSeries, description: str, anonymize: bool) -> 
     ds.setdefault("ScanOptions", "")
     ds.setdefault("MRAcquisitionType", "")
     ds.setdefault("EchoTime", "")
+    ds.setdefault("RepetitionTime", "")
+    ds.setdefault("PatientPosition", "")
     ds.setdefault("EchoTrainLength", "")
+    # General Series: Type 2C, empty when the source did not say (dciodvfy requires presence)
+    ds.Laterality = src.get("Laterality", "")
     ds.Modality = "MR"
     ds.SeriesInstanceUID = generate_uid()
     ds.SeriesNumber = (_series_number(src) if _series_number(src) >= 0 else 0) + 1000
@@ -523,7 +531,8 @@ def _series_attributes(like: DicomSeries, description: str, anonymize: bool) -> 
     ds.SeriesDate = ds.ContentDate = ds.InstanceCreationDate = now.strftime("%Y%m%d")
     ds.SeriesTime = ds.ContentTime = ds.InstanceCreationTime = now.strftime("%H%M%S")
     ds.Manufacturer = "sgilo"
-    ds.ImageType = ["DERIVED", "SECONDARY"]
+    # value 3 is required by the MR Image module (C.8.3.1.1.1); OTHER: none of the named maps
+    ds.ImageType = ["DERIVED", "SECONDARY", "OTHER"]
     ds.ImageComments = NOT_FOR_DIAGNOSTIC_USE
     ds.BurnedInAnnotation = "NO"
     ds.SOPClassUID = MRImageStorage

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:  # the image records import this module: no import at run time
+    from pipeline.io.dicom import DicomSeries
+    from pipeline.io.nifti import ImageVolume
 
 
 class InputError(ValueError):
@@ -34,6 +38,9 @@ class KSpaceStudy:
             (fastMRI ``reconstruction_rss`` / ``reconstruction_esc``; often cropped).
         attrs: the file's other attributes, as JSON-able Python values.
         ismrmrd_header: the ISMRMRD XML header, if the file has one.
+        image_source: for image inputs (NIfTI, DICOM) turned into k-space, the image record
+            read from the file (its geometry, UIDs and headers are what the exports write
+            with); ``None`` for k-space inputs.
     """
 
     name: str
@@ -47,6 +54,7 @@ class KSpaceStudy:
     target: np.ndarray | None = None
     attrs: dict[str, Any] = field(default_factory=dict)
     ismrmrd_header: str | None = None
+    image_source: ImageVolume | DicomSeries | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self.source = Path(self.source)

@@ -3,17 +3,11 @@
 import json
 
 import numpy as np
-import pytest
-from prefect.testing.utilities import prefect_test_harness
 
 from flows.demo import demo_flow
 from pipeline.demo import DemoConfig
 
-
-@pytest.fixture(scope="module")
-def prefect_api():
-    with prefect_test_harness(server_startup_timeout=180):
-        yield
+# prefect_api: the session's one Prefect test server (tests/flows/conftest.py)
 
 
 def test_demo_flow_writes_report(prefect_api, tmp_path):
@@ -43,3 +37,39 @@ def test_demo_flow_writes_report(prefect_api, tmp_path):
     assert "| 4-coil 4x | cg-sense |" in table
     saved = json.loads((tmp_path / "config.json").read_text())
     assert DemoConfig(**saved) == config
+
+
+def test_demo_flow_with_a_prior_adds_the_generative_rows(prefect_api, tmp_path):
+    import torch
+
+    from models.stylegan2.checkpoint import fit_latent_stats, save_generator
+    from models.stylegan2.generator import Generator, GeneratorConfig
+
+    torch.manual_seed(0)
+    g = Generator(
+        GeneratorConfig(
+            resolution=16, style_dim=16, n_mlp=2, image_channels=1, channels={4: 8, 8: 8, 16: 8}
+        )
+    ).eval()
+    stats = fit_latent_stats(g, n=500, generator_rng=torch.Generator().manual_seed(1))
+    model = save_generator(tmp_path / "g.pt", g, latent_stats=stats)
+    config = DemoConfig(
+        num_slices=1,
+        size=32,
+        settings=[(None, 4, 0.08), (None, 8, 0.04)],
+        methods=["zero-filled"],
+        generative=["csgm", "sgilo"],
+        model=str(model),
+        samples=2,
+    )
+    demo_flow(out_dir=str(tmp_path / "demo"), config=config)
+    rows = json.loads((tmp_path / "demo" / "metrics.json").read_text())
+    # the generative methods run on the 8x setting only, on a 16² prior placed on the 32² grid
+    assert [(r["setting"], r["method"]) for r in rows] == [
+        ("single-coil 4x", "zero-filled"),
+        ("single-coil 8x", "zero-filled"),
+        ("single-coil 8x", "csgm"),
+        ("single-coil 8x", "sgilo"),
+    ]
+    figure = tmp_path / "demo" / "uncertainty_single-coil_8x.png"
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

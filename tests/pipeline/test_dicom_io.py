@@ -191,7 +191,7 @@ def test_write_read_back(tmp_path):
     assert len({ds.SeriesInstanceUID for ds in written}) == 1
     sops = {ds.SOPInstanceUID for ds in written}
     assert len(sops) == 4 and not sops & {h.SOPInstanceUID for h in source.headers}
-    assert list(first.ImageType) == ["DERIVED", "SECONDARY"]
+    assert list(first.ImageType) == ["DERIVED", "SECONDARY", "OTHER"]
     assert first.SeriesDescription == "SGILO R=4 seed=0"
     assert NOT_FOR_DIAGNOSTIC_USE in first.ImageComments and first.BurnedInAnnotation == "NO"
     assert first.BitsAllocated == 16 and first.PixelRepresentation == 0

@@ -1,0 +1,157 @@
+"""One entry point for every input `sgilo reconstruct` accepts: detect the format, read it, turn
+image inputs into k-space, and undersample retrospectively when asked.
+
+Formats (detected by content, NIfTI by its suffix):
+
+- ``fastmri``: an HDF5 file with a ``kspace`` dataset (:func:`pipeline.io.fastmri.read_fastmri`;
+  an HDF5 file that is neither fastMRI nor ISMRMRD, and a ``.h5`` file that is not HDF5, are
+  reported by that reader);
+- ``ismrmrd``: an HDF5 file with a ``dataset`` group holding ``xml`` / ``data``
+  (:func:`pipeline.io.ismrmrd.read_ismrmrd`);
+- ``dicom``: a folder, or a file with the ``DICM`` prefix or a ``.dcm`` / ``.ima`` suffix
+  (:func:`pipeline.io.dicom.read_dicom`; a folder with several series gives one study each);
+- ``nifti``: ``.nii`` / ``.nii.gz`` (:func:`pipeline.io.nifti.read_nifti`).
+
+Image inputs become single-coil, fully sampled k-space by a centred orthonormal FFT of each
+slice (:func:`operators.fft.fft2c`); the image itself is kept as the study's ``target`` (so
+metrics are computed) and the image record as ``image_source`` (so exports keep its geometry).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+
+from operators.fft import fft2c
+from operators.masks import Seed
+from pipeline.io.types import InputError, KSpaceStudy
+
+FORMATS = ("fastmri", "ismrmrd", "dicom", "nifti")
+IMAGE_FORMATS = ("dicom", "nifti")
+_DICOM_SUFFIXES = (".dcm", ".ima", ".dicom")
+_HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf")
+
+
+def _error(path: Path, what: str) -> InputError:
+    return InputError(" ".join(f"{path.name}: {what}".split()))
+
+
+def detect_format(path: str | os.PathLike[str]) -> str:
+    """The input's format, one of :data:`FORMATS`.
+
+    Raises:
+        InputError: a missing, unreadable or empty file, or one of no known type.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise _error(path, "file or folder does not exist")
+    if path.is_dir():
+        return "dicom"
+    name = path.name.lower()
+    if name.endswith((".nii", ".nii.gz")):
+        return "nifti"
+    if not os.access(path, os.R_OK):
+        raise _error(path, "file is not readable (permission denied)")
+    if path.stat().st_size == 0:
+        raise _error(path, "file is empty (0 bytes)")
+    if h5py.is_hdf5(path):
+        from pipeline.io.ismrmrd import is_ismrmrd
+
+        try:
+            with h5py.File(path, "r") as f:
+                return "ismrmrd" if is_ismrmrd(f) else "fastmri"
+        except (OSError, RuntimeError):
+            return "fastmri"  # its reader reports the corruption
+    if name.endswith(_HDF5_SUFFIXES):
+        return "fastmri"  # its reader says: not an HDF5 file
+    from pydicom.misc import is_dicom
+
+    if name.endswith(_DICOM_SUFFIXES) or is_dicom(path):
+        return "dicom"
+    raise _error(
+        path,
+        "unknown file type (expected fastMRI or ISMRMRD HDF5, DICOM, or NIfTI .nii/.nii.gz)",
+    )
+
+
+def image_study(name: str, source: Path, image: np.ndarray, record: object) -> KSpaceStudy:
+    """A fully sampled single-coil study from real images ``(slices, H, W)``: k-space
+    ``fft2c(image)`` complex64 ``(slices, 1, H, W)``, ``target`` the image (float32),
+    ``image_source`` the image record."""
+    image = np.ascontiguousarray(image, dtype=np.float32)
+    kspace = fft2c(torch.from_numpy(image).to(torch.complex64)).numpy()
+    return KSpaceStudy(
+        name=name,
+        source=source,
+        kspace=np.ascontiguousarray(kspace[:, None], dtype=np.complex64),
+        multicoil=False,
+        target=image,
+        image_source=record,  # type: ignore[arg-type]
+    )
+
+
+def read_studies(path: str | os.PathLike[str], fmt: str | None = None) -> list[KSpaceStudy]:
+    """Read an input as k-space studies (image inputs fully sampled), in its own format or
+    ``fmt`` if given. Raises :class:`InputError` (one line, naming the file)."""
+    path = Path(path)
+    fmt = fmt or detect_format(path)
+    if fmt == "fastmri":
+        from pipeline.io.fastmri import read_fastmri
+
+        return [read_fastmri(path)]
+    if fmt == "ismrmrd":
+        from pipeline.io.ismrmrd import read_ismrmrd
+
+        return [read_ismrmrd(path)]
+    if fmt == "nifti":
+        from pipeline.io.nifti import read_nifti
+
+        volume = read_nifti(path)
+        return [image_study(volume.name, path, volume.data, volume)]
+    if fmt == "dicom":
+        from pipeline.io.dicom import read_dicom
+
+        return [image_study(s.name, path, s.data, s) for s in read_dicom(path)]
+    raise ValueError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
+
+
+def read_input(
+    path: str | os.PathLike[str],
+    *,
+    acceleration: float | None = None,
+    center_fraction: float | None = None,
+    seed: Seed | None = None,
+    mask_kind: str = "random",
+) -> list[KSpaceStudy]:
+    """Read an input as studies ready to reconstruct: with ``acceleration`` and
+    ``center_fraction`` each study is undersampled retrospectively
+    (:func:`pipeline.io.fastmri.retrospective_undersample`, seeded from the file name when
+    ``seed`` is None); image inputs need them.
+
+    Raises:
+        InputError: a bad input; an image input without ``acceleration``/``center_fraction``;
+            ``acceleration`` without ``center_fraction``; undersampling an undersampled input.
+    """
+    from pipeline.io.fastmri import retrospective_undersample
+
+    path = Path(path)
+    if (acceleration is None) != (center_fraction is None):
+        raise _error(path, "--acceleration and --center-fraction go together")
+    fmt = detect_format(path)
+    if fmt in IMAGE_FORMATS and acceleration is None:
+        raise _error(
+            path,
+            f"an image input ({fmt}) is undersampled retrospectively: give --acceleration and "
+            "--center-fraction",
+        )
+    studies = read_studies(path, fmt)
+    if acceleration is None:
+        return studies
+    return [
+        retrospective_undersample(s, acceleration, center_fraction, seed, mask_kind)
+        for s in studies
+    ]
