@@ -24,8 +24,8 @@ def simulate(config: steps.DemoConfig, setting: Setting, slices: Path, work: Pat
 
 
 @task(name="reconstruct")
-def reconstruct(acq: Path, method: str, work: Path) -> Path:
-    return steps.reconstruct(acq, method, work)
+def reconstruct(acq: Path, method: str, work: Path, config: steps.DemoConfig) -> Path:
+    return steps.reconstruct(acq, method, work, config)
 
 
 @task(name="report")
@@ -36,7 +36,8 @@ def report(config: steps.DemoConfig, results: list, out: Path) -> str:
 @flow(name="sgilo-demo", log_prints=True)
 def demo_flow(out_dir: str = "sgilo-demo", config: steps.DemoConfig | None = None) -> str:
     """Simulate 4×/8× single-coil and 8-coil acquisitions of MNI validation slices, reconstruct
-    with the classical methods, and write comparison.png, metrics.md/json and config.json."""
+    with the classical methods (and, when a prior is installed, CSGM/ILO/SGILO at 8×), and write
+    comparison.png, uncertainty_*.png (SGILO's std), metrics.md/json and config.json."""
     logger = get_run_logger()
     config = config or steps.DemoConfig()
     out = Path(out_dir).resolve()
@@ -44,13 +45,17 @@ def demo_flow(out_dir: str = "sgilo-demo", config: steps.DemoConfig | None = Non
     work.mkdir(parents=True, exist_ok=True)
     slices = prepare_slices(config, work)
     settings = config.setting_objects()
-    total = sum(len(config.methods_for(s)) for s in settings)
+    missing = steps.prior_available(config) if config.generative else None
+    if missing:
+        logger.info("generative methods skipped: %s", missing)
+    with_prior = bool(config.generative) and missing is None
+    total = sum(len(config.methods_for(s, with_prior)) for s in settings)
     done, results = 0, []
     for setting in settings:
         acq = simulate(config, setting, slices, work)
         recs = {}
-        for method in config.methods_for(setting):
-            recs[method] = reconstruct(acq, method, work)
+        for method in config.methods_for(setting, with_prior):
+            recs[method] = reconstruct(acq, method, work, config)
             done += 1
             logger.info("[%d/%d] %s: %s done", done, total, setting.label, method)
         results.append((setting, acq, recs))

@@ -18,9 +18,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.experiment import DEFAULT_SETTINGS, Setting, make_operator
 from pipeline.metrics import evaluate
-from pipeline.report import MetricRow, comparison_figure, metrics_json, metrics_markdown
+from pipeline.report import (
+    MetricRow,
+    comparison_figure,
+    metrics_json,
+    metrics_markdown,
+    reconstruction_figure,
+)
 from pipeline.simulate import Acquisition, simulate_acquisition
-from pipeline.solvers.classical import CLASSICAL
 
 
 class DemoConfig(BaseModel):
@@ -41,13 +46,38 @@ class DemoConfig(BaseModel):
     methods: list[str] = Field(
         default_factory=lambda: ["zero-filled", "cg-sense", "l1-wavelet", "tv"]
     )
+    generative: list[str] = Field(
+        default_factory=lambda: ["csgm", "ilo", "sgilo"],
+        description="generative methods, run when a prior is installed",
+    )
+    generative_accelerations: list[float] = Field(
+        default_factory=lambda: [8.0],
+        description="the settings (by acceleration) the generative methods run on",
+    )
+    model: str | None = Field(None, description="prior name or generator path (None: default)")
+    samples: int = Field(2, ge=1, description="SGILO chains (≥ 2: a per-pixel std map)")
 
     def setting_objects(self) -> list[Setting]:
         return [Setting(c, r, f) for c, r, f in self.settings]
 
-    def methods_for(self, setting: Setting) -> list[str]:
-        """CG-SENSE is a multi-coil method; everything else runs on every setting."""
-        return [m for m in self.methods if m != "cg-sense" or setting.coils is not None]
+    def methods_for(self, setting: Setting, with_prior: bool = False) -> list[str]:
+        """CG-SENSE is a multi-coil method; the classical ones run on every setting, the
+        generative ones (``with_prior``) on the settings of ``generative_accelerations``."""
+        methods = [m for m in self.methods if m != "cg-sense" or setting.coils is not None]
+        if with_prior and setting.acceleration in self.generative_accelerations:
+            methods += [m for m in self.generative if m not in methods]
+        return methods
+
+
+def prior_available(config: DemoConfig) -> str | None:
+    """``None`` when the demo's prior loads by name/path, else the one-line reason."""
+    from models.registry import resolve_model
+
+    try:
+        resolve_model(config.model)
+    except ValueError as exc:
+        return str(exc)
+    return None
 
 
 def _slug(setting: Setting) -> str:
@@ -113,16 +143,28 @@ def load_acquisition(path: Path) -> tuple[Acquisition, np.ndarray | None]:
     return acq, (d["espirit"] if "espirit" in d else None)
 
 
-def reconstruct(acq_path: Path, method: str, work: Path) -> Path:
-    """Run one method on one acquisition; writes the magnitude and timing to an npz."""
+def reconstruct(acq_path: Path, method: str, work: Path, config: DemoConfig | None = None) -> Path:
+    """Run one method on one acquisition; writes the magnitude, timing and (SGILO with K ≥ 2
+    chains) the per-pixel std to an npz."""
+    from pipeline.methods import GENERATIVE, load_prior, solve
+
+    config = config or DemoConfig()
     acq, espirit = load_acquisition(acq_path)
     maps = None if espirit is None else torch.from_numpy(espirit)
     y, op = make_operator(acq, maps=maps)
+    prior = load_prior(config.model) if method in GENERATIVE else None
+    if prior is not None:
+        prior.stats()
     start = time.perf_counter()
-    result = CLASSICAL[method](y, op)
+    samples = config.samples if method == "sgilo" else 1
+    result = solve(y, op, method, prior=prior, samples=samples, seed=config.seed)
     seconds = time.perf_counter() - start
     path = work / f"rec_{acq_path.stem.removeprefix('acq_')}_{method}.npz"
-    np.savez(path, magnitude=result.magnitude, seconds=seconds)
+    extra = {}
+    std = getattr(result, "std", None)
+    if std is not None and samples > 1:
+        extra["std"] = std.detach().cpu().numpy()
+    np.savez(path, magnitude=result.magnitude, seconds=seconds, **extra)
     return path
 
 
@@ -130,13 +172,15 @@ def write_report(
     config: DemoConfig, results: list[tuple[Setting, Path, dict[str, Path]]], out: Path
 ) -> str:
     """Metrics (Markdown + JSON), the comparison figure and the config; returns the table."""
-    rows, panels = [], {}
+    rows, panels, uncertainty = [], {}, {}
     for setting, acq_path, recs in results:
         target = np.load(acq_path)["target"]
         mags = {}
         for method, rec_path in recs.items():
             d = np.load(rec_path)
             mags[method] = d["magnitude"]
+            if "std" in d:
+                uncertainty[setting.label] = (target[0], d["magnitude"][0], d["std"][0])
             m = evaluate(target, d["magnitude"])
             rows.append(
                 MetricRow(
@@ -165,4 +209,16 @@ def write_report(
         slice_index=0,
         title="sgilo demo: MNI152 validation slice, reconstructions and |error|",
     )
+    for label, (gt, mean, std) in uncertainty.items():
+        reconstruction_figure(
+            {
+                "target": gt,
+                f"SGILO mean of {config.samples}": mean,
+                "|error|": np.abs(mean - gt),
+                "std over chains": std,
+            },
+            out / f"uncertainty_{label.replace(' ', '_')}.png",
+            title=f"SGILO posterior spread, {label} (error and std on their own scales)",
+            reference="target",
+        )
     return table

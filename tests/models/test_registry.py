@@ -32,3 +32,22 @@ def test_path_and_errors(tmp_path, monkeypatch):
     assert "\n" not in str(err.value)
     with pytest.raises(ValueError, match="default prior 'brain-t1-128' is not installed"):
         registry.resolve_model(None)
+
+
+@pytest.mark.parametrize("name", registry.shipped_models())
+def test_shipped_priors_load_and_generate(name):
+    import torch
+
+    from pipeline.methods import load_prior
+
+    prior = load_prior(name)
+    g = prior.generator
+    assert prior.latent_stats is not None  # fitted at release, stored with the generator
+    with torch.no_grad():
+        image = g(torch.randn(2, g.config.style_dim, generator=torch.Generator().manual_seed(0)))
+    r = g.config.resolution
+    assert image.shape == (2, g.config.image_channels, r, r) and torch.isfinite(image).all()
+    for space, model in prior.score_models.items():
+        assert space == "z" or space.startswith("block")
+        assert model.data_shape  # shapes the solver checks against the generator
+    assert (registry.WEIGHTS_DIR / "PROVENANCE.md").is_file()

@@ -1,0 +1,47 @@
+"""`sgilo bench --smoke` measures every method in its own process and writes the report."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from flows.cli import main
+from models.stylegan2.checkpoint import fit_latent_stats, save_generator
+from models.stylegan2.generator import Generator, GeneratorConfig
+
+
+@pytest.mark.slow
+def test_bench_smoke_writes_tables_plots_and_json(tmp_path, capsys):
+    torch.manual_seed(0)
+    config = GeneratorConfig(
+        resolution=16, style_dim=16, n_mlp=2, image_channels=1, channels={4: 8, 8: 8, 16: 8}
+    )
+    g = Generator(config).eval()
+    stats = fit_latent_stats(g, n=500, generator_rng=torch.Generator().manual_seed(1))
+    model = save_generator(tmp_path / "g.pt", g, latent_stats=stats)
+    out = tmp_path / "bench"
+    argv = ["bench", "--smoke", "--out", str(out), "--model", str(model), "--threads", "1"]
+    argv += ["--methods", "zero-filled,cg-sense,csgm"]
+    assert main(argv) == 0, capsys.readouterr().err
+    report = json.loads((out / "benchmarks.json").read_text())
+    assert report["command"] == "sgilo " + " ".join(argv)
+    cells = {(r["setting"], r["method"]) for r in report["rows"]}
+    # cg-sense is multi-coil only: 2 methods single-coil, 3 methods 8-coil, at 4x and 8x
+    assert len(cells) == 2 * 2 + 2 * 3
+    for r in report["rows"]:
+        assert r["slices"] == 2 and r["seconds_per_slice"] > 0 and r["peak_rss_mb"] > 50
+        assert 0 < r["ssim"] <= 1 and r["nmse"] > 0
+    zf = {r["setting"]: r["psnr"] for r in report["rows"] if r["method"] == "zero-filled"}
+    cg = {r["setting"]: r["psnr"] for r in report["rows"] if r["method"] == "cg-sense"}
+    assert cg["8-coil 4x"] > zf["8-coil 4x"]  # coil combination beats zero-filling
+    text = (out / "BENCHMARKS.md").read_text()
+    assert "## single-coil 8x" in text and "| csgm |" in text
+    assert (out / "images" / "bench_psnr.png").stat().st_size > 1000
+    assert (out / "images" / "bench_examples.png").stat().st_size > 1000
+
+
+def test_bench_refuses_unknown_methods(tmp_path, capsys):
+    assert main(["bench", "--smoke", "--out", str(tmp_path), "--methods", "magic"]) == 2
+    assert "unknown method(s) magic" in capsys.readouterr().err
