@@ -164,6 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--resume", action="store_true")
     score.add_argument("--steps", type=int, default=20_000)
     score.add_argument("--batch", type=int, default=128)
+    score.add_argument("--hidden", type=int, default=None, help="network width (default 128)")
+    score.add_argument("--depth", type=int, default=None, help="network depth (default 4)")
     score.add_argument("--seed", type=int, default=0)
     score.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
 
@@ -407,7 +409,10 @@ def cmd_train_score(args: argparse.Namespace) -> int:
         source = gan_latent_source(generator, space, latent_stats=info.latent_stats)
         sample = source(2, torch.Generator().manual_seed(0))
         config = ScoreTrainConfig(
-            network=default_network_config(tuple(sample.shape[1:])),
+            network=default_network_config(
+                tuple(sample.shape[1:]),
+                **{k: v for k, v in (("hidden", args.hidden), ("depth", args.depth)) if v},
+            ),
             space=f"block{space}" if space != "z" else "z",
             batch=args.batch,
             steps=args.steps,

@@ -36,8 +36,9 @@ def report(config: steps.DemoConfig, results: list, out: Path) -> str:
 @flow(name="sgilo-demo", log_prints=True)
 def demo_flow(out_dir: str = "sgilo-demo", config: steps.DemoConfig | None = None) -> str:
     """Simulate 4×/8× single-coil and 8-coil acquisitions of MNI validation slices, reconstruct
-    with the classical methods (and, when a prior is installed, CSGM/ILO/SGILO at 8×), and write
-    comparison.png, uncertainty_*.png (SGILO's std), metrics.md/json and config.json."""
+    with the classical methods (and, when a prior is installed, CSGM/ILO/SGILO on single-coil
+    8× with short schedules), and write comparison.png, uncertainty_*.png (SGILO's std),
+    metrics.md/json and config.json."""
     logger = get_run_logger()
     config = config or steps.DemoConfig()
     out = Path(out_dir).resolve()

@@ -50,9 +50,18 @@ class DemoConfig(BaseModel):
         default_factory=lambda: ["csgm", "ilo", "sgilo"],
         description="generative methods, run when a prior is installed",
     )
-    generative_accelerations: list[float] = Field(
-        default_factory=lambda: [8.0],
-        description="the settings (by acceleration) the generative methods run on",
+    generative_settings: list[str] = Field(
+        default_factory=lambda: ["single-coil 8x"],
+        description="the settings (by label) the generative methods run on",
+    )
+    generative_options: dict[str, dict] = Field(
+        default_factory=lambda: {
+            "csgm": {"steps": 100, "restarts": 2},
+            "ilo": {"steps": [100, 70, 35, 35]},
+            "sgilo": {"steps": [100, 70, 35, 35]},
+        },
+        description="the demo's short schedules (about a third of the defaults' steps; "
+        "`sgilo bench` runs the defaults)",
     )
     model: str | None = Field(None, description="prior name or generator path (None: default)")
     samples: int = Field(2, ge=1, description="SGILO chains (≥ 2: a per-pixel std map)")
@@ -62,9 +71,9 @@ class DemoConfig(BaseModel):
 
     def methods_for(self, setting: Setting, with_prior: bool = False) -> list[str]:
         """CG-SENSE is a multi-coil method; the classical ones run on every setting, the
-        generative ones (``with_prior``) on the settings of ``generative_accelerations``."""
+        generative ones (``with_prior``) on the settings named in ``generative_settings``."""
         methods = [m for m in self.methods if m != "cg-sense" or setting.coils is not None]
-        if with_prior and setting.acceleration in self.generative_accelerations:
+        if with_prior and setting.label in self.generative_settings:
             methods += [m for m in self.generative if m not in methods]
         return methods
 
@@ -157,7 +166,12 @@ def reconstruct(acq_path: Path, method: str, work: Path, config: DemoConfig | No
         prior.stats()
     start = time.perf_counter()
     samples = config.samples if method == "sgilo" else 1
-    result = solve(y, op, method, prior=prior, samples=samples, seed=config.seed)
+    options = config.generative_options.get(method, {}) if prior is not None else {}
+    if prior is not None and "steps" in options and method in ("ilo", "sgilo"):
+        options = {**options, "steps": tuple(options["steps"])[: prior.generator.num_blocks]}
+    result = solve(
+        y, op, method, prior=prior, samples=samples, seed=config.seed, solver_options=options
+    )
     seconds = time.perf_counter() - start
     path = work / f"rec_{acq_path.stem.removeprefix('acq_')}_{method}.npz"
     extra = {}

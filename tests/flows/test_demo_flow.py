@@ -61,10 +61,11 @@ def test_demo_flow_with_a_prior_adds_the_generative_rows(prefect_api, tmp_path):
         generative=["csgm", "sgilo"],
         model=str(model),
         samples=2,
+        generative_options={"csgm": {"steps": 20, "restarts": 1}, "sgilo": {"steps": (20, 10)}},
     )
     demo_flow(out_dir=str(tmp_path / "demo"), config=config)
     rows = json.loads((tmp_path / "demo" / "metrics.json").read_text())
-    # the generative methods run on the 8x setting only, on a 16² prior placed on the 32² grid
+    # the generative methods run on single-coil 8x only, a 16² prior placed on the 32² grid
     assert [(r["setting"], r["method"]) for r in rows] == [
         ("single-coil 4x", "zero-filled"),
         ("single-coil 8x", "zero-filled"),
