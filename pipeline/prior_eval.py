@@ -73,7 +73,7 @@ def invert(
     y = fft2c(x.to(torch.complex64))
     rng = torch.Generator().manual_seed(seed)
     start = time.perf_counter()
-    common = dict(phase="none", normalize=False, data_consistency=False)
+    common = dict(phase="none", normalize=False, fit_gain=False, data_consistency=False)
     if method == "csgm":
         from pipeline.solvers.csgm import CSGMConfig, csgm
 

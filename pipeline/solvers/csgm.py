@@ -108,6 +108,11 @@ class CSGMConfig(BaseModel):
         "1-channel and none for 2-channel generators",
     )
     normalize: bool = Field(True, description="divide y by the data scale s, multiply back")
+    fit_gain: bool = Field(
+        True,
+        description="scale the model image by a per-slice gain a ∈ [0.5, 2] fitted in closed "
+        "form (corrects s, which undershoots the image's scale at high acceleration)",
+    )
     data_consistency: bool = Field(True, description="final data-consistency step")
     dc_iterations: int = Field(10, ge=1, description="CG steps of multi-coil data consistency")
     dc_weight: float = Field(1e-2, gt=0, description="μ of the multi-coil data consistency")
@@ -133,7 +138,14 @@ def csgm(
     config = CSGMConfig() if config is None else config
     start_time = time.perf_counter()
     check_inputs(y, op, generator, "csgm")
-    problem = prepare_problem(y, op, generator, phase=config.phase, normalize=config.normalize)
+    problem = prepare_problem(
+        y,
+        op,
+        generator,
+        phase=config.phase,
+        normalize=config.normalize,
+        fit_gain=config.fit_gain,
+    )
     batch = problem.batch
 
     def image_of(z: torch.Tensor) -> torch.Tensor:

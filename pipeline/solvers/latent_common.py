@@ -20,6 +20,8 @@ from pipeline.solvers.classical import batch_dot, data_scale
 from pipeline.solvers.resample import GridPlacement
 
 PhaseModel = Literal["auto", "none", "from-calibration"]
+#: the bounds of the fitted intensity gain (``Problem.gain``)
+GAIN_RANGE = (0.5, 2.0)
 
 
 def latent_dtype_device(generator: object, y: torch.Tensor) -> tuple[torch.dtype, torch.device]:
@@ -197,6 +199,7 @@ class Problem:
     dtype: torch.dtype
     device: torch.device
     placement: GridPlacement
+    fit_gain: bool = False
 
     @property
     def batch(self) -> int:
@@ -209,7 +212,20 @@ class Problem:
             x = ((g[:, 0] + 1) / 2).to(self.y.dtype)
         else:
             x = torch.complex(g[:, 0], g[:, 1]).to(self.y.dtype)
-        return self.phase * self.placement.A(x)
+        x = self.phase * self.placement.A(x)
+        if self.fit_gain:
+            x = x * self.gain(x).view(-1, *([1] * (x.ndim - 1)))
+        return x
+
+    def gain(self, x: torch.Tensor) -> torch.Tensor:
+        """The per-slice gain ``a = clamp(Re⟨A x, y/s⟩ / ‖A x‖², 0.5, 2)`` ``(B,)`` that best
+        matches ``a·x`` to the data (the least-squares optimum, kept in the autograd graph, so the
+        latents are fitted to the gain-corrected residual)."""
+        ax = self.op.A(x).reshape(self.batch, -1)
+        yn = self.y_normalized.reshape(self.batch, -1)
+        num = (ax.conj() * yn).real.sum(dim=1)
+        den = ax.abs().pow(2).sum(dim=1).clamp_min(torch.finfo(num.dtype).tiny)
+        return (num / den).clamp(GAIN_RANGE[0], GAIN_RANGE[1])
 
     def measurement_loss(self, x: torch.Tensor) -> torch.Tensor:
         """``‖A x − y/s‖² / m`` per slice ``(B,)``."""
@@ -218,7 +234,13 @@ class Problem:
 
 
 def prepare_problem(
-    y: torch.Tensor, op: LinearOperator, generator: Any, *, phase: PhaseModel, normalize: bool
+    y: torch.Tensor,
+    op: LinearOperator,
+    generator: Any,
+    *,
+    phase: PhaseModel,
+    normalize: bool,
+    fit_gain: bool = False,
 ) -> Problem:
     """The data scale, normalised data, phase carrier and measurement count of checked inputs
     (:func:`check_inputs`); ``ValueError`` for a phase model the generator cannot use."""
@@ -236,7 +258,9 @@ def prepare_problem(
     m = num_measurements(op, y)
     dtype, device = latent_dtype_device(generator, y)
     placement = GridPlacement(int(generator.config.resolution), tuple(op.ishape))
-    return Problem(y, op, y_n, scale, carrier, phase_model, m, channels, dtype, device, placement)
+    return Problem(
+        y, op, y_n, scale, carrier, phase_model, m, channels, dtype, device, placement, fit_gain
+    )
 
 
 def finish_image(

@@ -116,6 +116,11 @@ class SGILOConfig(BaseModel):
         "'auto' = from-calibration for 1-channel and none for 2-channel generators",
     )
     normalize: bool = Field(True, description="divide y by the data scale s, multiply back")
+    fit_gain: bool = Field(
+        True,
+        description="scale the model image by a per-slice gain a ∈ [0.5, 2] fitted in closed "
+        "form (corrects s, which undershoots the image's scale at high acceleration)",
+    )
     data_consistency: bool = Field(True, description="final data-consistency step")
     dc_iterations: int = Field(10, ge=1, description="CG steps of multi-coil data consistency")
     dc_weight: float = Field(1e-2, gt=0, description="μ of the multi-coil data consistency")
@@ -236,7 +241,14 @@ def sgilo(
         raise ValueError("sgilo needs the generator's latent statistics (fit_latent_stats)")
     check_inputs(y, op, generator, "sgilo", rounds=config.rounds)
     models = check_score_models(score_models, generator)
-    problem = prepare_problem(y, op, generator, phase=config.phase, normalize=config.normalize)
+    problem = prepare_problem(
+        y,
+        op,
+        generator,
+        phase=config.phase,
+        normalize=config.normalize,
+        fit_gain=config.fit_gain,
+    )
     dtype, device = problem.dtype, problem.device
     mu, sigma = latent_stats_on(latent_stats, generator, dtype, device)
     batch = problem.batch

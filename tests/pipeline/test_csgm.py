@@ -59,7 +59,14 @@ class LinearGenerator(torch.nn.Module):
 
 
 def _config(**kw) -> CSGMConfig:
-    base = dict(steps=600, latent_weight=0.0, restarts=1, phase="none", data_consistency=False)
+    base = dict(
+        steps=600,
+        latent_weight=0.0,
+        restarts=1,
+        phase="none",
+        data_consistency=False,
+        fit_gain=False,
+    )
     return CSGMConfig(**(base | kw))
 
 
@@ -258,3 +265,24 @@ def test_smoke_tiny_stylegan2():
     assert calls[-1] == (10, 10) and len(calls) == 10
     assert np.isfinite(res.params["measurement_loss"]) and res.params["phase"] == "from-calibration"
     assert all(p.requires_grad for p in gen.parameters())  # unfrozen afterwards
+
+
+def test_gain_recovers_an_image_brighter_than_the_model_range():
+    """An image 1.5× brighter than the truth's (as when the data scale undershoots at high
+    acceleration) is fitted exactly with the gain; the gain itself is the least-squares factor,
+    clamped to [0.5, 2]."""
+    gen = LinearGenerator(seed=9)
+    x = _truth(gen, amplitude=1.0)
+    op = _full_op()
+    y = op.A(1.5 * x)
+    cfg = dict(normalize=False, steps=400)
+    rng = torch.Generator().manual_seed(3)
+    with_gain = csgm(y, op, generator=gen, config=_config(fit_gain=True, **cfg), rng=rng)
+    assert _rel(with_gain.image, 1.5 * x) < 1e-3
+    from pipeline.solvers.latent_common import prepare_problem
+
+    problem = prepare_problem(y, op, gen, phase="none", normalize=False, fit_gain=True)
+    assert torch.allclose(
+        problem.gain(op.A_adjoint(y) / 3), torch.tensor([2.0, 2.0], dtype=torch.float64)
+    )
+    assert torch.allclose(problem.gain(op.A_adjoint(y)), torch.ones(2, dtype=torch.float64))

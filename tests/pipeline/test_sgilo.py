@@ -63,7 +63,7 @@ def _gaussian_model(shape, shift=None, scale=None) -> ScoreModel:
 
 
 def _config(**kw) -> SGILOConfig:
-    base = dict(phase="none", normalize=False, data_consistency=False)
+    base = dict(phase="none", normalize=False, fit_gain=False, data_consistency=False)
     return SGILOConfig(**(base | kw))
 
 
@@ -143,6 +143,7 @@ def test_zero_lam_tau_equals_ilo_with_infinite_radii(gen_stats):
             radii=(1e30, 1e30),
             phase="none",
             normalize=False,
+            fit_gain=False,
             data_consistency=False,
         ),
         rng=torch.Generator().manual_seed(7),
