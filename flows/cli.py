@@ -1,13 +1,16 @@
 """The `sgilo` command line (top layer: it starts Prefect flows and calls pipeline/ directly).
 
     sgilo demo [--out DIR] [--slices N] [--quick]
-    sgilo reconstruct INPUT... --method M --out DIR [--seed N]
+    sgilo reconstruct INPUT... --method M --out DIR [--model NAME|PATH] [--seed N]
                       [--acceleration R --center-fraction F] [--mask-type random|equispaced]
+                      [--format h5,nifti,dicom,png] [--anonymize] [--samples K] [--device D]
     sgilo batch INPUT_OR_FOLDER... --method M --out DIR [reconstruct options]
                 [--workers N | --dask-address ADDR]
     sgilo serve --watch FOLDER --out DIR --method M [reconstruct options]
                 [--cron "*/5 * * * *" | --interval S] [--settle S] [--once]
     sgilo tune-classical [--slices N] [--out FILE]
+    sgilo bench [--smoke] [--out DIR] [--methods M,...] [--model NAME|PATH] [--device D]
+    sgilo evaluate-prior [--model NAME|PATH] --out DIR
     sgilo train-gan --data SRC [--data SRC ...] --out DIR [--resume] [--steps N] ...
     sgilo train-score --generator PATH --space z|K --out DIR [--resume] [--steps N] ...
     sgilo sample --generator PATH [--score PATH --block K] --out FILE.png [--n N] [--seed S]
@@ -108,7 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--slices", type=int, default=4, help="validation slices to use (1-16)")
     demo.add_argument("--seed", type=int, default=0)
 
-    rec = sub.add_parser("reconstruct", help="reconstruct fastMRI-format HDF5 k-space files")
+    rec = sub.add_parser(
+        "reconstruct",
+        help="reconstruct fastMRI/ISMRMRD k-space files, DICOM series and NIfTI volumes",
+    )
     rec.add_argument("inputs", nargs="+", type=Path, metavar="INPUT")
     add_reconstruct_options(rec)
     add_batch_parsers(sub)

@@ -28,6 +28,11 @@ def reconstruct(acq: Path, method: str, work: Path, config: steps.DemoConfig) ->
     return steps.reconstruct(acq, method, work, config)
 
 
+@task(name="write-kspace-file")
+def write_kspace_file(acq: Path, setting: Setting, out: Path) -> Path:
+    return steps.write_kspace_file(acq, setting, out)
+
+
 @task(name="report")
 def report(config: steps.DemoConfig, results: list, out: Path) -> str:
     return steps.write_report(config, results, out)
@@ -38,7 +43,9 @@ def demo_flow(out_dir: str = "sgilo-demo", config: steps.DemoConfig | None = Non
     """Simulate 4×/8× single-coil and 8-coil acquisitions of MNI validation slices, reconstruct
     with the classical methods (and, when a prior is installed, CSGM/ILO/SGILO on single-coil
     8× with short schedules), and write comparison.png, uncertainty_*.png (SGILO's std),
-    metrics.md/json and config.json."""
+    metrics.md/json and config.json; the acquisitions of ``export_settings`` also go, as
+    fastMRI k-space files (inputs/), through the batch flow into NIfTI, DICOM, HDF5 and PNG
+    (exports/)."""
     logger = get_run_logger()
     config = config or steps.DemoConfig()
     out = Path(out_dir).resolve()
@@ -61,6 +68,20 @@ def demo_flow(out_dir: str = "sgilo-demo", config: steps.DemoConfig | None = Non
             logger.info("[%d/%d] %s: %s done", done, total, setting.label, method)
         results.append((setting, acq, recs))
     table = report(config, results, out)
+    exported = [
+        write_kspace_file(acq, setting, out / "inputs")
+        for setting, acq, _ in results
+        if setting.label in config.export_settings
+    ]
+    if exported:
+        from flows.batch import batch_flow
+
+        batch = batch_flow(
+            [str(p) for p in exported],
+            str(out / "exports"),
+            {"method": config.export_method, "recon": {"formats": ["h5", "nifti", "dicom", "png"]}},
+        )
+        logger.info("exports (NIfTI, DICOM, HDF5, PNG): %s", batch["summary"])
     logger.info(
         "wrote %s",
         ", ".join(

@@ -64,6 +64,12 @@ class DemoConfig(BaseModel):
         "`sgilo bench` runs the defaults)",
     )
     model: str | None = Field(None, description="prior name or generator path (None: default)")
+    export_settings: list[str] = Field(
+        default_factory=lambda: ["8-coil 4x"],
+        description="settings whose acquisitions are also written as fastMRI k-space files and "
+        "reconstructed through the batch flow into NIfTI, DICOM, HDF5 and PNG (exports/)",
+    )
+    export_method: str = Field("cg-sense", description="the method of the exported series")
     samples: int = Field(2, ge=1, description="SGILO chains (≥ 2: a per-pixel std map)")
 
     def setting_objects(self) -> list[Setting]:
@@ -133,6 +139,24 @@ def simulate(config: DemoConfig, setting: Setting, slices_path: Path, work: Path
         num_low_frequencies=acq.num_low_frequencies,
     )
     return path
+
+
+def write_kspace_file(acq_path: Path, setting: Setting, out: Path) -> Path:
+    """The acquisition as a fastMRI-format k-space file ``out/demo_<setting>.h5`` (undersampled
+    k-space, its mask, the target as ``reconstruction_rss``; no coil maps: the reconstruction
+    estimates ESPIRiT maps as for a real scan)."""
+    from pipeline.io.fastmri import write_kspace
+
+    acq, _ = load_acquisition(acq_path)
+    kspace = acq.kspace if acq.multicoil else acq.kspace[:, 0]
+    out.mkdir(parents=True, exist_ok=True)
+    return write_kspace(
+        out / f"demo_{_slug(setting)}.h5",
+        kspace,
+        mask=acq.mask,
+        target=acq.target,
+        attrs={"source": "sgilo demo: simulated from MNI152 validation slices"},
+    )
 
 
 def load_acquisition(path: Path) -> tuple[Acquisition, np.ndarray | None]:

@@ -16,8 +16,15 @@ def test_demo_flow_writes_report(prefect_api, tmp_path):
         size=64,
         settings=[(None, 4, 0.08), (4, 4, 0.08)],
         methods=["zero-filled", "cg-sense", "tv"],
+        export_settings=["4-coil 4x"],
     )
     table = demo_flow(out_dir=str(tmp_path), config=config)
+    # the 4-coil acquisition went through the batch flow into every export format
+    exports = tmp_path / "exports"
+    names = {p.name for p in exports.iterdir()}
+    stem = "demo_4-coil_4x"
+    assert {f"{stem}.h5", f"{stem}.nii.gz", f"{stem}_dicom", f"{stem}.png", "run.json"} <= names
+    assert len(list((exports / f"{stem}_dicom").glob("*.dcm"))) == 2
     for name in ("comparison.png", "metrics.md", "metrics.json", "config.json"):
         assert (tmp_path / name).stat().st_size > 0
     assert (tmp_path / "comparison.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -61,6 +68,7 @@ def test_demo_flow_with_a_prior_adds_the_generative_rows(prefect_api, tmp_path):
         generative=["csgm", "sgilo"],
         model=str(model),
         samples=2,
+        export_settings=[],
         generative_options={"csgm": {"steps": 20, "restarts": 1}, "sgilo": {"steps": (20, 10)}},
     )
     demo_flow(out_dir=str(tmp_path / "demo"), config=config)
