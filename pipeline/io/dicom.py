@@ -168,9 +168,10 @@ def read_dicom(path: str | os.PathLike[str]) -> list[DicomSeries]:
 
     Raises:
         InputError: missing path, a file that is not DICOM or is unreadable/corrupt, a folder
-            with no DICOM files; per file: no pixel data, modality other than ``MR``, declared
-            Rows/Columns above 4096 (checked before decoding), multi-frame or multi-sample
-            pixels, undecodable pixel data, malformed geometry; per series: differing
+            with no DICOM files; per file (prefixed with the folder's name when ``path`` is
+            a folder): no pixel data, modality other than ``MR``, declared Rows/Columns above
+            4096 (checked before decoding), multi-frame or multi-sample pixels, undecodable
+            pixel data, malformed geometry; per series: differing
             Rows/Columns or orientation, duplicate slice positions, slice gaps that differ by
             more than 10 %.
     """
@@ -183,7 +184,7 @@ def read_dicom(path: str | os.PathLike[str]) -> list[DicomSeries]:
             raise _error(path, "folder contains no DICOM files")
     else:
         files = [path]
-    slices = [s for s in (_read_slice(f, single=not path.is_dir()) for f in files) if s]
+    slices = [s for s in (_read_file(path, f) for f in files) if s]
     if not slices:
         raise _error(path, "folder contains no DICOM image files")
 
@@ -231,6 +232,17 @@ def _series_number(header: Dataset) -> int:
         return int(header.get("SeriesNumber"))
     except (TypeError, ValueError):
         return -1
+
+
+def _read_file(source: Path, path: Path) -> _Slice | None:
+    """Read one file of the input ``source`` (the file itself, or a folder holding it); a bad
+    file of a folder is reported as ``<folder>: <file>: <what>``, so the input is named."""
+    if not source.is_dir():
+        return _read_slice(path, single=True)
+    try:
+        return _read_slice(path, single=False)
+    except InputError as exc:
+        raise InputError(f"{source.name}: {exc}") from exc
 
 
 def _read_slice(path: Path, single: bool) -> _Slice | None:

@@ -16,6 +16,7 @@ file. Writers are atomic: the file appears complete under its final name or not 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import secrets
 from collections.abc import Callable, Mapping
@@ -31,6 +32,8 @@ from pipeline.io.types import InputError, KSpaceStudy
 MAX_GRID = 4096
 MAX_COILS = 128
 MAX_SLICES = 2048
+#: most k-space samples read (2 GiB as complex64): each axis within its limit is not enough
+MAX_SAMPLES = 2**28
 MAPS_DATASETS = ("sens_maps", "maps", "sensitivity_maps")
 _FIELD_ATTRS = ("acceleration", "num_low_frequency", "num_low_frequencies")
 
@@ -56,9 +59,10 @@ def read_fastmri(path: str | os.PathLike[str]) -> KSpaceStudy:
 
     Raises:
         InputError: missing, empty, non-HDF5 or corrupt file; no ``kspace`` dataset; k-space
-            not complex, of rank other than 3 or 4, with a zero or absurd size, non-finite or
-            all zero; a mask of the wrong length, non-binary or sampling nothing; bad attributes,
-            maps or target.
+            not complex, of rank other than 3 or 4, with a zero or absurd size (checked before
+            reading: per axis, and :data:`MAX_SAMPLES` in all), non-finite or all zero; a
+            mask of the wrong length, non-binary or sampling nothing; bad attributes, maps or
+            target.
     """
     path = Path(path)
     if not path.exists():
@@ -133,11 +137,17 @@ def _read_kspace(path: Path, f: h5py.File) -> tuple[np.ndarray, bool]:
     if 0 in ds.shape:
         raise _error(path, f"kspace has a zero-size dimension (shape {ds.shape})")
     slices, *coils, h, w = ds.shape
-    if h > MAX_GRID or w > MAX_GRID or slices > MAX_SLICES or (coils and coils[0] > MAX_COILS):
+    if (
+        h > MAX_GRID
+        or w > MAX_GRID
+        or slices > MAX_SLICES
+        or (coils and coils[0] > MAX_COILS)
+        or math.prod(ds.shape) > MAX_SAMPLES
+    ):
         raise _error(
             path,
             f"kspace shape {ds.shape} is too large (H, W <= {MAX_GRID}, coils <= {MAX_COILS}, "
-            f"slices <= {MAX_SLICES})",
+            f"slices <= {MAX_SLICES}, <= {MAX_SAMPLES} samples in all)",
         )
     kspace = np.ascontiguousarray(ds.astype(np.complex64)[()])
     if not np.isfinite(kspace).all():
@@ -213,6 +223,8 @@ def _read_target(path: Path, f: h5py.File, slices: int, multicoil: bool) -> np.n
                 raise _error(
                     path, f"{name} must be real ({slices}, H, W), got {ds.dtype} {ds.shape}"
                 )
+            if max(ds.shape[1:]) > MAX_GRID:
+                raise _error(path, f"{name} shape {ds.shape} is too large (H, W <= {MAX_GRID})")
             return ds.astype(np.float32)[()]
     return None
 

@@ -36,7 +36,13 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from pipeline.io.fastmri import MAX_COILS, MAX_GRID, MAX_SLICES, center_run_length
+from pipeline.io.fastmri import (
+    MAX_COILS,
+    MAX_GRID,
+    MAX_SAMPLES,
+    MAX_SLICES,
+    center_run_length,
+)
 from pipeline.io.types import InputError, KSpaceStudy
 
 #: acquisition flags (bit numbers, ``ismrmrd.constants``) of lines that are not image data
@@ -144,8 +150,10 @@ def read_ismrmrd(path: str | os.PathLike[str]) -> KSpaceStudy:
         InputError: missing or non-HDF5 file, no ``dataset`` group, no or invalid XML header,
             no (imaging) acquisitions, non-Cartesian or 3-D encoding, several contrasts /
             phases / repetitions / sets or encodings, channel or sample counts that differ
-            from the header or between lines, line indices outside the encoded matrix, a slice
-            without data, slices sampling different lines, non-finite data.
+            from the header or between lines, a declared k-space above
+            :data:`pipeline.io.fastmri.MAX_SAMPLES` samples (refused before allocating it),
+            line indices outside the encoded matrix, a slice without data, slices sampling
+            different lines, non-finite data.
     """
     path = Path(path)
     if not path.is_file():
@@ -231,6 +239,12 @@ def _assemble(path: Path, hdr: dict, rows: np.ndarray) -> tuple[np.ndarray, np.n
         raise _error(path, f"absurd sizes: encoded matrix {nx} x {ny}, {ncoils} channels")
     if not 0 < nslices <= MAX_SLICES or slice_idx.max() >= nslices:
         raise _error(path, f"inconsistent sizes: slice index {slice_idx.max()} of {nslices}")
+    if nslices * ncoils * ny * nx > MAX_SAMPLES:  # refused before allocating
+        raise _error(
+            path,
+            f"k-space of {nslices} slices x {ncoils} channels x {nx} x {ny} is too large "
+            f"(<= {MAX_SAMPLES} samples in all)",
+        )
 
     ky_shift = ny // 2 - (hdr["ky_center"] if hdr["ky_center"] else ny // 2)
     lines = np.zeros((nslices, ncoils, ny, nx), dtype=np.complex128)

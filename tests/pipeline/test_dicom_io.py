@@ -128,7 +128,8 @@ def test_ct_modality_in_folder(tmp_path):
     ds = _mr()
     ds.Modality = "CT"
     ds.save_as(tmp_path / "s" / "ct.dcm")
-    assert "CT" in _raises_one_line(tmp_path / "s", "ct.dcm")
+    message = _raises_one_line(tmp_path / "s", "ct.dcm")
+    assert message.startswith("s: ct.dcm: ") and "CT" in message  # names the input folder
 
 
 def test_inconsistent_spacing(tmp_path):

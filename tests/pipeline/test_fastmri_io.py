@@ -282,6 +282,7 @@ BAD_INPUTS: dict[str, tuple[Callable[[Path], Path], str]] = {
     "huge height": (_huge((1, 5000, 8)), "too large"),
     "many coils": (_huge((1, 129, 4, 4)), "too large"),
     "many slices": (_huge((2049, 2, 2)), "too large"),
+    "huge in all": (_huge((2048, 128, 4096, 4096)), "samples in all"),  # axes within limits
     "nan": (_with_nonfinite(complex(np.nan, 0)), "non-finite"),
     "inf": (_with_nonfinite(complex(0, np.inf)), "non-finite"),
     "all zero": (lambda p: _h5(p, kspace=np.zeros((2, 4, 4), np.complex64)), "all zero"),
