@@ -15,7 +15,10 @@ in [0, 1] and a JSON-able summary. A source is
     in-plane voxel sizes differ;
   - DICOM (``.dcm``, or any other file pydicom recognises): single-frame pixels with
     RescaleSlope/Intercept applied (:func:`pipeline.data.dicom_examples.dicom_pixels`); in-plane
-    pixels are taken as square.
+    pixels are taken as square;
+  - NumPy arrays (``.npy``, real, no pickles): ``(H, W)`` is one image, ``(N, H, W)`` is N
+    images (e.g. a stack exported from another pipeline, or ``mni-train`` itself written with
+    ``np.save`` for a machine without nilearn).
 
 Every image, whatever its source, goes through the same steps: NaN → 0; zero-padded to a centred
 square (:func:`pipeline.data.mni.pad_to_square`); resized to ``size``×``size``
@@ -47,6 +50,7 @@ MNI_TRAIN = "mni-train"
 #: per-image scaling: this percentile of the resized image maps to 1
 PERCENTILE = 99.5
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+NPY_SUFFIXES = (".npy",)
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
 
@@ -76,6 +80,8 @@ def _kind(path: Path) -> str:
         return "image"
     if name.endswith(NIFTI_SUFFIXES):
         return "nifti"
+    if name.endswith(NPY_SUFFIXES):
+        return "npy"
     return "dicom"  # .dcm, or whatever pydicom recognises
 
 
@@ -140,7 +146,18 @@ def _read_dicom(path: Path) -> Iterator[np.ndarray]:
     yield dicom_pixels(path)
 
 
-_READERS = {"image": _read_picture, "nifti": _read_nifti, "dicom": _read_dicom}
+def _read_npy(path: Path) -> Iterator[np.ndarray]:
+    data = np.load(path, allow_pickle=False)
+    if data.dtype.kind not in "uif":
+        raise ValueError(f"expected a real array, got dtype {data.dtype}")
+    if data.ndim == 2:
+        data = data[None]
+    if data.ndim != 3:
+        raise ValueError(f"expected (H, W) or (N, H, W), got shape {data.shape}")
+    yield from (s.astype(np.float64) for s in data)
+
+
+_READERS = {"image": _read_picture, "nifti": _read_nifti, "dicom": _read_dicom, "npy": _read_npy}
 
 
 def _files(root: Path) -> list[Path]:
@@ -164,7 +181,7 @@ def _load_folder(source: str, size: int, skipped: list[dict[str, str]]) -> tuple
     if not files:
         raise ValueError(f"{source}: empty folder (no files)")
     images: list[np.ndarray] = []
-    counts = {"image": 0, "nifti": 0, "dicom": 0}
+    counts = {"image": 0, "nifti": 0, "dicom": 0, "npy": 0}
     n_skipped = 0
     for path in files:
         kind = _kind(path)

@@ -74,7 +74,7 @@ def test_shapes_ranges_and_counts(mixed, folder):
     assert summary["sources"]["mni-train"]["images"] == n_mni
     got = summary["sources"][str(folder)]
     assert got["images"] == 8 and got["files"] == 6 and got["skipped"] == 2
-    assert got["files_by_type"] == {"image": 3, "nifti": 1, "dicom": 2}
+    assert got["files_by_type"] == {"image": 3, "nifti": 1, "dicom": 2, "npy": 0}
     skipped = sorted(Path(s["path"]).name for s in summary["skipped"])
     assert skipped == ["f_broken.png", "g_notes.txt"]
     assert len(warned) == 2 and all("skipped" in w for w in warned)
@@ -167,3 +167,17 @@ def test_bad_sources(tmp_path):
         load_training_images(["mni-train"], 4)
     with pytest.raises(ValueError, match="sources"):
         load_training_images([], SIZE)
+
+
+def test_npy_stacks_equal_the_mni_source(tmp_path):
+    """mni-train written with np.save and read back as a folder source gives the same images."""
+    mni, _ = load_training_images(["mni-train"], 32)
+    np.save(tmp_path / "stack.npy", mni)
+    np.save(tmp_path / "one.npy", mni[0])
+    np.save(tmp_path / "bad.npy", np.array(["a", "b"]))
+    with pytest.warns(UserWarning, match="bad.npy: skipped"):
+        got, summary = load_training_images([str(tmp_path)], 32)
+    assert summary["sources"][str(tmp_path)]["files_by_type"]["npy"] == 2
+    assert len(got) == len(mni) + 1  # one.npy sorts before stack.npy
+    np.testing.assert_allclose(got[1:], mni, atol=1e-6)
+    np.testing.assert_allclose(got[0], mni[0], atol=1e-6)
