@@ -155,6 +155,12 @@ def build_parser() -> argparse.ArgumentParser:
     gan.add_argument("--batch", type=int, default=8)
     gan.add_argument("--steps", type=int, default=10_000)
     gan.add_argument("--checkpoint-every", type=int, default=500)
+    gan.add_argument(
+        "--max-minutes",
+        type=_positive_float,
+        default=None,
+        help="a time budget: stop (with a checkpoint) after this many minutes; --resume goes on",
+    )
     gan.add_argument("--seed", type=int, default=0)
     gan.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
 
@@ -408,6 +414,7 @@ def cmd_train_gan(args: argparse.Namespace) -> int:
             resume=args.resume,
             progress=progress,
             device=args.device,
+            max_seconds=None if args.max_minutes is None else 60 * args.max_minutes,
         )
     except (FileExistsError, ValueError) as exc:
         _stderr(f"sgilo train-gan: error: {' '.join(str(exc).split())}")

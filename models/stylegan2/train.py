@@ -459,6 +459,7 @@ def train_gan(
     resume: bool = False,
     progress: Callable[[dict[str, Any]], None] | None = None,
     device: str | torch.device = "cpu",
+    max_seconds: float | None = None,
 ) -> TrainResult:
     """Train G and D for ``config.total_steps`` steps, writing checkpoints, logs and samples.
 
@@ -473,6 +474,9 @@ def train_gan(
         progress: called every ``progress_every`` steps and at the end with ``{"step", "total",
             "kimg", "losses": {"d", "g", "r1"}, "images_per_s"}`` (r1: last value computed).
         device: where the networks run; random numbers are always drawn on the CPU.
+        max_seconds: stop after the first step that ends this many seconds after the call began
+            (a time budget); the run then ends as at ``total_steps`` (log record, samples,
+            checkpoint), and ``resume`` continues it exactly.
 
     Returns:
         :class:`TrainResult`. Checkpoints are written every ``checkpoint_every`` steps and at the
@@ -519,7 +523,7 @@ def train_gan(
 
     history: dict[str, list[float]] = {}
     last: dict[str, float] = {}
-    log_t0 = prog_t0 = time.perf_counter()
+    log_t0 = prog_t0 = call_t0 = time.perf_counter()
     log_n = prog_n = 0
     while run.step < config.total_steps:
         t = time.perf_counter()
@@ -530,7 +534,8 @@ def train_gan(
             history.setdefault(k, []).append(v)
         log_n += config.batch_size
         prog_n += config.batch_size
-        step, done = run.step, run.step == config.total_steps
+        out_of_time = max_seconds is not None and time.perf_counter() - call_t0 >= max_seconds
+        step, done = run.step, run.step == config.total_steps or out_of_time
         kimg = run.images_seen / 1000
         if step % config.log_every == 0 or done:
             now = time.perf_counter()
@@ -564,5 +569,7 @@ def train_gan(
             )
         if step % config.checkpoint_every == 0 or done:
             _write_checkpoint(run, out_dir)
+        if out_of_time:
+            break
     result.step, result.images_seen = run.step, run.images_seen
     return result

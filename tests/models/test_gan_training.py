@@ -187,6 +187,19 @@ def test_resume_is_bit_for_bit(full_run, tmp_path, data):
     assert np.array_equal(grid_a, grid_b)
 
 
+def test_time_budget_stops_with_a_checkpoint_and_resume_finishes_exactly(full_run, tmp_path, data):
+    out, _, _ = full_run
+    stopped = train_gan(tiny_config(4), data, tmp_path, max_seconds=0.0)
+    assert stopped.step == 1  # the first step ends past a zero budget
+    assert load_ckpt(tmp_path / "checkpoint.pt")["step"] == 1
+    assert (tmp_path / "samples" / "step_000001.png").exists()
+    finished = train_gan(tiny_config(4), data, tmp_path, resume=True)
+    assert finished.step == 4
+    a, b = load_ckpt(out / "checkpoint.pt"), load_ckpt(tmp_path / "checkpoint.pt")
+    for key in ("g", "d", "g_ema"):
+        assert states_equal(a[key], b[key]), key
+
+
 def test_resume_refuses_a_different_config(full_run, data):
     out, _, _ = full_run
     before = (out / "checkpoint.pt").read_bytes()
