@@ -212,6 +212,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--model", default=None, help="prior name or generator file")
     bench.add_argument("--samples", type=int, default=1, help="SGILO chains")
+    bench.add_argument(
+        "--settings",
+        default=None,
+        help="comma-separated setting labels (default: single-coil and 8-coil at 4x and 8x)",
+    )
     bench.add_argument("--threads", type=int, default=2, help="torch threads per method")
     bench.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
 
@@ -502,6 +507,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
     fields = {"methods": methods, "model": args.model, "samples": args.samples}
     fields["threads"] = args.threads
     fields["device"] = args.device
+    if args.settings is not None:
+        from pipeline.experiment import DEFAULT_SETTINGS
+
+        known = {s.label: s for s in DEFAULT_SETTINGS}
+        labels = [t.strip() for t in args.settings.split(",") if t.strip()]
+        if not labels or any(t not in known for t in labels):
+            _stderr(f"sgilo bench: --settings from {', '.join(known)}")
+            return 2
+        fields["settings"] = [
+            (known[t].coils, known[t].acceleration, known[t].center_fraction) for t in labels
+        ]
     if args.slices is not None:
         fields["num_slices"] = args.slices
     try:

@@ -42,6 +42,9 @@ def test_bench_smoke_writes_tables_plots_and_json(tmp_path, capsys):
     assert (out / "images" / "bench_examples.png").stat().st_size > 1000
 
 
-def test_bench_refuses_unknown_methods(tmp_path, capsys):
+def test_bench_refuses_unknown_methods_and_settings(tmp_path, capsys):
     assert main(["bench", "--smoke", "--out", str(tmp_path), "--methods", "magic"]) == 2
     assert "unknown method(s) magic" in capsys.readouterr().err
+    argv = ["bench", "--smoke", "--out", str(tmp_path), "--methods", "zero-filled"]
+    assert main(argv + ["--settings", "3-coil 5x"]) == 2
+    assert "--settings from single-coil 4x" in capsys.readouterr().err
