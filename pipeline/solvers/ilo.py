@@ -86,7 +86,10 @@ class ILOConfig(BaseModel):
         "variable)",
     )
     radius_fraction: float = Field(
-        0.3, ge=0, description="default radius: allowed mean |change| per entry / rms(v₀)"
+        0.03,
+        ge=0,
+        description="default radius: allowed mean |change| per entry / rms(v₀) (chosen on "
+        "training slices, docs/GENERATIVE_TUNING.md)",
     )
     noise_blocks_ahead: int = Field(
         2, ge=0, description="noise maps of blocks k … k + this are optimised in round k"
