@@ -14,11 +14,15 @@ ILO's hand-made ℓ1 ball replaced by a learned prior:
 
   ``D`` one Tweedie denoising step of the score model at time ``t`` (computed in the model's
   standardized space, see :meth:`models.score.model.ScoreModel.sgilo_step`); then the sphere
-  projection of ``z`` and of the optimised noise maps (as in ILO); no ℓ1 projection. The noise
+  projection of ``z`` and of the optimised noise maps (as in ILO); then, unless
+  ``radius_fraction`` is None (the paper's form), ILO's ℓ1-ball projection around the round start
+  as a safeguard (with a weak score model the free block outputs otherwise fit noise and
+  aliasing; docs/GENERATIVE_TUNING.md). The noise
   maps and the skip image get no prior step (unless the block model was trained with the skip
   image appended as extra channels, ``data_shape = (C_k + C_img, r, r)``);
-- a space without a score model gets no prior step, and ``lam = tau = 0`` leaves every variable
-  untouched, bit for bit: SGILO is then ILO with infinite radii and a constant learning rate
+- a space without a score model gets no prior step, and ``lam = tau = 0`` with
+  ``radius_fraction=None`` leaves every variable untouched, bit for bit: SGILO is then ILO with
+  infinite radii and a constant learning rate
   (``ILOConfig(lr_rampup=0, lr_rampdown=0, radii=(huge, …))``, same seed, same steps; equal up to
   the rounding of ILO's ``v₀ + (v − v₀)``);
 - the output of a chain is, per slice, as in ILO the iterate of the last round with the lowest
@@ -67,6 +71,7 @@ from pipeline.solvers.latent_common import (
     frozen,
     prepare_problem,
 )
+from pipeline.solvers.projections import l1_ball_project
 
 
 class PriorModel(Protocol):
@@ -107,6 +112,13 @@ class SGILOConfig(BaseModel):
         "('best', ILO's rule) or the final iterate ('last')",
     )
     geocross_weight: float = Field(0.01, ge=0, description="weight of GeoCross(z)")
+    radius_fraction: float | None = Field(
+        0.03,
+        ge=0,
+        description="safeguard: ILO's ℓ1 ball (this fraction, as ILO's radius_fraction) around "
+        "each round's start, applied after the prior step (chosen on training slices, "
+        "docs/GENERATIVE_TUNING.md); None: the paper's pure score-guided update",
+    )
     noise_blocks_ahead: int = Field(
         2, ge=0, description="noise maps of blocks k … k + this are optimised in round k"
     )
@@ -271,6 +283,16 @@ def sgilo(
         """SGILO's after-step hook: the prior steps on z and h_{k−1}, then the sphere
         projections."""
         h_model = models.get(rnd.k - 1) if rnd.h is not None else None
+        radii = (
+            []
+            if config.radius_fraction is None
+            else [
+                config.radius_fraction
+                * math.sqrt(v0[0].numel())
+                * v0.detach().reshape(v0.shape[0], -1).norm(dim=1)
+                for v0 in rnd.starts
+            ]
+        )
 
         def step() -> None:
             if "z" in models:
@@ -278,6 +300,9 @@ def sgilo(
             if rnd.h is not None and h_model is not None:
                 prior_on_h(rnd.h, h_model)
             rnd.sphere_project()
+            if radii:
+                for v, v0, r in zip(rnd.variables, rnd.starts, radii, strict=True):
+                    v.copy_(v0 + l1_ball_project(v - v0, r))
 
         return step
 

@@ -63,7 +63,9 @@ def _gaussian_model(shape, shift=None, scale=None) -> ScoreModel:
 
 
 def _config(**kw) -> SGILOConfig:
-    base = dict(phase="none", normalize=False, fit_gain=False, data_consistency=False)
+    base = dict(
+        phase="none", normalize=False, fit_gain=False, data_consistency=False, radius_fraction=None
+    )
     return SGILOConfig(**(base | kw))
 
 
