@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipeline.experiment import DEFAULT_SETTINGS, Setting
+from pipeline.experiment import DEFAULT_SETTINGS, Setting, save_acquisition
 from pipeline.methods import GENERATIVE, METHODS
 
 #: solver overrides of the smoke run: enough steps to exercise every code path, no more
@@ -104,24 +104,12 @@ def _cell(job: dict) -> None:
     """Child process: load the acquisition, run one method, write magnitude + figures."""
     import torch
 
-    from pipeline.experiment import make_operator
+    from pipeline.experiment import load_acquisition, make_operator
     from pipeline.methods import load_prior, solve
-    from pipeline.simulate import Acquisition
 
     torch.set_num_threads(job["threads"])
-    d = np.load(job["acquisition"])
-    acq = Acquisition(
-        target=d["target"],
-        image=d["image"],
-        kspace=d["kspace"],
-        mask=d["mask"],
-        maps=d["maps"] if "maps" in d else None,
-        sigma=float(d["sigma"]),
-        acceleration=float(d["acceleration"]),
-        center_fraction=float(d["center_fraction"]),
-        num_low_frequencies=int(d["num_low_frequencies"]),
-    )
-    maps = torch.from_numpy(d["espirit"]) if "espirit" in d else None
+    acq, espirit = load_acquisition(Path(job["acquisition"]))
+    maps = None if espirit is None else torch.from_numpy(espirit)
     y, op = make_operator(acq, maps=maps)
     prior = load_prior(job["model"], device=job["device"]) if job["method"] in GENERATIVE else None
     if prior is not None:
@@ -175,20 +163,7 @@ def _simulate(config: BenchConfig, setting: Setting, target: np.ndarray, path: P
         snr_db=config.snr_db,
         seed=config.seed,
     )
-    arrays = {k: getattr(acq, k) for k in ("target", "image", "kspace", "mask")}
-    if acq.maps is not None:
-        from pipeline.espirit import estimate_maps
-
-        arrays["maps"] = acq.maps
-        arrays["espirit"] = estimate_maps(acq.kspace, acq.mask)
-    np.savez(
-        path,
-        **arrays,
-        sigma=acq.sigma,
-        acceleration=acq.acceleration,
-        center_fraction=acq.center_fraction,
-        num_low_frequencies=acq.num_low_frequencies,
-    )
+    save_acquisition(path, acq)
 
 
 def validation_targets(num_slices: int, size: int) -> np.ndarray:

@@ -16,7 +16,13 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipeline.experiment import DEFAULT_SETTINGS, Setting, make_operator
+from pipeline.experiment import (
+    DEFAULT_SETTINGS,
+    Setting,
+    load_acquisition,
+    make_operator,
+    save_acquisition,
+)
 from pipeline.metrics import evaluate
 from pipeline.report import (
     MetricRow,
@@ -25,7 +31,7 @@ from pipeline.report import (
     metrics_markdown,
     reconstruction_figure,
 )
-from pipeline.simulate import Acquisition, simulate_acquisition
+from pipeline.simulate import simulate_acquisition
 
 
 class DemoConfig(BaseModel):
@@ -123,21 +129,8 @@ def simulate(config: DemoConfig, setting: Setting, slices_path: Path, work: Path
         snr_db=config.snr_db,
         seed=config.seed,
     )
-    arrays = {k: getattr(acq, k) for k in ("target", "image", "kspace", "mask")}
-    if acq.maps is not None:
-        from pipeline.espirit import estimate_maps
-
-        arrays["maps"] = acq.maps
-        arrays["espirit"] = estimate_maps(acq.kspace, acq.mask)
     path = work / f"acq_{_slug(setting)}.npz"
-    np.savez(
-        path,
-        **arrays,
-        sigma=acq.sigma,
-        acceleration=acq.acceleration,
-        center_fraction=acq.center_fraction,
-        num_low_frequencies=acq.num_low_frequencies,
-    )
+    save_acquisition(path, acq)
     return path
 
 
@@ -157,23 +150,6 @@ def write_kspace_file(acq_path: Path, setting: Setting, out: Path) -> Path:
         target=acq.target,
         attrs={"source": "sgilo demo: simulated from MNI152 validation slices"},
     )
-
-
-def load_acquisition(path: Path) -> tuple[Acquisition, np.ndarray | None]:
-    """An acquisition written by :func:`simulate`, and its ESPIRiT maps (or None)."""
-    d = np.load(path)
-    acq = Acquisition(
-        target=d["target"],
-        image=d["image"],
-        kspace=d["kspace"],
-        mask=d["mask"],
-        maps=d["maps"] if "maps" in d else None,
-        sigma=float(d["sigma"]),
-        acceleration=float(d["acceleration"]),
-        center_fraction=float(d["center_fraction"]),
-        num_low_frequencies=int(d["num_low_frequencies"]),
-    )
-    return acq, (d["espirit"] if "espirit" in d else None)
 
 
 def reconstruct(acq_path: Path, method: str, work: Path, config: DemoConfig | None = None) -> Path:

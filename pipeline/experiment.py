@@ -9,7 +9,9 @@ solvers.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
+import numpy as np
 import torch
 
 from operators.base import LinearOperator
@@ -62,3 +64,42 @@ def espirit_operator(acq: Acquisition) -> tuple[torch.Tensor, LinearOperator]:
     from pipeline.espirit import estimate_maps
 
     return make_operator(acq, maps=torch.from_numpy(estimate_maps(acq.kspace, acq.mask)))
+
+
+def save_acquisition(path: Path, acq: Acquisition, *, espirit: bool = True) -> Path:
+    """Write a simulated acquisition to an ``.npz`` (with ESPIRiT maps estimated from its
+    calibration region for multi-coil data, when ``espirit``); read back by
+    :func:`load_acquisition`."""
+    arrays = {k: getattr(acq, k) for k in ("target", "image", "kspace", "mask")}
+    if acq.maps is not None:
+        arrays["maps"] = acq.maps
+        if espirit:
+            from pipeline.espirit import estimate_maps
+
+            arrays["espirit"] = estimate_maps(acq.kspace, acq.mask)
+    np.savez(
+        path,
+        **arrays,
+        sigma=acq.sigma,
+        acceleration=acq.acceleration,
+        center_fraction=acq.center_fraction,
+        num_low_frequencies=acq.num_low_frequencies,
+    )
+    return Path(path)
+
+
+def load_acquisition(path: Path) -> tuple[Acquisition, np.ndarray | None]:
+    """An acquisition written by :func:`save_acquisition`, and its ESPIRiT maps (or None)."""
+    d = np.load(path)
+    acq = Acquisition(
+        target=d["target"],
+        image=d["image"],
+        kspace=d["kspace"],
+        mask=d["mask"],
+        maps=d["maps"] if "maps" in d else None,
+        sigma=float(d["sigma"]),
+        acceleration=float(d["acceleration"]),
+        center_fraction=float(d["center_fraction"]),
+        num_low_frequencies=int(d["num_low_frequencies"]),
+    )
+    return acq, (d["espirit"] if "espirit" in d else None)
