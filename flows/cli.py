@@ -300,22 +300,36 @@ def check_reconstruct_options(args: argparse.Namespace, command: str) -> tuple[i
 
 
 def cmd_reconstruct(args: argparse.Namespace) -> int:
+    import time
+
     from pipeline.io.types import InputError
+    from pipeline.provenance import append_log, now_iso, run_record, write_run_json
     from pipeline.reconstruct import reconstruct_file
 
     status, prior = check_reconstruct_options(args, "sgilo reconstruct")
     if status:
         return status
+    started = now_iso()
 
     def progress(step: int, total: int, message: str) -> None:
         if total >= 50 and (step % max(total // 10, 1) == 0 or step == total):
             _stderr(f"  {message}: {step}/{total}")
 
+    def log(message: str) -> None:
+        _stderr(message)
+        append_log(args.out, message)
+
+    def fail(message: str) -> None:
+        _stderr(f"sgilo: error: {message}")
+        append_log(args.out, message, error=True)
+
     failures = 0
+    timings: dict[str, dict] = {}
     for i, path in enumerate(args.inputs, 1):
         _stderr(f"[{i}/{len(args.inputs)}] {path.name}: {args.method}")
+        t0 = time.perf_counter()
         try:
-            reconstruct_file(
+            result = reconstruct_file(
                 path,
                 args.out,
                 args.method,
@@ -323,22 +337,39 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
                 center_fraction=args.center_fraction,
                 seed=args.seed,
                 mask_kind=args.mask_type,
-                log=_stderr,
+                log=log,
                 callback=progress,
                 prior=prior,
                 samples=args.samples,
                 formats=args.format,
                 anonymize=args.anonymize,
             )
-        except InputError as exc:
-            failures += 1
-            _stderr(f"sgilo: error: {exc}")
-        except (OSError, ValueError) as exc:
+            timings[str(path)] = {
+                "status": "done",
+                "seconds": round(time.perf_counter() - t0, 3),
+                "outputs": [p.name for p in result.outputs],
+                **({"metrics": result.metrics} if result.metrics else {}),
+            }
+        except (InputError, OSError, ValueError) as exc:
             failures += 1
             reason = " ".join(str(exc).split())
-            _stderr(f"sgilo: error: {path.name}: {reason}")
+            fail(reason if isinstance(exc, InputError) else f"{path.name}: {reason}")
+            timings[str(path)] = {"status": "failed", "error": reason}
     if failures:
         _stderr(f"sgilo reconstruct: {failures} of {len(args.inputs)} input(s) failed")
+    if args.out.is_dir():
+        config = {
+            "command": "sgilo " + " ".join(args.argv),
+            "method": args.method,
+            "options": {
+                k: (str(v) if isinstance(v, Path) else v)
+                for k, v in vars(args).items()
+                if k not in ("inputs", "argv", "command")
+            },
+        }
+        models = [prior.path] if prior is not None else []
+        record = run_record(config, list(args.inputs), models, started=started, timings=timings)
+        write_run_json(args.out, record)
     return 1 if failures else 0
 
 

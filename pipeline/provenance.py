@@ -215,3 +215,14 @@ def write_json_atomic(path: str | os.PathLike[str], data: Any) -> Path:
 def write_run_json(out_dir: str | os.PathLike[str], record: Mapping[str, Any]) -> Path:
     """Write ``out_dir/run.json`` atomically; returns its path."""
     return write_json_atomic(Path(out_dir) / "run.json", dict(record))
+
+
+def append_log(out_dir: str | os.PathLike[str], message: str, *, error: bool = False) -> None:
+    """Append one time-stamped line to ``out_dir/run.log`` (file names, statuses and figures
+    only: callers never pass DICOM header values)."""
+    from datetime import datetime
+
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now().astimezone().isoformat(timespec="seconds")
+    with open(Path(out_dir) / "run.log", "a", encoding="utf-8") as fh:
+        fh.write(f"{stamp} {'ERROR' if error else 'INFO'} {' '.join(message.split())}\n")

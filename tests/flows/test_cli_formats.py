@@ -88,7 +88,10 @@ def ismrmrd_run(tmp_path_factory) -> tuple[Path, Path]:
 
 
 def _entries(out: Path) -> list[str]:
-    return sorted(p.name for p in out.iterdir()) if out.exists() else []
+    """The output folder's entries other than the run's provenance (run.json, run.log)."""
+    if not out.exists():
+        return []
+    return sorted(p.name for p in out.iterdir() if p.name not in ("run.json", "run.log"))
 
 
 def _dcm_files(folder: Path) -> list[Path]:

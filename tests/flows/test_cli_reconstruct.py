@@ -120,7 +120,7 @@ def _reconstruct(
     assert ERROR not in err and "Traceback" not in err
     written = out / path.name
     assert written.is_file()
-    assert sorted(p.name for p in out.iterdir()) == [path.name]  # no stray temporary files
+    assert _names(out) == [path.name]  # no stray temporary files
     recon, attrs = _read(written)
     assert recon.dtype == np.float32
     assert recon.shape == (SLICES, H, W)  # on the k-space grid, not cropped or transposed
@@ -142,8 +142,17 @@ def _assert_one_line_failure(err: str, name: str, reason: str) -> None:
     assert not after or after[0].startswith(("[", "sgilo reconstruct:")), err
 
 
+#: the run's own provenance, written to every output folder
+RUN_FILES = {"run.json", "run.log"}
+
+
+def _names(out: Path) -> list[str]:
+    """The output folder's entries other than the run's provenance files."""
+    return sorted(p.name for p in out.iterdir() if p.name not in RUN_FILES)
+
+
 def _no_output(out: Path) -> None:
-    assert not out.exists() or not any(out.iterdir()), list(out.iterdir())
+    assert not out.exists() or not _names(out), list(out.iterdir())
 
 
 # ----------------------------------------------------------------------------- single-coil
@@ -364,10 +373,21 @@ def test_batch_with_one_bad_input(
     assert code == 1, err
     _assert_one_line_failure(err, "broken.h5", "non-finite")
     # the inputs after the bad one were processed too; nothing (not even a .tmp) for the bad one
-    assert sorted(p.name for p in out.iterdir()) == sorted([inputs.single.name, inputs.multi.name])
+    assert _names(out) == sorted([inputs.single.name, inputs.multi.name])
     for good in (inputs.single, inputs.multi):
         recon, _ = _read(out / good.name)
         assert recon.shape == (SLICES, H, W) and np.isfinite(recon).all()
+    # provenance: run.json with hashes and per-input status, run.log with one line per input
+    import hashlib
+    import json
+
+    record = json.loads((out / "run.json").read_text())
+    assert record["config"]["method"] == "zero-filled"
+    assert record["inputs"][0]["sha256"] == hashlib.sha256(inputs.single.read_bytes()).hexdigest()
+    statuses = {Path(k).name: v["status"] for k, v in record["timings"].items()}
+    assert statuses == {inputs.single.name: "done", bad.name: "failed", inputs.multi.name: "done"}
+    log = (out / "run.log").read_text()
+    assert "ERROR broken.h5:" in log and f"{inputs.multi.stem}: zero-filled" in log
 
 
 # ----------------------------------------------------------------------------- real process
@@ -392,7 +412,7 @@ def test_real_process_exit_code_and_stderr(inputs: Inputs, tmp_path: Path) -> No
     proc = _sgilo("reconstruct", inputs.single, missing, "--method", "zero-filled", "--out", out)
     assert proc.returncode == 1, proc.stderr
     _assert_one_line_failure(proc.stderr, missing.name, "does not exist")
-    assert sorted(p.name for p in out.iterdir()) == [inputs.single.name]
+    assert _names(out) == [inputs.single.name]
     recon, _ = _read(out / inputs.single.name)
     ref = _zero_filled(inputs.single_kspace)
     np.testing.assert_allclose(recon, ref, rtol=1e-4, atol=1e-5 * ref.max())
