@@ -43,12 +43,12 @@ from collections.abc import Sequence
 from typing import Protocol
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from operators.base import LinearOperator
 from pipeline.solvers.base import Progress, ReconResult
 from pipeline.solvers.latent_common import (
-    PhaseModel,
+    MRIFitConfig,
     check_inputs,
     config_params,
     finish_image,
@@ -89,7 +89,7 @@ class LatentGenerator(Protocol):
     ) -> torch.Tensor: ...
 
 
-class CSGMConfig(BaseModel):
+class CSGMConfig(MRIFitConfig):
     """CSGM parameters (all recorded in ``ReconResult.params``)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -101,21 +101,6 @@ class CSGMConfig(BaseModel):
     )
     restarts: int = Field(3, ge=1, description="random restarts; the lowest measurement loss wins")
     latent_weight: float = Field(1e-3, ge=0, description="λ of λ‖z‖²")
-    phase: PhaseModel = Field(
-        "auto",
-        description="phase of a 1-channel (magnitude) generator: 'from-calibration' "
-        "(e^{iφ} of the centre-of-k-space image) or 'none'; 'auto' = from-calibration for "
-        "1-channel and none for 2-channel generators",
-    )
-    normalize: bool = Field(True, description="divide y by the data scale s, multiply back")
-    fit_gain: bool = Field(
-        True,
-        description="scale the model image by a per-slice gain a ∈ [0.5, 2] fitted in closed "
-        "form (corrects s, which undershoots the image's scale at high acceleration)",
-    )
-    data_consistency: bool = Field(True, description="final data-consistency step")
-    dc_iterations: int = Field(10, ge=1, description="CG steps of multi-coil data consistency")
-    dc_weight: float = Field(1e-2, gt=0, description="μ of the multi-coil data consistency")
 
 
 def csgm(

@@ -46,14 +46,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from models.stylegan2.checkpoint import LatentStats, gaussianized_to_w
 from models.stylegan2.generator import Generator, SynthesisState
 from operators.base import LinearOperator
 from pipeline.solvers.base import Progress, ReconResult
 from pipeline.solvers.latent_common import (
-    PhaseModel,
+    MRIFitConfig,
     Problem,
     check_inputs,
     config_params,
@@ -64,7 +64,7 @@ from pipeline.solvers.latent_common import (
 from pipeline.solvers.projections import l1_ball_project, sphere_project
 
 
-class ILOConfig(BaseModel):
+class ILOConfig(MRIFitConfig):
     """ILO parameters (all recorded in ``ReconResult.params``)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -94,20 +94,6 @@ class ILOConfig(BaseModel):
     noise_blocks_ahead: int = Field(
         2, ge=0, description="noise maps of blocks k … k + this are optimised in round k"
     )
-    phase: PhaseModel = Field(
-        "auto",
-        description="phase of a 1-channel (magnitude) generator: 'from-calibration' or 'none'; "
-        "'auto' = from-calibration for 1-channel and none for 2-channel generators",
-    )
-    normalize: bool = Field(True, description="divide y by the data scale s, multiply back")
-    fit_gain: bool = Field(
-        True,
-        description="scale the model image by a per-slice gain a ∈ [0.5, 2] fitted in closed "
-        "form (corrects s, which undershoots the image's scale at high acceleration)",
-    )
-    data_consistency: bool = Field(True, description="final data-consistency step")
-    dc_iterations: int = Field(10, ge=1, description="CG steps of multi-coil data consistency")
-    dc_weight: float = Field(1e-2, gt=0, description="μ of the multi-coil data consistency")
 
     @model_validator(mode="after")
     def _check(self) -> ILOConfig:
@@ -178,8 +164,14 @@ def _radius(config: ILOConfig, k: int, v0: torch.Tensor) -> torch.Tensor:
     given = None if config.radii is None else config.radii[k]
     if given is not None:
         return torch.full((v0.shape[0],), float(given), dtype=v0.dtype, device=v0.device)
+    return size_scaled_radius(config.radius_fraction, v0)
+
+
+def size_scaled_radius(fraction: float, v0: torch.Tensor) -> torch.Tensor:
+    """``fraction · √n · ‖v₀‖₂`` per batch element ``(B,)``: a mean absolute change per entry of
+    at most ``fraction`` times the root-mean-square size of ``v₀`` (``n`` entries)."""
     flat = v0.detach().reshape(v0.shape[0], -1)
-    return config.radius_fraction * math.sqrt(flat.shape[1]) * flat.norm(dim=1)
+    return fraction * math.sqrt(flat.shape[1]) * flat.norm(dim=1)
 
 
 @torch.no_grad()

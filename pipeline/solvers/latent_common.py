@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
 from operators.base import LinearOperator
 from operators.fft import fft2c, ifft2c
@@ -179,6 +179,29 @@ def resolve_phase(phase: PhaseModel, channels: int) -> str:
     if phase == "from-calibration" and channels == 2:
         raise ValueError("phase='from-calibration' is for 1-channel generators only")
     return phase
+
+
+class MRIFitConfig(BaseModel):
+    """The MRI options every latent-space solver shares: phase model, scale normalisation,
+    intensity gain and the final data-consistency step (fields of CSGM/ILO/SGILO configs)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    phase: PhaseModel = Field(
+        "auto",
+        description="phase of a 1-channel (magnitude) generator: 'from-calibration' "
+        "(e^{iφ} of the centre-of-k-space image) or 'none'; 'auto' = from-calibration for "
+        "1-channel and none for 2-channel generators",
+    )
+    normalize: bool = Field(True, description="divide y by the data scale s, multiply back")
+    fit_gain: bool = Field(
+        True,
+        description="scale the model image by a per-slice gain a ∈ [0.5, 2] fitted in closed "
+        "form (corrects s, which undershoots the image's scale at high acceleration)",
+    )
+    data_consistency: bool = Field(True, description="final data-consistency step")
+    dc_iterations: int = Field(10, ge=1, description="CG steps of multi-coil data consistency")
+    dc_weight: float = Field(1e-2, gt=0, description="μ of the multi-coil data consistency")
 
 
 @dataclass

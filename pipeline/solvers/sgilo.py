@@ -56,15 +56,15 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from models.stylegan2.checkpoint import LatentStats
 from models.stylegan2.generator import Generator, SynthesisState
 from operators.base import LinearOperator
 from pipeline.solvers.base import Progress, ReconResult
-from pipeline.solvers.ilo import Round, latent_stats_on, run_rounds
+from pipeline.solvers.ilo import Round, latent_stats_on, run_rounds, size_scaled_radius
 from pipeline.solvers.latent_common import (
-    PhaseModel,
+    MRIFitConfig,
     check_inputs,
     config_params,
     finish_image,
@@ -90,7 +90,7 @@ class PriorModel(Protocol):
     ) -> torch.Tensor: ...
 
 
-class SGILOConfig(BaseModel):
+class SGILOConfig(MRIFitConfig):
     """SGILO parameters (all recorded in ``ReconResult.params``)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -122,20 +122,6 @@ class SGILOConfig(BaseModel):
     noise_blocks_ahead: int = Field(
         2, ge=0, description="noise maps of blocks k … k + this are optimised in round k"
     )
-    phase: PhaseModel = Field(
-        "auto",
-        description="phase of a 1-channel (magnitude) generator: 'from-calibration' or 'none'; "
-        "'auto' = from-calibration for 1-channel and none for 2-channel generators",
-    )
-    normalize: bool = Field(True, description="divide y by the data scale s, multiply back")
-    fit_gain: bool = Field(
-        True,
-        description="scale the model image by a per-slice gain a ∈ [0.5, 2] fitted in closed "
-        "form (corrects s, which undershoots the image's scale at high acceleration)",
-    )
-    data_consistency: bool = Field(True, description="final data-consistency step")
-    dc_iterations: int = Field(10, ge=1, description="CG steps of multi-coil data consistency")
-    dc_weight: float = Field(1e-2, gt=0, description="μ of the multi-coil data consistency")
 
     @model_validator(mode="after")
     def _check(self) -> SGILOConfig:
@@ -286,12 +272,7 @@ def sgilo(
         radii = (
             []
             if config.radius_fraction is None
-            else [
-                config.radius_fraction
-                * math.sqrt(v0[0].numel())
-                * v0.detach().reshape(v0.shape[0], -1).norm(dim=1)
-                for v0 in rnd.starts
-            ]
+            else [size_scaled_radius(config.radius_fraction, v0) for v0 in rnd.starts]
         )
 
         def step() -> None:
