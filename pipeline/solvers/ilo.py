@@ -316,7 +316,7 @@ def run_rounds(
                     else current < best_loss
                 )
                 best_loss = torch.where(keep, current, best_loss)
-                best_x = torch.where(keep[:, None, None], x.detach(), best_x)
+                best_x = torch.where(keep.view(-1, *([1] * (x.ndim - 1))), x.detach(), best_x)
             if step == round_steps:  # the final iterate is evaluated, not stepped
                 round_losses.append(float(current.mean()))
                 break

@@ -1,10 +1,22 @@
-"""MRI glue shared by the latent-space solvers (CSGM, ILO, SGILO): input checks, the data scale,
+"""Glue shared by the latent-space solvers (CSGM, ILO, SGILO): input checks, the data scale,
 generator freezing, measurement counts, the phase estimated from the calibration region, the
-generator output convention and the final unscaling + data-consistency step."""
+generator output convention and the final unscaling + data-consistency step.
+
+Two kinds of problem reach the solvers, and :func:`prepare_problem` returns the matching object:
+
+- **MRI** (:class:`Problem`): an operator of :mod:`operators.mri`, complex k-space ``y``; the
+  generator's 1-channel magnitude ``(G + 1)/2`` (times a phase carrier) or 2-channel real/imaginary
+  image, placed on the operator's grid, in units normalised by the data scale ``s``; the final
+  image is unscaled and (by default) made consistent with ``y``.
+- **Natural images** (:class:`ImageProblem`): the papers' operators of :mod:`operators.image` or
+  the identity (denoising), real ``y``; the image is ``x = (G + 1)/2`` ``(B, C, R, R)``, nominally
+  in [0, 1], with no phase, scale, gain, placement or data-consistency step (the papers' form).
+"""
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -13,8 +25,15 @@ from typing import Any, Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from operators.base import LinearOperator
+from operators.base import Identity, LinearOperator
 from operators.fft import fft2c, ifft2c
+from operators.image import (
+    Colorization,
+    GaussianCompressedSensing,
+    Inpainting,
+    PartialCirculant,
+    SuperResolution,
+)
 from operators.mri import MultiCoilMRI, NonCartesianMRI, SingleCoilMRI
 from pipeline.solvers.classical import batch_dot, data_scale
 from pipeline.solvers.resample import GridPlacement
@@ -142,15 +161,66 @@ def data_consistency(
 
 
 # ---------------------------------------------------------------------- solver input / output
+#: the natural-image operators of the papers' baseline suite (real images, real measurements)
+IMAGE_OPERATORS = (
+    Inpainting,
+    SuperResolution,
+    GaussianCompressedSensing,
+    PartialCirculant,
+    Colorization,
+)
+
+
+def is_image_operator(op: LinearOperator) -> bool:
+    """True for a natural-image operator: one of :data:`IMAGE_OPERATORS` or a real
+    :class:`operators.base.Identity` on a ``(C, H, W)`` image (denoising)."""
+    if isinstance(op, IMAGE_OPERATORS):
+        return True
+    return isinstance(op, Identity) and not op.complex_input and len(op.ishape) == 3
+
+
+def _check_image_inputs(
+    y: torch.Tensor, op: LinearOperator, generator: Any, solver: str, rounds: int | None
+) -> None:
+    channels = int(generator.config.image_channels)
+    resolution = int(generator.config.resolution)
+    want = (channels, resolution, resolution)
+    if tuple(op.ishape) != want:
+        raise ValueError(
+            f"{solver}: {type(op).__name__} acts on images {tuple(op.ishape)}; the generator "
+            f"makes {want} (natural-image operators are not resampled: build the operator on "
+            "the generator's grid)"
+        )
+    if torch.is_complex(y) or not torch.is_floating_point(y) or tuple(y.shape[1:]) != op.oshape:
+        raise ValueError(
+            f"y must be real (B, {', '.join(map(str, op.oshape))}) for {type(op).__name__}, "
+            f"got {y.dtype} {tuple(y.shape)}"
+        )
+    if rounds is not None and rounds > generator.num_blocks:
+        raise ValueError(
+            f"{rounds} rounds need as many synthesis blocks; the generator has "
+            f"{generator.num_blocks}"
+        )
+
+
 def check_inputs(
     y: torch.Tensor, op: LinearOperator, generator: Any, solver: str, rounds: int | None = None
 ) -> None:
-    """``ValueError`` unless ``op`` is an MRI operator, ``y`` complex ``(B, *op.oshape)``, the
-    generator 1- or 2-channel and (when ``rounds`` is given) the generator has at least ``rounds``
-    synthesis blocks. The operator's image grid may differ from the generator's resolution: the
-    generator's image is then placed on it by :class:`pipeline.solvers.resample.GridPlacement`."""
+    """``ValueError`` unless the inputs form an MRI or a natural-image problem (module docstring)
+    and (when ``rounds`` is given) the generator has at least ``rounds`` synthesis blocks.
+
+    MRI: ``op`` an MRI operator, ``y`` complex ``(B, *op.oshape)``, the generator 1- or
+    2-channel. The operator's image grid may differ from the generator's resolution: the
+    generator's image is then placed on it by :class:`pipeline.solvers.resample.GridPlacement`.
+    Natural images: ``op`` a natural-image operator (:func:`is_image_operator`) on exactly the
+    generator's ``(C, R, R)``, ``y`` real ``(B, *op.oshape)``."""
+    if is_image_operator(op):
+        _check_image_inputs(y, op, generator, solver, rounds)
+        return
     if not isinstance(op, SingleCoilMRI | MultiCoilMRI | NonCartesianMRI):
-        raise ValueError(f"{solver} needs an MRI operator, got {type(op).__name__}")
+        raise ValueError(
+            f"{solver} needs an MRI operator or a natural-image operator, got {type(op).__name__}"
+        )
     if not torch.is_complex(y) or y.ndim < 2 or tuple(y.shape[1:]) != op.oshape:
         raise ValueError(
             f"y must be complex (B, {', '.join(map(str, op.oshape))}) for {type(op).__name__}, "
@@ -256,6 +326,37 @@ class Problem:
         return r.abs().pow(2).reshape(self.batch, -1).sum(dim=1) / self.m
 
 
+@dataclass
+class ImageProblem:
+    """A checked natural-image problem (same interface as :class:`Problem`): ``y`` real
+    ``(B, *op.oshape)``, used as is (``y_normalized = y``, ``scale`` = 1), ``m`` ``(B,)`` the
+    number of measurements per image ``prod(op.oshape)``, the generator's ``channels`` and the
+    latent ``dtype``/``device``."""
+
+    y: torch.Tensor
+    op: LinearOperator
+    y_normalized: torch.Tensor
+    scale: torch.Tensor
+    m: torch.Tensor
+    channels: int
+    dtype: torch.dtype
+    device: torch.device
+    phase_model: str = "none"
+
+    @property
+    def batch(self) -> int:
+        return self.y.shape[0]
+
+    def image(self, g: torch.Tensor) -> torch.Tensor:
+        """Generator output ``(B, C, R, R)`` → the image ``x = (G + 1)/2`` (same shape)."""
+        return ((g + 1) / 2).to(self.y.dtype)
+
+    def measurement_loss(self, x: torch.Tensor) -> torch.Tensor:
+        """``‖A x − y‖² / m`` per image ``(B,)``."""
+        r = self.op.A(x) - self.y
+        return r.pow(2).reshape(self.batch, -1).sum(dim=1) / self.m
+
+
 def prepare_problem(
     y: torch.Tensor,
     op: LinearOperator,
@@ -264,9 +365,18 @@ def prepare_problem(
     phase: PhaseModel,
     normalize: bool,
     fit_gain: bool = False,
-) -> Problem:
+) -> Problem | ImageProblem:
     """The data scale, normalised data, phase carrier and measurement count of checked inputs
-    (:func:`check_inputs`); ``ValueError`` for a phase model the generator cannot use."""
+    (:func:`check_inputs`); ``ValueError`` for a phase model the generator cannot use. For a
+    natural-image operator an :class:`ImageProblem` (the MRI options ``phase``, ``normalize`` and
+    ``fit_gain`` do not apply and are ignored)."""
+    if is_image_operator(op):
+        batch = y.shape[0]
+        dtype, device = latent_dtype_device(generator, y)
+        m = torch.full((batch,), float(math.prod(op.oshape)), dtype=y.dtype, device=y.device)
+        ones = torch.ones(batch, dtype=y.dtype, device=y.device)
+        channels = int(generator.config.image_channels)
+        return ImageProblem(y, op, y, ones, m, channels, dtype, device)
     channels = int(generator.config.image_channels)
     phase_model = resolve_phase(phase, channels)
     batch = y.shape[0]
@@ -287,7 +397,7 @@ def prepare_problem(
 
 
 def finish_image(
-    problem: Problem,
+    problem: Problem | ImageProblem,
     x: torch.Tensor,
     *,
     dc: bool,
@@ -295,7 +405,11 @@ def finish_image(
     dc_iterations: int,
 ) -> torch.Tensor:
     """A normalised-units image ``(B, H, W)`` back in the units of ``y`` (× ``s``), then, if asked,
-    made consistent with ``y`` (``dc``: :func:`data_consistency`); detached."""
+    made consistent with ``y`` (``dc``: :func:`data_consistency`); detached. A natural-image
+    problem's image ``(B, C, R, R)`` is returned as is (detached): the papers' form has no
+    data-consistency step."""
+    if isinstance(problem, ImageProblem):
+        return x.detach()
     y = problem.y
     out = x.detach() * problem.scale.view(-1, 1, 1).to(y.dtype)
     if dc:

@@ -331,7 +331,7 @@ def sgilo(
             chain_round_start_losses.append(result.round_start_losses)
 
     stacked = torch.stack(samples)  # (K, B, H, W)
-    std = stacked.abs().std(dim=0, correction=0)
+    std = (stacked.abs() if stacked.is_complex() else stacked).std(dim=0, correction=0)
     params: dict[str, float | int | str] = {
         **config_params(config, problem.phase_model),
         "rounds": config.rounds,
