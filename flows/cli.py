@@ -10,6 +10,8 @@
                 [--cron "*/5 * * * *" | --interval S] [--settle S] [--once]
     sgilo tune-classical [--slices N] [--out FILE]
     sgilo bench [--smoke] [--out DIR] [--methods M,...] [--model NAME|PATH] [--device D]
+    sgilo bench --suite natural [--smoke] [--out DIR] [--methods M,...] [--tasks T,...]
+    sgilo scaling [--sizes 64,128,256] [--batches 1,2,4,8,16] [--steps N] [--out FILE.md]
     sgilo evaluate-prior [--model NAME|PATH] --out DIR
     sgilo train-gan --data SRC [--data SRC ...] --out DIR [--resume] [--steps N] ...
     sgilo train-score --generator PATH --space z|K --out DIR [--resume] [--steps N] ...
@@ -124,7 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="train a StyleGAN-2 prior on MNI training slices and/or folders of images",
         description="Train a StyleGAN-2 on magnitude images. --data takes 'mni-train' (the "
         "bundled MNI152 training slices) or a folder of PNG/JPEG, NIfTI or DICOM files; repeat it "
-        "to mix sources. Checkpoints go to --out every --checkpoint-every steps; run the same "
+        "to mix sources. With --channels 3 it trains an RGB prior on 'natural-train' (patches of "
+        "scikit-image's bundled photographs) and/or folders of PNG/JPEG. Checkpoints go to "
+        "--out every --checkpoint-every steps; run the same "
         "command with --resume (and a larger --steps if you like) to continue exactly.",
     )
     gan.add_argument("--data", action="append", required=True, metavar="SRC")
@@ -132,11 +136,13 @@ def build_parser() -> argparse.ArgumentParser:
     gan.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     gan.add_argument("--resolution", type=int, default=128)
     gan.add_argument(
+        "--channels",
         "--image-channels",
+        dest="image_channels",
         type=int,
-        choices=(1, 2),
+        choices=(1, 2, 3),
         default=1,
-        help="1: magnitude; 2: real/imaginary with phase augmentation",
+        help="1: magnitude; 2: real/imaginary with phase augmentation; 3: RGB (natural images)",
     )
     gan.add_argument("--style-dim", type=int, default=256)
     gan.add_argument("--channel-max", type=int, default=128)
@@ -204,6 +210,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--out", type=Path, default=Path("docs"))
     bench.add_argument("--smoke", action="store_true", help="a quick check of the machinery")
+    bench.add_argument(
+        "--fresh",
+        action="store_true",
+        help="measure every cell again (default: reuse the cells a previous run of the same "
+        "conditions, model and code finished)",
+    )
     bench.add_argument("--slices", type=int, default=None, help="validation slices (1-16)")
     bench.add_argument(
         "--methods",
@@ -219,6 +231,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--threads", type=int, default=2, help="torch threads per method")
     bench.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    bench.add_argument(
+        "--suite",
+        choices=("mri", "natural"),
+        default="mri",
+        help="mri (default): BENCHMARKS.md; natural: the ILO/SGILO papers' RGB tasks "
+        "(inpainting, denoising, super-resolution, CS, colorization), BENCHMARKS_NATURAL.md",
+    )
+    bench.add_argument("--tasks", default=None, help="natural suite: comma-separated task labels")
+    bench.add_argument("--images", type=int, default=None, help="natural suite: patches (1-64)")
+
+    sc = sub.add_parser(
+        "scaling",
+        help="seconds per slice of ILO against image size and batch (docs/SPEED.md)",
+        description="Times ILO (a short fixed schedule) on single-coil 8x MNI training slices "
+        "for each operator grid (batch 1) and each batch (at the prior's resolution); writes the "
+        "table into --out (between scaling markers) and the plot to --plot.",
+    )
+    sc.add_argument("--model", default=None, help="prior name or generator file")
+    sc.add_argument("--sizes", default="64,128,256", help="operator grid sides, comma-separated")
+    sc.add_argument("--batches", default="1,2,4,8,16", help="slices per batch, comma-separated")
+    sc.add_argument("--steps", type=int, default=20, help="ILO steps per round")
+    sc.add_argument("--rounds", type=int, default=4, help="ILO rounds")
+    sc.add_argument("--threads", type=int, default=1, help="torch threads")
+    sc.add_argument("--out", type=Path, default=Path("docs/SPEED.md"))
+    sc.add_argument("--plot", type=Path, default=Path("docs/images/scaling.png"))
 
     ev = sub.add_parser(
         "evaluate-prior",
@@ -409,7 +446,8 @@ def cmd_train_gan(args: argparse.Namespace) -> int:
         _stderr("sgilo train-gan: --device cuda requested but no CUDA device is available")
         return 2
     try:
-        images, summary = load_training_images(args.data, args.resolution)
+        channels = 3 if args.image_channels == 3 else 1
+        images, summary = load_training_images(args.data, args.resolution, channels=channels)
         generator = GeneratorConfig(
             resolution=args.resolution,
             style_dim=args.style_dim,
@@ -518,6 +556,22 @@ def cmd_train_score(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     import shlex
 
+    if args.suite == "natural":
+        from pipeline.natural_bench import run_cli
+
+        return run_cli(
+            out=args.out,
+            smoke=args.smoke,
+            methods=args.methods,
+            tasks=args.tasks,
+            model=args.model,
+            images=args.images,
+            samples=args.samples,
+            threads=args.threads,
+            device=args.device,
+            command="sgilo " + " ".join(shlex.quote(a) for a in args.argv),
+            log=_stderr,
+        )
     from pipeline.bench import BenchConfig, run_bench, smoke_config, write_outputs
     from pipeline.methods import GENERATIVE, METHODS, load_prior
 
@@ -557,9 +611,51 @@ def cmd_bench(args: argparse.Namespace) -> int:
         _stderr(f"sgilo bench: error: {' '.join(str(exc).split())}")
         return 2
     command = "sgilo " + " ".join(shlex.quote(a) for a in args.argv)
-    rows, panels = run_bench(config, log=_stderr)
-    md = write_outputs(rows, panels, config, args.out, command)
+
+    def report(rows: list, panels: dict, total: int) -> None:
+        write_outputs(rows, panels, config, args.out, command, total)
+
+    work = None
+    if args.fresh:
+        import shutil
+
+        from pipeline.bench import work_dir
+
+        work = work_dir(config)
+        shutil.rmtree(work, ignore_errors=True)
+    rows, panels = run_bench(config, log=_stderr, work=work, on_row=report)
+    md = args.out / "BENCHMARKS.md"
     _stderr(f"wrote {md}")
+    return 0
+
+
+def cmd_scaling(args: argparse.Namespace) -> int:
+    import shlex
+
+    from pipeline.methods import load_prior
+    from pipeline.scaling import ilo_scaling, write_scaling
+
+    try:
+        sizes = [int(v) for v in args.sizes.split(",")]
+        batches = [int(v) for v in args.batches.split(",")]
+        prior = load_prior(args.model)
+    except ValueError as exc:
+        _stderr(f"sgilo scaling: error: {' '.join(str(exc).split())}")
+        return 2
+    if min(sizes) < 8 or min(batches) < 1 or args.steps < 1 or args.rounds < 1:
+        _stderr("sgilo scaling: sizes >= 8, batches >= 1, --steps and --rounds >= 1")
+        return 2
+    rows = ilo_scaling(
+        prior,
+        sizes=sizes,
+        batches=batches,
+        steps_per_round=args.steps,
+        rounds=args.rounds,
+        num_threads=args.threads,
+        log=_stderr,
+    )
+    command = "sgilo " + " ".join(shlex.quote(a) for a in args.argv)
+    print(write_scaling(rows, args.out, args.plot, command=command))
     return 0
 
 
@@ -661,7 +757,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from models.score.show import prior_refined_samples
     from models.stylegan2.checkpoint import CheckpointError, load_generator
     from models.stylegan2.grid import save_grid
-    from models.stylegan2.train import network_to_magnitude
+    from models.stylegan2.train import network_to_image
 
     if (args.score is None) != (args.block is None):
         _stderr("sgilo sample: --score and --block go together")
@@ -683,7 +779,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     except (CheckpointError, ScoreCheckpointError, ValueError) as exc:
         _stderr(f"sgilo sample: error: {' '.join(str(exc).split())}")
         return 2
-    tiles = torch.cat([network_to_magnitude(r)[:, 0] for r in rows]).clamp(0, 1).numpy()
+    images = torch.cat([network_to_image(r) for r in rows]).clamp(0, 1)
+    tiles = (images if images.shape[1] == 3 else images[:, 0]).numpy()  # RGB or grey tiles
     save_grid(args.out, tiles, cols=args.n)
     what = "top: GAN samples; bottom: after the score model" if len(rows) == 2 else "GAN samples"
     _stderr(f"wrote {args.out} ({what})")
@@ -877,6 +974,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "sample": cmd_sample,
         "evaluate-prior": cmd_evaluate_prior,
         "bench": cmd_bench,
+        "scaling": cmd_scaling,
         "tune-generative": cmd_tune_generative,
     }
     return commands[args.command](args)

@@ -18,12 +18,21 @@ slices as one batch in a **fresh process** (``multiprocessing`` spawn), so that 
 No parameter is chosen on these slices: the classical λ come from the training slices
 (docs/CLASSICAL_TUNING.md), the generative methods run with their defaults. ``--smoke`` runs a
 reduced configuration (2 slices, few solver steps) that only checks the machinery.
+
+**Resumable.** A full run takes hours on a CPU, so every finished cell is kept in a work folder
+(``work_dir``: ``$SGILO_CACHE_DIR/bench/<key>``), with the key a hash of the run's conditions
+(:func:`run_key`: slices, size, SNR, seed, threads, device, samples, solver options, the SHA-256 of
+the prior's files and of the code that decides a cell's result). Running the same command again
+reuses the finished cells and measures only the missing ones; any change of conditions, model or
+code starts a new folder. The report is rewritten after every cell, marked partial until the last.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import multiprocessing
+import os
 import platform
 import resource
 import tempfile
@@ -152,6 +161,54 @@ def run_cell(job: dict) -> dict:
 
 
 # ---------------------------------------------------------------------- the run
+#: the code that decides a cell's numbers (a change of any of it invalidates finished cells)
+CELL_CODE: tuple[str, ...] = (
+    "operators",
+    "models",
+    "pipeline/solvers",
+    "pipeline/data",
+    "pipeline/methods.py",
+    "pipeline/simulate.py",
+    "pipeline/experiment.py",
+    "pipeline/espirit.py",
+    "pipeline/metrics.py",
+)
+
+
+def _code_hash(root: Path) -> str:
+    digest = hashlib.sha256()
+    for entry in CELL_CODE:
+        path = root / entry
+        files = sorted(path.rglob("*.py")) if path.is_dir() else [path]
+        for f in files:
+            digest.update(f"{f.relative_to(root).as_posix()}\0".encode() + f.read_bytes())
+    return digest.hexdigest()
+
+
+def run_key(config: BenchConfig) -> str:
+    """A hash of everything a cell's result depends on except its (setting, method): the run's
+    conditions, the prior's files (SHA-256) and the code of :data:`CELL_CODE`."""
+    from models.registry import resolve_model
+    from pipeline.provenance import sha256_file
+
+    conditions = config.model_dump(exclude={"methods", "settings"})
+    models: list[str] = []
+    if any(m in GENERATIVE for m in config.methods):
+        files = resolve_model(config.model)
+        models = [sha256_file(p) for p in [files.generator, *files.score_models]]
+    blob = json.dumps(
+        {"conditions": conditions, "models": models, "code": _code_hash(Path(__file__).parents[1])},
+        sort_keys=True,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def work_dir(config: BenchConfig) -> Path:
+    """Where the finished cells of this run are kept (module docstring)."""
+    cache = Path(os.environ.get("SGILO_CACHE_DIR") or Path(tempfile.gettempdir()) / "sgilo-cache")
+    return cache / "bench" / run_key(config)
+
+
 def _simulate(config: BenchConfig, setting: Setting, target: np.ndarray, path: Path) -> None:
     from pipeline.simulate import simulate_acquisition
 
@@ -176,25 +233,42 @@ def validation_targets(num_slices: int, size: int) -> np.ndarray:
 
 
 def run_bench(
-    config: BenchConfig, log: Callable[[str], None] = print
+    config: BenchConfig,
+    log: Callable[[str], None] = print,
+    *,
+    work: Path | None = None,
+    on_row: Callable[[list[BenchRow], dict, int], None] | None = None,
 ) -> tuple[list[BenchRow], dict]:
-    """Measure every (setting, method) cell; returns the rows and one example slice per setting
-    and method (for the figure): ``{label: (target (S, H, W), {method: magnitude})}``."""
+    """Measure every (setting, method) cell, reusing the finished cells kept in ``work``
+    (default :func:`work_dir`); returns the rows and one example slice per setting and method
+    (for the figure): ``{label: (target (S, H, W), {method: magnitude})}``. ``on_row(rows,
+    panels, total)`` is called after every cell (e.g. to rewrite a partial report)."""
     from pipeline.metrics import evaluate
 
+    work = work_dir(config) if work is None else work
+    work.mkdir(parents=True, exist_ok=True)
     target = validation_targets(config.num_slices, config.size)
     rows: list[BenchRow] = []
     panels: dict = {}
-    with tempfile.TemporaryDirectory(prefix="sgilo-bench-") as tmp:
-        work = Path(tmp)
-        for setting in config.setting_objects():
-            acq_path = work / f"acq_{setting.label.replace(' ', '_')}.npz"
+    total = sum(len(config.methods_for(s)) for s in config.setting_objects())
+    for setting in config.setting_objects():
+        stem = setting.label.replace(" ", "_")
+        acq_path = work / f"acq_{stem}.npz"
+        if not acq_path.exists():
             _simulate(config, setting, target, acq_path)
-            panels[setting.label] = (target, {})
-            for method in config.methods_for(setting):
+        panels[setting.label] = (target, {})
+        for method in config.methods_for(setting):
+            cell = work / f"cell_{stem}_{method}"
+            result_path = cell.with_suffix(".npz")
+            row_path = cell.with_suffix(".json")
+            reused = row_path.exists() and result_path.exists()
+            if reused:
+                row = BenchRow(**json.loads(row_path.read_text()))
+                magnitude = np.load(result_path)["magnitude"]
+            else:
                 job = {
                     "acquisition": str(acq_path),
-                    "result": str(work / f"result_{method}.npz"),
+                    "result": str(work / f"partial_{stem}_{method}.npz"),
                     "method": method,
                     "model": config.model,
                     "samples": config.samples,
@@ -204,7 +278,8 @@ def run_bench(
                     "options": config.solver_options.get(method, {}),
                 }
                 out = run_cell(job)
-                m = evaluate(target, out["magnitude"])
+                magnitude = out["magnitude"]
+                m = evaluate(target, magnitude)
                 row = BenchRow(
                     setting.label,
                     method,
@@ -216,13 +291,17 @@ def run_bench(
                     len(target),
                     float(out["gpu_mb"]),
                 )
-                rows.append(row)
-                panels[setting.label][1][method] = out["magnitude"]
-                log(
-                    f"{setting.label:>16} {method:>11}: PSNR {row.psnr:6.2f} dB  SSIM "
-                    f"{row.ssim:.3f}  {row.seconds_per_slice:7.2f} s/slice  "
-                    f"{row.peak_rss_mb:5.0f} MB"
-                )
+                os.replace(job["result"], result_path)  # the row file marks the cell done
+                row_path.write_text(json.dumps(asdict(row)) + "\n")
+            rows.append(row)
+            panels[setting.label][1][method] = magnitude
+            log(
+                f"[{len(rows)}/{total}] {setting.label:>16} {method:>11}: PSNR {row.psnr:6.2f} dB"
+                f"  SSIM {row.ssim:.3f}  {row.seconds_per_slice:7.2f} s/slice  "
+                f"{row.peak_rss_mb:5.0f} MB" + ("  (finished earlier, reused)" if reused else "")
+            )
+            if on_row is not None:
+                on_row(rows, panels, total)
     return rows, panels
 
 
@@ -242,11 +321,24 @@ def machine_description(threads: int) -> str:
     return f"{cpu}, {os.cpu_count()} cores, torch threads {threads}"
 
 
-def markdown_tables(rows: list[BenchRow], config: BenchConfig, command: str) -> str:
-    """The Markdown report: the command, the conditions, one table per setting."""
+def markdown_tables(
+    rows: list[BenchRow], config: BenchConfig, command: str, total: int | None = None
+) -> str:
+    """The Markdown report: the command, the conditions, one table per setting (marked partial
+    while fewer than ``total`` cells are done)."""
+    partial = total is not None and len(rows) < total
     lines = [
         "# Benchmarks",
         "",
+        *(
+            [
+                f"**Partial: {len(rows)} of {total} cells measured so far.** Re-running the "
+                "command below measures the rest (finished cells are reused).",
+                "",
+            ]
+            if partial
+            else []
+        ),
         f"Made by `{command}` on {time.strftime('%Y-%m-%d')} "
         f"({machine_description(config.threads)}).",
         "",
@@ -314,10 +406,16 @@ def psnr_plot(rows: list[BenchRow], path: Path) -> Path:
 
 
 def write_outputs(
-    rows: list[BenchRow], panels: dict, config: BenchConfig, out_dir: Path, command: str
+    rows: list[BenchRow],
+    panels: dict,
+    config: BenchConfig,
+    out_dir: Path,
+    command: str,
+    total: int | None = None,
 ) -> Path:
     """``BENCHMARKS.md``, ``benchmarks.json``, ``images/bench_psnr.png`` and
-    ``images/bench_examples.png`` under ``out_dir``; returns the Markdown path."""
+    ``images/bench_examples.png`` under ``out_dir``; returns the Markdown path. ``total``: the
+    number of cells of the whole run (the report says partial while fewer rows are given)."""
     from pipeline.report import comparison_figure
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -328,7 +426,7 @@ def write_outputs(
         slice_index=0,
         title="sgilo bench: first validation slice, reconstructions and |error| (×5)",
     )
-    text = markdown_tables(rows, config, command)
+    text = markdown_tables(rows, config, command, total)
     text += (
         f"\n![PSNR against acceleration]({plot.relative_to(out_dir)})\n\n"
         f"![Example reconstructions]({examples.relative_to(out_dir)})\n"
@@ -337,7 +435,12 @@ def write_outputs(
     md.write_text(text)
     (out_dir / "benchmarks.json").write_text(
         json.dumps(
-            {"command": command, "config": config.model_dump(), "rows": [asdict(r) for r in rows]},
+            {
+                "command": command,
+                "config": config.model_dump(),
+                "complete": total is None or len(rows) >= total,
+                "rows": [asdict(r) for r in rows],
+            },
             indent=2,
         )
         + "\n"

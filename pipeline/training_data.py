@@ -1,7 +1,8 @@
-"""Magnitude training images for the generator, from the bundled MNI slices and from folders.
+"""Generator training images: bundled MNI slices, natural-image patches (RGB) and folders.
 
 ``load_training_images(sources, size)`` returns ``(images, summary)``: float32 ``(N, size, size)``
-in [0, 1] and a JSON-able summary. A source is
+in [0, 1] and a JSON-able summary (``channels=3``: RGB ``(N, 3, size, size)``, see "RGB" below).
+A source is
 
 - ``"mni-train"``: the bundled MNI152 training slices (:func:`pipeline.data.mni.mni_slices`);
   the validation slices are never offered;
@@ -29,6 +30,22 @@ resized and divided by the volume maximum; the same per-image percentile rule is
 too, which makes them identical to the rule applied to the raw slices (a constant factor cancels),
 so all sources share one intensity convention. An all-zero image is skipped.
 
+RGB (``channels=3``, for a natural-image prior; the steps above are the ``channels=1`` rule):
+
+- ``"natural-train"``: ``natural_train_count(size)`` patches of the training photographs,
+  :func:`pipeline.data.natural.natural_train_patches` with seed 0 (the validation photographs are
+  never offered). At most ``NATURAL_TRAIN_PATCHES`` (6000) patches, fewer when they would exceed
+  ``NATURAL_TRAIN_MAX_BYTES`` (300 MiB of float32: 6000 at 64², 1600 at 128²). With
+  ``channels=1`` it is refused (ValueError): it is an RGB source, not a grey one.
+- PNG/JPEG in a folder keep their colour: RGB as is, grey replicated to 3 channels, alpha
+  dropped; values are divided by the dtype's maximum (255 for 8-bit, 65535 for 16-bit; a float
+  image by its maximum when that exceeds 1) — one factor for all channels, so colours are not
+  distorted, and no percentile rule; the picture is centre-cropped to its largest square (not
+  zero-padded: black bars are not natural content) and resized to size×size with anti-aliasing.
+- MRI sources (``"mni-train"``, NIfTI, DICOM, ``.npy``) are refused: they are grey and belong to
+  the 1-channel prior. ``"mni-train"`` raises ValueError; such files inside a folder are skipped
+  with that reason (a source left with no image raises ValueError naming the first reason).
+
 Errors: a bad source (missing path, empty folder, nothing readable in it, an unknown ``mni-*``
 name) raises ValueError with a one-line message naming it. Individual unreadable files inside a
 folder are skipped with a warning and listed in the summary.
@@ -47,6 +64,10 @@ from pipeline.data import mni
 from pipeline.data.dicom_examples import dicom_pixels
 
 MNI_TRAIN = "mni-train"
+NATURAL_TRAIN = "natural-train"
+#: the most natural-train patches generated (seed 0), and their memory cap in bytes (float32)
+NATURAL_TRAIN_PATCHES = 6000
+NATURAL_TRAIN_MAX_BYTES = 300 * 2**20
 #: per-image scaling: this percentile of the resized image maps to 1
 PERCENTILE = 99.5
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -72,6 +93,50 @@ def prepare_image(image: np.ndarray, size: int) -> np.ndarray | None:
     if square.shape != (size, size):
         square = resize(square, (size, size), anti_aliasing=True, preserve_range=True)
     return scale_to_unit(square)
+
+
+def natural_train_count(size: int) -> int:
+    """Patches ``"natural-train"`` yields at side ``size``: min(NATURAL_TRAIN_PATCHES, cap)."""
+    return max(1, min(NATURAL_TRAIN_PATCHES, NATURAL_TRAIN_MAX_BYTES // (3 * 4 * size * size)))
+
+
+def _prepare_rgb(pixels: np.ndarray, size: int) -> np.ndarray | None:
+    """A PNG/JPEG's pixels (H, W) or (H, W, 3) → float32 (3, size, size) in [0, 1] (RGB rule in
+    the module docstring); None for an all-zero image."""
+    from skimage.transform import resize
+
+    pixels = np.asarray(pixels)
+    if pixels.dtype.kind in "ui":
+        image = pixels.astype(np.float64) / float(np.iinfo(pixels.dtype).max)
+    else:
+        image = np.nan_to_num(pixels.astype(np.float64))
+        peak = float(image.max()) if image.size else 0.0
+        image = image / peak if peak > 1 else image
+    if image.ndim == 2:
+        image = np.repeat(image[..., None], 3, axis=-1)
+    h, w = image.shape[:2]
+    s = min(h, w)
+    image = image[(h - s) // 2 : (h - s) // 2 + s, (w - s) // 2 : (w - s) // 2 + s]
+    if image.shape[:2] != (size, size):
+        image = resize(image, (size, size, 3), anti_aliasing=True, preserve_range=True)
+    image = np.clip(image, 0.0, 1.0)
+    if not image.any():
+        return None
+    return np.ascontiguousarray(np.moveaxis(image, -1, 0)).astype(np.float32)
+
+
+def _picture_pixels(path: Path) -> np.ndarray:
+    """Stored pixels of a PNG/JPEG, alpha dropped: (H, W) grey or (H, W, 3) RGB."""
+    from skimage import io
+
+    pixels = np.asarray(io.imread(path))
+    if pixels.ndim == 3 and pixels.shape[-1] in (2, 4):  # grey+alpha, RGBA: drop alpha
+        pixels = pixels[..., :-1]
+    if pixels.ndim == 3 and pixels.shape[-1] == 1:
+        pixels = pixels[..., 0]
+    if pixels.ndim not in (2, 3) or (pixels.ndim == 3 and pixels.shape[-1] != 3):
+        raise ValueError(f"unsupported image shape {pixels.shape}")
+    return pixels
 
 
 def _kind(path: Path) -> str:
@@ -170,7 +235,9 @@ def _files(root: Path) -> list[Path]:
     )
 
 
-def _load_folder(source: str, size: int, skipped: list[dict[str, str]]) -> tuple[list, dict]:
+def _load_folder(
+    source: str, size: int, skipped: list[dict[str, str]], channels: int = 1
+) -> tuple[list, dict]:
     root = Path(source).expanduser()
     if not root.exists():
         raise ValueError(
@@ -188,7 +255,12 @@ def _load_folder(source: str, size: int, skipped: list[dict[str, str]]) -> tuple
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # reader chatter (pydicom, imageio)
-                slices = [prepare_image(s, size) for s in _READERS[kind](path)]
+                if channels == 1:
+                    slices = [prepare_image(s, size) for s in _READERS[kind](path)]
+                elif kind == "image":
+                    slices = [_prepare_rgb(_picture_pixels(path), size)]
+                else:
+                    raise ValueError(f"{kind} images are grey MRI data: not used for channels=3")
         except Exception as exc:  # any unreadable file: skip it, report it
             reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
             skipped.append({"path": str(path), "reason": reason})
@@ -219,23 +291,31 @@ def _load_folder(source: str, size: int, skipped: list[dict[str, str]]) -> tuple
     return images, summary
 
 
-def load_training_images(sources: list[str], size: int) -> tuple[np.ndarray, dict[str, Any]]:
+def load_training_images(
+    sources: list[str], size: int, channels: int = 1
+) -> tuple[np.ndarray, dict[str, Any]]:
     """Load, square, resize and scale training images from several sources (module docstring).
 
     Args:
-        sources: ``"mni-train"`` and/or folder (or file) paths; order is kept in the output.
+        sources: ``"mni-train"``, ``"natural-train"`` and/or folder (or file) paths; order is
+            kept in the output.
         size: output side in pixels (an integer ≥ 8).
+        channels: 1 (grey/magnitude images) or 3 (RGB: ``"natural-train"`` and PNG/JPEG only).
 
     Returns:
-        images: float32, (N, size, size), values in [0, 1].
+        images: float32, (N, size, size) (channels=1) or (N, 3, size, size) (channels=3),
+        values in [0, 1].
         summary: ``{"total": N, "size": size, "sources": {source: {"images", "files",
         "skipped", "files_by_type"}}, "skipped": [{"path", "reason"}, ...]}``
-        (``files``/``files_by_type`` count the files that gave images).
+        (``files``/``files_by_type`` count the files that gave images), plus ``"channels": 3``
+        for RGB.
     """
     if isinstance(size, bool) or not isinstance(size, int | np.integer) or size < 8:
         raise ValueError(f"size: expected an integer >= 8, received {size!r}")
     if isinstance(sources, str) or not sources:
         raise ValueError("sources: expected a non-empty list of 'mni-train' or folder paths")
+    if isinstance(channels, bool) or channels not in (1, 3):
+        raise ValueError(f"channels: expected 1 (grey) or 3 (RGB), received {channels!r}")
     chunks: list[np.ndarray] = []
     per_source: dict[str, dict[str, Any]] = {}
     skipped: list[dict[str, str]] = []
@@ -243,7 +323,25 @@ def load_training_images(sources: list[str], size: int) -> tuple[np.ndarray, dic
         source = str(source)
         if source in per_source:
             raise ValueError(f"{source}: listed twice")
-        if source == MNI_TRAIN:
+        if source == NATURAL_TRAIN:
+            if channels != 3:
+                raise ValueError(
+                    f"{source}: RGB natural-image patches need channels=3 (--channels 3); "
+                    "a grey prior trains on 'mni-train' or folders"
+                )
+            from pipeline.data.natural import natural_train_patches
+
+            patches = natural_train_patches(int(size), natural_train_count(int(size)), 0)
+            summary = {"images": len(patches), "files": 0, "skipped": 0, "files_by_type": {}}
+            chunks.append(patches)  # already float32: no stacked copy (up to 300 MiB)
+            per_source[source] = summary
+            continue
+        elif source == MNI_TRAIN and channels == 3:
+            raise ValueError(
+                f"{source}: MRI slices are grey; channels=3 (RGB) takes '{NATURAL_TRAIN}' or "
+                "folders of PNG/JPEG"
+            )
+        elif source == MNI_TRAIN:
             slices = [scale_to_unit(s) for s in mni.mni_slices("train", int(size))]
             images = [s for s in slices if s is not None]
             summary = {"images": len(images), "files": 0, "skipped": 0, "files_by_type": {}}
@@ -252,9 +350,17 @@ def load_training_images(sources: list[str], size: int) -> tuple[np.ndarray, dic
                 f"{source}: unknown bundled source; only '{MNI_TRAIN}' is offered (the MNI "
                 "validation slices are never used for training)"
             )
+        elif source.startswith("natural-") and not Path(source).exists():
+            raise ValueError(
+                f"{source}: unknown bundled source; only '{NATURAL_TRAIN}' is offered (the "
+                "validation photographs are never used for training)"
+            )
         else:
-            images, summary = _load_folder(source, int(size), skipped)
+            images, summary = _load_folder(source, int(size), skipped, int(channels))
         chunks.append(np.stack(images).astype(np.float32))
         per_source[source] = summary
-    out = np.concatenate(chunks)
-    return out, {"total": len(out), "size": int(size), "sources": per_source, "skipped": skipped}
+    out = chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
+    summary = {"total": len(out), "size": int(size), "sources": per_source, "skipped": skipped}
+    if channels != 1:
+        summary = {**summary, "channels": int(channels)}
+    return out, summary

@@ -1,4 +1,4 @@
-"""Data-side augmentation of magnitude training images for a small dataset.
+"""Data-side augmentation of magnitude (or RGB) training images for a small dataset.
 
 Applied to the *real* batches only, before they reach the discriminator (no gradient flows through
 it and generated images are never augmented, unlike ADA). The transforms are mild and anatomically
@@ -17,6 +17,11 @@ Transforms, in the order :func:`augment_magnitudes` applies them (per sample, in
    side (default ±4 %); skipped when all three ranges are 0 (exact identity);
 3. intensity scaling ×U[1 − intensity, 1 + intensity] (default ±10 %), then clipping to [0, 1]
    (inputs are scaled so their 99.5th percentile is 1, so the clip mimics that normalization).
+
+The same three transforms apply to RGB images (B, 3, H, W) (:func:`augment_images`): the flip
+and the affine warp act on all channels alike, and the intensity gain is one factor per image for
+all three channels (colour balance is kept; only the clip can change hue, at saturated pixels).
+The random draws do not depend on the channel count.
 
 For 2-channel (real, imaginary) training, :func:`phase_augment` then turns a magnitude m into
 ``m·exp(iφ)`` with φ a random smooth phase map (:func:`random_smooth_phase`: the real part of a
@@ -159,6 +164,18 @@ def augment_magnitudes(x: Tensor, generator: torch.Generator, config: AugmentCon
     x: magnitudes in [0, 1], real (B, 1, H, W) → (B, 1, H, W) in [0, 1].
     """
     _check_batch(x, 1)
+    return _flip_affine_intensity(x, generator, config)
+
+
+def augment_images(x: Tensor, generator: torch.Generator, config: AugmentConfig) -> Tensor:
+    """:func:`augment_magnitudes` for grey or RGB images: one flip, warp and gain per image,
+    shared by its channels. x: real (B, C, H, W) in [0, 1], C in {1, 3} → same shape in [0, 1]."""
+    if x.dim() != 4 or x.shape[1] not in (1, 3) or x.is_complex():
+        raise ValueError(f"expected real images (B, 1 or 3, H, W), got {tuple(x.shape)}")
+    return _flip_affine_intensity(x, generator, config)
+
+
+def _flip_affine_intensity(x: Tensor, generator: torch.Generator, config: AugmentConfig) -> Tensor:
     x = random_flip(x, generator, config.flip_prob)
     x = random_affine(x, generator, config.rotation_deg, config.scale, config.translation)
     return random_intensity(x, generator, config.intensity)
@@ -170,8 +187,13 @@ def augment_batch(
     """:func:`augment_magnitudes`, then (``phase=True``) :func:`phase_augment`.
 
     x: magnitudes in [0, 1], (B, 1, H, W) → (B, 1, H, W) in [0, 1], or (B, 2, H, W) (real, imag)
-    in [−1, 1] with phase augmentation.
+    in [−1, 1] with phase augmentation; RGB (B, 3, H, W) in [0, 1] → the same shape
+    (:func:`augment_images`; ``phase`` must be False).
     """
+    if x.dim() == 4 and x.shape[1] == 3:
+        if phase:
+            raise ValueError("phase augmentation applies to magnitudes (B, 1, H, W), not RGB")
+        return augment_images(x, generator, config)
     x = augment_magnitudes(x, generator, config)
     if phase:
         x = phase_augment(x, generator, config.phase_max_freq, config.phase_amplitude)

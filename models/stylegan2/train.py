@@ -1,4 +1,4 @@
-"""Training a StyleGAN-2 on magnitude images, with exact resume from the last checkpoint.
+"""Training a StyleGAN-2 on magnitude (or RGB) images, with exact resume from the last checkpoint.
 
 One training step (a batch of ``batch_size`` real images):
 
@@ -20,8 +20,10 @@ One training step (a batch of ``batch_size`` real images):
 Pixels (the networks see values in [−1, 1]): 1 channel: ``x = 2m − 1`` for magnitudes m ∈ [0, 1],
 so ``m = (G(z) + 1)/2``; 2 channels: ``x = (Re, Im)`` of ``m·exp(iφ)`` unscaled (already in
 [−1, 1], background 0, multiplication by a phase commutes with the layout), so the complex image is
-``G(z)[:, 0] + i·G(z)[:, 1]``; without phase augmentation the imaginary channel is 0. The mapping
-is recorded in ``generator.pt`` (``extra["pixel_mapping"]``).
+``G(z)[:, 0] + i·G(z)[:, 1]``; without phase augmentation the imaginary channel is 0; 3 channels
+(RGB natural images, reals (B, 3, R, R) in [0, 1]): ``x = 2·rgb − 1`` per channel, so
+``rgb = (G(z) + 1)/2`` (:func:`network_to_image`). The mapping is recorded in ``generator.pt``
+(``extra["pixel_mapping"]``).
 
 Randomness: network initialization uses a seed derived from ``seed`` (inside ``fork_rng``);
 batches, augmentation and latents/noise each draw from their own CPU ``torch.Generator``, whose
@@ -36,7 +38,8 @@ Files in ``out_dir``: ``checkpoint.pt`` (written atomically; keys ``g``, ``d``, 
 ``g_optim``, ``d_optim`` as in rosinality's training checkpoints, plus ``step``, ``images_seen``,
 ``seconds``, ``rng``, ``train_config``, ``latent_avg``), ``generator.pt`` (the EMA generator in the
 sgilo release format, :func:`models.stylegan2.checkpoint.save_generator`), ``log.jsonl`` and
-``samples/step_XXXXXX.png`` (magnitudes of the EMA generator's samples, in a grid).
+``samples/step_XXXXXX.png`` (magnitudes of the EMA generator's samples in a grey grid; RGB for
+3 channels).
 """
 
 from __future__ import annotations
@@ -64,13 +67,18 @@ from models.stylegan2.generator import Generator, GeneratorConfig, noise_resolut
 from models.stylegan2.grid import save_grid
 from models.torch_io import atomic_torch_save
 
-#: (batch size, torch.Generator) → real magnitudes, float32 (B, 1, R, R) in [0, 1]; must draw all
-#: its randomness from the generator given (for exact resume)
+#: (batch size, torch.Generator) → real magnitudes, float32 (B, 1, R, R) in [0, 1] (RGB
+#: (B, 3, R, R) for a 3-channel generator); must draw all its randomness from the generator given
+#: (for exact resume)
 BatchSampler = Callable[[int, torch.Generator], Tensor]
 CHECKPOINT_FORMAT = "sgilo-stylegan2-training"
 #: config fields that may change on resume: they do not change the training trajectory
 BOOKKEEPING_FIELDS = ("checkpoint_every", "sample_every", "log_every", "progress_every")
-PIXEL_MAPPING = {1: "magnitude = (x + 1) / 2", 2: "complex = x[:, 0] + 1j * x[:, 1]"}
+PIXEL_MAPPING = {
+    1: "magnitude = (x + 1) / 2",
+    2: "complex = x[:, 0] + 1j * x[:, 1]",
+    3: "rgb = (x + 1) / 2",
+}
 _RNG_NAMES = ("data", "augment", "latent")
 
 
@@ -78,7 +86,7 @@ class TrainConfig(BaseModel):
     """Everything that determines a training run (JSON-able via ``model_dump()``).
 
     ``discriminator`` defaults to ``DiscriminatorConfig.matching(generator)``. The generator's
-    ``image_channels`` must be 1 (magnitude) or 2 (real, imaginary); ``phase_augmentation``
+    ``image_channels`` is 1 (magnitude), 2 (real, imaginary) or 3 (RGB); ``phase_augmentation``
     requires 2.
     """
 
@@ -118,8 +126,10 @@ class TrainConfig(BaseModel):
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:
         g, d = self.generator, self.discriminator
-        if g.image_channels not in (1, 2):
-            raise ValueError("generator.image_channels must be 1 (magnitude) or 2 (real, imag)")
+        if g.image_channels not in (1, 2, 3):
+            raise ValueError(
+                "generator.image_channels must be 1 (magnitude), 2 (real, imag) or 3 (RGB)"
+            )
         if (d.resolution, d.image_channels) != (g.resolution, g.image_channels):
             raise ValueError("discriminator resolution/image_channels differ from the generator's")
         if self.phase_augmentation and g.image_channels != 2:
@@ -175,46 +185,72 @@ class _Run:
 # ---------------------------------------------------------------------- pixels and data
 def to_network(x: Tensor, image_channels: int) -> Tensor:
     """Augmented reals → network pixels. (B, 1, R, R) magnitudes in [0, 1] → 2m − 1 (1 channel)
-    or (m, 0) (2 channels); (B, 2, R, R) (real, imag) → unchanged."""
+    or (m, 0) (2 channels); (B, 2, R, R) (real, imag) → unchanged; (B, 3, R, R) RGB in [0, 1]
+    → 2·rgb − 1 (3 channels)."""
     if x.shape[1] == 2:
         return x
-    if image_channels == 1:
+    if image_channels == 1 or (image_channels == 3 and x.shape[1] == 3):
         return x * 2.0 - 1.0
     return torch.cat((x, torch.zeros_like(x)), dim=1)
 
 
 def network_to_magnitude(y: Tensor) -> Tensor:
-    """Generator output (B, C, R, R) → magnitude (B, 1, R, R): (y + 1)/2 or |y₀ + i·y₁|."""
+    """Generator output (B, C, R, R) → magnitude (B, 1, R, R): (y + 1)/2 or |y₀ + i·y₁|.
+
+    MRI generators only (C = 1 or 2); an RGB output (C = 3) raises ValueError (use
+    :func:`network_to_image`).
+    """
+    if y.shape[1] == 3:
+        raise ValueError("an RGB generator output has no magnitude: use network_to_image")
     if y.shape[1] == 1:
         return (y + 1.0) / 2.0
     return torch.hypot(y[:, :1], y[:, 1:2])
 
 
-def _check_reals(x: Tensor, batch: int | None, resolution: int) -> Tensor:
-    want = (1, resolution, resolution)
+def network_to_image(y: Tensor) -> Tensor:
+    """Generator output (B, C, R, R) → displayable image: RGB (B, 3, R, R) = (y + 1)/2 for
+    C = 3, else the magnitude (B, 1, R, R) (:func:`network_to_magnitude`). Not clipped."""
+    if y.shape[1] == 3:
+        return (y + 1.0) / 2.0
+    return network_to_magnitude(y)
+
+
+def _check_reals(x: Tensor, batch: int | None, resolution: int, channels: int = 1) -> Tensor:
+    want = (channels, resolution, resolution)
     if x.dim() != 4 or tuple(x.shape[1:]) != want or (batch is not None and len(x) != batch):
         n = "N" if batch is None else batch
         raise ValueError(
-            f"expected real images ({n}, 1, {resolution}, {resolution}), got {tuple(x.shape)}"
+            f"expected real images ({n}, {channels}, {resolution}, {resolution}), "
+            f"got {tuple(x.shape)}"
         )
     if not torch.isfinite(x).all() or x.min() < 0 or x.max() > 1:
-        raise ValueError("real images must be finite magnitudes in [0, 1]")
+        what = "RGB values" if channels == 3 else "magnitudes"
+        raise ValueError(f"real images must be finite {what} in [0, 1]")
     return x
 
 
-def _as_sampler(images: Tensor | np.ndarray | BatchSampler, resolution: int) -> BatchSampler:
+def _real_channels(image_channels: int) -> int:
+    """Channels of the real images a generator with ``image_channels`` trains on: 3 for RGB, else
+    1 (magnitudes; the 2-channel layout is made by phase augmentation)."""
+    return 3 if image_channels == 3 else 1
+
+
+def _as_sampler(
+    images: Tensor | np.ndarray | BatchSampler, resolution: int, image_channels: int = 1
+) -> BatchSampler:
+    channels = _real_channels(image_channels)
     if callable(images):
         source = images
 
         def checked(batch: int, generator: torch.Generator) -> Tensor:
             x = torch.as_tensor(source(batch, generator), dtype=torch.float32)
-            return _check_reals(x, batch, resolution)
+            return _check_reals(x, batch, resolution, channels)
 
         return checked
     x = torch.as_tensor(images, dtype=torch.float32)
     if x.dim() == 3:
         x = x[:, None]
-    x = _check_reals(x, None, resolution)
+    x = _check_reals(x, None, resolution, channels)
     if len(x) == 0:
         raise ValueError("no training images")
 
@@ -423,14 +459,15 @@ def _fixed_samples(config: TrainConfig, g: Generator) -> tuple[Tensor, list[Tens
 def write_sample_grid(
     path: Path, g_ema: Generator, z: Tensor, noises: list[Tensor], pad: int = 2
 ) -> Path:
-    """PNG grid (8-bit grey, white gaps) of the magnitudes of g_ema(z) clipped to [0, 1].
+    """PNG grid (8-bit grey, white gaps) of the magnitudes of g_ema(z) clipped to [0, 1]; an RGB
+    grid of the images for a 3-channel generator.
 
     z: (n, D); noises: [(n, 1, r_i, r_i)]; the grid is ⌈√n⌉ columns wide.
     """
     dev = g_ema.w_avg.device
     ws = g_ema.mapping(z.to(dev))
-    mag = network_to_magnitude(g_ema.synthesize(ws, [t.to(dev) for t in noises]))
-    tiles = mag[:, 0].clamp(0, 1).cpu().numpy()
+    image = network_to_image(g_ema.synthesize(ws, [t.to(dev) for t in noises]))
+    tiles = (image if image.shape[1] == 3 else image[:, 0]).clamp(0, 1).cpu().numpy()
     return save_grid(path, tiles, cols=math.ceil(math.sqrt(len(tiles))), pad=pad)
 
 
@@ -468,7 +505,8 @@ def train_gan(
             ``total_steps`` may grow and the ``*_every`` intervals may change (else ValueError
             naming the differing fields).
         images: real magnitudes in [0, 1], (N, 1, R, R) or (N, R, R) (sampled uniformly with
-            replacement), or a :data:`BatchSampler`.
+            replacement), or a :data:`BatchSampler`; RGB (N, 3, R, R) in [0, 1] for a
+            3-channel generator.
         out_dir: output folder (created). Without ``resume`` an existing ``checkpoint.pt`` there
             is refused (FileExistsError); with ``resume`` and none there, training starts afresh.
         progress: called every ``progress_every`` steps and at the end with ``{"step", "total",
@@ -491,7 +529,7 @@ def train_gan(
     ckpt_path, log_path = out_dir / "checkpoint.pt", out_dir / "log.jsonl"
     if ckpt_path.exists() and not resume:
         raise FileExistsError(f"{ckpt_path} exists: pass resume=True or use another folder")
-    sampler = _as_sampler(images, config.generator.resolution)
+    sampler = _as_sampler(images, config.generator.resolution, config.image_channels)
     run = _new_run(config, device)
     if resume and ckpt_path.exists():
         ckpt = _load_checkpoint(ckpt_path)

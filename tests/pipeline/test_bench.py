@@ -13,7 +13,8 @@ from models.stylegan2.generator import Generator, GeneratorConfig
 
 
 @pytest.mark.slow
-def test_bench_smoke_writes_tables_plots_and_json(tmp_path, capsys):
+def test_bench_smoke_writes_tables_plots_and_json(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("SGILO_CACHE_DIR", str(tmp_path / "cache"))
     torch.manual_seed(0)
     config = GeneratorConfig(
         resolution=16, style_dim=16, n_mlp=2, image_channels=1, channels={4: 8, 8: 8, 16: 8}
@@ -40,6 +41,25 @@ def test_bench_smoke_writes_tables_plots_and_json(tmp_path, capsys):
     assert "## single-coil 8x" in text and "| csgm |" in text
     assert (out / "images" / "bench_psnr.png").stat().st_size > 1000
     assert (out / "images" / "bench_examples.png").stat().st_size > 1000
+    assert report["complete"] and "Partial" not in text
+
+    # a second run of the same command reuses every finished cell and reports the same rows
+    capsys.readouterr()
+    assert main(argv) == 0
+    assert capsys.readouterr().err.count("(finished earlier, reused)") == len(cells)
+    assert json.loads((out / "benchmarks.json").read_text())["rows"] == report["rows"]
+    # other conditions are a different run: nothing reused
+    assert main([*argv[:-2], "--methods", "zero-filled", "--slices", "1"]) == 0
+    assert "reused" not in capsys.readouterr().err
+
+
+def test_bench_report_is_marked_partial_until_every_cell_is_done(tmp_path):
+    from pipeline.bench import BenchConfig, BenchRow, markdown_tables
+
+    config = BenchConfig(methods=["zero-filled"], num_slices=1)
+    row = BenchRow("single-coil 4x", "zero-filled", 20.0, 0.5, 0.1, 0.01, 100.0, 1)
+    assert "Partial: 1 of 4 cells" in markdown_tables([row], config, "sgilo bench", total=4)
+    assert "Partial" not in markdown_tables([row], config, "sgilo bench", total=1)
 
 
 def test_bench_refuses_unknown_methods_and_settings(tmp_path, capsys):
