@@ -575,10 +575,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from pipeline.bench import BenchConfig, run_bench, smoke_config, write_outputs
     from pipeline.methods import GENERATIVE, METHODS, load_prior
 
-    methods = list(METHODS) if args.methods is None else args.methods.split(",")
-    unknown = [m for m in methods if m not in METHODS]
+    from pipeline.bart import bart_available
+    from pipeline.bench import REFERENCE, default_methods
+
+    methods = default_methods() if args.methods is None else args.methods.split(",")
+    known = [*METHODS, REFERENCE]
+    unknown = [m for m in methods if m not in known]
     if unknown:
-        _stderr(f"sgilo bench: unknown method(s) {', '.join(unknown)}; from {', '.join(METHODS)}")
+        _stderr(f"sgilo bench: unknown method(s) {', '.join(unknown)}; from {', '.join(known)}")
+        return 2
+    if REFERENCE in methods and not bart_available():
+        _stderr(f"sgilo bench: {REFERENCE} needs the bart command (Debian package 'bart')")
         return 2
     if any(m in GENERATIVE for m in methods):
         try:

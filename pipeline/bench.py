@@ -15,6 +15,10 @@ slices as one batch in a **fresh process** (``multiprocessing`` spawn), so that 
   fastMRI definitions (:mod:`pipeline.metrics`), on the magnitude against the simulation's
   target.
 
+When the ``bart`` command is installed, BART's ``pics`` runs as one more row (``bart-pics``,
+:mod:`pipeline.bart`): an independent implementation of ℓ1-wavelet PICS given the same ESPIRiT
+maps, a check on the project's classical solvers.
+
 No parameter is chosen on these slices: the classical λ come from the training slices
 (docs/CLASSICAL_TUNING.md), the generative methods run with their defaults. ``--smoke`` runs a
 reduced configuration (2 slices, few solver steps) that only checks the machinery.
@@ -47,12 +51,16 @@ from pydantic import BaseModel, ConfigDict, Field
 from pipeline.experiment import DEFAULT_SETTINGS, Setting, save_acquisition
 from pipeline.methods import GENERATIVE, METHODS
 
+#: the independent reference: BART's pics (pipeline/bart.py), run when ``bart`` is installed
+REFERENCE = "bart-pics"
+
 #: solver overrides of the smoke run: enough steps to exercise every code path, no more
 SMOKE_OPTIONS: dict[str, dict] = {
     "cg-sense": {"iterations": 5},
     "l1-wavelet": {"iterations": 5},
     "tv": {"iterations": 5},
     "csgm": {"steps": 10, "restarts": 1},
+    "bart-pics": {"iterations": 5},
     "ilo": {"steps": (5, 5)},
     "sgilo": {"steps": (5, 5)},
 }
@@ -70,7 +78,7 @@ class BenchConfig(BaseModel):
             (s.coils, s.acceleration, s.center_fraction) for s in DEFAULT_SETTINGS
         ]
     )
-    methods: list[str] = Field(default_factory=lambda: list(METHODS))
+    methods: list[str] = Field(default_factory=lambda: default_methods())
     model: str | None = Field(None, description="prior name or generator path (None: default)")
     samples: int = Field(1, ge=1, description="SGILO chains")
     snr_db: float = 30.0
@@ -85,6 +93,13 @@ class BenchConfig(BaseModel):
     def methods_for(self, setting: Setting) -> list[str]:
         """CG-SENSE is a multi-coil method; everything else runs on every setting."""
         return [m for m in self.methods if m != "cg-sense" or setting.coils is not None]
+
+
+def default_methods() -> list[str]:
+    """Every method of :data:`pipeline.methods.METHODS`, and BART's ``pics`` when installed."""
+    from pipeline.bart import bart_available
+
+    return list(METHODS) + ([REFERENCE] if bart_available() else [])
 
 
 def smoke_config(**overrides: object) -> BenchConfig:
@@ -127,21 +142,29 @@ def _cell(job: dict) -> None:
         # sigpy's numba kernels compile on first use in a process: not part of the solve's time
         solve(y, op, job["method"], solver_options={"iterations": 1})
     start = time.perf_counter()
-    result = solve(
-        y,
-        op,
-        job["method"],
-        prior=prior,
-        samples=job["samples"],
-        seed=job["seed"],
-        solver_options=job["options"],
-    )
+    if job["method"] == REFERENCE:
+        from pipeline.bart import bart_pics
+
+        kspace = (y[:, None] if y.ndim == 3 else y).numpy()
+        maps = op.maps.numpy() if hasattr(op, "maps") else None
+        magnitude = np.abs(bart_pics(kspace, maps, **job["options"]))
+    else:
+        result = solve(
+            y,
+            op,
+            job["method"],
+            prior=prior,
+            samples=job["samples"],
+            seed=job["seed"],
+            solver_options=job["options"],
+        )
+        magnitude = result.magnitude
     seconds = time.perf_counter() - start
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     gpu_mb = torch.cuda.max_memory_allocated() / 2**20 if job["device"] == "cuda" else 0.0
     np.savez(
         job["result"],
-        magnitude=result.magnitude,
+        magnitude=magnitude,
         seconds=seconds,
         peak_mb=peak_mb,
         gpu_mb=gpu_mb,
@@ -351,7 +374,14 @@ def markdown_tables(
         "method's own process (Python and torch included); peak GPU memory: torch's allocator "
         f"(generative methods on `{config.device}`). Classical λ were chosen on training "
         "slices (CLASSICAL_TUNING.md); the generative methods run with their defaults"
-        + (f" on the prior `{config.model or 'brain-t1-128'}`." if _any_generative(rows) else "."),
+        + (f" on the prior `{config.model or 'brain-t1-128'}`." if _any_generative(rows) else ".")
+        + (
+            f" `{REFERENCE}` is BART's `pics` (ℓ1-wavelet, an implementation independent of this "
+            "project, given the same ESPIRiT maps; λ chosen on training slices): a check on the "
+            "classical rows."
+            if any(r.method == REFERENCE for r in rows)
+            else ""
+        ),
         "",
     ]
     for label in dict.fromkeys(r.setting for r in rows):

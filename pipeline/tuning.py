@@ -2,7 +2,8 @@
 
 ``sgilo tune-classical`` simulates the benchmark's settings (single-coil, and 8-coil with ESPIRiT
 maps; 4× with an 8 % centre and 8× with 4 %) on training slices only, sweeps ``λ_rel`` on a log
-grid for ℓ1-wavelet and TV (and the number of CG-SENSE iterations, its regulariser), and reports
+grid for ℓ1-wavelet and TV (and the number of CG-SENSE iterations, its regulariser; and BART's
+``pics`` λ when the ``bart`` command is installed, :mod:`pipeline.bart`), and reports
 the volume PSNR of each value beside zero-filling. For each
 method and kind of data (single- or multi-coil) the value with the best PSNR averaged over the two
 accelerations becomes the default in :mod:`pipeline.solvers.classical`. Validation slices, on
@@ -26,6 +27,8 @@ GRID: dict[str, tuple[str, tuple[float, ...]]] = {
     "l1-wavelet": ("lam", (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)),
     "tv": ("lam", (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1)),
     "cg-sense": ("iterations", (3, 5, 10, 20, 40, 80)),
+    # BART's pics (pipeline/bart.py; swept only when the bart command is installed)
+    "bart-pics": ("lam", (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)),
 }
 
 
@@ -66,8 +69,15 @@ def sweep(
                 continue
             name, values = grid[method]
             for value in values:
-                result = CLASSICAL[method](y, op, **{name: value})
-                quality = psnr(acq.target, result.magnitude)
+                if method == "bart-pics":
+                    from pipeline.bart import bart_pics
+
+                    k = (y[:, None] if setting.coils is None else y).numpy()
+                    maps = None if setting.coils is None else op.maps.numpy()
+                    magnitude = np.abs(bart_pics(k, maps, lam=value))
+                else:
+                    magnitude = CLASSICAL[method](y, op, **{name: value}).magnitude
+                quality = psnr(acq.target, magnitude)
                 rows.append(TuningRow(method, setting.label, value, quality))
                 if progress:
                     print(f"  {setting.label:<16} {method:<11} {name}={value:<7g} {quality:.2f} dB")
@@ -119,11 +129,13 @@ def run(
     num_slices: int = 12, size: int = 128
 ) -> tuple[list[TuningRow], dict[tuple[str, str], float]]:
     """Sweep on ``num_slices`` evenly spaced MNI training slices; returns rows and the best λs."""
+    from pipeline.bart import bart_available
     from pipeline.data.mni import mni_slices
     from pipeline.experiment import DEFAULT_SETTINGS
 
     torch.set_num_threads(2)
     train = mni_slices("train", size=size)
     pick = np.linspace(0, len(train) - 1, num_slices).round().astype(int)
-    rows = sweep(train[pick], DEFAULT_SETTINGS)
+    methods = ("cg-sense", "l1-wavelet", "tv") + (("bart-pics",) if bart_available() else ())
+    rows = sweep(train[pick], DEFAULT_SETTINGS, methods=methods)
     return rows, best_lambda(rows)

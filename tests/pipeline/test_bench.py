@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -60,6 +61,18 @@ def test_bench_report_is_marked_partial_until_every_cell_is_done(tmp_path):
     row = BenchRow("single-coil 4x", "zero-filled", 20.0, 0.5, 0.1, 0.01, 100.0, 1)
     assert "Partial: 1 of 4 cells" in markdown_tables([row], config, "sgilo bench", total=4)
     assert "Partial" not in markdown_tables([row], config, "sgilo bench", total=1)
+
+
+@pytest.mark.skipif(shutil.which("bart") is None, reason="bart is not installed")
+def test_bench_runs_bart_pics_as_a_reference_row(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("SGILO_CACHE_DIR", str(tmp_path / "cache"))
+    out = tmp_path / "bench"
+    argv = ["bench", "--smoke", "--out", str(out), "--threads", "1", "--slices", "1"]
+    argv += ["--methods", "zero-filled,bart-pics", "--settings", "8-coil 4x"]
+    assert main(argv) == 0, capsys.readouterr().err
+    rows = {r["method"]: r for r in json.loads((out / "benchmarks.json").read_text())["rows"]}
+    assert rows["bart-pics"]["psnr"] > rows["zero-filled"]["psnr"] + 3  # coils + ℓ1 help
+    assert "BART's `pics`" in (out / "BENCHMARKS.md").read_text()
 
 
 def test_bench_refuses_unknown_methods_and_settings(tmp_path, capsys):
