@@ -572,11 +572,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
             command="sgilo " + " ".join(shlex.quote(a) for a in args.argv),
             log=_stderr,
         )
-    from pipeline.bench import BenchConfig, run_bench, smoke_config, write_outputs
-    from pipeline.methods import GENERATIVE, METHODS, load_prior
-
     from pipeline.bart import bart_available
-    from pipeline.bench import REFERENCE, default_methods
+    from pipeline.bench import (
+        REFERENCE,
+        BenchConfig,
+        default_methods,
+        run_bench,
+        smoke_config,
+        write_outputs,
+    )
+    from pipeline.methods import GENERATIVE, METHODS, load_prior
 
     methods = default_methods() if args.methods is None else args.methods.split(",")
     known = [*METHODS, REFERENCE]

@@ -150,6 +150,7 @@ def csgm(
             z0 = torch.randn(batch, generator.style_dim, generator=rng, dtype=dtype)
             z = z0.to(device).requires_grad_(True)
             optimizer = torch.optim.Adam([z], lr=config.lr)
+            step_losses: list[torch.Tensor] = []  # this restart's history, read out at its end
             run_loss = torch.full((batch,), math.inf, dtype=torch.float64, device=device)
             for step in range(config.steps + 1):
                 data = problem.measurement_loss(image_of(z))
@@ -164,7 +165,7 @@ def csgm(
                 )
                 if step == config.steps:  # the final iterate is evaluated, not stepped
                     break
-                history.append(float(current.mean()))
+                step_losses.append(current.mean())
                 for group in optimizer.param_groups:
                     group["lr"] = _learning_rate(config, step)
                 loss = (data + config.latent_weight * z.pow(2).sum(dim=1)).sum()
@@ -173,6 +174,8 @@ def csgm(
                 optimizer.step()
                 if callback:
                     callback(restart * config.steps + step + 1, total, f"csgm restart {restart}")
+            if step_losses:
+                history.extend(torch.stack(step_losses).tolist())
             restart_losses.append([float(v) for v in run_loss])
         with torch.no_grad():
             x = image_of(best_z)

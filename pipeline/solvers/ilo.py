@@ -25,6 +25,10 @@ Round ``k = 0 … len(steps) − 1`` (``len(steps) ≤ num_blocks``):
 5. the output is, per slice, the iterate of the LAST round with the lowest measurement loss
    ``‖A(c ⊙ x) − y/s‖² / m`` (the round start and the final iterate included).
 
+Optional early stop (``early_stop``, off by default): a round ends once no slice's measurement
+loss has improved on its lowest value of the round by a relative ``1e-3`` for ``patience``
+steps; the iterate it stops at is the round's final one (``params["steps_run"]`` per round).
+
 Radius rule: ``radii[k]`` (a float) is the absolute ℓ1 radius of every variable in round ``k``;
 ``None`` (the whole tuple or one entry) means the size-scaled default
 ``r = radius_fraction · n · rms(v₀) = radius_fraction · √n · ‖v₀‖₂`` per slice and per variable
@@ -43,7 +47,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from pydantic import ConfigDict, Field, model_validator
@@ -61,7 +65,7 @@ from pipeline.solvers.latent_common import (
     frozen,
     prepare_problem,
 )
-from pipeline.solvers.projections import l1_ball_project, sphere_project
+from pipeline.solvers.projections import l1_ball_project_around_, sphere_project_
 
 
 class ILOConfig(MRIFitConfig):
@@ -94,6 +98,12 @@ class ILOConfig(MRIFitConfig):
     noise_blocks_ahead: int = Field(
         2, ge=0, description="noise maps of blocks k … k + this are optimised in round k"
     )
+    early_stop: bool = Field(
+        False,
+        description="end a round once no slice's measurement loss improved by a relative 1e-3 "
+        "for `patience` steps (docs/SPEED.md)",
+    )
+    patience: int = Field(20, ge=1, description="steps without improvement before early stop")
 
     @model_validator(mode="after")
     def _check(self) -> ILOConfig:
@@ -176,8 +186,9 @@ def size_scaled_radius(fraction: float, v0: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def _ball(v: torch.Tensor, v0: torch.Tensor, radius: torch.Tensor) -> None:
-    """In place: ``v ← v0 + Π_{‖·‖₁ ≤ radius}(v − v0)`` per batch element."""
-    v.copy_(v0 + l1_ball_project(v - v0, radius))
+    """In place: ``v ← v0 + Π_{‖·‖₁ ≤ radius}(v − v0)`` per batch element (elements inside their
+    ball are left as they are)."""
+    l1_ball_project_around_(v, v0, radius)
 
 
 def latent_stats_on(
@@ -196,6 +207,15 @@ def latent_stats_on(
 
 
 # ---------------------------------------------------------------------- the round loop
+@dataclass(frozen=True)
+class EarlyStop:
+    """End a round when no slice's measurement loss has improved by the relative ``tol`` (on its
+    lowest value of the round) for ``patience`` steps."""
+
+    patience: int
+    tol: float = 1e-3
+
+
 @dataclass
 class Round:
     """The variables of round ``k`` (``variables = [z, *active noise maps, *h]``), their
@@ -214,16 +234,16 @@ class Round:
     @torch.no_grad()
     def sphere_project(self) -> None:
         """In place: each row of ``z`` and each optimised noise map back to its start norm."""
-        self.z.copy_(sphere_project(self.z, self.z_norms))
+        sphere_project_(self.z, self.z_norms)
         for j, i in enumerate(self.active):
-            self.noises[i].copy_(sphere_project(self.noises[i], self.noise_norms[j]))
+            sphere_project_(self.noises[i], self.noise_norms[j])
 
 
 @dataclass
 class RoundsResult:
     """Of :func:`run_rounds`: the kept image (normalised units) and its loss ``(B,)``, the mean
-    loss at the end/start of every round, the last round's per-iterate losses and the step
-    counter after the run."""
+    loss at the end/start of every round, the last round's per-iterate losses, the step
+    counter after the run and the per-slice ``(B,)`` losses at the end/start of every round."""
 
     best_x: torch.Tensor
     best_loss: torch.Tensor
@@ -231,6 +251,9 @@ class RoundsResult:
     round_start_losses: list[float]
     last_round_losses: list[list[float]]
     done: int
+    round_slice_losses: list[torch.Tensor] = field(default_factory=list)
+    round_start_slice_losses: list[torch.Tensor] = field(default_factory=list)
+    steps_run: list[int] = field(default_factory=list)
 
 
 def run_rounds(
@@ -248,6 +271,8 @@ def run_rounds(
     learning_rate: Callable[[int, int], float] | None = None,
     keep_last: bool = False,
     history: list[float],
+    slice_history: list[torch.Tensor] | None = None,
+    early_stop: EarlyStop | None = None,
     callback: Progress | None = None,
     total: int = 0,
     done: int = 0,
@@ -259,7 +284,11 @@ def run_rounds(
     (under ``no_grad``) after every Adam step of that round; ``learning_rate(steps, step)`` the
     step's learning rate (``None``: constant ``lr``); ``keep_last``: keep the last round's final
     iterate instead of its lowest-loss one. The per-step mean measurement loss is appended to
-    ``history``; ``callback(done, total, f"{label} round {k}")`` after every step."""
+    ``history`` (at the end of each round: no per-step host read-out), and the per-slice losses
+    ``(B,)`` to ``slice_history`` when given; ``callback(done, total, f"{label} round {k}")``
+    after every step. ``early_stop``: end a round once every slice's measurement loss has not
+    improved by the relative ``tol`` for ``patience`` steps (that iterate is then the round's
+    final one); the steps each round ran are in ``RoundsResult.steps_run``."""
     batch = problem.batch
     dtype, device = z.dtype, z.device
     noises = [
@@ -269,7 +298,10 @@ def run_rounds(
     rounds = len(steps)
     round_losses: list[float] = []
     round_start_losses: list[float] = []
+    round_slice_losses: list[torch.Tensor] = []
+    round_start_slice_losses: list[torch.Tensor] = []
     last_round_losses: list[list[float]] = []
+    steps_run: list[int] = []
     best_loss = torch.full((batch,), math.inf, dtype=torch.float64, device=device)
     best_x = torch.zeros(batch, *problem.op.ishape, dtype=problem.y.dtype, device=device)
     for k, round_steps in enumerate(steps):
@@ -298,29 +330,43 @@ def run_rounds(
         z_norms = starts[0].norm(dim=-1)  # (B, n_latent)
         noise_norms = [starts[1 + j].reshape(batch, -1).norm(dim=1) for j in range(len(active))]
         hook = after_step(Round(k, z, noises, active, h, variables, starts, z_norms, noise_norms))
-        optimizer = torch.optim.Adam(variables, lr=lr)
+        optimizer = torch.optim.Adam(variables, lr=lr, foreach=True)
         iterate_losses: list[torch.Tensor] = []
+        step_losses: list[torch.Tensor] = []  # this round's history, read out once at its end
+        lowest = torch.full((batch,), math.inf, dtype=torch.float64, device=device)
+        stalled = torch.zeros(batch, dtype=torch.long, device=device)
         for step in range(round_steps + 1):
             g = generator.synthesize(gaussianized_to_w(z, mu, sigma), noises, start=k, h=h)
             assert isinstance(g, torch.Tensor)
             x = problem.image(g)
             data = problem.measurement_loss(x)
             current = data.detach().to(torch.float64)
+            final = step == round_steps
+            if early_stop is not None and not final:
+                improved = current < lowest * (1 - early_stop.tol)
+                lowest = torch.minimum(lowest, current)
+                stalled = torch.where(improved, 0, stalled + 1)
+                final = bool((stalled >= early_stop.patience).all())
             if step == 0:
                 round_start_losses.append(float(current.mean()))
+                round_start_slice_losses.append(current)
             if last:
                 iterate_losses.append(current)
                 keep = (
-                    torch.as_tensor(step == round_steps, device=device).expand(batch)
+                    torch.as_tensor(final, device=device).expand(batch)
                     if keep_last
                     else current < best_loss
                 )
                 best_loss = torch.where(keep, current, best_loss)
                 best_x = torch.where(keep.view(-1, *([1] * (x.ndim - 1))), x.detach(), best_x)
-            if step == round_steps:  # the final iterate is evaluated, not stepped
+            if final:  # the final iterate is evaluated, not stepped
+                steps_run.append(step)
                 round_losses.append(float(current.mean()))
+                round_slice_losses.append(current)
                 break
-            history.append(float(current.mean()))
+            step_losses.append(current.mean())
+            if slice_history is not None:
+                slice_history.append(current)
             if learning_rate is not None:
                 for group in optimizer.param_groups:
                     group["lr"] = learning_rate(round_steps, step)
@@ -333,11 +379,21 @@ def run_rounds(
             done += 1
             if callback:
                 callback(done, total, f"{label} round {k}")
+        if step_losses:
+            history.extend(torch.stack(step_losses).tolist())
         if last:
             stacked = torch.stack(iterate_losses, dim=1)  # (B, steps + 1)
             last_round_losses = [[float(v) for v in row] for row in stacked]
     return RoundsResult(
-        best_x, best_loss, round_losses, round_start_losses, last_round_losses, done
+        best_x,
+        best_loss,
+        round_losses,
+        round_start_losses,
+        last_round_losses,
+        done,
+        round_slice_losses,
+        round_start_slice_losses,
+        steps_run,
     )
 
 
@@ -406,6 +462,7 @@ def ilo(
             after_step=balls,
             learning_rate=lambda steps, step: _learning_rate(config, steps, step),
             history=history,
+            early_stop=EarlyStop(config.patience) if config.early_stop else None,
             callback=callback,
             total=sum(config.steps),
             label="ilo",
@@ -426,6 +483,7 @@ def ilo(
         "measurement_losses": json.dumps([float(v) for v in best_loss]),
         "round_losses": json.dumps(result.round_losses),
         "round_start_losses": json.dumps(result.round_start_losses),
+        "steps_run": json.dumps(result.steps_run),
         "last_round_losses": json.dumps(result.last_round_losses),
         "data_scale": json.dumps([float(v) for v in problem.scale]),
     }

@@ -34,12 +34,16 @@ Score models: ``score_models`` maps a space to a model with ``data_shape`` and
 ``"block<k>"``), the output ``h_k`` of block ``k`` (data shape ``(C_k, r_k, r_k)``, features only,
 or ``(C_k + C_img, r_k, r_k)``, features and skip image), used in round ``k + 1``.
 
-Chains: ``chains = K`` independent runs, posterior samples. They run one after the other (a loop,
-not a batch of ``B·K``: repeating an operator's per-slice mask/maps/trajectory is operator
-specific), all drawing from the one ``rng``: chain ``c`` first draws its initial ``z`` (unless
-``shared_init``: one ``z`` drawn before the first chain, used by every chain), then the prior
-noise ``ξ`` of its steps. So with ``shared_init`` and ``tau = 0`` every chain is the same
-computation and the chains are identical. The result is a :class:`SGILOResult`: ``image`` the mean
+Chains: ``chains = K`` independent runs, posterior samples. They run as ONE batch of ``K·B``
+(:class:`ChainBatch`, chain-major: row ``c·B + b`` is chain ``c``, slice ``b``): the generator,
+Adam and the prior steps see ``K·B`` rows, the image and the measurement loss are computed chain
+by chain with the problem's own per-slice tensors (no operator is repeated), so ``K`` chains cost
+about one run at batch ``K·B``. Randomness, all from the one ``rng``: first the initial ``z`` of
+every chain in one draw of shape ``(K, B, n_latent, D)`` (``shared_init``: one ``(1, B, …)``
+draw, used by every chain), then at every step the prior noise ``ξ`` of all chains in one draw
+per space of shape ``(K·B, …)``. ``K = 1`` draws exactly what a single run draws. Chains differ
+only through their rows of ``z`` and ``ξ``, so with ``shared_init`` and ``tau = 0`` the chains
+are identical, and otherwise they differ. The result is a :class:`SGILOResult`: ``image`` the mean
 of the ``K`` samples (after data consistency, which is applied per sample), ``samples``
 ``(K, B, H, W)`` complex, ``std`` ``(B, H, W)`` the per-pixel standard deviation of the samples'
 magnitudes over the chains (population std, 0 for ``K = 1``), in the units of ``y``.
@@ -62,16 +66,23 @@ from models.stylegan2.checkpoint import LatentStats
 from models.stylegan2.generator import Generator, SynthesisState
 from operators.base import LinearOperator
 from pipeline.solvers.base import Progress, ReconResult
-from pipeline.solvers.ilo import Round, latent_stats_on, run_rounds, size_scaled_radius
+from pipeline.solvers.ilo import (
+    EarlyStop,
+    Round,
+    latent_stats_on,
+    run_rounds,
+    size_scaled_radius,
+)
 from pipeline.solvers.latent_common import (
     MRIFitConfig,
+    Problem,
     check_inputs,
     config_params,
     finish_image,
     frozen,
     prepare_problem,
 )
-from pipeline.solvers.projections import l1_ball_project
+from pipeline.solvers.projections import l1_ball_project_around_
 
 
 class PriorModel(Protocol):
@@ -122,6 +133,12 @@ class SGILOConfig(MRIFitConfig):
     noise_blocks_ahead: int = Field(
         2, ge=0, description="noise maps of blocks k … k + this are optimised in round k"
     )
+    early_stop: bool = Field(
+        False,
+        description="end a round once no chain's slice improved its measurement loss by a "
+        "relative 1e-3 for `patience` steps (as ILO's early_stop)",
+    )
+    patience: int = Field(20, ge=1, description="steps without improvement before early stop")
 
     @model_validator(mode="after")
     def _check(self) -> SGILOConfig:
@@ -212,6 +229,35 @@ def check_score_models(
     return out
 
 
+class ChainBatch:
+    """``K`` copies of a solver problem as one batch of ``K·B`` (chain-major: row ``c·B + b`` is
+    chain ``c``, slice ``b``), for :func:`pipeline.solvers.ilo.run_rounds`. The image and the loss
+    are computed chain by chain with the problem's own per-slice tensors (scale, phase carrier,
+    gain, the operator's per-slice mask/maps), so no operator needs to know about chains; the
+    generator, the backward pass, Adam and the prior steps see one batch."""
+
+    def __init__(self, problem: Problem, chains: int) -> None:
+        self.problem, self.chains = problem, chains
+        self.op, self.y = problem.op, problem.y
+
+    @property
+    def batch(self) -> int:
+        return self.chains * self.problem.batch
+
+    def image(self, g: torch.Tensor) -> torch.Tensor:
+        """Generator output ``(K·B, C, R, R)`` → the problem's image, ``(K·B, H, W)``."""
+        if self.chains == 1:
+            return self.problem.image(g)
+        return torch.cat([self.problem.image(part) for part in g.split(self.problem.batch)])
+
+    def measurement_loss(self, x: torch.Tensor) -> torch.Tensor:
+        """``(K·B,)``: the problem's per-slice measurement loss, chain by chain."""
+        if self.chains == 1:
+            return self.problem.measurement_loss(x)
+        parts = x.split(self.problem.batch)
+        return torch.cat([self.problem.measurement_loss(part) for part in parts])
+
+
 # ---------------------------------------------------------------------- the solver
 def sgilo(
     y: torch.Tensor,
@@ -230,8 +276,9 @@ def sgilo(
     ``latent_stats``: ``μ, σ`` of the Gaussianized latent (required); ``score_models``: the
     priors per space (none: SGILO without prior = ILO without ball); ``rng``: the source of the
     initial ``z`` and of the Langevin noise; ``callback(step, total, message)`` after every Adam
-    step (``total = chains · sum(steps)``). Returns an :class:`SGILOResult`; ``history`` is the
-    per-step mean measurement loss, chain after chain.
+    step of the batched chains (counted as ``K`` chain steps: ``total = chains · sum(steps)``).
+    Returns an :class:`SGILOResult`; ``history`` is the per-step mean measurement loss (over a
+    chain's slices), chain after chain.
     """
     config = SGILOConfig() if config is None else config
     start_time = time.perf_counter()
@@ -251,8 +298,8 @@ def sgilo(
     mu, sigma = latent_stats_on(latent_stats, generator, dtype, device)
     batch = problem.batch
 
-    def draw_z() -> torch.Tensor:
-        shape = (batch, generator.n_latent, generator.style_dim)
+    def draw_z(count: int) -> torch.Tensor:
+        shape = (count, batch, generator.n_latent, generator.style_dim)
         return torch.randn(*shape, generator=rng, dtype=dtype).to(device)
 
     def prior_on_h(h: SynthesisState, model: PriorModel) -> None:
@@ -283,52 +330,63 @@ def sgilo(
             rnd.sphere_project()
             if radii:
                 for v, v0, r in zip(rnd.variables, rnd.starts, radii, strict=True):
-                    v.copy_(v0 + l1_ball_project(v - v0, r))
+                    l1_ball_project_around_(v, v0, r)
 
         return step
 
-    total = config.chains * sum(config.steps)
-    done = 0
-    history: list[float] = []
-    shared_z = draw_z() if config.shared_init else None
+    chains = config.chains
+    # all chains run as one batch of K·B (chain-major: row c·B + b is chain c, slice b)
+    z = draw_z(1 if config.shared_init else chains)
+    chained = ChainBatch(problem, chains)
+    step_losses: list[torch.Tensor] = []  # (K·B,) per step
+    progress = None
+    if callback is not None:
+        cb = callback
 
-    samples: list[torch.Tensor] = []
-    chain_losses: list[list[float]] = []
-    chain_round_losses: list[list[float]] = []
-    chain_round_start_losses: list[list[float]] = []
+        def progress(done: int, total: int, message: str) -> None:
+            cb(chains * done, chains * total, message)
+
     with frozen(generator):
-        for chain in range(config.chains):
-            z = shared_z.clone() if shared_z is not None else draw_z()
-            result = run_rounds(
-                problem,
-                generator,
-                mu,
-                sigma,
-                z,
-                steps=config.steps,
-                lr=config.lr,
-                geocross_weight=config.geocross_weight,
-                noise_blocks_ahead=config.noise_blocks_ahead,
-                after_step=priors,
-                keep_last=config.keep == "last",
-                history=history,
-                callback=callback,
-                total=total,
-                done=done,
-                label=f"sgilo chain {chain}",
-            )
-            done = result.done
-            x = finish_image(
-                problem,
-                result.best_x,
-                dc=config.data_consistency,
-                dc_weight=config.dc_weight,
-                dc_iterations=config.dc_iterations,
-            )
-            samples.append(x)
-            chain_losses.append([float(v) for v in result.best_loss])
-            chain_round_losses.append(result.round_losses)
-            chain_round_start_losses.append(result.round_start_losses)
+        result = run_rounds(
+            chained,  # type: ignore[arg-type]
+            generator,
+            mu,
+            sigma,
+            z.expand(chains, -1, -1, -1).reshape(chains * batch, *z.shape[2:]),
+            steps=config.steps,
+            lr=config.lr,
+            geocross_weight=config.geocross_weight,
+            noise_blocks_ahead=config.noise_blocks_ahead,
+            after_step=priors,
+            keep_last=config.keep == "last",
+            history=[],
+            slice_history=step_losses,
+            early_stop=EarlyStop(config.patience) if config.early_stop else None,
+            callback=progress,
+            total=sum(config.steps),
+            label="sgilo",
+        )
+    samples = [
+        finish_image(
+            problem,
+            x,
+            dc=config.data_consistency,
+            dc_weight=config.dc_weight,
+            dc_iterations=config.dc_iterations,
+        )
+        for x in result.best_x.split(batch)
+    ]
+
+    def per_chain(values: list[torch.Tensor]) -> torch.Tensor:
+        """``(K·B,)`` per entry → ``(K, len(values))`` means over each chain's slices."""
+        if not values:
+            return torch.zeros(chains, 0, dtype=torch.float64)
+        return torch.stack(values, dim=1).reshape(chains, batch, -1).mean(dim=1)
+
+    history = per_chain(step_losses).reshape(-1).tolist()  # chain after chain
+    chain_losses = result.best_loss.reshape(chains, batch).tolist()
+    chain_round_losses = per_chain(result.round_slice_losses).tolist()
+    chain_round_start_losses = per_chain(result.round_start_slice_losses).tolist()
 
     stacked = torch.stack(samples)  # (K, B, H, W)
     std = (stacked.abs() if stacked.is_complex() else stacked).std(dim=0, correction=0)
@@ -340,6 +398,7 @@ def sgilo(
         "measurement_losses": json.dumps(chain_losses),
         "round_losses": json.dumps(chain_round_losses),
         "round_start_losses": json.dumps(chain_round_start_losses),
+        "steps_run": json.dumps(result.steps_run),
         "data_scale": json.dumps([float(v) for v in problem.scale]),
     }
     return SGILOResult(

@@ -101,6 +101,34 @@ def test_zero_radii_keep_the_initial_image(gen_stats):
     assert max(losses) - min(losses) < 1e-6 * max(1.0, max(losses))
 
 
+def test_early_stop_ends_stalled_rounds(gen_stats):
+    """Zero radii freeze the iterate: with early_stop each round ends `patience` steps after its
+    start (the loss never improves) and the image is the one of the full schedule."""
+    gen, stats = gen_stats
+    op = _op()
+    y = op.A(_truth(gen, batch=2))
+
+    def run(**kw):
+        cfg = _config(steps=(12, 9), radii=(0.0, 0.0), **kw)
+        rng = torch.Generator().manual_seed(7)
+        return ilo(y, op, generator=gen, latent_stats=stats, config=cfg, rng=rng)
+
+    full, stopped = run(), run(early_stop=True, patience=4)
+    assert json.loads(full.params["steps_run"]) == [12, 9]
+    assert json.loads(stopped.params["steps_run"]) == [4, 4]
+    assert len(stopped.history) == 8 and len(full.history) == 21
+    assert torch.allclose(stopped.image, full.image, atol=1e-6)
+    moving = ilo(
+        y,
+        op,
+        generator=gen,
+        latent_stats=stats,
+        config=_config(steps=(12, 9), early_stop=True, patience=50),
+        rng=torch.Generator().manual_seed(7),
+    )
+    assert json.loads(moving.params["steps_run"]) == [12, 9]  # patience longer than the rounds
+
+
 def test_geocross_brute_force():
     z = torch.randn(2, 5, 7, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
     got = geocross(z)

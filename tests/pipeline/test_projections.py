@@ -7,7 +7,12 @@ import pytest
 import torch
 from scipy.optimize import minimize
 
-from pipeline.solvers.projections import l1_ball_project, sphere_project
+from pipeline.solvers.projections import (
+    l1_ball_project,
+    l1_ball_project_around_,
+    sphere_project,
+    sphere_project_,
+)
 
 
 def _bisection(v: np.ndarray, r: float) -> np.ndarray:
@@ -113,3 +118,72 @@ def test_sphere_projection_rows_and_elements():
     assert torch.equal(sphere_project(zero, 1.0), zero)
     with pytest.raises(ValueError, match="prefix"):
         sphere_project(v, torch.ones(3))
+
+
+def _sorted_projection(v: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    """Duchi et al.'s sort-based formula, written out independently (float64)."""
+    flat = v.reshape(v.shape[0], -1)
+    u = torch.sort(flat.abs(), dim=1, descending=True).values
+    excess = torch.cumsum(u, dim=1) - r[:, None]
+    j = torch.arange(1, u.shape[1] + 1, dtype=v.dtype)
+    rho = ((u - excess / j) > 0).sum(dim=1)
+    theta = excess.gather(1, (rho - 1)[:, None]).squeeze(1) / rho
+    out = torch.sign(flat) * (flat.abs() - theta[:, None]).clamp_min(0)
+    inside = flat.abs().sum(dim=1) <= r
+    return torch.where(inside[:, None], flat, out).reshape(v.shape)
+
+
+def test_l1_projection_matches_the_sort_formula_on_large_inputs():
+    g = torch.Generator().manual_seed(2)
+    for shape in ((3, 8192), (2, 12, 128), (4, 1, 64, 64)):
+        v = torch.randn(*shape, generator=g, dtype=torch.float64) * torch.rand(
+            shape[0], *([1] * (len(shape) - 1)), generator=g, dtype=torch.float64
+        )
+        norms = v.abs().reshape(shape[0], -1).sum(dim=1)
+        r = norms * torch.tensor([0.01, 0.5, 2.0, 0.1][: shape[0]], dtype=torch.float64)
+        np.testing.assert_allclose(
+            l1_ball_project(v, r).numpy(), _sorted_projection(v, r).numpy(), atol=1e-12
+        )
+
+
+def test_l1_projection_around_in_place():
+    g = torch.Generator().manual_seed(3)
+    c = torch.randn(3, 5, 7, generator=g, dtype=torch.float64)
+    v = c + torch.randn(3, 5, 7, generator=g, dtype=torch.float64)
+    r = (v - c).abs().reshape(3, -1).sum(dim=1) * torch.tensor([0.3, 1.5, 0.0], dtype=v.dtype)
+    want = c + l1_ball_project(v - c, r)
+    before = v.clone()
+    out = l1_ball_project_around_(v, c, r)
+    assert out is v
+    np.testing.assert_allclose(v.numpy(), want.numpy(), atol=1e-12)
+    assert torch.equal(v[1], before[1])  # inside its ball: not written at all
+    assert torch.equal(v[2], c[2])  # radius 0: back to the centre
+    with pytest.raises(ValueError, match="center"):
+        l1_ball_project_around_(v, c[:2], r)
+
+
+def test_sphere_projection_in_place_equals_the_pure_one():
+    g = torch.Generator().manual_seed(4)
+    v = torch.randn(2, 6, 9, generator=g)
+    v[1, 2] = 0
+    norms = torch.rand(2, 6, generator=g) * 2
+    want = sphere_project(v, norms)
+    assert torch.equal(sphere_project_(v, norms), want) and torch.equal(v, want)
+    with pytest.raises(ValueError, match="prefix"):
+        sphere_project_(v, torch.ones(3))
+
+
+def test_l1_projection_long_rows_with_ties_at_the_threshold():
+    """Long rows (Michelot's iteration) whose entries sit exactly at, or an ulp around, the
+    soft-threshold level: the iteration ends and agrees with the sort-based formula."""
+    n = 4096
+    for dtype in (torch.float32, torch.float64):
+        base = torch.full((n,), 0.5, dtype=dtype)
+        base[:100] = 2.0
+        # θ = 0.5 exactly: Σ max(u − 0.5, 0) = 100 · 1.5
+        r = torch.tensor([150.0], dtype=dtype)
+        ulp = torch.finfo(dtype).eps
+        rows = torch.stack([base, base * (1 + ulp), base * (1 - ulp)])
+        out = l1_ball_project(rows, r.expand(3))
+        want = _sorted_projection(rows.to(torch.float64), r.expand(3).to(torch.float64))
+        np.testing.assert_allclose(out.to(torch.float64).numpy(), want.numpy(), atol=1e-5)
