@@ -363,7 +363,7 @@ def markdown_tables(
             else []
         ),
         f"Made by `{command}` on {time.strftime('%Y-%m-%d')} "
-        f"({machine_description(config.threads)}).",
+        f"({machine_description(config.threads)}; code {_revision()}).",
         "",
         f"{config.num_slices} MNI152 validation slices at {config.size}² (held out from every "
         "training set), simulated with a smooth random phase, birdcage coils (8-coil rows), "
@@ -399,6 +399,12 @@ def markdown_tables(
             )
         lines.append("")
     return "\n".join(lines)
+
+
+def _revision() -> str:
+    from pipeline.provenance import git_revision
+
+    return f"`{git_revision()[:12]}`"
 
 
 def _any_generative(rows: list[BenchRow]) -> bool:

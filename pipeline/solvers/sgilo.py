@@ -134,7 +134,7 @@ class SGILOConfig(MRIFitConfig):
         2, ge=0, description="noise maps of blocks k … k + this are optimised in round k"
     )
     early_stop: bool = Field(
-        False,
+        True,
         description="end a round once no chain's slice improved its measurement loss by a "
         "relative 1e-3 for `patience` steps (as ILO's early_stop)",
     )
