@@ -15,6 +15,9 @@
     sgilo evaluate-prior [--model NAME|PATH] --out DIR
     sgilo train-gan --data SRC [--data SRC ...] --out DIR [--resume] [--steps N] ...
     sgilo train-score --generator PATH --space z|K --out DIR [--resume] [--steps N] ...
+                      [--latents FILE]
+    sgilo invert-training --model NAME|PATH --data SRC [--data SRC ...] --space K --out FILE
+                          [--limit N] [--steps 100,50,...] [--batch B] [--include-skip]
     sgilo sample --generator PATH [--score PATH --block K] --out FILE.png [--n N] [--seed S]
 
 Heavy libraries (torch, sigpy, prefect) are imported inside the commands so that ``sgilo --help``
@@ -174,7 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
         "train-score",
         help="train a latent score model on a generator's latents (z or a block output)",
         description="Train a VP-SDE score model on latents of GAN samples: 'z' (the w+ rows' "
-        "Gaussianized latents) or the output of synthesis block K. Resumable with --resume.",
+        "Gaussianized latents) or the output of synthesis block K; with --latents, on ILO "
+        "inversions of training images (`sgilo invert-training`). Resumable with --resume.",
     )
     score.add_argument("--generator", type=Path, required=True, help="a generator.pt")
     score.add_argument("--space", required=True, help="'z' or a block index")
@@ -186,6 +190,42 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--depth", type=int, default=None, help="network depth (default 4)")
     score.add_argument("--seed", type=int, default=0)
     score.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    score.add_argument(
+        "--latents",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="train on these block-K latents (from `sgilo invert-training`) instead of GAN "
+        "samples; the file's block and shape must match --space and the generator",
+    )
+
+    inv = sub.add_parser(
+        "invert-training",
+        help="ILO inversions of training images: block-K latents for `train-score --latents`",
+        description="Fit each training image with ILO (a denoising problem on the generator's "
+        "grid) and save the output of synthesis block K at the end of the round that optimises "
+        "it. --data as for train-gan ('mni-train', folders or files; 'natural-train' for an "
+        "RGB prior). Progress goes to stderr.",
+    )
+    inv.add_argument("--model", required=True, help="a shipped prior name or a generator file")
+    inv.add_argument("--data", action="append", required=True, metavar="SRC")
+    inv.add_argument("--space", type=int, required=True, help="the block index K")
+    inv.add_argument("--out", type=Path, required=True, help="the latents file to write (.pt)")
+    inv.add_argument("--limit", type=int, default=None, help="at most N images, evenly spaced")
+    inv.add_argument(
+        "--steps",
+        default=None,
+        help="Adam steps per ILO round, comma-separated, at least K+2 of them "
+        "(default 100,50,50,25,...)",
+    )
+    inv.add_argument("--batch", type=int, default=8, help="images fitted together")
+    inv.add_argument(
+        "--include-skip",
+        action="store_true",
+        help="append the skip image to the features as extra channels",
+    )
+    inv.add_argument("--seed", type=int, default=0)
+    inv.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
 
     show = sub.add_parser(
         "sample",
@@ -519,7 +559,19 @@ def cmd_train_score(args: argparse.Namespace) -> int:
     try:
         generator, info = load_generator(args.generator, device=args.device)
         space: str | int = "z" if args.space == "z" else int(args.space)
-        source = gan_latent_source(generator, space, latent_stats=info.latent_stats)
+        if args.latents is not None:
+            from models.score.sources import TensorSource
+            from pipeline.inversions import check_inversions, load_inversions
+            from pipeline.provenance import sha256_file
+
+            latents, record = load_inversions(args.latents)
+            check_inversions(
+                latents, record, generator, space, sha256_file(args.generator), args.latents
+            )
+            source = TensorSource(latents.to(args.device))
+            _stderr(f"training on {latents.shape[0]} inverted latents from {args.latents}")
+        else:
+            source = gan_latent_source(generator, space, latent_stats=info.latent_stats)
         sample = source(2, torch.Generator().manual_seed(0))
         config = ScoreTrainConfig(
             network=default_network_config(
@@ -550,6 +602,78 @@ def cmd_train_score(args: argparse.Namespace) -> int:
         _stderr(f"sgilo train-score: error: {' '.join(str(exc).split())}")
         return 2
     _stderr(f"done: {args.out / 'score_model.pt'}")
+    return 0
+
+
+def cmd_invert_training(args: argparse.Namespace) -> int:
+    import time
+
+    import torch
+
+    from pipeline.inversions import (
+        DEFAULT_STEPS,
+        evenly_spaced,
+        inversion_rounds,
+        invert_images,
+        save_inversions,
+    )
+    from pipeline.methods import load_prior
+    from pipeline.provenance import sha256_file
+    from pipeline.training_data import load_training_images
+
+    if args.device == "cuda" and not torch.cuda.is_available():
+        _stderr("sgilo invert-training: --device cuda requested but no CUDA device is available")
+        return 2
+    try:
+        steps = None
+        if args.steps is not None:
+            try:
+                steps = tuple(int(s) for s in args.steps.replace("-", ",").split(","))
+            except ValueError:
+                raise ValueError(
+                    f"--steps must be integers, e.g. 100,50,50, got {args.steps!r}"
+                ) from None
+        if args.batch < 1:
+            raise ValueError(f"--batch must be >= 1, got {args.batch}")
+        prior = load_prior(args.model, device=args.device)
+        config = prior.generator.config
+        channels = 3 if int(config.image_channels) == 3 else 1
+        images, _ = load_training_images(args.data, int(config.resolution), channels=channels)
+        images = images[evenly_spaced(len(images), args.limit)]
+        _stderr(f"inverting {len(images)} images at block {args.space} with {prior.path}")
+        t0 = time.perf_counter()
+
+        def progress(done: int, total: int, message: str) -> None:
+            _stderr(f"invert-training: {message}")
+
+        latents = invert_images(
+            images,
+            prior,
+            args.space,
+            batch=args.batch,
+            steps=steps,
+            include_skip=args.include_skip,
+            seed=args.seed,
+            progress=progress,
+        )
+        seconds = time.perf_counter() - t0
+        rounds = inversion_rounds(prior.generator, args.space)
+        info = {
+            "space": args.space,
+            "generator_sha256": sha256_file(prior.path),
+            "sources": [str(s) for s in args.data],
+            "limit": args.limit,
+            "steps": list((steps or DEFAULT_STEPS)[:rounds]),
+            "include_skip": bool(args.include_skip),
+            "seed": args.seed,
+            "seconds_per_image": round(seconds / len(images), 3),
+        }
+        save_inversions(args.out, latents, info)
+    except ValueError as exc:
+        _stderr(f"sgilo invert-training: error: {' '.join(str(exc).split())}")
+        return 2
+    per = seconds / len(images)
+    _stderr(f"done: {tuple(latents.shape)} latents, {per:.1f} s/image; {args.out}")
     return 0
 
 
@@ -983,6 +1107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "tune-classical": cmd_tune,
         "train-gan": cmd_train_gan,
         "train-score": cmd_train_score,
+        "invert-training": cmd_invert_training,
         "sample": cmd_sample,
         "evaluate-prior": cmd_evaluate_prior,
         "bench": cmd_bench,
