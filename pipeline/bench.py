@@ -398,7 +398,39 @@ def markdown_tables(
                 f"{r.seconds_per_slice:.2f} | {r.peak_rss_mb:.0f} | {gpu} |"
             )
         lines.append("")
+    lines += summary_lines(rows)
     return "\n".join(lines)
+
+
+def summary_lines(rows: list[BenchRow]) -> list[str]:
+    """The generative methods against the best of the project's classical methods, per setting:
+    ``SGILO − best classical`` (dB) and the PSNR order of CSGM, ILO and SGILO (the papers' claim
+    is SGILO > ILO > CSGM). Empty when no generative method ran."""
+    if not _any_generative(rows):
+        return []
+    classical = {"zero-filled", "cg-sense", "l1-wavelet", "tv"}
+    lines = [
+        "## Summary: generative against classical",
+        "",
+        "| setting | best classical (dB) | CSGM − best | ILO − best | SGILO − best | "
+        "PSNR order of the generative methods |",
+        "|---|---|---|---|---|---|",
+    ]
+    for label in dict.fromkeys(r.setting for r in rows):
+        here = {r.method: r.psnr for r in rows if r.setting == label}
+        base = [(v, m) for m, v in here.items() if m in classical]
+        if not base:
+            continue
+        best, best_method = max(base)
+        gaps = [f"{here[m] - best:+.2f}" if m in here else "—" for m in ("csgm", "ilo", "sgilo")]
+        order = " > ".join(
+            sorted((m for m in GENERATIVE if m in here), key=lambda m: -here[m])
+        ).upper()
+        lines.append(
+            f"| {label} | {best_method} {best:.2f} | " + " | ".join(gaps) + f" | {order} |"
+        )
+    lines.append("")
+    return lines
 
 
 def _revision() -> str:

@@ -75,6 +75,17 @@ def test_bench_runs_bart_pics_as_a_reference_row(tmp_path, capsys, monkeypatch):
     assert "BART's `pics`" in (out / "BENCHMARKS.md").read_text()
 
 
+def test_summary_compares_generative_methods_with_the_best_classical_one():
+    from pipeline.bench import BenchRow, summary_lines
+
+    psnrs = {"zero-filled": 14.0, "tv": 15.0, "bart-pics": 16.0, "csgm": 15.5, "ilo": 14.5}
+    rows = [BenchRow("single-coil 8x", m, p, 0.3, 0.1, 1.0, 1.0, 4) for m, p in psnrs.items()]
+    text = "\n".join(summary_lines(rows))
+    # bart-pics is a reference, not one of the project's classical methods
+    assert "| single-coil 8x | tv 15.00 | +0.50 | -0.50 | — | CSGM > ILO |" in text
+    assert summary_lines(rows[:2]) == []  # no generative rows: no summary
+
+
 def test_bench_refuses_unknown_methods_and_settings(tmp_path, capsys):
     assert main(["bench", "--smoke", "--out", str(tmp_path), "--methods", "magic"]) == 2
     assert "unknown method(s) magic" in capsys.readouterr().err
