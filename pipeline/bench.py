@@ -465,7 +465,11 @@ def psnr_plot(rows: list[BenchRow], path: Path) -> Path:
         ax.set_xlabel("acceleration")
         ax.set_ylabel("PSNR (dB)")
         ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=7)
+    handles: dict = {}  # every method once, whichever panel drew it (cg-sense: multi-coil only)
+    for ax in axes[0]:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            handles.setdefault(label, handle)
+    axes[0][-1].legend(list(handles.values()), list(handles), fontsize=7)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

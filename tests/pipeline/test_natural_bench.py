@@ -173,7 +173,7 @@ def test_smoke_suite_classical(tmp_path, capsys, fake_patches):
     argv += ["--methods", ",".join(methods)]
     assert main(argv) == 0, capsys.readouterr().err
     report = _check_outputs(out, argv, methods)
-    assert report["config"]["size"] == 64  # no generator: the default patch size
+    assert report["config"]["size"] == 32  # no generator: the default patch size
     psnr = {(r["task"], r["method"]): r["psnr"] for r in report["rows"]}
     assert psnr[("denoise-0.1", "nl-means")] > 22
 
