@@ -53,12 +53,11 @@ from pipeline.solvers.ilo import (
     ILOConfig,
     Round,
     _learning_rate,
-    _radius,
+    ball_hook,
     latent_stats_on,
     run_rounds,
 )
 from pipeline.solvers.latent_common import check_inputs, frozen, prepare_problem
-from pipeline.solvers.projections import l1_ball_project_around_
 
 #: default Adam steps per round (rounds 0 … k + 1 use the first k + 2 entries): ILO's schedule
 #: for easy tasks (ALGORITHMS.md §3), extended; ILO's early stop usually ends rounds sooner
@@ -153,17 +152,12 @@ def _invert_batch(
     problem = prepare_problem(y, op, generator, phase="none", normalize=False, fit_gain=False)
     captured: list[Round] = []
 
+    ilo_balls = ball_hook(config)
+
     def balls(rnd: Round) -> Callable[[], None]:
         """ILO's after-step hook (sphere projections, then the ℓ1 balls); keeps the round."""
         captured.append(rnd)
-        radii = [_radius(config, rnd.k, v0) for v0 in rnd.starts]
-
-        def project() -> None:
-            rnd.sphere_project()
-            for v, v0, r in zip(rnd.variables, rnd.starts, radii, strict=True):
-                l1_ball_project_around_(v, v0, r)
-
-        return project
+        return ilo_balls(rnd)
 
     with frozen(generator):
         run_rounds(

@@ -399,6 +399,23 @@ def run_rounds(
     )
 
 
+def ball_hook(config: ILOConfig) -> Callable[[Round], Callable[[], None]]:
+    """ILO's ``after_step`` for :func:`run_rounds`: per round, a hook doing the sphere
+    projections, then the ℓ1 balls of ``config``'s radii around the round start."""
+
+    def balls(rnd: Round) -> Callable[[], None]:
+        radii = [_radius(config, rnd.k, v0) for v0 in rnd.starts]
+
+        def project() -> None:
+            rnd.sphere_project()
+            for v, v0, r in zip(rnd.variables, rnd.starts, radii, strict=True):
+                _ball(v, v0, r)
+
+        return project
+
+    return balls
+
+
 # ---------------------------------------------------------------------- the solver
 def ilo(
     y: torch.Tensor,
@@ -435,17 +452,7 @@ def ilo(
     dtype, device = problem.dtype, problem.device
     mu, sigma = latent_stats_on(latent_stats, generator, dtype, device)
 
-    def balls(rnd: Round) -> Callable[[], None]:
-        """ILO's after-step hook: sphere projections, then the ℓ1 balls around the round start."""
-        radii = [_radius(config, rnd.k, v0) for v0 in rnd.starts]
-
-        def project() -> None:
-            rnd.sphere_project()
-            for v, v0, r in zip(rnd.variables, rnd.starts, radii, strict=True):
-                _ball(v, v0, r)
-
-        return project
-
+    balls = ball_hook(config)
     batch = problem.batch
     z = torch.randn(batch, generator.n_latent, generator.style_dim, generator=rng, dtype=dtype)
     z = z.to(device)
