@@ -40,6 +40,7 @@ import json
 import math
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 import torch
@@ -48,7 +49,9 @@ from pydantic import ConfigDict, Field
 from operators.base import LinearOperator
 from pipeline.solvers.base import Progress, ReconResult
 from pipeline.solvers.latent_common import (
+    ImageProblem,
     MRIFitConfig,
+    Problem,
     check_inputs,
     config_params,
     finish_image,
@@ -131,13 +134,70 @@ def csgm(
         normalize=config.normalize,
         fit_gain=config.fit_gain,
     )
+    fit = fit_input_latent(problem, generator, config, rng=rng, callback=callback)
+    with frozen(generator), torch.no_grad():
+        x = input_latent_image(problem, generator, fit.z)
+
+    x = finish_image(
+        problem,
+        x,
+        dc=config.data_consistency,
+        dc_weight=config.dc_weight,
+        dc_iterations=config.dc_iterations,
+    )
+    params: dict[str, float | int | str] = {
+        **config_params(config, problem.phase_model),
+        "measurement_loss": float(fit.loss.mean()),
+        "measurement_losses": json.dumps([float(v) for v in fit.loss]),
+        "chosen_restart": json.dumps([int(v) for v in fit.restart]),
+        "restart_losses": json.dumps(fit.restart_losses),
+        "data_scale": json.dumps([float(v) for v in problem.scale]),
+    }
+    return ReconResult(
+        image=x, history=fit.history, seconds=time.perf_counter() - start_time, params=params
+    )
+
+
+# -- the input-latent fit (also ILO's and SGILO's warm start) ------------------------------
+@dataclass
+class InputLatentFit:
+    """Of :func:`fit_input_latent`, per slice: the kept latent ``z`` ``(B, style_dim)``, its
+    measurement loss ``(B,)`` (float64) and restart ``(B,)``; each restart's lowest loss per
+    slice, and the per-step mean measurement loss (restart after restart)."""
+
+    z: torch.Tensor
+    loss: torch.Tensor
+    restart: torch.Tensor
+    restart_losses: list[list[float]]
+    history: list[float]
+
+
+def input_latent_image(
+    problem: Problem | ImageProblem, generator: LatentGenerator, z: torch.Tensor
+) -> torch.Tensor:
+    """The problem's image of input latents ``z`` ``(B, style_dim)``: ``w = mapping(z)`` on
+    every row of w+, the fixed noise buffers."""
+    w = generator.mapping(z)
+    ws = w[:, None, :].expand(-1, generator.n_latent, -1)
+    return problem.image(generator.synthesize(ws, None))
+
+
+def fit_input_latent(
+    problem: Problem | ImageProblem,
+    generator: LatentGenerator,
+    config: CSGMConfig,
+    *,
+    rng: torch.Generator | None = None,
+    callback: Progress | None = None,
+    label: str = "csgm",
+    patience: int | None = None,
+) -> InputLatentFit:
+    """CSGM's optimisation: ``restarts`` Adam runs of ``steps`` from ``z₀ ~ N(0, I)`` (drawn from
+    ``rng``) on ``‖A x(z) − y/s‖²/m + λ‖z‖²``; per slice the iterate with the lowest measurement
+    loss over all steps and restarts. The generator is frozen for the call. ``patience``: end a
+    restart once no slice's measurement loss has improved on its lowest of the restart by a
+    relative ``1e-3`` for that many steps (ILO's early stop; ``None``: every step runs)."""
     batch = problem.batch
-
-    def image_of(z: torch.Tensor) -> torch.Tensor:
-        w = generator.mapping(z)
-        ws = w[:, None, :].expand(-1, generator.n_latent, -1)
-        return problem.image(generator.synthesize(ws, None))
-
     dtype, device = problem.dtype, problem.device
     total = config.restarts * config.steps
     history: list[float] = []
@@ -152,11 +212,13 @@ def csgm(
             optimizer = torch.optim.Adam([z], lr=config.lr)
             step_losses: list[torch.Tensor] = []  # this restart's history, read out at its end
             run_loss = torch.full((batch,), math.inf, dtype=torch.float64, device=device)
+            stalled = torch.zeros(batch, dtype=torch.long, device=device)
             for step in range(config.steps + 1):
-                data = problem.measurement_loss(image_of(z))
+                data = problem.measurement_loss(input_latent_image(problem, generator, z))
                 current = data.detach().to(torch.float64)
-                better = current < run_loss
-                run_loss = torch.where(better, current, run_loss)
+                improved = current < run_loss * (1 - 1e-3)
+                stalled = torch.where(improved, 0, stalled + 1)
+                run_loss = torch.minimum(current, run_loss)
                 wins = current < best_loss
                 best_loss = torch.where(wins, current, best_loss)
                 best_z = torch.where(wins[:, None], z.detach(), best_z)
@@ -164,6 +226,8 @@ def csgm(
                     wins, torch.full_like(best_restart, restart), best_restart
                 )
                 if step == config.steps:  # the final iterate is evaluated, not stepped
+                    break
+                if patience is not None and bool((stalled >= patience).all()):
                     break
                 step_losses.append(current.mean())
                 for group in optimizer.param_groups:
@@ -173,31 +237,11 @@ def csgm(
                 loss.backward()
                 optimizer.step()
                 if callback:
-                    callback(restart * config.steps + step + 1, total, f"csgm restart {restart}")
+                    callback(restart * config.steps + step + 1, total, f"{label} restart {restart}")
             if step_losses:
                 history.extend(torch.stack(step_losses).tolist())
             restart_losses.append([float(v) for v in run_loss])
-        with torch.no_grad():
-            x = image_of(best_z)
-
-    x = finish_image(
-        problem,
-        x,
-        dc=config.data_consistency,
-        dc_weight=config.dc_weight,
-        dc_iterations=config.dc_iterations,
-    )
-    params: dict[str, float | int | str] = {
-        **config_params(config, problem.phase_model),
-        "measurement_loss": float(best_loss.mean()),
-        "measurement_losses": json.dumps([float(v) for v in best_loss]),
-        "chosen_restart": json.dumps([int(v) for v in best_restart]),
-        "restart_losses": json.dumps(restart_losses),
-        "data_scale": json.dumps([float(v) for v in problem.scale]),
-    }
-    return ReconResult(
-        image=x, history=history, seconds=time.perf_counter() - start_time, params=params
-    )
+    return InputLatentFit(best_z, best_loss, best_restart, restart_losses, history)
 
 
 # -- helpers ------------------------------------------------------------------------------

@@ -7,6 +7,10 @@ Variables, per slice (batched over the ``B`` slices of ``y``):
 - the noise maps ``(B, 1, r, r)`` (initialised from the generator's fixed buffers);
 - ``h_{k−1}`` = (features, skip image), the output of block ``k − 1`` (rounds ``k ≥ 1``).
 
+Start (``init``, :mod:`pipeline.solvers.warm_start`): ``"csgm"`` (default) fits CSGM first and
+starts ``z`` from its solution mapped into the Gaussianized space, every row the same, so round 0
+starts from CSGM's image; ``"random"``: ``z ~ N(0, I)``, the paper's start.
+
 Round ``k = 0 … len(steps) − 1`` (``len(steps) ≤ num_blocks``):
 
 1. for ``k ≥ 1``, ``h_{k−1}`` is initialised by running block ``k − 1`` on the previous round's
@@ -68,9 +72,10 @@ from pipeline.solvers.latent_common import (
     prepare_problem,
 )
 from pipeline.solvers.projections import l1_ball_project_around_, sphere_project_
+from pipeline.solvers.warm_start import WarmStartConfig, csgm_start
 
 
-class ILOConfig(MRIFitConfig):
+class ILOConfig(MRIFitConfig, WarmStartConfig):
     """ILO parameters (all recorded in ``ReconResult.params``)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -431,10 +436,11 @@ def ilo(
 
     ``y``: complex ``(B, *op.oshape)``; ``op``: an MRI operator whose image grid equals the
     generator's resolution; ``latent_stats``: ``μ, σ`` of the Gaussianized latent (required);
-    ``rng``: the source of the initial ``z ~ N(0, I)``; ``callback(step, total, message)`` after
-    every Adam step (``total = sum(steps)``). Returns the complex ``(B, H, W)`` image in the units
-    of ``y``, the per-step mean measurement loss as history, and the parameters with per-round
-    losses and the chosen iterate's measurement loss.
+    ``rng``: the source of the start (CSGM's restarts, or ``z ~ N(0, I)``);
+    ``callback(step, total, message)`` after every Adam step, the start's included (``total =
+    init_steps · init_restarts + sum(steps)`` for ``init="csgm"``). Returns the complex
+    ``(B, H, W)`` image in the units of ``y``, the per-step mean measurement loss as history, and
+    the parameters with per-round losses and the chosen iterate's measurement loss.
     """
     config = ILOConfig() if config is None else config
     start_time = time.perf_counter()
@@ -454,8 +460,22 @@ def ilo(
 
     balls = ball_hook(config)
     batch = problem.batch
-    z = torch.randn(batch, generator.n_latent, generator.style_dim, generator=rng, dtype=dtype)
-    z = z.to(device)
+    start_steps = config.init_steps_total()
+    total = start_steps + sum(config.steps)
+    if config.init == "csgm":
+        z, _ = csgm_start(
+            problem,
+            generator,
+            mu,
+            sigma,
+            config,
+            rng=rng,
+            callback=callback and (lambda done, _, message: callback(done, total, message)),
+            label="ilo start (csgm)",
+        )
+    else:
+        shape = (batch, generator.n_latent, generator.style_dim)
+        z = torch.randn(*shape, generator=rng, dtype=dtype).to(device)
     history: list[float] = []
     with frozen(generator):
         result = run_rounds(
@@ -473,7 +493,8 @@ def ilo(
             history=history,
             early_stop=EarlyStop(config.patience) if config.early_stop else None,
             callback=callback,
-            total=sum(config.steps),
+            total=total,
+            done=start_steps,
             label="ilo",
         )
 

@@ -405,7 +405,8 @@ def finish_image(
     dc_iterations: int,
 ) -> torch.Tensor:
     """A normalised-units image ``(B, H, W)`` back in the units of ``y`` (× ``s``), then, if asked,
-    made consistent with ``y`` (``dc``: :func:`data_consistency`); detached. A natural-image
+    made consistent with ``y`` (``dc``: :func:`data_consistency`) and set to 0 outside the coils'
+    support (:func:`coil_support`); detached. A natural-image
     problem's image ``(B, C, R, R)`` is returned as is (detached): the papers' form has no
     data-consistency step."""
     if isinstance(problem, ImageProblem):
@@ -414,7 +415,22 @@ def finish_image(
     out = x.detach() * problem.scale.view(-1, 1, 1).to(y.dtype)
     if dc:
         out = data_consistency(out, y, problem.op, weight=dc_weight, iterations=dc_iterations)
+    support = coil_support(problem.op)
+    if support is not None:
+        out = out * support.to(out.device)
     return out.detach()
+
+
+def coil_support(op: LinearOperator) -> torch.Tensor | None:
+    """Where the coil maps see the image, ``Σ_c |S_c|² > 0``: bool ``(H, W)`` or ``(B, H, W)``
+    (``None`` for operators without maps). Outside it the measurements carry no information
+    (ESPIRiT zeroes its maps outside the object), so a model image there is pure prior: a
+    generator asked for a brain where a slice has almost none leaves one there that no amount
+    of data consistency removes. SENSE reconstructions are 0 there; so are ours."""
+    maps = getattr(op, "maps", None)
+    if not isinstance(op, MultiCoilMRI | NonCartesianMRI) or maps is None:
+        return None
+    return maps.abs().pow(2).sum(dim=-3) > 0
 
 
 def config_params(config: BaseModel, phase: str) -> dict[str, float | int | str]:

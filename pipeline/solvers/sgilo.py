@@ -38,15 +38,18 @@ Chains: ``chains = K`` independent runs, posterior samples. They run as ONE batc
 (:class:`ChainBatch`, chain-major: row ``c·B + b`` is chain ``c``, slice ``b``): the generator,
 Adam and the prior steps see ``K·B`` rows, the image and the measurement loss are computed chain
 by chain with the problem's own per-slice tensors (no operator is repeated), so ``K`` chains cost
-about one run at batch ``K·B``. Randomness, all from the one ``rng``: first the initial ``z`` of
-every chain in one draw of shape ``(K, B, n_latent, D)`` (``shared_init``: one ``(1, B, …)``
-draw, used by every chain), then at every step the prior noise ``ξ`` of all chains in one draw
-per space of shape ``(K·B, …)``. ``K = 1`` draws exactly what a single run draws. Chains differ
-only through their rows of ``z`` and ``ξ``, so with ``shared_init`` and ``tau = 0`` the chains
-are identical, and otherwise they differ. The result is a :class:`SGILOResult`: ``image`` the mean
-of the ``K`` samples (after data consistency, which is applied per sample), ``samples``
-``(K, B, H, W)`` complex, ``std`` ``(B, H, W)`` the per-pixel standard deviation of the samples'
-magnitudes over the chains (population std, 0 for ``K = 1``), in the units of ``y``.
+about one run at batch ``K·B``. Randomness, all from the one ``rng``: first the start, either
+(``init="csgm"``, the default, :mod:`pipeline.solvers.warm_start`) CSGM's restarts for the ``B``
+slices, whose fit is the start of every chain, or (``init="random"``) the initial ``z`` of every
+chain in one draw of shape ``(K, B, n_latent, D)`` (``shared_init``: one ``(1, B, …)`` draw, used
+by every chain); then at every step the prior noise ``ξ`` of all chains in one draw per space of
+shape ``(K·B, …)``. ``K = 1`` draws exactly what a single run draws. Chains differ only through
+their rows of ``z`` and ``ξ``, so with a shared start (the CSGM start, or ``shared_init``) and
+``tau = 0`` the chains are identical, and otherwise they differ. The result is a
+:class:`SGILOResult`: ``image`` the mean of the ``K`` samples (after data consistency, which is
+applied per sample), ``samples`` ``(K, B, H, W)`` complex, ``std`` ``(B, H, W)`` the per-pixel
+standard deviation of the samples' magnitudes over the chains (population std, 0 for ``K = 1``),
+in the units of ``y``.
 """
 
 from __future__ import annotations
@@ -83,6 +86,7 @@ from pipeline.solvers.latent_common import (
     prepare_problem,
 )
 from pipeline.solvers.projections import l1_ball_project_around_
+from pipeline.solvers.warm_start import WarmStartConfig, csgm_start
 
 
 class PriorModel(Protocol):
@@ -101,7 +105,7 @@ class PriorModel(Protocol):
     ) -> torch.Tensor: ...
 
 
-class SGILOConfig(MRIFitConfig):
+class SGILOConfig(MRIFitConfig, WarmStartConfig):
     """SGILO parameters (all recorded in ``ReconResult.params``)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -116,7 +120,11 @@ class SGILOConfig(MRIFitConfig):
     tau: float = Field(0.025, ge=0, description="τ: std of the Langevin noise (data-std units)")
     t: float = Field(0.01, gt=0, le=1, description="diffusion time of the denoising step")
     chains: int = Field(1, ge=1, description="K: independent chains (posterior samples)")
-    shared_init: bool = Field(False, description="every chain starts from the same initial z")
+    shared_init: bool = Field(
+        False,
+        description="init='random': every chain starts from the same initial z (the CSGM start "
+        "is always shared)",
+    )
     keep: Literal["best", "last"] = Field(
         "best",
         description="per chain: the last round's iterate with the lowest measurement loss "
@@ -275,8 +283,9 @@ def sgilo(
     ``y``: complex ``(B, *op.oshape)``; ``op``: an MRI operator on the generator's grid;
     ``latent_stats``: ``μ, σ`` of the Gaussianized latent (required); ``score_models``: the
     priors per space (none: SGILO without prior = ILO without ball); ``rng``: the source of the
-    initial ``z`` and of the Langevin noise; ``callback(step, total, message)`` after every Adam
-    step of the batched chains (counted as ``K`` chain steps: ``total = chains · sum(steps)``).
+    start and of the Langevin noise; ``callback(step, total, message)`` after every Adam step of
+    the start and of the batched chains (a chain step counted as ``K`` steps: ``total =
+    init_steps · init_restarts + chains · sum(steps)`` for ``init="csgm"``).
     Returns an :class:`SGILOResult`; ``history`` is the per-step mean measurement loss (over a
     chain's slices), chain after chain.
     """
@@ -335,8 +344,27 @@ def sgilo(
         return step
 
     chains = config.chains
+    start_steps = config.init_steps_total()
     # all chains run as one batch of K·B (chain-major: row c·B + b is chain c, slice b)
-    z = draw_z(1 if config.shared_init else chains)
+    if config.init == "csgm":  # one CSGM fit per slice, the start of every chain
+        z, _ = csgm_start(
+            problem,
+            generator,
+            mu,
+            sigma,
+            config,
+            rng=rng,
+            callback=callback
+            and (
+                lambda done, _, message: callback(
+                    done, start_steps + chains * sum(config.steps), message
+                )
+            ),
+            label="sgilo start (csgm)",
+        )
+        z = z[None]
+    else:
+        z = draw_z(1 if config.shared_init else chains)
     chained = ChainBatch(problem, chains)
     step_losses: list[torch.Tensor] = []  # (K·B,) per step
     progress = None
@@ -344,7 +372,7 @@ def sgilo(
         cb = callback
 
         def progress(done: int, total: int, message: str) -> None:
-            cb(chains * done, chains * total, message)
+            cb(start_steps + chains * done, start_steps + chains * total, message)
 
     with frozen(generator):
         result = run_rounds(

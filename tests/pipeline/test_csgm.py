@@ -215,6 +215,28 @@ def test_data_consistency_multi_coil_reduces_residual():
     assert after < 0.1 * before
 
 
+def test_image_is_zero_outside_the_coil_support():
+    """ESPIRiT-style maps blank the left half: there the data say nothing, and the generator's
+    image (non-zero everywhere) must not survive, with or without data consistency."""
+    g = torch.Generator().manual_seed(12)
+    maps = torch.randn(3, R, R, generator=g, dtype=torch.complex128)
+    maps = maps / maps.abs().pow(2).sum(dim=0, keepdim=True).sqrt()
+    maps[:, :, : R // 2] = 0
+    op = MultiCoilMRI(maps, torch.ones(R, dtype=torch.float64))
+    gen = LinearGenerator(seed=11)
+    y = op.A(_truth(gen))
+    for dc in (False, True):
+        res = csgm(
+            y,
+            op,
+            generator=gen,
+            config=_config(steps=20, data_consistency=dc),
+            rng=torch.Generator().manual_seed(0),
+        )
+        assert (res.image[..., : R // 2] == 0).all()
+        assert (res.image[..., R // 2 :].abs() > 0).float().mean() > 0.9
+
+
 def test_shape_and_resolution_errors():
     gen = LinearGenerator()
     op4 = SingleCoilMRI(torch.ones(4, 6, dtype=torch.float64))

@@ -46,7 +46,9 @@ def _truth(gen, batch=1, seed=5) -> torch.Tensor:
 
 
 def _config(**kw) -> ILOConfig:
-    base = dict(phase="none", normalize=False, fit_gain=False, data_consistency=False)
+    base = dict(
+        phase="none", normalize=False, fit_gain=False, data_consistency=False, init="random"
+    )
     return ILOConfig(**(base | kw))
 
 

@@ -64,7 +64,12 @@ def _gaussian_model(shape, shift=None, scale=None) -> ScoreModel:
 
 def _config(**kw) -> SGILOConfig:
     base = dict(
-        phase="none", normalize=False, fit_gain=False, data_consistency=False, radius_fraction=None
+        phase="none",
+        normalize=False,
+        fit_gain=False,
+        data_consistency=False,
+        radius_fraction=None,
+        init="random",
     )
     return SGILOConfig(**(base | kw))
 
@@ -147,6 +152,7 @@ def test_zero_lam_tau_equals_ilo_with_infinite_radii(gen_stats):
             normalize=False,
             fit_gain=False,
             data_consistency=False,
+            init="random",
         ),
         rng=torch.Generator().manual_seed(7),
     )
@@ -238,3 +244,36 @@ def test_bad_inputs(gen_stats):
         sgilo(y, op, generator=gen, latent_stats=None)
     with pytest.raises(ValueError):
         SGILOConfig(steps=(-1,))
+
+
+def test_chains_share_the_csgm_start(gen_stats):
+    """init="csgm": one CSGM fit per slice starts every chain. Without prior steps or noise the
+    chains stay identical; with the score models' Langevin noise they differ. Progress counts
+    the start's steps, then K per batched chain step."""
+    gen, stats = gen_stats
+    op, y = _op(), _y(gen, batch=2)
+    calls: list[tuple[int, int]] = []
+    base = dict(steps=(3, 2), init="csgm", init_steps=4, init_restarts=2, early_stop=False)
+    quiet = sgilo(
+        y,
+        op,
+        generator=gen,
+        latent_stats=stats,
+        config=_config(chains=3, lam=0.0, tau=0.0, **base),
+        rng=torch.Generator().manual_seed(2),
+        callback=lambda done, total, _: calls.append((done, total)),
+    )
+    assert torch.equal(quiet.samples[0], quiet.samples[1])
+    assert torch.equal(quiet.samples[0], quiet.samples[2])
+    assert calls[-1] == (4 * 2 + 3 * 5, 4 * 2 + 3 * 5)
+    assert [d for d, _ in calls] == sorted(d for d, _ in calls)
+    noisy = sgilo(
+        y,
+        op,
+        generator=gen,
+        latent_stats=stats,
+        score_models=_models(gen),
+        config=_config(chains=3, lam=0.1, tau=0.05, **base),
+        rng=torch.Generator().manual_seed(2),
+    )
+    assert not torch.allclose(noisy.samples[0], noisy.samples[1])
