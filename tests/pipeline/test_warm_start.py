@@ -7,29 +7,15 @@ import numpy as np
 import pytest
 import torch
 
-from models.stylegan2.checkpoint import fit_latent_stats, gaussianized_to_w
-from models.stylegan2.generator import Generator, GeneratorConfig
+from models.stylegan2.checkpoint import gaussianized_to_w
 from operators.masks import column_mask
 from operators.mri import SingleCoilMRI
 from pipeline.solvers.csgm import CSGMConfig, csgm
 from pipeline.solvers.ilo import ILOConfig, ilo
 from pipeline.solvers.warm_start import gaussianize
 
-R = 16
+R = 16  # the resolution of the `gen_stats` generator (tests/pipeline/conftest.py)
 PLAIN = dict(phase="none", normalize=False, fit_gain=False, data_consistency=False)
-
-
-@pytest.fixture(scope="module")
-def gen_stats():
-    torch.manual_seed(0)
-    cfg = GeneratorConfig(
-        resolution=R, style_dim=16, n_mlp=2, image_channels=1, channel_base=64, channel_max=16
-    )
-    gen = Generator(cfg).eval()
-    stats = fit_latent_stats(
-        gen, n=2000, batch=1000, generator_rng=torch.Generator().manual_seed(1)
-    )
-    return gen, stats
 
 
 def _problem(gen) -> tuple[torch.Tensor, SingleCoilMRI]:
