@@ -52,9 +52,9 @@ from pipeline.solvers.ilo import (
     EarlyStop,
     ILOConfig,
     Round,
-    _learning_rate,
     ball_hook,
     latent_stats_on,
+    round_learning_rate,
     run_rounds,
 )
 from pipeline.solvers.latent_common import check_inputs, frozen, prepare_problem
@@ -171,7 +171,7 @@ def _invert_batch(
             geocross_weight=config.geocross_weight,
             noise_blocks_ahead=config.noise_blocks_ahead,
             after_step=balls,
-            learning_rate=lambda s, i: _learning_rate(config, s, i),
+            learning_rate=lambda s, i: round_learning_rate(config, s, i),
             keep_last=True,
             history=[],
             early_stop=EarlyStop(config.patience) if config.early_stop else None,

@@ -164,7 +164,7 @@ def init_round_state(
     return state
 
 
-def _learning_rate(config: ILOConfig, steps: int, step: int) -> float:
+def round_learning_rate(config: ILOConfig, steps: int, step: int) -> float:
     """Linear warm-up over the first ``lr_rampup``, cosine ramp-down over the last
     ``lr_rampdown`` of the round's steps (PULSE/ILO schedule)."""
     t = step / max(steps, 1)
@@ -489,7 +489,7 @@ def ilo(
             geocross_weight=config.geocross_weight,
             noise_blocks_ahead=config.noise_blocks_ahead,
             after_step=balls,
-            learning_rate=lambda steps, step: _learning_rate(config, steps, step),
+            learning_rate=lambda steps, step: round_learning_rate(config, steps, step),
             history=history,
             early_stop=EarlyStop(config.patience) if config.early_stop else None,
             callback=callback,
