@@ -8,8 +8,9 @@
 #   .gpu/mni_train_128.npy    mni_slices("train", 128) saved with np.save: read as a .npy source
 #                             it gives exactly the `--data mni-train` images (max diff 6e-8)
 #   .gpu/run/checkpoint.pt    optional: a run to continue (RESUME=1; same batch size)
-# Writes RUN=.gpu/run and copies generator.pt, score_block1.pt, log.jsonl, the last sample grid
-# and the training checkpoint (in 15 MB parts: cat checkpoint.pt.part-* > checkpoint.pt) to $OUT.
+# Writes RUN=.gpu/run and copies generator.pt, log.jsonl, the last sample grid and the training
+# checkpoint (in 15 MB parts: cat checkpoint.pt.part-* > checkpoint.pt) to $OUT, then (unless
+# SCORE_STEPS=0) trains and copies score_block1.pt, and (TIMING=1) times the solvers on the GPU.
 set -euo pipefail
 if [ "${SKIP_WHEELS:-0}" != 1 ]; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
@@ -27,11 +28,19 @@ args=(--data .gpu/mni_train_128.npy --out "$RUN" --resolution 128 --style-dim 12
       --steps 1000000 --checkpoint-every 1000 --max-minutes "$GAN_MINUTES" --device "$DEVICE")
 [ "${RESUME:-0}" = 1 ] && args+=(--resume)
 python3 -m flows.cli train-gan "${args[@]}"
-python3 -m flows.cli train-score --generator "$RUN/generator.pt" --space 1 \
-    --out "$RUN/score-block1" --steps "$SCORE_STEPS" --batch 128 --device "$DEVICE"
+# the GAN's outputs first: a later step that fails or runs out of time loses nothing
 mkdir -p "$OUT"
 cp "$RUN/generator.pt" "$RUN/log.jsonl" "$OUT/"
-cp "$RUN/score-block1/score_model.pt" "$OUT/score_block1.pt"
 cp "$(ls "$RUN"/samples/*.png | tail -1)" "$OUT/last_samples.png"
 split -b 15M "$RUN/checkpoint.pt" "$OUT/checkpoint.pt.part-"
+if [ "$SCORE_STEPS" -gt 0 ]; then
+    python3 -m flows.cli train-score --generator "$RUN/generator.pt" --space 1 \
+        --out "$RUN/score-block1" --steps "$SCORE_STEPS" --batch 128 --device "$DEVICE"
+    cp "$RUN/score-block1/score_model.pt" "$OUT/score_block1.pt"
+fi
+# TIMING=1: seconds per slice of CSGM/ILO/SGILO with the shipped prior (docs/SPEED.md §4)
+if [ "${TIMING:-0}" = 1 ]; then
+    timeout "${TIMING_SECONDS:-120}" python3 -m pipeline.device_timing \
+        --images .gpu/mni_train_128.npy --out "$OUT/device_timing.json" --device "$DEVICE" || true
+fi
 ls -la "$OUT"
