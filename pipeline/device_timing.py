@@ -52,15 +52,18 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def time_method(y: torch.Tensor, op: Any, method: str, prior: Any, device: str) -> dict:
-    """One timed run of ``method`` (defaults) on ``y``: seconds, per slice, peak GPU memory."""
+def time_method(
+    y: torch.Tensor, op: Any, method: str, prior: Any, device: str, options: dict | None = None
+) -> dict:
+    """One timed run of ``method`` (its defaults, updated by ``options``) on ``y``: seconds, per
+    slice, peak GPU memory."""
     from pipeline.methods import solve
 
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     _sync(device)
     t0 = time.perf_counter()
-    solve(y, op, method, prior=prior, seed=0)
+    solve(y, op, method, prior=prior, seed=0, solver_options=options)
     _sync(device)
     seconds = time.perf_counter() - t0
     row = {"method": method, "batch": int(y.shape[0]), "seconds": round(seconds, 3)}
@@ -77,8 +80,11 @@ def run(
     methods: tuple[str, ...] = ("csgm", "ilo", "sgilo"),
     batches: tuple[int, ...] = (1, 16),
     device: str = "cuda",
+    solver_options: dict[str, dict] | None = None,
 ) -> dict:
-    """Time every (batch, method) pair after one warm-up per method; returns the JSON record."""
+    """Time every (batch, method) pair after one warm-up per method; returns the JSON record.
+    ``solver_options``: per method, fields that replace its defaults (the figures of docs/SPEED.md
+    use none)."""
     from pipeline.methods import load_prior
 
     prior = load_prior(model, device=device)
@@ -91,13 +97,14 @@ def run(
         "acquisition": "single-coil 8x random columns, 4% centre, noiseless, training slices",
         "rows": [],
     }
+    options = solver_options or {}
     y1, op1 = acquisition(images, 1, device)
     for method in methods:
-        time_method(y1, op1, method, prior, device)  # warm-up
+        time_method(y1, op1, method, prior, device, options.get(method))  # warm-up
     for batch in batches:
         y, op = acquisition(images, batch, device)
         for method in methods:
-            row = time_method(y, op, method, prior, device)
+            row = time_method(y, op, method, prior, device, options.get(method))
             print(json.dumps(row), flush=True)
             record["rows"].append(row)
     return record
