@@ -401,9 +401,11 @@ def _ema_beta(config: TrainConfig, images_seen: int) -> float:
 def _train_step(run: _Run, sampler: BatchSampler, device: torch.device) -> dict[str, float]:
     cfg, g, d = run.config, run.g, run.d
     b = cfg.batch_size
-    real = sampler(b, run.rngs["data"])
+    # augmented where the networks run (its random numbers still come from the CPU generator):
+    # on a GPU the warp of a batch on the host would cost more than the step's networks
+    real = sampler(b, run.rngs["data"]).to(device)
     real = augment_batch(real, run.rngs["augment"], cfg.augment, cfg.phase_augmentation)
-    real = to_network(real.to(device), cfg.image_channels)
+    real = to_network(real, cfg.image_channels)
 
     with torch.no_grad():
         fake = g.synthesize(*_sample_ws(g, b, run.rngs["latent"], cfg.mixing_prob, device))

@@ -177,9 +177,15 @@ def input_latent_image(
 ) -> torch.Tensor:
     """The problem's image of input latents ``z`` ``(B, style_dim)``: ``w = mapping(z)`` on
     every row of w+, the fixed noise buffers."""
+    return problem.image(input_latent_output(generator, z))
+
+
+def input_latent_output(generator: LatentGenerator, z: torch.Tensor) -> torch.Tensor:
+    """The generator's output ``(B, C, R, R)`` for input latents ``z`` ``(B, style_dim)``:
+    ``w = mapping(z)`` on every row of w+, the fixed noise buffers."""
     w = generator.mapping(z)
     ws = w[:, None, :].expand(-1, generator.n_latent, -1)
-    return problem.image(generator.synthesize(ws, None))
+    return generator.synthesize(ws, None)
 
 
 def fit_input_latent(
@@ -214,7 +220,7 @@ def fit_input_latent(
             run_loss = torch.full((batch,), math.inf, dtype=torch.float64, device=device)
             stalled = torch.zeros(batch, dtype=torch.long, device=device)
             for step in range(config.steps + 1):
-                data = problem.measurement_loss(input_latent_image(problem, generator, z))
+                _, data = problem.image_and_loss(input_latent_output(generator, z))
                 current = data.detach().to(torch.float64)
                 improved = current < run_loss * (1 - 1e-3)
                 stalled = torch.where(improved, 0, stalled + 1)

@@ -345,8 +345,7 @@ def run_rounds(
         for step in range(round_steps + 1):
             g = generator.synthesize(gaussianized_to_w(z, mu, sigma), noises, start=k, h=h)
             assert isinstance(g, torch.Tensor)
-            x = problem.image(g)
-            data = problem.measurement_loss(x)
+            x, data = problem.image_and_loss(g)
             current = data.detach().to(torch.float64)
             final = step == round_steps
             if early_stop is not None and not final:

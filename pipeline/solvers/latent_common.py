@@ -300,21 +300,42 @@ class Problem:
 
     def image(self, g: torch.Tensor) -> torch.Tensor:
         """Generator output ``(B, C, R, R)`` → complex ``c ⊙ P x`` ``(B, H, W)`` (1 channel:
-        ``x = (G + 1)/2``; 2 channels: ``x = G₀ + i G₁``), in normalised units."""
+        ``x = (G + 1)/2``; 2 channels: ``x = G₀ + i G₁``), in normalised units; with
+        ``fit_gain`` scaled by :meth:`gain`."""
+        x = self._model_image(g)
+        if self.fit_gain:
+            x = x * self.gain(x).view(-1, *([1] * (x.ndim - 1)))
+        return x
+
+    def image_and_loss(self, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(image(g), measurement_loss(image(g)))`` with one application of ``A``: with
+        ``fit_gain`` the residual is ``a·(A x) − y/s``, reusing the ``A x`` of the gain (equal to
+        the two calls up to float rounding; a solver step's image model and loss)."""
+        x = self._model_image(g)
+        if not self.fit_gain:
+            return x, self.measurement_loss(x)
+        ax = self.op.A(x)
+        a = self._gain_of(ax)
+        shape = (-1, *([1] * (x.ndim - 1)))
+        r = a.view(-1, *([1] * (ax.ndim - 1))) * ax - self.y_normalized
+        return x * a.view(shape), r.abs().pow(2).reshape(self.batch, -1).sum(dim=1) / self.m
+
+    def _model_image(self, g: torch.Tensor) -> torch.Tensor:
         if self.channels == 1:
             x = ((g[:, 0] + 1) / 2).to(self.y.dtype)
         else:
             x = torch.complex(g[:, 0], g[:, 1]).to(self.y.dtype)
-        x = self.phase * self.placement.A(x)
-        if self.fit_gain:
-            x = x * self.gain(x).view(-1, *([1] * (x.ndim - 1)))
-        return x
+        return self.phase * self.placement.A(x)
 
     def gain(self, x: torch.Tensor) -> torch.Tensor:
         """The per-slice gain ``a = clamp(Re⟨A x, y/s⟩ / ‖A x‖², 0.5, 2)`` ``(B,)`` that best
         matches ``a·x`` to the data (the least-squares optimum, kept in the autograd graph, so the
         latents are fitted to the gain-corrected residual)."""
-        ax = self.op.A(x).reshape(self.batch, -1)
+        return self._gain_of(self.op.A(x))
+
+    def _gain_of(self, ax: torch.Tensor) -> torch.Tensor:
+        """:meth:`gain` from ``A x`` ``(B, *op.oshape)``."""
+        ax = ax.reshape(self.batch, -1)
         yn = self.y_normalized.reshape(self.batch, -1)
         num = (ax.conj() * yn).real.sum(dim=1)
         den = ax.abs().pow(2).sum(dim=1).clamp_min(torch.finfo(num.dtype).tiny)
@@ -355,6 +376,11 @@ class ImageProblem:
         """``‖A x − y‖² / m`` per image ``(B,)``."""
         r = self.op.A(x) - self.y
         return r.pow(2).reshape(self.batch, -1).sum(dim=1) / self.m
+
+    def image_and_loss(self, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(image(g), measurement_loss(image(g)))``."""
+        x = self.image(g)
+        return x, self.measurement_loss(x)
 
 
 def prepare_problem(

@@ -265,6 +265,13 @@ class ChainBatch:
         parts = x.split(self.problem.batch)
         return torch.cat([self.problem.measurement_loss(part) for part in parts])
 
+    def image_and_loss(self, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The problem's :meth:`~Problem.image_and_loss`, chain by chain."""
+        if self.chains == 1:
+            return self.problem.image_and_loss(g)
+        pairs = [self.problem.image_and_loss(part) for part in g.split(self.problem.batch)]
+        return torch.cat([x for x, _ in pairs]), torch.cat([loss for _, loss in pairs])
+
 
 # ---------------------------------------------------------------------- the solver
 def sgilo(
