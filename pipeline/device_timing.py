@@ -35,16 +35,12 @@ import torch
 def acquisition(images: np.ndarray, batch: int, device: str) -> tuple[torch.Tensor, Any]:
     """``batch`` evenly spaced slices of ``images`` ``(N, R, R)``, single-coil 8× (4 % centre):
     complex data ``(batch, R, R)`` and its operator, both on ``device``."""
-    from operators.masks import column_mask
-    from operators.mri import SingleCoilMRI
+    from pipeline.scaling import acquisition_of
 
-    size = images.shape[-1]
     idx = np.linspace(len(images) * 0.3, len(images) * 0.7, batch).astype(int)
     x = torch.from_numpy(np.ascontiguousarray(images[idx], dtype=np.float32))
-    mask = column_mask("random", size, 0.04, 8.0, seed=0).astype(np.float32)
-    op = SingleCoilMRI(torch.from_numpy(np.broadcast_to(mask, (size, size)).copy()))
-    op = op.to(device)
-    return op.A(x.to(torch.complex64).to(device)), op
+    y, op = acquisition_of(x, acceleration=8.0, seed=0)
+    return y.to(device), op.to(device)
 
 
 def _sync(device: str) -> None:

@@ -85,13 +85,22 @@ def acquisition(
 ) -> tuple[torch.Tensor, Any]:
     """Single-coil Cartesian data ``y`` complex ``(batch, size, size)`` and its operator: a fastMRI
     random column mask (``acceleration``, 4 % centre), noiseless."""
+    return acquisition_of(_images(size, batch, source), acceleration=acceleration, seed=seed)
+
+
+def acquisition_of(
+    images: torch.Tensor, *, acceleration: float = 8.0, seed: int = 0
+) -> tuple[torch.Tensor, Any]:
+    """:func:`acquisition` of given real images ``(B, R, R)``: complex data ``(B, R, R)`` and the
+    single-coil operator of a random column mask (``acceleration``, 4 % centre), noiseless."""
     from operators.masks import column_mask
     from operators.mri import SingleCoilMRI
 
+    size = images.shape[-1]
     mask = column_mask("random", size, 0.04, acceleration, seed=seed).astype(np.float32)
     mask2d = torch.from_numpy(np.broadcast_to(mask, (size, size)).copy())
     op = SingleCoilMRI(mask2d, shape=(size, size))
-    return op.A(_images(size, batch, source).to(torch.complex64)), op
+    return op.A(images.to(torch.complex64)), op
 
 
 def _step_times(run: Callable[[Callable[[int, int, str], None]], object]) -> dict[str, float]:
