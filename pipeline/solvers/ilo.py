@@ -27,7 +27,9 @@ Round ``k = 0 … len(steps) − 1`` (``len(steps) ≤ num_blocks``):
    noise map, and the features and the skip image of ``h`` (separate balls), per slice, ``v₀`` the
    round-start value;
 5. the output is, per slice, the iterate of the LAST round with the lowest measurement loss
-   ``‖A(c ⊙ x) − y/s‖² / m`` (the round start and the final iterate included).
+   ``‖A(c ⊙ x) − y/s‖² / m`` (the round start and the final iterate included); with a hold-out
+   (``holdout > 0``, :mod:`pipeline.solvers.holdout`) the iterate of ANY round, the start
+   included, with the lowest loss on the held-out measurements, which the rounds do not fit.
 
 Early stop (``early_stop``, on by default): a round ends once no slice's measurement loss has
 improved on its lowest value of the round by a relative ``1e-3`` for ``patience`` steps; the
@@ -62,7 +64,9 @@ from models.stylegan2.checkpoint import LatentStats, gaussianized_to_w
 from models.stylegan2.generator import Generator, SynthesisState
 from operators.base import LinearOperator
 from pipeline.solvers.base import Progress, ReconResult
+from pipeline.solvers.holdout import HoldoutConfig, with_holdout
 from pipeline.solvers.latent_common import (
+    ImageProblem,
     MRIFitConfig,
     Problem,
     check_inputs,
@@ -75,7 +79,7 @@ from pipeline.solvers.projections import l1_ball_project_around_, sphere_project
 from pipeline.solvers.warm_start import WarmStartConfig, csgm_start
 
 
-class ILOConfig(MRIFitConfig, WarmStartConfig):
+class ILOConfig(MRIFitConfig, WarmStartConfig, HoldoutConfig):
     """ILO parameters (all recorded in ``ReconResult.params``)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -111,6 +115,12 @@ class ILOConfig(MRIFitConfig, WarmStartConfig):
         "for `patience` steps (docs/SPEED.md, docs/GENERATIVE_TUNING.md)",
     )
     patience: int = Field(20, ge=1, description="steps without improvement before early stop")
+    holdout_refit: bool = Field(
+        True,
+        description="with holdout > 0: run again on all measurements (same random numbers, "
+        "same round lengths) and keep, per slice, the iterate at the round and step the "
+        "hold-out run chose (about twice the time)",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> ILOConfig:
@@ -250,7 +260,8 @@ class Round:
 class RoundsResult:
     """Of :func:`run_rounds`: the kept image (normalised units) and its loss ``(B,)``, the mean
     loss at the end/start of every round, the last round's per-iterate losses, the step
-    counter after the run and the per-slice ``(B,)`` losses at the end/start of every round."""
+    counter after the run and the per-slice ``(B,)`` losses at the end/start of every round;
+    with a hold-out, the kept iterate's held-out loss and round ``(B,)``."""
 
     best_x: torch.Tensor
     best_loss: torch.Tensor
@@ -261,6 +272,9 @@ class RoundsResult:
     round_slice_losses: list[torch.Tensor] = field(default_factory=list)
     round_start_slice_losses: list[torch.Tensor] = field(default_factory=list)
     steps_run: list[int] = field(default_factory=list)
+    best_heldout: torch.Tensor | None = None
+    best_round: torch.Tensor | None = None
+    best_step: torch.Tensor | None = None
 
 
 def run_rounds(
@@ -277,6 +291,8 @@ def run_rounds(
     after_step: Callable[[Round], Callable[[], None]],
     learning_rate: Callable[[int, int], float] | None = None,
     keep_last: bool = False,
+    stop_at: Sequence[int] | None = None,
+    keep_at: torch.Tensor | None = None,
     history: list[float],
     slice_history: list[torch.Tensor] | None = None,
     early_stop: EarlyStop | None = None,
@@ -290,7 +306,12 @@ def run_rounds(
     ``after_step(round)`` is called once at the start of each round and returns the hook run
     (under ``no_grad``) after every Adam step of that round; ``learning_rate(steps, step)`` the
     step's learning rate (``None``: constant ``lr``); ``keep_last``: keep the last round's final
-    iterate instead of its lowest-loss one. The per-step mean measurement loss is appended to
+    iterate instead of its lowest-loss one; otherwise, when the problem holds measurements out
+    (its ``image_and_losses`` returns a held-out loss), the iterate of any round with the lowest
+    held-out loss is kept. ``stop_at[k]``: end round ``k`` after that many steps (its schedule
+    still that of ``steps[k]``; rounds beyond ``len(stop_at)`` are not run); ``keep_at``
+    ``(B, 2)``: keep, per slice, the iterate at (round, step) ``keep_at[b]`` (a hold-out run's
+    choice, replayed on all measurements). The per-step mean measurement loss is appended to
     ``history`` (at the end of each round: no per-step host read-out), and the per-slice losses
     ``(B,)`` to ``slice_history`` when given; ``callback(done, total, f"{label} round {k}")``
     after every step. ``early_stop``: end a round once every slice's measurement loss has not
@@ -311,6 +332,13 @@ def run_rounds(
     steps_run: list[int] = []
     best_loss = torch.full((batch,), math.inf, dtype=torch.float64, device=device)
     best_x = torch.zeros(batch, *problem.op.ishape, dtype=problem.y.dtype, device=device)
+    best_heldout = torch.full((batch,), math.inf, dtype=torch.float64, device=device)
+    best_round = torch.full((batch,), -1, dtype=torch.long, device=device)
+    best_step = torch.full((batch,), -1, dtype=torch.long, device=device)
+    by_heldout = False
+    if stop_at is not None:
+        steps = list(steps)[: len(stop_at)]
+        rounds = len(steps)
     for k, round_steps in enumerate(steps):
         last = k == rounds - 1
         with torch.no_grad():
@@ -345,9 +373,23 @@ def run_rounds(
         for step in range(round_steps + 1):
             g = generator.synthesize(gaussianized_to_w(z, mu, sigma), noises, start=k, h=h)
             assert isinstance(g, torch.Tensor)
-            x, data = problem.image_and_loss(g)
+            x, data, held = problem.image_and_losses(g)
             current = data.detach().to(torch.float64)
-            final = step == round_steps
+            by_heldout = held is not None and not keep_last
+            if by_heldout:
+                assert held is not None
+                score = held.detach().to(torch.float64)
+                wins = score < best_heldout
+                best_heldout = torch.where(wins, score, best_heldout)
+                best_loss = torch.where(wins, current, best_loss)
+                best_round = torch.where(wins, k, best_round)
+                best_step = torch.where(wins, step, best_step)
+                best_x = torch.where(wins.view(-1, *([1] * (x.ndim - 1))), x.detach(), best_x)
+            final = step == round_steps or (stop_at is not None and step == stop_at[k])
+            if keep_at is not None:
+                hit = (keep_at[:, 0] == k) & (keep_at[:, 1] == step)
+                best_loss = torch.where(hit, current, best_loss)
+                best_x = torch.where(hit.view(-1, *([1] * (x.ndim - 1))), x.detach(), best_x)
             if early_stop is not None and not final:
                 improved = current < lowest * (1 - early_stop.tol)
                 lowest = torch.minimum(lowest, current)
@@ -358,6 +400,7 @@ def run_rounds(
                 round_start_slice_losses.append(current)
             if last:
                 iterate_losses.append(current)
+            if last and not by_heldout and keep_at is None:
                 keep = (
                     torch.as_tensor(final, device=device).expand(batch)
                     if keep_last
@@ -400,7 +443,24 @@ def run_rounds(
         round_slice_losses,
         round_start_slice_losses,
         steps_run,
+        best_heldout if by_heldout else None,
+        best_round if by_heldout else None,
+        best_step if by_heldout else None,
     )
+
+
+def heldout_params(result: RoundsResult) -> dict[str, str]:
+    """``ReconResult.params`` entries of a hold-out run: the kept iterates' held-out losses,
+    rounds and steps per slice (none without a hold-out)."""
+    if result.best_heldout is None or result.best_round is None:
+        return {}
+    params = {
+        "heldout_losses": json.dumps([float(v) for v in result.best_heldout]),
+        "selected_rounds": json.dumps([int(v) for v in result.best_round]),
+    }
+    if result.best_step is not None:
+        params["selected_steps"] = json.dumps([int(v) for v in result.best_step])
+    return params
 
 
 def ball_hook(config: ILOConfig) -> Callable[[Round], Callable[[], None]]:
@@ -454,48 +514,76 @@ def ilo(
         normalize=config.normalize,
         fit_gain=config.fit_gain,
     )
+    split = (
+        with_holdout(problem, config.holdout, config.holdout_seed)
+        if isinstance(problem, Problem)
+        else problem
+    )
+    refit = split is not problem and config.holdout_refit
+    if refit and rng is None:  # the second pass replays the first one's random numbers
+        rng = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,))))
+    rng_state = rng.get_state() if refit and rng is not None else None
     dtype, device = problem.dtype, problem.device
     mu, sigma = latent_stats_on(latent_stats, generator, dtype, device)
+    one_pass = config.init_steps_total() + sum(config.steps)
+    total = one_pass * (2 if refit else 1)
 
-    balls = ball_hook(config)
-    batch = problem.batch
-    start_steps = config.init_steps_total()
-    total = start_steps + sum(config.steps)
-    if config.init == "csgm":
-        z, _ = csgm_start(
-            problem,
-            generator,
-            mu,
-            sigma,
-            config,
-            rng=rng,
-            callback=callback and (lambda done, _, message: callback(done, total, message)),
-            label="ilo start (csgm)",
-        )
-    else:
-        shape = (batch, generator.n_latent, generator.style_dim)
-        z = torch.randn(*shape, generator=rng, dtype=dtype).to(device)
-    history: list[float] = []
-    with frozen(generator):
-        result = run_rounds(
-            problem,
-            generator,
-            mu,
-            sigma,
-            z,
-            steps=config.steps,
-            lr=config.lr,
-            geocross_weight=config.geocross_weight,
-            noise_blocks_ahead=config.noise_blocks_ahead,
-            after_step=balls,
-            learning_rate=lambda steps, step: round_learning_rate(config, steps, step),
-            history=history,
-            early_stop=EarlyStop(config.patience) if config.early_stop else None,
-            callback=callback,
-            total=total,
-            done=start_steps,
-            label="ilo",
-        )
+    def fit(
+        target: Problem | ImageProblem,
+        done: int,
+        stop_at: Sequence[int] | None = None,
+        keep_at: torch.Tensor | None = None,
+    ) -> tuple[RoundsResult, list[float]]:
+        """The start and the rounds on ``target``; ``done`` steps counted before."""
+        if config.init == "csgm":
+            z, _ = csgm_start(
+                target,
+                generator,
+                mu,
+                sigma,
+                config,
+                rng=rng,
+                callback=callback
+                and (lambda step, _, message: callback(done + step, total, message)),
+                label="ilo start (csgm)",
+            )
+        else:
+            shape = (target.batch, generator.n_latent, generator.style_dim)
+            z = torch.randn(*shape, generator=rng, dtype=dtype).to(device)
+        history: list[float] = []
+        with frozen(generator):
+            result = run_rounds(
+                target,
+                generator,
+                mu,
+                sigma,
+                z,
+                steps=config.steps,
+                lr=config.lr,
+                geocross_weight=config.geocross_weight,
+                noise_blocks_ahead=config.noise_blocks_ahead,
+                after_step=ball_hook(config),
+                learning_rate=lambda steps, step: round_learning_rate(config, steps, step),
+                history=history,
+                early_stop=EarlyStop(config.patience) if config.early_stop else None,
+                stop_at=stop_at,
+                keep_at=keep_at,
+                callback=callback,
+                total=total,
+                done=done + config.init_steps_total(),
+                label="ilo" if keep_at is None else "ilo (all measurements)",
+            )
+        return result, history
+
+    result, history = fit(split, 0)
+    chosen = heldout_params(result)
+    if refit:
+        assert rng is not None and rng_state is not None
+        assert result.best_round is not None and result.best_step is not None
+        rng.set_state(rng_state)
+        keep_at = torch.stack([result.best_round, result.best_step], dim=1)
+        stop_at = result.steps_run[: int(result.best_round.max()) + 1]
+        result, history = fit(problem, one_pass, stop_at=stop_at, keep_at=keep_at)
 
     x = finish_image(
         problem,
@@ -515,6 +603,7 @@ def ilo(
         "steps_run": json.dumps(result.steps_run),
         "last_round_losses": json.dumps(result.last_round_losses),
         "data_scale": json.dumps([float(v) for v in problem.scale]),
+        **chosen,
     }
     return ReconResult(
         image=x, history=history, seconds=time.perf_counter() - start_time, params=params

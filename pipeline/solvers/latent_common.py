@@ -279,7 +279,12 @@ class Problem:
     """A checked solver input: ``y_normalized = y / s`` per slice, ``scale`` ``s`` ``(B,)``,
     ``phase`` the carrier ``c`` ``(B, H, W)`` (resolved model ``phase_model``), ``m`` ``(B,)``
     measurements per slice, the generator's ``channels``, the latent ``dtype``/``device`` and
-    ``placement`` ``P`` from the generator's ``(R, R)`` grid to the operator's ``(H, W)``."""
+    ``placement`` ``P`` from the generator's ``(R, R)`` grid to the operator's ``(H, W)``.
+
+    ``heldout`` (``(B, L)`` bool over the last axis of ``y``: k-space columns, or non-Cartesian
+    samples; :mod:`pipeline.solvers.holdout`) splits the measurements: the fit loss, the gain and
+    ``m`` then use only the other entries, and :meth:`image_and_losses` also returns the loss on
+    the held-out ones (``m_heldout`` of them per slice). ``None``: every measurement is fitted."""
 
     y: torch.Tensor
     op: LinearOperator
@@ -293,10 +298,16 @@ class Problem:
     device: torch.device
     placement: GridPlacement
     fit_gain: bool = False
+    heldout: torch.Tensor | None = None
+    m_heldout: torch.Tensor | None = None
 
     @property
     def batch(self) -> int:
         return self.y.shape[0]
+
+    def _on_last_axis(self, columns: torch.Tensor) -> torch.Tensor:
+        """``(B, L)`` → broadcastable against ``y`` ``(B, …, L)``."""
+        return columns.view(self.batch, *([1] * (self.y.ndim - 2)), columns.shape[-1])
 
     def image(self, g: torch.Tensor) -> torch.Tensor:
         """Generator output ``(B, C, R, R)`` → complex ``c ⊙ P x`` ``(B, H, W)`` (1 channel:
@@ -311,14 +322,34 @@ class Problem:
         """``(image(g), measurement_loss(image(g)))`` with one application of ``A``: with
         ``fit_gain`` the residual is ``a·(A x) − y/s``, reusing the ``A x`` of the gain (equal to
         the two calls up to float rounding; a solver step's image model and loss)."""
+        x, loss, _ = self.image_and_losses(g)
+        return x, loss
+
+    def image_and_losses(
+        self, g: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """:meth:`image_and_loss` plus the held-out loss ``‖a·A x − y/s‖²`` over the held-out
+        entries ``/ m_heldout`` per slice ``(B,)`` (``None`` without a hold-out), all from one
+        application of ``A``."""
         x = self._model_image(g)
-        if not self.fit_gain:
-            return x, self.measurement_loss(x)
         ax = self.op.A(x)
-        a = self._gain_of(ax)
-        shape = (-1, *([1] * (x.ndim - 1)))
-        r = a.view(-1, *([1] * (ax.ndim - 1))) * ax - self.y_normalized
-        return x * a.view(shape), r.abs().pow(2).reshape(self.batch, -1).sum(dim=1) / self.m
+        if self.fit_gain:
+            a = self._gain_of(ax)
+            x = x * a.view(-1, *([1] * (x.ndim - 1)))
+            ax = a.view(-1, *([1] * (ax.ndim - 1))) * ax
+        fit, heldout = self._split_losses(ax - self.y_normalized)
+        return x, fit, heldout
+
+    def _split_losses(self, r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The residual ``r`` ``(B, *oshape)`` → (fit loss, held-out loss or ``None``) ``(B,)``."""
+        sq = r.abs().pow(2)
+        if self.heldout is None:
+            return sq.reshape(self.batch, -1).sum(dim=1) / self.m, None
+        out = self._on_last_axis(self.heldout)
+        held = torch.where(out, sq, 0.0).reshape(self.batch, -1).sum(dim=1)
+        fit = torch.where(out, 0.0, sq).reshape(self.batch, -1).sum(dim=1)
+        assert self.m_heldout is not None
+        return fit / self.m, held / self.m_heldout
 
     def _model_image(self, g: torch.Tensor) -> torch.Tensor:
         if self.channels == 1:
@@ -334,17 +365,20 @@ class Problem:
         return self._gain_of(self.op.A(x))
 
     def _gain_of(self, ax: torch.Tensor) -> torch.Tensor:
-        """:meth:`gain` from ``A x`` ``(B, *op.oshape)``."""
+        """:meth:`gain` from ``A x`` ``(B, *op.oshape)`` (on the fitted entries only)."""
+        yn = self.y_normalized
+        if self.heldout is not None:
+            fitted = ~self._on_last_axis(self.heldout)
+            ax, yn = torch.where(fitted, ax, 0), torch.where(fitted, yn, 0)
         ax = ax.reshape(self.batch, -1)
-        yn = self.y_normalized.reshape(self.batch, -1)
+        yn = yn.reshape(self.batch, -1)
         num = (ax.conj() * yn).real.sum(dim=1)
         den = ax.abs().pow(2).sum(dim=1).clamp_min(torch.finfo(num.dtype).tiny)
         return (num / den).clamp(GAIN_RANGE[0], GAIN_RANGE[1])
 
     def measurement_loss(self, x: torch.Tensor) -> torch.Tensor:
-        """``‖A x − y/s‖² / m`` per slice ``(B,)``."""
-        r = self.op.A(x) - self.y_normalized
-        return r.abs().pow(2).reshape(self.batch, -1).sum(dim=1) / self.m
+        """``‖A x − y/s‖² / m`` per slice ``(B,)`` (over the fitted entries)."""
+        return self._split_losses(self.op.A(x) - self.y_normalized)[0]
 
 
 @dataclass
@@ -381,6 +415,11 @@ class ImageProblem:
         """``(image(g), measurement_loss(image(g)))``."""
         x = self.image(g)
         return x, self.measurement_loss(x)
+
+    def image_and_losses(self, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:
+        """:meth:`image_and_loss` and no held-out loss (natural images have no hold-out)."""
+        x, loss = self.image_and_loss(g)
+        return x, loss, None
 
 
 def prepare_problem(

@@ -26,7 +26,9 @@ ILO's hand-made ℓ1 ball replaced by a learned prior:
   (``ILOConfig(lr_rampup=0, lr_rampdown=0, radii=(huge, …))``, same seed, same steps; equal up to
   the rounding of ILO's ``v₀ + (v − v₀)``);
 - the output of a chain is, per slice, as in ILO the iterate of the last round with the lowest
-  measurement loss (``keep="best"``), or the final iterate (``keep="last"``, the Langevin sample).
+  measurement loss (``keep="best"``; with ``holdout > 0`` the iterate of any round with the lowest
+  loss on the held-out measurements, :mod:`pipeline.solvers.holdout`), or the final iterate
+  (``keep="last"``, the Langevin sample).
 
 Score models: ``score_models`` maps a space to a model with ``data_shape`` and
 ``sgilo_step(v, lam, tau, t, generator)`` (a :class:`models.score.model.ScoreModel`). Keys:
@@ -69,9 +71,11 @@ from models.stylegan2.checkpoint import LatentStats
 from models.stylegan2.generator import Generator, SynthesisState
 from operators.base import LinearOperator
 from pipeline.solvers.base import Progress, ReconResult
+from pipeline.solvers.holdout import HoldoutConfig, with_holdout
 from pipeline.solvers.ilo import (
     EarlyStop,
     Round,
+    heldout_params,
     latent_stats_on,
     run_rounds,
     size_scaled_radius,
@@ -105,7 +109,7 @@ class PriorModel(Protocol):
     ) -> torch.Tensor: ...
 
 
-class SGILOConfig(MRIFitConfig, WarmStartConfig):
+class SGILOConfig(MRIFitConfig, WarmStartConfig, HoldoutConfig):
     """SGILO parameters (all recorded in ``ReconResult.params``)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -272,6 +276,20 @@ class ChainBatch:
         pairs = [self.problem.image_and_loss(part) for part in g.split(self.problem.batch)]
         return torch.cat([x for x, _ in pairs]), torch.cat([loss for _, loss in pairs])
 
+    def image_and_losses(
+        self, g: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """The problem's :meth:`~Problem.image_and_losses`, chain by chain."""
+        if self.chains == 1:
+            return self.problem.image_and_losses(g)
+        parts = [self.problem.image_and_losses(part) for part in g.split(self.problem.batch)]
+        held = [h for _, _, h in parts]
+        return (
+            torch.cat([x for x, _, _ in parts]),
+            torch.cat([loss for _, loss, _ in parts]),
+            None if held[0] is None else torch.cat(held),  # type: ignore[arg-type]
+        )
+
 
 # ---------------------------------------------------------------------- the solver
 def sgilo(
@@ -310,6 +328,8 @@ def sgilo(
         normalize=config.normalize,
         fit_gain=config.fit_gain,
     )
+    if isinstance(problem, Problem):
+        problem = with_holdout(problem, config.holdout, config.holdout_seed)
     dtype, device = problem.dtype, problem.device
     mu, sigma = latent_stats_on(latent_stats, generator, dtype, device)
     batch = problem.batch
@@ -435,6 +455,7 @@ def sgilo(
         "round_start_losses": json.dumps(chain_round_start_losses),
         "steps_run": json.dumps(result.steps_run),
         "data_scale": json.dumps([float(v) for v in problem.scale]),
+        **heldout_params(result),
     }
     return SGILOResult(
         image=stacked.mean(dim=0),

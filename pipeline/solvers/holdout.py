@@ -1,0 +1,116 @@
+"""Held-out measurements: choosing ILO's and SGILO's iterate on data they did not fit.
+
+ILO and SGILO keep, by the papers' rule, the iterate with the lowest measurement loss. With a
+generator that cannot represent the slice, the intermediate layers' freedom lets the loss keep
+falling while the image fills the unmeasured k-space with aliasing: at 8× the rounds end below
+their own CSGM start (docs/GENERATIVE_TUNING.md). The measurement loss cannot see this; the error
+on measurements that were not fitted can (the self-validation of ZS-SSL, Yaman et al. 2022).
+
+With ``holdout = f > 0`` a fraction ``f`` of the measured k-space columns outside the
+fully sampled centre (every slice its own random draw, from ``holdout_seed``) is set aside:
+
+- the start, the rounds' loss and the intensity gain use only the other measurements;
+- every iterate of every round (the start included) is scored by its loss on the held-out ones,
+  ``‖a·A x − y/s‖²`` over the held-out entries divided by their number, and the output is the
+  iterate with the lowest held-out loss, so later rounds are kept only where they predict
+  unseen data better than earlier ones;
+- the final data-consistency step uses all measurements, the held-out ones included.
+
+"Columns" are the entries of the last axis of ``y`` (the phase-encoding lines of the Cartesian
+operators of :mod:`operators.mri`); for the non-Cartesian operator they are single samples, drawn
+from all of them. A column counts as measured when its mask has a non-zero entry; the centre run
+(:func:`pipeline.solvers.latent_common.centre_columns`) is never held out: it carries most of the
+energy and the phase. At least one column is held out and at least one outer column is fitted
+(for a mask with at least two outer columns; otherwise there is nothing to hold out and a
+``ValueError`` says so). Natural-image problems have no hold-out.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from operators.mri import NonCartesianMRI
+from pipeline.solvers.latent_common import Problem, cartesian_mask, centre_columns
+
+
+class HoldoutConfig(BaseModel):
+    """The hold-out options of ILO and SGILO (fields of their configs)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    holdout: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="fraction of the measured outer k-space columns held out of the fit and "
+        "used to choose the iterate (0: the lowest measurement loss of the last round, the "
+        "papers' rule; pipeline/solvers/holdout.py)",
+    )
+    holdout_seed: int = Field(0, ge=0, description="seed of the held-out columns' draw")
+
+
+def candidate_columns(problem: Problem) -> torch.Tensor:
+    """``(B, L)`` bool: the last-axis entries of ``y`` that may be held out (measured, outside
+    the fully sampled centre; every sample for the non-Cartesian operator)."""
+    op, batch = problem.op, problem.batch
+    length = problem.y.shape[-1]
+    if isinstance(op, NonCartesianMRI):
+        return torch.ones(batch, length, dtype=torch.bool, device=problem.y.device)
+    mask = cartesian_mask(op, batch)
+    measured = (mask > 0).any(dim=-2)  # (B, W)
+    centre = torch.stack([centre_columns(mask[b]).bool() for b in range(batch)])
+    return (measured & ~centre).to(problem.y.device)
+
+
+def heldout_columns(problem: Problem, fraction: float, seed: int) -> torch.Tensor:
+    """``(B, L)`` bool: per slice, ``max(1, round(fraction · n))`` of its ``n`` candidate columns
+    (:func:`candidate_columns`), at most ``n − 1``, drawn without replacement from a generator
+    seeded with ``seed`` (slice after slice)."""
+    candidates = candidate_columns(problem).cpu()
+    rng = torch.Generator().manual_seed(seed)
+    out = torch.zeros_like(candidates)
+    for b, row in enumerate(candidates):
+        index = row.nonzero().flatten()
+        n = index.numel()
+        if n < 2:
+            raise ValueError(
+                f"holdout: slice {b} has {n} measured column(s) outside the fully sampled centre; "
+                "at least 2 are needed to hold one out (use holdout=0)"
+            )
+        count = min(n - 1, max(1, round(fraction * n)))
+        out[b, index[torch.randperm(n, generator=rng)[:count]]] = True
+    return out.to(problem.y.device)
+
+
+def with_holdout(problem: Problem, fraction: float, seed: int) -> Problem:
+    """``problem`` with ``fraction`` of its outer columns held out (:func:`heldout_columns`):
+    ``heldout`` set, ``m`` the number of fitted measurements and ``m_heldout`` that of the
+    held-out ones (entries with a non-zero mask × coils; every entry of ``y`` for the
+    non-Cartesian operator). ``fraction = 0`` returns ``problem`` unchanged."""
+    if fraction == 0:
+        return problem
+    columns = heldout_columns(problem, fraction, seed)
+    counts = _measured_per_column(problem)  # (B, L)
+    held = (counts * columns).sum(dim=1)
+    return dataclasses.replace(
+        problem,
+        heldout=columns,
+        m=(problem.m - held).clamp_min(1),
+        m_heldout=held.clamp_min(1),
+    )
+
+
+def _measured_per_column(problem: Problem) -> torch.Tensor:
+    """``(B, L)``: measurements per last-axis entry of ``y`` (rows sampled × coils)."""
+    op, y = problem.op, problem.y
+    if isinstance(op, NonCartesianMRI):
+        per = y[0].numel() // y.shape[-1]
+        return torch.full(
+            (problem.batch, y.shape[-1]), float(per), dtype=problem.m.dtype, device=y.device
+        )
+    coils = y.shape[1] if y.ndim == 4 else 1
+    mask = cartesian_mask(op, problem.batch)
+    return ((mask > 0).sum(dim=-2) * coils).to(dtype=problem.m.dtype, device=y.device)
