@@ -21,13 +21,15 @@ operators of :mod:`operators.mri`); for the non-Cartesian operator they are sing
 from all of them. A column counts as measured when its mask has a non-zero entry; the centre run
 (:func:`pipeline.solvers.latent_common.centre_columns`) is never held out: it carries most of the
 energy and the phase. At least one column is held out and at least one outer column is fitted
-(for a mask with at least two outer columns; otherwise there is nothing to hold out and a
-``ValueError`` says so). Natural-image problems have no hold-out.
+(for a mask with at least two outer columns in every slice; otherwise there is nothing to hold
+out, and the solver warns and keeps the measurement-loss rule for that batch). Natural-image
+problems have no hold-out.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import warnings
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -65,6 +67,18 @@ def candidate_columns(problem: Problem) -> torch.Tensor:
     return (measured & ~centre).to(problem.y.device)
 
 
+def too_few_columns(problem: Problem) -> str | None:
+    """Why no column can be held out of ``problem`` (a slice with fewer than 2 candidate
+    columns), or ``None``."""
+    for b, count in enumerate(candidate_columns(problem).sum(dim=1).tolist()):
+        if count < 2:
+            return (
+                f"slice {b} has {count} measured column(s) outside the fully sampled centre; "
+                "at least 2 are needed to hold one out"
+            )
+    return None
+
+
 def heldout_columns(problem: Problem, fraction: float, seed: int) -> torch.Tensor:
     """``(B, L)`` bool: per slice, ``max(1, round(fraction · n))`` of its ``n`` candidate columns
     (:func:`candidate_columns`), at most ``n − 1``, drawn without replacement from a generator
@@ -89,12 +103,17 @@ def with_holdout(problem: Problem, fraction: float, seed: int) -> Problem:
     """``problem`` with ``fraction`` of its outer columns held out (:func:`heldout_columns`):
     ``heldout`` set, ``m`` the number of fitted measurements and ``m_heldout`` that of the
     held-out ones (entries with a non-zero mask × coils; every entry of ``y`` for the
-    non-Cartesian operator). ``fraction = 0`` returns ``problem`` unchanged."""
+    non-Cartesian operator). ``fraction = 0`` returns ``problem`` unchanged, and so does a
+    problem with too few columns (:func:`too_few_columns`), with a ``UserWarning``."""
     if fraction == 0:
+        return problem
+    reason = too_few_columns(problem)
+    if reason is not None:
+        warnings.warn(f"holdout skipped: {reason}", stacklevel=3)
         return problem
     columns = heldout_columns(problem, fraction, seed)
     counts = _measured_per_column(problem)  # (B, L)
-    held = (counts * columns).sum(dim=1)
+    held = (counts * columns).sum(dim=1)  # (B,)
     return dataclasses.replace(
         problem,
         heldout=columns,

@@ -212,14 +212,18 @@ def test_non_cartesian_samples_can_be_held_out(gen_stats):
     assert torch.equal(problem.m + problem.m_heldout, torch.full((2,), float(op.oshape[-1])))
 
 
-def test_holdout_needs_two_outer_columns(gen_stats):
+def test_too_few_outer_columns_keep_the_measurement_loss_rule(gen_stats):
     gen, stats = gen_stats
     mask = torch.zeros(R)
     mask[[2, 7, 8]] = 1  # one outer column
     op = SingleCoilMRI(mask, shape=(R, R))
     y = op.A(_truth(gen))
+    config = ILOConfig(holdout=0.2, steps=(2,), init_steps=2, init_restarts=1)
+    with pytest.warns(UserWarning, match="holdout skipped: slice 0 has 1 measured column"):
+        res = ilo(y, op, generator=gen, latent_stats=stats, config=config)
+    assert "selected_rounds" not in res.params
     with pytest.raises(ValueError, match="slice 0 has 1 measured column"):
-        ilo(y, op, generator=gen, latent_stats=stats, config=ILOConfig(holdout=0.2, steps=(2,)))
+        heldout_columns(_problem(gen, op, y), 0.2, seed=0)
 
 
 def test_refit_keeps_the_chosen_step_of_a_run_on_all_measurements(gen_stats):
