@@ -128,8 +128,8 @@ def data_consistency(
     y: torch.Tensor,
     op: LinearOperator,
     *,
-    weight: float = 1e-2,
-    iterations: int = 10,
+    weight: float = 1e-3,
+    iterations: int = 50,
 ) -> torch.Tensor:
     """Make ``x`` (complex ``(B, H, W)``) consistent with the measurements ``y``.
 
@@ -270,8 +270,15 @@ class MRIFitConfig(BaseModel):
         "form (corrects s, which undershoots the image's scale at high acceleration)",
     )
     data_consistency: bool = Field(True, description="final data-consistency step")
-    dc_iterations: int = Field(10, ge=1, description="CG steps of multi-coil data consistency")
-    dc_weight: float = Field(1e-2, gt=0, description="μ of the multi-coil data consistency")
+    dc_iterations: int = Field(
+        50, ge=1, description="CG steps of multi-coil data consistency (about converged at μ)"
+    )
+    dc_weight: float = Field(
+        1e-3,
+        gt=0,
+        description="μ of the multi-coil data consistency (chosen on training slices, "
+        "docs/GENERATIVE_TUNING.md)",
+    )
 
 
 @dataclass
