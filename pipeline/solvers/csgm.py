@@ -26,8 +26,9 @@ per slice, batched over the ``B`` slices of ``y``:
   * SENSE (multi-coil) and non-Cartesian: plain k-space replacement is not an image (coils
     disagree), so ``dc_iterations`` conjugate-gradient steps from ``x̂`` on the normal equations
     of ``‖A x − y‖² + μ ‖x − x̂‖²``, i.e. ``(A^H A + μ I) x = A^H y + μ x̂``, with
-    ``μ = dc_weight`` (the coil maps are normalised, so ``A^H A`` has eigenvalues ≤ 1 and ``μ``
-    is dimensionless).
+    ``μ = dc_weight · ‖A^H A‖`` (the coil maps are normalised, so for Cartesian data
+    ``‖A^H A‖ = 1``; for non-Cartesian data, without density compensation, it is the largest
+    eigenvalue, so ``dc_weight`` is dimensionless for both).
 
 An image grid ``(H, W)`` other than the generator's ``(R, R)``: the generator's image is Fourier-
 resampled to ``min(H, W)`` pixels square and centred on the grid, zero outside

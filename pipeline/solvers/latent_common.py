@@ -135,7 +135,10 @@ def data_consistency(
 
     Single-coil Cartesian: exact k-space replacement, ``F x ← y`` where sampled. Otherwise
     (SENSE, non-Cartesian): ``iterations`` CG steps from ``x̂ = x`` on
-    ``(A^H A + μ I) x = A^H y + μ x̂`` with ``μ = weight``.
+    ``(A^H A + μ I) x = A^H y + μ x̂`` with ``μ = weight · ‖A^H A‖``: ``‖A^H A‖`` is 1 for the
+    Cartesian operators (normalised maps, 0/1 mask), and for the non-Cartesian one, whose
+    ``A^H A`` scales with the number of samples (no density compensation), its largest
+    eigenvalue per slice (:func:`normal_norm`), so ``weight`` means the same for both.
     """
     if isinstance(op, SingleCoilMRI):
         mask = cartesian_mask(op, x.shape[0]).to(y.real.dtype)
@@ -143,7 +146,9 @@ def data_consistency(
         measured = y / mask.clamp_min(torch.finfo(mask.dtype).tiny)
         return ifft2c(torch.where(mask > 0, measured, k))
     # (A^H A + μ I) x = A^H y + μ x̂ by CG, started from x̂
-    mu = weight
+    mu: float | torch.Tensor = weight
+    if isinstance(op, NonCartesianMRI):
+        mu = weight * normal_norm(op, x).view(-1, 1, 1)
     b = op.A_adjoint(y) + mu * x
     sol = x.clone()
     r = b - (op.normal(sol) + mu * sol)
@@ -158,6 +163,20 @@ def data_consistency(
         p = r + (rs_new / rs.clamp_min(1e-30)).view(-1, 1, 1) * p
         rs = rs_new
     return sol
+
+
+def normal_norm(op: LinearOperator, like: torch.Tensor, iterations: int = 30) -> torch.Tensor:
+    """The largest eigenvalue of ``A^H A`` per slice ``(B,)`` (real), by ``iterations`` power
+    iterations from a fixed random start shaped like ``like`` ``(B, *op.ishape)``."""
+    g = torch.Generator().manual_seed(0)
+    v = torch.randn(like.shape, generator=g, dtype=like.dtype).to(like.device)
+    norm = torch.ones(like.shape[0], dtype=like.real.dtype, device=like.device)
+    with torch.no_grad():
+        for _ in range(iterations):
+            v = op.normal(v)
+            norm = v.reshape(v.shape[0], -1).norm(dim=1)
+            v = v / norm.clamp_min(torch.finfo(norm.dtype).tiny).view(-1, *([1] * (v.ndim - 1)))
+    return norm
 
 
 # ---------------------------------------------------------------------- solver input / output

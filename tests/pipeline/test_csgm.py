@@ -18,9 +18,10 @@ import torch
 from models.stylegan2.generator import Generator, GeneratorConfig
 from operators.base import Identity
 from operators.fft import fft2c
-from operators.masks import column_mask
-from operators.mri import MultiCoilMRI, SingleCoilMRI
+from operators.masks import column_mask, radial_trajectory
+from operators.mri import MultiCoilMRI, NonCartesianMRI, SingleCoilMRI
 from pipeline.solvers.csgm import CSGMConfig, csgm
+from pipeline.solvers.latent_common import normal_norm
 
 R = 8
 D = 6
@@ -336,3 +337,25 @@ def test_image_and_loss_equals_image_then_measurement_loss(fit_gain):
     assert torch.allclose(x1, x2, rtol=1e-5, atol=1e-6)
     assert torch.allclose(loss1, loss2, rtol=1e-5)
     assert torch.allclose(g1.grad, g2.grad, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["cartesian", "radial"])
+def test_normal_norm_is_the_largest_eigenvalue(kind):
+    shape = (8, 8)
+    g = torch.Generator().manual_seed(12)
+    maps = torch.randn(2, *shape, generator=g, dtype=torch.complex128)
+    maps = maps / maps.abs().pow(2).sum(dim=0, keepdim=True).sqrt()
+    if kind == "cartesian":
+        op = MultiCoilMRI(maps, torch.tensor([1.0, 0, 1, 1, 1, 0, 0, 1], dtype=torch.float64))
+    else:
+        op = NonCartesianMRI(torch.from_numpy(radial_trajectory(5, 12, shape)), maps=maps)
+    like = torch.zeros(1, *shape, dtype=torch.complex128)
+    basis = torch.eye(64, dtype=torch.complex128).reshape(64, *shape)
+    dense = torch.stack([op.normal(e[None])[0].reshape(-1) for e in basis], dim=1)
+    largest = float(torch.linalg.eigvalsh(dense).max())
+    got = float(normal_norm(op, like, iterations=200)[0])
+    assert np.isclose(got, largest, rtol=1e-4)
+    if kind == "cartesian":  # normalised maps and a 0/1 mask: μ needs no rescaling
+        assert np.isclose(largest, 1.0, rtol=1e-9)
+    else:  # no density compensation: A^H A grows with the samples
+        assert largest > 5
