@@ -125,41 +125,33 @@ def test_rounds_keep_the_iterate_with_the_lowest_heldout_loss_of_any_round(gen_s
     op = SingleCoilMRI(_mask(), shape=(R, R))
     problem = _problem(gen, op, op.A(_truth(gen)))
     z = torch.randn(2, gen.n_latent, gen.style_dim, generator=torch.Generator().manual_seed(0))
-    # rounds of 4 and 5 steps evaluate 5 + 6 iterates; call 2 is in round 0
+
+    def rounds(target, early_stop=None):
+        return run_rounds(
+            target,
+            gen,
+            mu,
+            sigma,
+            z,
+            steps=(4, 5),
+            lr=0.05,
+            geocross_weight=0.01,
+            noise_blocks_ahead=1,
+            after_step=lambda rnd: lambda: None,
+            history=[],
+            early_stop=early_stop,
+        )
+
+    # rounds of 4 and 5 steps evaluate 5 + 6 iterates; call 2 is step 2 of round 0
     scripted = _ScriptedHoldout(problem, winner=2)
-    result = run_rounds(
-        scripted,  # type: ignore[arg-type]
-        gen,
-        mu,
-        sigma,
-        z,
-        steps=(4, 5),
-        lr=0.05,
-        geocross_weight=0.01,
-        noise_blocks_ahead=1,
-        after_step=lambda rnd: lambda: None,
-        history=[],
-        early_stop=None,
-    )
+    result = rounds(scripted)
     assert len(scripted.images) == 11
     torch.testing.assert_close(result.best_x, scripted.images[2])
     assert result.best_round is not None and result.best_round.tolist() == [0, 0]
+    assert result.best_step is not None and result.best_step.tolist() == [2, 2]
     assert result.best_heldout is not None and result.best_heldout.tolist() == [0.0, 0.0]
     # without a hold-out: the last round's lowest measurement loss, as before
-    plain = run_rounds(
-        problem,
-        gen,
-        mu,
-        sigma,
-        z,
-        steps=(4, 5),
-        lr=0.05,
-        geocross_weight=0.01,
-        noise_blocks_ahead=1,
-        after_step=lambda rnd: lambda: None,
-        history=[],
-        early_stop=EarlyStop(50),
-    )
+    plain = rounds(problem, EarlyStop(50))
     assert plain.best_heldout is None and plain.best_round is None
 
 
