@@ -58,6 +58,7 @@ from pipeline.solvers.ilo import (
     run_rounds,
 )
 from pipeline.solvers.latent_common import check_inputs, frozen, prepare_problem
+from pipeline.solvers.radius import resolve_radius_fraction
 
 #: default Adam steps per round (rounds 0 … k + 1 use the first k + 2 entries): ILO's schedule
 #: for easy tasks (ALGORITHMS.md §3), extended; ILO's early stop usually ends rounds sooner
@@ -152,7 +153,7 @@ def _invert_batch(
     problem = prepare_problem(y, op, generator, phase="none", normalize=False, fit_gain=False)
     captured: list[Round] = []
 
-    ilo_balls = ball_hook(config)
+    ilo_balls = ball_hook(config, resolve_radius_fraction(config.radius_fraction, problem, device))
 
     def balls(rnd: Round) -> Callable[[], None]:
         """ILO's after-step hook (sphere projections, then the ℓ1 balls); keeps the round."""

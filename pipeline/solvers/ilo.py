@@ -39,10 +39,12 @@ the late steps of a round mostly fit noise and aliasing.
 
 Radius rule: ``radii[k]`` (a float) is the absolute ℓ1 radius of every variable in round ``k``;
 ``None`` (the whole tuple or one entry) means the size-scaled default
-``r = radius_fraction · n · rms(v₀) = radius_fraction · √n · ‖v₀‖₂`` per slice and per variable
-(``n`` entries), i.e. the mean absolute change per entry is at most ``radius_fraction`` times the
-variable's root-mean-square size at round start. A variable that is 0 at round start (no scale)
-gets radius 0 under this rule.
+``r = ρ_r · n · rms(v₀) = ρ_r · √n · ‖v₀‖₂`` per slice and per variable (``n`` entries), i.e. the
+mean absolute change per entry is at most ``ρ_r`` times the variable's root-mean-square size at
+round start. ``ρ_r = radius_fraction`` when that is a number; the default ``"auto"`` sets it per
+slice from the sampled fraction of k-space, 0.003 at 8× to 0.03 at 4× and beyond
+(:mod:`pipeline.solvers.radius`). A variable that is 0 at round start (no scale) gets radius 0
+under this rule.
 
 Scale ``s``, phase carrier ``c``, the number of measurements ``m``, the generator output
 convention (1 channel: magnitude ``(G + 1)/2``; 2 channels: real, imaginary) and the final data
@@ -56,6 +58,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Annotated, Literal
 
 import torch
 from pydantic import ConfigDict, Field, model_validator
@@ -76,6 +79,7 @@ from pipeline.solvers.latent_common import (
     prepare_problem,
 )
 from pipeline.solvers.projections import l1_ball_project_around_, sphere_project_
+from pipeline.solvers.radius import resolve_radius_fraction
 from pipeline.solvers.warm_start import WarmStartConfig, csgm_start
 
 
@@ -100,11 +104,11 @@ class ILOConfig(MRIFitConfig, WarmStartConfig, HoldoutConfig):
         description="absolute ℓ1 radius per round (None: radius_fraction · √n · ‖v₀‖₂ per "
         "variable)",
     )
-    radius_fraction: float = Field(
-        0.03,
-        ge=0,
-        description="default radius: allowed mean |change| per entry / rms(v₀) (chosen on "
-        "training slices, docs/GENERATIVE_TUNING.md)",
+    radius_fraction: Annotated[float, Field(ge=0)] | Literal["auto"] = Field(
+        "auto",
+        description="default radius: allowed mean |change| per entry / rms(v₀); 'auto': from "
+        "the sampled fraction of k-space, 0.003 at 8× to 0.03 at 4× (chosen on training "
+        "slices, pipeline/solvers/radius.py, docs/GENERATIVE_TUNING.md)",
     )
     noise_blocks_ahead: int = Field(
         2, ge=0, description="noise maps of blocks k … k + this are optimised in round k"
@@ -186,18 +190,23 @@ def round_learning_rate(config: ILOConfig, steps: int, step: int) -> float:
     return config.lr * factor
 
 
-def _radius(config: ILOConfig, k: int, v0: torch.Tensor) -> torch.Tensor:
-    """The ``(B,)`` ℓ1 radius of a variable with round-start value ``v0`` in round ``k``."""
+def _radius(config: ILOConfig, k: int, v0: torch.Tensor, fraction: torch.Tensor) -> torch.Tensor:
+    """The ``(B,)`` ℓ1 radius of a variable with round-start value ``v0`` in round ``k``;
+    ``fraction`` ``(B,)``: the resolved radius fractions ``ρ_r``
+    (:mod:`pipeline.solvers.radius`)."""
     given = None if config.radii is None else config.radii[k]
     if given is not None:
         return torch.full((v0.shape[0],), float(given), dtype=v0.dtype, device=v0.device)
-    return size_scaled_radius(config.radius_fraction, v0)
+    return size_scaled_radius(fraction, v0)
 
 
-def size_scaled_radius(fraction: float, v0: torch.Tensor) -> torch.Tensor:
+def size_scaled_radius(fraction: float | torch.Tensor, v0: torch.Tensor) -> torch.Tensor:
     """``fraction · √n · ‖v₀‖₂`` per batch element ``(B,)``: a mean absolute change per entry of
-    at most ``fraction`` times the root-mean-square size of ``v₀`` (``n`` entries)."""
+    at most ``fraction`` (a float, or one per element ``(B,)``) times the root-mean-square size
+    of ``v₀`` (``n`` entries)."""
     flat = v0.detach().reshape(v0.shape[0], -1)
+    if isinstance(fraction, torch.Tensor):
+        fraction = fraction.to(dtype=flat.dtype, device=flat.device)
     return fraction * math.sqrt(flat.shape[1]) * flat.norm(dim=1)
 
 
@@ -463,12 +472,14 @@ def heldout_params(result: RoundsResult) -> dict[str, str]:
     return params
 
 
-def ball_hook(config: ILOConfig) -> Callable[[Round], Callable[[], None]]:
+def ball_hook(config: ILOConfig, fraction: torch.Tensor) -> Callable[[Round], Callable[[], None]]:
     """ILO's ``after_step`` for :func:`run_rounds`: per round, a hook doing the sphere
-    projections, then the ℓ1 balls of ``config``'s radii around the round start."""
+    projections, then the ℓ1 balls of ``config``'s radii around the round start (``fraction``
+    ``(B,)``: the resolved radius fractions,
+    :func:`pipeline.solvers.radius.resolve_radius_fraction`)."""
 
     def balls(rnd: Round) -> Callable[[], None]:
-        radii = [_radius(config, rnd.k, v0) for v0 in rnd.starts]
+        radii = [_radius(config, rnd.k, v0, fraction) for v0 in rnd.starts]
 
         def project() -> None:
             rnd.sphere_project()
@@ -527,6 +538,7 @@ def ilo(
     mu, sigma = latent_stats_on(latent_stats, generator, dtype, device)
     one_pass = config.init_steps_total() + sum(config.steps)
     total = one_pass * (2 if refit else 1)
+    fraction = resolve_radius_fraction(config.radius_fraction, problem, device)
 
     def fit(
         target: Problem | ImageProblem,
@@ -562,7 +574,7 @@ def ilo(
                 lr=config.lr,
                 geocross_weight=config.geocross_weight,
                 noise_blocks_ahead=config.noise_blocks_ahead,
-                after_step=ball_hook(config),
+                after_step=ball_hook(config, fraction),
                 learning_rate=lambda steps, step: round_learning_rate(config, steps, step),
                 history=history,
                 early_stop=EarlyStop(config.patience) if config.early_stop else None,
@@ -603,6 +615,7 @@ def ilo(
         "steps_run": json.dumps(result.steps_run),
         "last_round_losses": json.dumps(result.last_round_losses),
         "data_scale": json.dumps([float(v) for v in problem.scale]),
+        "radius_fractions": json.dumps([float(v) for v in fraction]),
         **chosen,
     }
     return ReconResult(

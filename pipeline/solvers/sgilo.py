@@ -62,7 +62,7 @@ import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Annotated, Literal, Protocol
 
 import torch
 from pydantic import ConfigDict, Field, model_validator
@@ -90,6 +90,7 @@ from pipeline.solvers.latent_common import (
     prepare_problem,
 )
 from pipeline.solvers.projections import l1_ball_project_around_
+from pipeline.solvers.radius import resolve_radius_fraction
 from pipeline.solvers.warm_start import WarmStartConfig, csgm_start
 
 
@@ -135,11 +136,11 @@ class SGILOConfig(MRIFitConfig, WarmStartConfig, HoldoutConfig):
         "('best', ILO's rule) or the final iterate ('last')",
     )
     geocross_weight: float = Field(0.01, ge=0, description="weight of GeoCross(z)")
-    radius_fraction: float | None = Field(
-        0.03,
-        ge=0,
-        description="safeguard: ILO's ℓ1 ball (this fraction, as ILO's radius_fraction) around "
-        "each round's start, applied after the prior step (chosen on training slices, "
+    radius_fraction: Annotated[float, Field(ge=0)] | Literal["auto"] | None = Field(
+        "auto",
+        description="safeguard: ILO's ℓ1 ball (this fraction, as ILO's radius_fraction; 'auto': "
+        "from the sampled fraction of k-space, pipeline/solvers/radius.py) around each round's "
+        "start, applied after the prior step (chosen on training slices, "
         "docs/GENERATIVE_TUNING.md); None: the paper's pure score-guided update",
     )
     noise_blocks_ahead: int = Field(
@@ -333,6 +334,13 @@ def sgilo(
     dtype, device = problem.dtype, problem.device
     mu, sigma = latent_stats_on(latent_stats, generator, dtype, device)
     batch = problem.batch
+    fraction = (
+        None
+        if config.radius_fraction is None
+        else resolve_radius_fraction(config.radius_fraction, problem, device).repeat(
+            config.chains
+        )  # chain-major, as the K·B batch of the rounds
+    )
 
     def draw_z(count: int) -> torch.Tensor:
         shape = (count, batch, generator.n_latent, generator.style_dim)
@@ -352,11 +360,7 @@ def sgilo(
         """SGILO's after-step hook: the prior steps on z and h_{k−1}, then the sphere
         projections."""
         h_model = models.get(rnd.k - 1) if rnd.h is not None else None
-        radii = (
-            []
-            if config.radius_fraction is None
-            else [size_scaled_radius(config.radius_fraction, v0) for v0 in rnd.starts]
-        )
+        radii = [] if fraction is None else [size_scaled_radius(fraction, v0) for v0 in rnd.starts]
 
         def step() -> None:
             if "z" in models:
@@ -455,6 +459,9 @@ def sgilo(
         "round_start_losses": json.dumps(chain_round_start_losses),
         "steps_run": json.dumps(result.steps_run),
         "data_scale": json.dumps([float(v) for v in problem.scale]),
+        "radius_fractions": json.dumps(
+            [] if fraction is None else [float(v) for v in fraction[:batch]]
+        ),
         **heldout_params(result),
     }
     return SGILOResult(
