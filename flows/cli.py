@@ -8,7 +8,7 @@
                 [--workers N | --dask-address ADDR]
     sgilo serve --watch FOLDER --out DIR --method M [reconstruct options]
                 [--cron "*/5 * * * *" | --interval S] [--settle S] [--once]
-    sgilo tune-classical [--slices N] [--out FILE]
+    sgilo tune-classical [--slices N] [--methods M,…] [--values V,…] [--out FILE]
     sgilo bench [--smoke] [--out DIR] [--methods M,...] [--model NAME|PATH] [--device D]
     sgilo bench --suite natural [--smoke] [--out DIR] [--methods M,...] [--tasks T,...]
     sgilo scaling [--sizes 64,128,256] [--batches 1,2,4,8,16] [--steps N] [--out FILE.md]
@@ -337,6 +337,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     tune = sub.add_parser("tune-classical", help="choose ℓ1-wavelet/TV λ on MNI training slices")
     tune.add_argument("--slices", type=int, default=12)
+    tune.add_argument(
+        "--methods", default=None, help="comma-separated subset, e.g. l1-wavelet (default: all)"
+    )
+    tune.add_argument(
+        "--values", default=None, help="comma-separated values to sweep (default: built-in grid)"
+    )
     tune.add_argument("--out", type=Path, default=None, help="write the Markdown table here")
     return parser
 
@@ -466,7 +472,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_tune(args: argparse.Namespace) -> int:
     from pipeline.tuning import markdown_table, run
 
-    rows, best = run(num_slices=args.slices)
+    only = None if args.methods is None else tuple(m.strip() for m in args.methods.split(","))
+    try:
+        values = None if args.values is None else tuple(float(v) for v in args.values.split(","))
+        rows, best = run(num_slices=args.slices, only=only, values=values)
+    except ValueError as exc:
+        _stderr(f"sgilo tune-classical: {exc}")
+        return 2
     table = markdown_table(rows)
     print(table)
     print("best λ_rel per method:", best)

@@ -126,9 +126,15 @@ def markdown_table(rows: list[TuningRow]) -> str:
 
 
 def run(
-    num_slices: int = 12, size: int = 128
+    num_slices: int = 12,
+    size: int = 128,
+    only: tuple[str, ...] | None = None,
+    values: tuple[float, ...] | None = None,
 ) -> tuple[list[TuningRow], dict[tuple[str, str], float]]:
-    """Sweep on ``num_slices`` evenly spaced MNI training slices; returns rows and the best λs."""
+    """Sweep on ``num_slices`` evenly spaced MNI training slices; returns rows and the best λs.
+    ``only``: sweep just these methods (default: CG-SENSE, ℓ1-wavelet, TV and, when installed,
+    BART's pics); ``values``: these values of every swept method's parameter instead of
+    :data:`GRID`'s."""
     from pipeline.bart import bart_available
     from pipeline.data.mni import mni_slices
     from pipeline.experiment import DEFAULT_SETTINGS
@@ -137,5 +143,16 @@ def run(
     train = mni_slices("train", size=size)
     pick = np.linspace(0, len(train) - 1, num_slices).round().astype(int)
     methods = ("cg-sense", "l1-wavelet", "tv") + (("bart-pics",) if bart_available() else ())
-    rows = sweep(train[pick], DEFAULT_SETTINGS, methods=methods)
+    if only is not None:
+        unknown = sorted(set(only) - set(methods))
+        if unknown:
+            raise ValueError(f"cannot tune {', '.join(unknown)}; choose from {', '.join(methods)}")
+        methods = tuple(m for m in methods if m in only)
+    grid = GRID
+    if values is not None:  # CG-SENSE's parameter is a whole number of iterations
+        grid = {
+            m: (name, tuple(int(v) if name == "iterations" else v for v in values))
+            for m, (name, _) in GRID.items()
+        }
+    rows = sweep(train[pick], DEFAULT_SETTINGS, methods=methods, grid=grid)
     return rows, best_lambda(rows)

@@ -12,7 +12,14 @@ docs/CLASSICAL_TUNING.md), never on the slices being scored.
   baseline), or the density-compensated gridding ``A^H (w ⊙ y)`` with its scale fitted to ``y``
   (non-Cartesian);
 - CG-SENSE: conjugate gradients on ``(A^H A + μ I) x = A^H y`` in torch, batched over slices;
-- ℓ1-wavelet: ``argmin ½‖A x − y‖² + λ‖Ψ x‖₁`` (Daubechies-4), sigpy ``L1WaveletRecon``;
+- ℓ1-wavelet: ``argmin ½‖A x − y‖² + λ‖Ψ x‖₁`` (Daubechies-4, sigpy's ``Wavelet``) by FISTA with
+  cycle spinning: in iteration ``k`` the wavelet shrinkage acts on the image circularly shifted by
+  a random ``s_k ∈ [0, 16)²`` pixels and is shifted back, ``x ← S_k⁻¹ Ψ^H soft_{tλ}(Ψ S_k (z − t
+  A^H(A z − y)))`` with ``t = 1/‖A^H A‖`` (power iteration). The random shifts average out the
+  blocking of a fixed dyadic grid, as BART's ``pics`` does with its random wavelet shifts; on
+  training slices at single-coil 4× it gains about 2 dB over the unshifted iteration (sigpy's
+  ``L1WaveletRecon``, which gives the same images as ``shifts=False``; docs/CLASSICAL_TUNING.md).
+  The shifts come from a fixed seed, so a reconstruction is a function of its input;
 - TV: ``argmin ½‖A x − y‖² + λ‖∇ x‖₁``, sigpy ``TotalVariationRecon``;
   both started from 10 CG-SENSE iterations (for single-coil Cartesian data: the zero-filled image).
 """
@@ -33,8 +40,8 @@ from pipeline.solvers.base import Progress, ReconResult
 #: relative regularisation weights per (method, single- or multi-coil data), chosen on MNI
 #: training slices by `sgilo tune-classical` (docs/CLASSICAL_TUNING.md)
 DEFAULT_LAMBDA = {
-    ("l1-wavelet", "single-coil"): 0.01,
-    ("l1-wavelet", "multi-coil"): 1e-4,
+    ("l1-wavelet", "single-coil"): 0.003,
+    ("l1-wavelet", "multi-coil"): 3e-4,
     ("tv", "single-coil"): 0.1,
     ("tv", "multi-coil"): 0.003,
 }
@@ -202,13 +209,12 @@ def _sigpy_regularized(
     out = []
     for b in range(y.shape[0]):
         problem = _sigpy_problem(op, y, b)
-        app_class = apps.L1WaveletRecon if app_name == "l1-wavelet" else apps.TotalVariationRecon
         # sigpy draws the start of its step-size power iteration from numpy's global random
         # state: seed it (and put it back) so a reconstruction is a function of its input only
         state = np.random.get_state()  # noqa: NPY002
         np.random.seed(0)  # noqa: NPY002
         try:
-            app = app_class(
+            app = apps.TotalVariationRecon(
                 problem["y"],
                 problem["mps"],
                 float(lam * scale[b]),
@@ -231,18 +237,76 @@ def _sigpy_regularized(
     )
 
 
+#: cycle spinning of the ℓ1-wavelet solver: shifts are drawn from [0, SHIFT_RANGE) per axis
+SHIFT_RANGE = 16
+
+
+def _l1_wavelet_fista(
+    problem: dict, lam: float, warm: np.ndarray, iterations: int, shifts: bool, seed: int
+) -> np.ndarray:
+    """FISTA on ``½‖A x − y‖² + λ‖Ψ x‖₁`` for one slice (``problem`` of :func:`_sigpy_problem`,
+    ``λ`` absolute, ``warm`` the complex ``(H, W)`` start), with cycle spinning when ``shifts``
+    (module docstring). Returns the complex ``(H, W)`` image."""
+    import sigpy as sp
+    import sigpy.mri as mr
+
+    a = mr.linop.Sense(problem["mps"], coord=problem["coord"], weights=problem["weights"])
+    psi = sp.linop.Wavelet(a.ishape, wave_name="db4")
+    state = np.random.get_state()  # noqa: NPY002  (sigpy's power iteration uses it)
+    np.random.seed(0)  # noqa: NPY002
+    try:
+        lipschitz = float(sp.app.MaxEig(a.N, dtype=np.complex128, show_pbar=False).run())
+    finally:
+        np.random.set_state(state)  # noqa: NPY002
+    step = 1.0 / max(lipschitz, 1e-12)
+    rng = np.random.default_rng(seed)
+    y = problem["y"]
+    x = warm.astype(np.complex128)
+    z, t = x.copy(), 1.0
+    for _ in range(iterations):
+        g = z - step * a.H(a(z) - y)
+        s = tuple(int(v) for v in rng.integers(0, SHIFT_RANGE, size=2)) if shifts else (0, 0)
+        coefficients = sp.soft_thresh(step * lam, psi(np.roll(g, s, axis=(0, 1))))
+        x_next = np.roll(psi.H(coefficients), (-s[0], -s[1]), axis=(0, 1))
+        t_next = (1 + np.sqrt(1 + 4 * t * t)) / 2
+        z = x_next + ((t - 1) / t_next) * (x_next - x)
+        x, t = x_next, t_next
+    return x
+
+
 def l1_wavelet(
     y: torch.Tensor,
     op: LinearOperator,
     *,
     lam: float | None = None,
     iterations: int = DEFAULT_ITERATIONS["l1-wavelet"],
+    shifts: bool = True,
     rng: torch.Generator | None = None,
     callback: Progress | None = None,
 ) -> ReconResult:
-    """ℓ1-wavelet compressed sensing (sigpy ``L1WaveletRecon``), slice by slice; ``lam`` is
-    relative (``None``: the tuned default for the data's kind, :func:`default_lambda`)."""
-    return _sigpy_regularized("l1-wavelet", y, op, lam, iterations, callback)
+    """ℓ1-wavelet compressed sensing by FISTA with cycle spinning (module docstring), slice by
+    slice from 10 CG-SENSE iterations; ``lam`` is relative (``None``: the tuned default for the
+    data's kind, :func:`default_lambda`); ``shifts=False``: the plain iteration (as sigpy's
+    ``L1WaveletRecon``). ``rng`` is unused: every slice gets the same fixed sequence of shifts,
+    so a slice's image does not depend on the batch it is in."""
+    _check_op(op)
+    lam = default_lambda("l1-wavelet", op) if lam is None else lam
+    start = time.perf_counter()
+    scale = data_scale(y, op).cpu().numpy().astype(np.float64)
+    warm = cg_sense(y, op, iterations=WARM_START_ITERATIONS).image.detach().cpu().numpy()
+    out = []
+    for b in range(y.shape[0]):
+        image = _l1_wavelet_fista(
+            _sigpy_problem(op, y, b), float(lam * scale[b]), warm[b], iterations, shifts, seed=0
+        )
+        out.append(torch.from_numpy(image))
+        if callback:
+            callback(b + 1, y.shape[0], "l1-wavelet")
+    return ReconResult(
+        image=torch.stack(out).to(y.dtype),
+        seconds=time.perf_counter() - start,
+        params={"lambda_rel": lam, "iterations": iterations, "shifts": int(shifts)},
+    )
 
 
 def total_variation(

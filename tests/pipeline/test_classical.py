@@ -233,8 +233,29 @@ def test_regularised_solvers_pass_sigpy_the_absolute_lambda(single_coil_4x, name
         show_pbar=False,
         x=zero_filled_image.astype(np.complex128),
     ).run()
-    ours = CLASSICAL[name](y, op, lam=lam_rel, iterations=iterations).image[0].numpy()
+    options = {"shifts": False} if name == "l1-wavelet" else {}  # the plain FISTA iteration
+    ours = CLASSICAL[name](y, op, lam=lam_rel, iterations=iterations, **options).image[0].numpy()
     assert _rel(ours, ref) < 1e-6
+
+
+def test_l1_wavelet_shifts_are_the_same_for_every_slice(single_coil_4x):
+    """Cycle spinning draws the same shifts for every slice: two copies of one slice in a batch
+    give the same image, the one it gets alone."""
+    _, y, op = single_coil_4x
+    alone = l1_wavelet(y, op, iterations=15).image
+    pair = l1_wavelet(torch.cat([y, y]), op, iterations=15).image
+    assert torch.equal(pair[0], alone[0]) and torch.equal(pair[1], alone[0])
+
+
+def test_l1_wavelet_cycle_spinning_beats_the_fixed_grid(single_coil_4x):
+    """Random shifts average out the blocking of one dyadic grid (module docstring); measured
+    NMSE 0.40 with shifts vs 0.46 without."""
+    acq, y, op = single_coil_4x
+    errors = {
+        shifts: _nmse(l1_wavelet(y, op, lam=0.01, shifts=shifts).magnitude, acq.target)
+        for shifts in (False, True)
+    }
+    assert errors[True] < errors[False], errors
 
 
 @pytest.mark.parametrize("solver", [l1_wavelet, total_variation])
