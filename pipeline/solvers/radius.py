@@ -6,10 +6,11 @@ most ``ρ_r`` times the variable's root-mean-square size
 (:func:`pipeline.solvers.ilo.size_scaled_radius`).
 
 How large ``ρ_r`` may be depends on the data. On MNI training slices (docs/GENERATIVE_TUNING.md,
-"The ℓ1 radius and the sampled fraction") the best ``ρ_r`` fell by about ten times from 4× to 8×
-undersampling, for single-coil and 8-coil data alike: with fewer measured columns the freed
-intermediate features fit the aliasing instead of the anatomy. So the default (``"auto"``) sets
-``ρ_r`` from the per-coil sampled fraction ``f`` of each slice,
+"The ℓ1 radius and the sampled fraction") the best ``ρ_r`` fell by ten times or more from 4× to
+8× undersampling, for single-coil and 8-coil data alike: with fewer measured columns the freed
+intermediate features fit the aliasing instead of the anatomy. (8-coil 4× data would take a larger
+ball than 0.03, single-coil 4× data would not; the rule depends on ``f`` only.) So the default
+(``"auto"``) sets ``ρ_r`` from the per-coil sampled fraction ``f`` of each slice,
 
     ρ_r(f) = ρ₈ · (ρ₄ / ρ₈) ^ ((log f − log f₈) / (log f₄ − log f₈)),   clamped to [ρ₈, ρ₄],
 
