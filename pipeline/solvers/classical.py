@@ -26,6 +26,7 @@ docs/CLASSICAL_TUNING.md), never on the slices being scored.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 
@@ -278,34 +279,52 @@ def l1_wavelet(
     y: torch.Tensor,
     op: LinearOperator,
     *,
-    lam: float | None = None,
+    lam: float | torch.Tensor | None = None,
     iterations: int = DEFAULT_ITERATIONS["l1-wavelet"],
     shifts: bool = True,
+    center: torch.Tensor | None = None,
     rng: torch.Generator | None = None,
     callback: Progress | None = None,
 ) -> ReconResult:
     """ℓ1-wavelet compressed sensing by FISTA with cycle spinning (module docstring), slice by
     slice from 10 CG-SENSE iterations; ``lam`` is relative (``None``: the tuned default for the
-    data's kind, :func:`default_lambda`); ``shifts=False``: the plain iteration (as sigpy's
+    data's kind, :func:`default_lambda`; a ``(B,)`` tensor: one per slice); ``shifts=False``: the
+    plain iteration (as sigpy's
     ``L1WaveletRecon``). ``rng`` is unused: every slice gets the same fixed sequence of shifts,
-    so a slice's image does not depend on the batch it is in."""
+    so a slice's image does not depend on the batch it is in.
+
+    ``center`` (complex ``(B, H, W)``): penalise the deviation from it instead of the image,
+    ``argmin ½‖A x − y‖² + λ‖Ψ (x − x_c)‖₁``, solved as ``x = x_c + ν`` with ν the ℓ1-wavelet
+    reconstruction of the residual data ``y − A x_c`` (λ still relative to the scale of ``y``).
+    This is the sparse-deviation model of a generative image (Dhar et al., ICML 2018) that the
+    generative solvers' final data-consistency step uses (:mod:`pipeline.solvers.latent_common`).
+    """
     _check_op(op)
     lam = default_lambda("l1-wavelet", op) if lam is None else lam
     start = time.perf_counter()
     scale = data_scale(y, op).cpu().numpy().astype(np.float64)
-    warm = cg_sense(y, op, iterations=WARM_START_ITERATIONS).image.detach().cpu().numpy()
+    lams = torch.as_tensor(lam, dtype=torch.float64).expand(y.shape[0]).tolist()
+    data = y if center is None else y - op.A(center.to(y.dtype))
+    warm = cg_sense(data, op, iterations=WARM_START_ITERATIONS).image.detach().cpu().numpy()
     out = []
     for b in range(y.shape[0]):
         image = _l1_wavelet_fista(
-            _sigpy_problem(op, y, b), float(lam * scale[b]), warm[b], iterations, shifts, seed=0
+            _sigpy_problem(op, data, b), lams[b] * scale[b], warm[b], iterations, shifts, seed=0
         )
         out.append(torch.from_numpy(image))
         if callback:
             callback(b + 1, y.shape[0], "l1-wavelet")
+    image = torch.stack(out).to(y.dtype)
+    if center is not None:
+        image = center.detach().to(image) + image
     return ReconResult(
-        image=torch.stack(out).to(y.dtype),
+        image=image,
         seconds=time.perf_counter() - start,
-        params={"lambda_rel": lam, "iterations": iterations, "shifts": int(shifts)},
+        params={
+            "lambda_rel": lams[0] if len(set(lams)) == 1 else json.dumps(lams),
+            "iterations": iterations,
+            "shifts": int(shifts),
+        },
     )
 
 

@@ -19,7 +19,9 @@ per slice, batched over the ``B`` slices of ``y``:
 - Adam (lr 0.1, cosine ramp-down of the learning rate over the last quarter of the steps), a
   few random restarts ``z₀ ~ N(0, I)``; per slice the iterate with the lowest *measurement* loss
   ``‖A(c ⊙ x) − y/s‖²/m`` over all steps and restarts is kept (never a ground truth);
-- data consistency (optional, default on), after the fit:
+- data consistency (optional, default on), after the fit: by default the sparse deviation
+  ``x = argmin ½‖A x − y‖² + λ‖Ψ(x − x̂)‖₁`` (:mod:`pipeline.solvers.sparse_deviation`, λ from
+  the kind of data and the sampled fraction); with ``dc_wavelet=0`` exact consistency:
   * single-coil Cartesian: the sampled k-space of the output is replaced by the measured one,
     ``F x_dc = F x̂`` where ``M = 0`` and ``y / M`` where ``M > 0`` (for a 0/1 mask this is
     ``x_dc = x̂ + A^H(y − A x̂)``);
@@ -139,13 +141,7 @@ def csgm(
     with frozen(generator), torch.no_grad():
         x = input_latent_image(problem, generator, fit.z)
 
-    x = finish_image(
-        problem,
-        x,
-        dc=config.data_consistency,
-        dc_weight=config.dc_weight,
-        dc_iterations=config.dc_iterations,
-    )
+    x = finish_image(problem, x, config)
     params: dict[str, float | int | str] = {
         **config_params(config, problem.phase_model),
         "measurement_loss": float(fit.loss.mean()),

@@ -35,7 +35,8 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from operators.mri import NonCartesianMRI
-from pipeline.solvers.latent_common import Problem, cartesian_mask, centre_columns
+from pipeline.solvers.latent_common import Problem, centre_columns
+from pipeline.solvers.sampling import cartesian_mask
 
 
 class HoldoutConfig(BaseModel):

@@ -597,13 +597,7 @@ def ilo(
         stop_at = result.steps_run[: int(result.best_round.max()) + 1]
         result, history = fit(problem, one_pass, stop_at=stop_at, keep_at=keep_at)
 
-    x = finish_image(
-        problem,
-        result.best_x,
-        dc=config.data_consistency,
-        dc_weight=config.dc_weight,
-        dc_iterations=config.dc_iterations,
-    )
+    x = finish_image(problem, result.best_x, config)
     best_loss = result.best_loss
     params: dict[str, float | int | str] = {
         **config_params(config, problem.phase_model),

@@ -37,6 +37,8 @@ from operators.image import (
 from operators.mri import MultiCoilMRI, NonCartesianMRI, SingleCoilMRI
 from pipeline.solvers.classical import batch_dot, data_scale
 from pipeline.solvers.resample import GridPlacement
+from pipeline.solvers.sampling import cartesian_mask
+from pipeline.solvers.sparse_deviation import DCWaveletSetting, resolve_dc_wavelet, sparse_deviation
 
 PhaseModel = Literal["auto", "none", "from-calibration"]
 #: the bounds of the fitted intensity gain (``Problem.gain``)
@@ -62,12 +64,6 @@ def freeze(generator: object) -> list[tuple[torch.nn.Parameter, bool]]:
 def unfreeze(generator: object, flags: list[tuple[torch.nn.Parameter, bool]]) -> None:
     for p, flag in flags:
         p.requires_grad_(flag)
-
-
-def cartesian_mask(op: LinearOperator, batch: int) -> torch.Tensor:
-    """The real ``(B, H, W)`` sampling mask of a Cartesian operator."""
-    mask = op.mask if isinstance(op, SingleCoilMRI) else op.mask[..., 0, :, :]
-    return mask.expand(batch, *op.ishape)
 
 
 def num_measurements(op: LinearOperator, y: torch.Tensor) -> torch.Tensor:
@@ -289,6 +285,13 @@ class MRIFitConfig(BaseModel):
         "form (corrects s, which undershoots the image's scale at high acceleration)",
     )
     data_consistency: bool = Field(True, description="final data-consistency step")
+    dc_wavelet: DCWaveletSetting = Field(
+        "auto",
+        description="relative λ of the final step's sparse deviation from the model image, "
+        "x = argmin ½‖Ax − y‖² + λ‖Ψ(x − x̂)‖₁ (0: exact data consistency; 'auto': per kind "
+        "of data and sampled fraction, chosen on training slices; "
+        "pipeline/solvers/sparse_deviation.py)",
+    )
     dc_iterations: int = Field(
         50, ge=1, description="CG steps of multi-coil data consistency (about converged at μ)"
     )
@@ -488,28 +491,38 @@ def prepare_problem(
 
 
 def finish_image(
-    problem: Problem | ImageProblem,
-    x: torch.Tensor,
-    *,
-    dc: bool,
-    dc_weight: float,
-    dc_iterations: int,
+    problem: Problem | ImageProblem, x: torch.Tensor, config: MRIFitConfig
 ) -> torch.Tensor:
-    """A normalised-units image ``(B, H, W)`` back in the units of ``y`` (× ``s``), then, if asked,
-    made consistent with ``y`` (``dc``: :func:`data_consistency`) and set to 0 outside the coils'
-    support (:func:`coil_support`); detached. A natural-image
-    problem's image ``(B, C, R, R)`` is returned as is (detached): the papers' form has no
-    data-consistency step."""
+    """A normalised-units image ``(B, H, W)`` back in the units of ``y`` (× ``s``), then, if
+    ``config.data_consistency``, made consistent with ``y`` and set to 0 outside the coils'
+    support (:func:`coil_support`); detached. The consistency step is the sparse deviation
+    ``x̂ + ν`` (:mod:`pipeline.solvers.sparse_deviation`) when ``config.dc_wavelet`` resolves to
+    λ > 0, else exact (:func:`data_consistency`). A natural-image problem's image
+    ``(B, C, R, R)`` is returned as is (detached): the papers' form has no data-consistency
+    step."""
     if isinstance(problem, ImageProblem):
         return x.detach()
     y = problem.y
     out = x.detach() * problem.scale.view(-1, 1, 1).to(y.dtype)
-    if dc:
-        out = data_consistency(out, y, problem.op, weight=dc_weight, iterations=dc_iterations)
+    if config.data_consistency:
+        out = make_consistent(out, y, problem.op, config)
     support = coil_support(problem.op)
     if support is not None:
         out = out * support.to(out.device)
     return out.detach()
+
+
+def make_consistent(
+    x: torch.Tensor, y: torch.Tensor, op: LinearOperator, config: MRIFitConfig
+) -> torch.Tensor:
+    """The final step on a model image ``x`` (complex ``(B, H, W)``, units of ``y``): the sparse
+    deviation ``x + ν`` (:func:`pipeline.solvers.sparse_deviation.sparse_deviation`) when
+    ``config.dc_wavelet`` resolves to λ > 0 (``"auto"`` always does), else exact data consistency
+    (:func:`data_consistency` with ``config.dc_weight``, ``config.dc_iterations``)."""
+    lam = resolve_dc_wavelet(config.dc_wavelet, op, x.shape[0])
+    if bool((lam > 0).all()):
+        return sparse_deviation(x, y, op, lam)
+    return data_consistency(x, y, op, weight=config.dc_weight, iterations=config.dc_iterations)
 
 
 def coil_support(op: LinearOperator) -> torch.Tensor | None:

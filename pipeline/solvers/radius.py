@@ -10,32 +10,23 @@ How large ``ρ_r`` may be depends on the data. On MNI training slices (docs/GENE
 8× undersampling, for single-coil and 8-coil data alike: with fewer measured columns the freed
 intermediate features fit the aliasing instead of the anatomy. (8-coil 4× data would take a larger
 ball than 0.03, single-coil 4× data would not; the rule depends on ``f`` only.) So the default
-(``"auto"``) sets ``ρ_r`` from the per-coil sampled fraction ``f`` of each slice,
+(``"auto"``) sets ``ρ_r`` per slice from its per-coil sampled fraction ``f``
+(:mod:`pipeline.solvers.sampling`): 0.003 at ``f = 1/8``, 0.03 at ``f = 1/4``, geometric in
+between, constant outside.
 
-    ρ_r(f) = ρ₈ · (ρ₄ / ρ₈) ^ ((log f − log f₈) / (log f₄ − log f₈)),   clamped to [ρ₈, ρ₄],
-
-a geometric interpolation between the two measured anchors ``(f₈, ρ₈) = (1/8, 0.003)`` and
-``(f₄, ρ₄) = (1/4, 0.03)``, constant outside them (no extrapolation beyond what was measured).
-
-``f`` is the fraction of sampled k-space locations of a Cartesian mask (the same for every coil),
-and ``K / (H · W)`` for ``K`` non-Cartesian samples per coil (a Nyquist-rate radial acquisition has
-``f ≈ π/2``, so only strongly undersampled trajectories get a smaller ball). Natural-image
-operators (the baseline suite) keep the fixed :data:`IMAGE_RADIUS_FRACTION`, the value chosen
-before this rule, which was measured on MRI only.
+Natural-image operators (the baseline suite) keep the fixed :data:`IMAGE_RADIUS_FRACTION`, the
+value chosen before this rule, which was measured on MRI only.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Literal
 
 import torch
 
-from operators.mri import NonCartesianMRI
-from pipeline.solvers.latent_common import ImageProblem, Problem, cartesian_mask
+from pipeline.solvers import sampling
+from pipeline.solvers.latent_common import ImageProblem, Problem
 
-FRACTION_8X = 1 / 8
-FRACTION_4X = 1 / 4
 RADIUS_AT_8X = 0.003
 RADIUS_AT_4X = 0.03
 IMAGE_RADIUS_FRACTION = 0.03
@@ -44,23 +35,15 @@ RadiusSetting = float | Literal["auto"]
 
 
 def sampled_fraction(problem: Problem) -> torch.Tensor:
-    """``(B,)`` per-coil fraction of the k-space grid measured in each slice (all measurements,
-    held-out ones included)."""
-    op, batch = problem.op, problem.batch
-    h, w = op.ishape
-    if isinstance(op, NonCartesianMRI):
-        return torch.full((batch,), op.oshape[-1] / (h * w), dtype=torch.float64)
-    mask = cartesian_mask(op, batch) > 0
-    return mask.reshape(batch, -1).to(torch.float64).mean(dim=1).cpu()
+    """``(B,)`` per-coil fraction of the k-space grid measured in each slice of ``problem``
+    (:func:`pipeline.solvers.sampling.sampled_fraction`)."""
+    return sampling.sampled_fraction(problem.op, problem.batch)
 
 
 def radius_for_fraction(fraction: torch.Tensor) -> torch.Tensor:
-    """``ρ_r(f)`` of the module docstring, elementwise on a float tensor of sampled fractions."""
-    t = (fraction.clamp_min(1e-12).log() - math.log(FRACTION_8X)) / math.log(
-        FRACTION_4X / FRACTION_8X
-    )
-    t = t.clamp(0.0, 1.0)
-    return RADIUS_AT_8X * (RADIUS_AT_4X / RADIUS_AT_8X) ** t
+    """``ρ_r(f)``: 0.003 at 8×, 0.03 at 4×, elementwise on a float tensor of sampled fractions
+    (:func:`pipeline.solvers.sampling.interpolate_by_fraction`)."""
+    return sampling.interpolate_by_fraction(fraction, RADIUS_AT_8X, RADIUS_AT_4X)
 
 
 def resolve_radius_fraction(

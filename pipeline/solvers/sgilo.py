@@ -425,16 +425,7 @@ def sgilo(
             total=sum(config.steps),
             label="sgilo",
         )
-    samples = [
-        finish_image(
-            problem,
-            x,
-            dc=config.data_consistency,
-            dc_weight=config.dc_weight,
-            dc_iterations=config.dc_iterations,
-        )
-        for x in result.best_x.split(batch)
-    ]
+    samples = [finish_image(problem, x, config) for x in result.best_x.split(batch)]
 
     def per_chain(values: list[torch.Tensor]) -> torch.Tensor:
         """``(K·B,)`` per entry → ``(K, len(values))`` means over each chain's slices."""

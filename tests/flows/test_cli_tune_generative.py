@@ -45,3 +45,43 @@ def test_parse_value():
     assert parse_value("300-200-100") == [300, 200, 100]
     assert parse_value("0.3") == 0.3 and parse_value("true") is True
     assert parse_value("from-calibration") == "from-calibration"
+
+
+def test_final_step_sweep_matches_full_runs(model):
+    """A dc_wavelet sweep fits once per setting; its PSNRs are those of full runs per value."""
+    import numpy as np
+
+    from pipeline.data.mni import mni_slices
+    from pipeline.experiment import Setting, espirit_operator
+    from pipeline.methods import load_prior, solve
+    from pipeline.metrics import psnr
+    from pipeline.simulate import simulate_acquisition
+    from pipeline.tuning_generative import sweep_generative
+
+    prior = load_prior(model)
+    slices = mni_slices("train", size=16)[[20, 60]]
+    setting = Setting(4, 4, 0.25)  # enough calibration columns for ESPIRiT on a 16² grid
+    values, base = [0, 0.003], {"restarts": 1, "steps": 5}
+    rows = sweep_generative(
+        prior, slices, [setting], "csgm", "dc_wavelet", values, base_options=base, log=print
+    )
+    swept = [r.psnr for r in rows if r.param]
+    acq = simulate_acquisition(
+        slices,
+        acceleration=setting.acceleration,
+        center_fraction=setting.center_fraction,
+        num_coils=setting.coils,
+        seed=1,
+    )
+    y, op = espirit_operator(acq)
+    full = [
+        psnr(
+            acq.target,
+            solve(
+                y, op, "csgm", prior=prior, seed=1, solver_options={**base, "dc_wavelet": v}
+            ).magnitude,
+        )
+        for v in values
+    ]
+    np.testing.assert_allclose(swept, full, rtol=0, atol=1e-4)
+    assert abs(swept[0] - swept[1]) > 1e-3  # the two steps differ

@@ -180,7 +180,7 @@ def test_data_consistency_single_coil():
     x = _truth(gen) + 0.3 * torch.randn(2, R, R, dtype=torch.complex128)  # outside the model
     op = _column_op()
     y = op.A(x)
-    cfg = _config(steps=30, data_consistency=True)
+    cfg = _config(steps=30, data_consistency=True, dc_wavelet=0)
     res = csgm(y, op, generator=gen, config=cfg, rng=torch.Generator().manual_seed(0))
     k = fft2c(res.image)
     sampled = op.mask.expand(2, R, R) > 0
@@ -208,7 +208,7 @@ def test_data_consistency_multi_coil_reduces_residual():
         y,
         op,
         generator=gen,
-        config=cfg.model_copy(update={"data_consistency": True}),
+        config=cfg.model_copy(update={"data_consistency": True, "dc_wavelet": 0}),
         rng=torch.Generator().manual_seed(0),
     )
     before = (op.A(plain.image) - y).norm()

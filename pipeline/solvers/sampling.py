@@ -1,0 +1,55 @@
+"""How much of k-space an MRI operator measures, and defaults that follow it.
+
+Two defaults of the generative solvers depend on how strongly the data constrain the image: the
+size of ILO's and SGILO's ℓ1 balls (:mod:`pipeline.solvers.radius`) and the weight of the sparse
+deviation in the final data-consistency step (:mod:`pipeline.solvers.sparse_deviation`). Both
+were measured on MNI training slices at the benchmark's two accelerations, 8× and 4× (per-coil
+sampled fractions ``f₈ = 1/8`` and ``f₄ = 1/4``), and both are set per slice from its sampled
+fraction ``f`` by :func:`interpolate_by_fraction`:
+
+    v(f) = v₈ · (v₄ / v₈) ^ ((log f − log f₈) / (log f₄ − log f₈)),   clamped between v₈ and v₄,
+
+a geometric interpolation between the two measured anchors, constant outside them (no
+extrapolation beyond what was measured).
+
+``f`` is the fraction of sampled k-space locations of a Cartesian mask (the same for every coil),
+and ``K / (H · W)`` for ``K`` non-Cartesian samples per coil (a Nyquist-rate radial acquisition has
+``f ≈ π/2``, so only strongly undersampled trajectories count as such).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from operators.base import LinearOperator
+from operators.mri import NonCartesianMRI, SingleCoilMRI
+
+FRACTION_8X = 1 / 8
+FRACTION_4X = 1 / 4
+
+
+def cartesian_mask(op: LinearOperator, batch: int) -> torch.Tensor:
+    """The real ``(B, H, W)`` sampling mask of a Cartesian operator."""
+    mask = op.mask if isinstance(op, SingleCoilMRI) else op.mask[..., 0, :, :]
+    return mask.expand(batch, *op.ishape)
+
+
+def sampled_fraction(op: LinearOperator, batch: int) -> torch.Tensor:
+    """``(B,)`` float64 per-coil fraction of the k-space grid that ``op`` measures in each of
+    ``batch`` slices (held-out measurements included)."""
+    h, w = op.ishape
+    if isinstance(op, NonCartesianMRI):
+        return torch.full((batch,), op.oshape[-1] / (h * w), dtype=torch.float64)
+    mask = cartesian_mask(op, batch) > 0
+    return mask.reshape(batch, -1).to(torch.float64).mean(dim=1).cpu()
+
+
+def interpolate_by_fraction(fraction: torch.Tensor, at_8x: float, at_4x: float) -> torch.Tensor:
+    """``v(f)`` of the module docstring, elementwise on a float tensor of sampled fractions."""
+    t = (fraction.clamp_min(1e-12).log() - math.log(FRACTION_8X)) / math.log(
+        FRACTION_4X / FRACTION_8X
+    )
+    t = t.clamp(0.0, 1.0)
+    return at_8x * (at_4x / at_8x) ** t
