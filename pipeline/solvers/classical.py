@@ -28,7 +28,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -160,6 +161,19 @@ def data_scale(y: torch.Tensor, op: LinearOperator) -> torch.Tensor:
     return torch.where(s > 0, s, mag.max(dim=1).values.clamp_min(1e-30)).to(y.real.dtype)
 
 
+@contextmanager
+def seeded_numpy(seed: int = 0) -> Iterator[None]:
+    """numpy's global random state seeded with ``seed`` inside, put back on exit. sigpy draws the
+    start of its power iterations from it; seeding makes a reconstruction a function of its input
+    only, and putting it back leaves the caller's random stream alone."""
+    state = np.random.get_state()  # noqa: NPY002
+    np.random.seed(seed)  # noqa: NPY002
+    try:
+        yield
+    finally:
+        np.random.set_state(state)  # noqa: NPY002
+
+
 def _sigpy_problem(op: LinearOperator, y: torch.Tensor, b: int) -> dict:
     """The per-slice (y, maps, weights, coord) that sigpy's MRI apps expect."""
     yb = y[b].detach().cpu().numpy().astype(np.complex128)
@@ -210,11 +224,7 @@ def _sigpy_regularized(
     out = []
     for b in range(y.shape[0]):
         problem = _sigpy_problem(op, y, b)
-        # sigpy draws the start of its step-size power iteration from numpy's global random
-        # state: seed it (and put it back) so a reconstruction is a function of its input only
-        state = np.random.get_state()  # noqa: NPY002
-        np.random.seed(0)  # noqa: NPY002
-        try:
+        with seeded_numpy():  # the start of sigpy's step-size power iteration
             app = apps.TotalVariationRecon(
                 problem["y"],
                 problem["mps"],
@@ -226,8 +236,6 @@ def _sigpy_regularized(
                 x=warm[b].astype(np.complex128),
             )
             out.append(torch.from_numpy(np.asarray(app.run())))
-        finally:
-            np.random.set_state(state)  # noqa: NPY002
         if callback:
             callback(b + 1, y.shape[0], app_name)
     image = torch.stack(out).to(y.dtype)
@@ -253,12 +261,8 @@ def _l1_wavelet_fista(
 
     a = mr.linop.Sense(problem["mps"], coord=problem["coord"], weights=problem["weights"])
     psi = sp.linop.Wavelet(a.ishape, wave_name="db4")
-    state = np.random.get_state()  # noqa: NPY002  (sigpy's power iteration uses it)
-    np.random.seed(0)  # noqa: NPY002
-    try:
+    with seeded_numpy():  # the start of sigpy's power iteration
         lipschitz = float(sp.app.MaxEig(a.N, dtype=np.complex128, show_pbar=False).run())
-    finally:
-        np.random.set_state(state)  # noqa: NPY002
     step = 1.0 / max(lipschitz, 1e-12)
     rng = np.random.default_rng(seed)
     y = problem["y"]
