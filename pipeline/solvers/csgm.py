@@ -143,7 +143,7 @@ def csgm(
 
     x = finish_image(problem, x, config)
     params: dict[str, float | int | str] = {
-        **config_params(config, problem.phase_model),
+        **config_params(config, problem),
         "measurement_loss": float(fit.loss.mean()),
         "measurement_losses": json.dumps([float(v) for v in fit.loss]),
         "chosen_restart": json.dumps([int(v) for v in fit.restart]),

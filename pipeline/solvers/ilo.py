@@ -600,7 +600,7 @@ def ilo(
     x = finish_image(problem, result.best_x, config)
     best_loss = result.best_loss
     params: dict[str, float | int | str] = {
-        **config_params(config, problem.phase_model),
+        **config_params(config, problem),
         "rounds": config.rounds,
         "measurement_loss": float(best_loss.mean()),
         "measurement_losses": json.dumps([float(v) for v in best_loss]),

@@ -537,17 +537,25 @@ def coil_support(op: LinearOperator) -> torch.Tensor | None:
     return maps.abs().pow(2).sum(dim=-3) > 0
 
 
-def config_params(config: BaseModel, phase: str) -> dict[str, float | int | str]:
+def config_params(
+    config: BaseModel, problem: Problem | ImageProblem
+) -> dict[str, float | int | str]:
     """A solver config as ``ReconResult.params`` entries (``None`` and tuples as JSON), with the
-    resolved ``phase``."""
-    return {
+    resolved ``phase`` of ``problem`` and, for an MRI problem with data consistency, the relative
+    λ of the final step per slice (``dc_lambdas``, JSON; 0 = exact consistency)."""
+    params: dict[str, float | int | str] = {
         **{
             key: (json.dumps(v) if v is None or isinstance(v, tuple) else v)
             for key, v in config.model_dump().items()
             if key != "phase"
         },
-        "phase": phase,
+        "phase": problem.phase_model,
     }
+    if isinstance(problem, Problem) and isinstance(config, MRIFitConfig):
+        if config.data_consistency:
+            lam = resolve_dc_wavelet(config.dc_wavelet, problem.op, problem.batch)
+            params["dc_lambdas"] = json.dumps([float(v) for v in lam])
+    return params
 
 
 @contextmanager

@@ -441,7 +441,7 @@ def sgilo(
     stacked = torch.stack(samples)  # (K, B, H, W)
     std = (stacked.abs() if stacked.is_complex() else stacked).std(dim=0, correction=0)
     params: dict[str, float | int | str] = {
-        **config_params(config, problem.phase_model),
+        **config_params(config, problem),
         "rounds": config.rounds,
         "prior_spaces": json.dumps(sorted(models, key=str)),
         "measurement_loss": float(torch.tensor(chain_losses).mean()),

@@ -22,6 +22,7 @@ from operators.masks import column_mask, radial_trajectory
 from operators.mri import MultiCoilMRI, NonCartesianMRI, SingleCoilMRI
 from pipeline.solvers.csgm import CSGMConfig, csgm
 from pipeline.solvers.latent_common import normal_norm
+from pipeline.solvers.sparse_deviation import DEFAULT_DC_WAVELET
 
 R = 8
 D = 6
@@ -236,6 +237,11 @@ def test_image_is_zero_outside_the_coil_support():
         )
         assert (res.image[..., : R // 2] == 0).all()
         assert (res.image[..., R // 2 :].abs() > 0).float().mean() > 0.9
+        # the final step's λ is recorded per slice: fully sampled multi-coil data take the 4×
+        # anchor of "auto" (constant beyond it)
+        expected = [DEFAULT_DC_WAVELET["multi-coil"][1]] * 2 if dc else None
+        assert (json.loads(res.params["dc_lambdas"]) if dc else None) == pytest.approx(expected)
+        assert dc or "dc_lambdas" not in res.params
 
 
 def test_shape_and_resolution_errors():
