@@ -41,7 +41,7 @@ from pipeline.solvers.sampling import interpolate_by_fraction, sampled_fraction
 
 #: relative λ of the sparse-deviation step per kind of data: (at 8×, at 4×) sampled fractions
 #: 1/8 and 1/4, chosen on MNI training slices
-DEFAULT_DC_WAVELET = {"single-coil": (0.003, 0.001), "multi-coil": (0.001, 0.0003)}
+DEFAULT_DC_WAVELET = {"single-coil": (0.003, 0.001), "multi-coil": (0.003, 0.0003)}
 
 #: a config value: a relative λ ≥ 0 (0: exact data consistency) or "auto"
 DCWaveletSetting = Annotated[float, Field(ge=0)] | Literal["auto"]
