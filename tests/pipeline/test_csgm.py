@@ -209,7 +209,7 @@ def test_data_consistency_multi_coil_reduces_residual():
         y,
         op,
         generator=gen,
-        config=cfg.model_copy(update={"data_consistency": True, "dc_wavelet": 0}),
+        config=cfg.model_copy(update={"data_consistency": True, "dc_wavelet": 0.0}),
         rng=torch.Generator().manual_seed(0),
     )
     before = (op.A(plain.image) - y).norm()
