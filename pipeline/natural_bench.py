@@ -113,7 +113,7 @@ NATURAL_METHODS: tuple[str, ...] = tuple(CLASSICAL_NATURAL) + GENERATIVE
 SMOKE_OPTIONS: dict[str, dict] = {
     "csgm": {"steps": 10, "restarts": 1},
     "ilo": {"steps": (5, 5)},
-    "sgilo": {"steps": (5, 5)},
+    "sgilo": {"steps": (5, 5, 5)},  # 3 rounds: round 2 reaches the block-1 score model
 }
 
 
@@ -254,7 +254,7 @@ def check_prior(prior: Prior) -> int:
 WARM_UP_OPTIONS: dict[str, dict] = {
     "csgm": {"steps": 1, "restarts": 1},
     "ilo": {"steps": (1,)},
-    "sgilo": {"steps": (1,)},
+    "sgilo": {"steps": (1,), "lam": 0.0, "tau": 0.0},  # z only: no prior step
 }
 
 

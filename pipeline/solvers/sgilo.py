@@ -34,7 +34,11 @@ Score models: ``score_models`` maps a space to a model with ``data_shape`` and
 ``sgilo_step(v, lam, tau, t, generator)`` (a :class:`models.score.model.ScoreModel`). Keys:
 ``"z"`` (data shape ``(n_latent, style_dim)``) or a block index ``k`` (int, or the string
 ``"block<k>"``), the output ``h_k`` of block ``k`` (data shape ``(C_k, r_k, r_k)``, features only,
-or ``(C_k + C_img, r_k, r_k)``, features and skip image), used in round ``k + 1``.
+or ``(C_k + C_img, r_k, r_k)``, features and skip image), used in round ``k + 1``, so only a
+schedule of at least ``k + 2`` rounds reaches it (the default, ILO's four rounds, reaches blocks
+0–2). ``params["prior_spaces"]`` lists the models given, ``params["prior_spaces_used"]`` those
+the schedule reaches (:func:`used_spaces`); a run with models, a non-zero ``λ`` or ``τ`` and none
+reached warns (it would be ILO's fit with no prior step).
 
 Chains: ``chains = K`` independent runs, posterior samples. They run as ONE batch of ``K·B``
 (:class:`ChainBatch`, chain-major: row ``c·B + b`` is chain ``c``, slice ``b``): the generator,
@@ -60,7 +64,8 @@ import json
 import math
 import re
 import time
-from collections.abc import Callable, Mapping
+import warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Literal, Protocol
 
@@ -116,9 +121,11 @@ class SGILOConfig(MRIFitConfig, WarmStartConfig, HoldoutConfig):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     steps: tuple[int, ...] = Field(
-        (300, 300),
+        (300, 200, 100, 100),
         min_length=1,
-        description="Adam steps per round; the number of rounds is len(steps) (≤ num_blocks)",
+        description="Adam steps per round; the number of rounds is len(steps) (≤ num_blocks); "
+        "round k ≥ 1 optimises h_{k−1}, so a block-k score model acts only when there are at "
+        "least k + 2 rounds (ILO's schedule: z, h₀, h₁, h₂)",
     )
     lr: float = Field(0.05, gt=0, description="Adam learning rate (constant)")
     lam: float = Field(0.1, ge=0, description="λ: weight of the denoiser pull D(v) − v")
@@ -211,6 +218,20 @@ def space_key(key: str | int, num_blocks: int) -> str | int:
             f"(int or 'block<k>')"
         )
     return k
+
+
+def used_spaces(spaces: Iterable[str | int], steps: Sequence[int]) -> list[str | int]:
+    """The spaces (normalized keys, :func:`space_key`) whose score model a schedule ``steps``
+    actually uses: ``"z"`` when any round runs a step, block ``k`` when round ``k + 1`` exists
+    and runs a step (round ``k + 1`` optimises ``h_k``). Sorted as ``sorted(..., key=str)``."""
+    out: set[str | int] = set()
+    for key in spaces:
+        if key == "z":
+            if any(s > 0 for s in steps):
+                out.add(key)
+        elif isinstance(key, int) and key + 1 < len(steps) and steps[key + 1] > 0:
+            out.add(key)
+    return sorted(out, key=str)
 
 
 def check_score_models(
@@ -321,6 +342,17 @@ def sgilo(
         raise ValueError("sgilo needs the generator's latent statistics (fit_latent_stats)")
     check_inputs(y, op, generator, "sgilo", rounds=config.rounds)
     models = check_score_models(score_models, generator)
+    acting = used_spaces(models, config.steps)
+    if models and not acting and (config.lam > 0 or config.tau > 0):
+        blocks = [k for k in models if k != "z"]
+        warnings.warn(
+            f"sgilo: none of the score models ({', '.join(map(str, sorted(models, key=str)))}) "
+            f"acts in a schedule of {config.rounds} round(s): a block-k model needs at least "
+            f"k + 2 rounds (here {min(blocks) + 2 if blocks else 1}); no prior step runs, so "
+            "this is ILO's fit without its score step (give more rounds in steps)",
+            UserWarning,
+            stacklevel=2,
+        )
     problem = prepare_problem(
         y,
         op,
@@ -444,6 +476,7 @@ def sgilo(
         **config_params(config, problem),
         "rounds": config.rounds,
         "prior_spaces": json.dumps(sorted(models, key=str)),
+        "prior_spaces_used": json.dumps(acting),
         "measurement_loss": float(torch.tensor(chain_losses).mean()),
         "measurement_losses": json.dumps(chain_losses),
         "round_losses": json.dumps(chain_round_losses),

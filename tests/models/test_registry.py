@@ -50,4 +50,10 @@ def test_shipped_priors_load_and_generate(name):
     for space, model in prior.score_models.items():
         assert space == "z" or space.startswith("block")
         assert model.data_shape  # shapes the solver checks against the generator
+    # every shipped score model is reached by SGILO's default schedule (as `solve` truncates it)
+    from pipeline.solvers.sgilo import SGILOConfig, check_score_models, used_spaces
+
+    spaces = check_score_models(prior.score_models, g)
+    steps = SGILOConfig().steps[: g.num_blocks]
+    assert used_spaces(spaces, steps) == sorted(spaces, key=str)
     assert (registry.WEIGHTS_DIR / "PROVENANCE.md").is_file()

@@ -20,7 +20,13 @@ from models.stylegan2.generator import Generator, GeneratorConfig
 from operators.masks import column_mask
 from operators.mri import SingleCoilMRI
 from pipeline.solvers.ilo import ILOConfig, ilo
-from pipeline.solvers.sgilo import SGILOConfig, SGILOResult, prior_step, sgilo
+from pipeline.solvers.sgilo import (
+    SGILOConfig,
+    SGILOResult,
+    prior_step,
+    sgilo,
+    used_spaces,
+)
 
 R = 16
 
@@ -231,15 +237,16 @@ def test_batched_chains_draw_their_own_z(gen_stats):
 def test_bad_inputs(gen_stats):
     gen, stats = gen_stats
     op, y = _op(), _y(gen)
+    kw = dict(generator=gen, latent_stats=stats, config=SGILOConfig(steps=(1, 1)))
     wrong = _gaussian_model((gen.block_channels(0) + 3, 4, 4))
     with pytest.raises(ValueError, match=r"\(19, 4, 4\).*\(16, 4, 4\)"):
-        sgilo(y, op, generator=gen, latent_stats=stats, score_models={0: wrong})
+        sgilo(y, op, **kw, score_models={0: wrong})
     wrong_z = _gaussian_model((gen.n_latent, gen.style_dim + 1))
     with pytest.raises(ValueError, match=r"\(6, 17\).*\(6, 16\)"):
-        sgilo(y, op, generator=gen, latent_stats=stats, score_models={"z": wrong_z})
+        sgilo(y, op, **kw, score_models={"z": wrong_z})
     for key in ("w", 2, "block9"):
         with pytest.raises(ValueError, match="score model key"):
-            sgilo(y, op, generator=gen, latent_stats=stats, score_models={key: wrong})
+            sgilo(y, op, **kw, score_models={key: wrong})
     with pytest.raises(ValueError, match="latent statistics"):
         sgilo(y, op, generator=gen, latent_stats=None)
     with pytest.raises(ValueError):
@@ -277,3 +284,41 @@ def test_chains_share_the_csgm_start(gen_stats):
         rng=torch.Generator().manual_seed(2),
     )
     assert not torch.allclose(noisy.samples[0], noisy.samples[1])
+
+
+def test_used_spaces_follow_the_rounds():
+    """Round k ≥ 1 optimises h_{k−1}: a block-k model needs k + 2 rounds, z any step."""
+    assert used_spaces(["z", 0, 1], (5, 5)) == [0, "z"]
+    assert used_spaces(["z", 0, 1], (5, 5, 5)) == [0, 1, "z"]
+    assert used_spaces([1], (5, 5, 0)) == []  # a round of 0 steps runs no prior step
+    assert used_spaces(["z"], (0,)) == []
+    assert used_spaces([0, 1, 2], SGILOConfig().steps) == [0, 1, 2]
+
+
+def test_a_block_model_acts_only_when_its_round_runs(gen_stats):
+    """A block-1 model (the shipped layout) changes the result once the schedule has its round
+    (3 rounds); with 2 rounds it cannot act: the run warns, records no used space, and equals
+    the run without any prior."""
+    gen, stats = gen_stats
+    op, y = _op(), _y(gen, batch=2)
+    block1 = {1: _gaussian_model((gen.block_channels(1), 8, 8))}
+
+    def run(steps, models, **kw):
+        return sgilo(
+            y,
+            op,
+            generator=gen,
+            latent_stats=stats,
+            score_models=models,
+            config=_config(steps=steps, early_stop=False, **kw),
+            rng=torch.Generator().manual_seed(3),
+        )
+
+    bare = run((3, 3, 3), {}, lam=0.0, tau=0.0)
+    guided = run((3, 3, 3), block1, lam=0.5, tau=0.0)
+    assert json.loads(guided.params["prior_spaces_used"]) == [1]
+    assert not torch.allclose(guided.image, bare.image)
+    with pytest.warns(UserWarning, match="needs at least k \\+ 2 rounds"):
+        short = run((3, 3), block1, lam=0.5, tau=0.0)
+    assert json.loads(short.params["prior_spaces_used"]) == []
+    assert torch.equal(short.image, run((3, 3), {}, lam=0.0, tau=0.0).image)
