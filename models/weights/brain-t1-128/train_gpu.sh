@@ -10,7 +10,7 @@
 #   .gpu/run/checkpoint.pt    optional: a run to continue (RESUME=1; same batch size)
 # Writes RUN=.gpu/run and copies generator.pt, log.jsonl, the last sample grid and the training
 # checkpoint (in 15 MB parts: cat checkpoint.pt.part-* > checkpoint.pt) to $OUT, then (unless
-# SCORE_STEPS=0) trains and copies score_block1.pt, and (TIMING=1) times the solvers on the GPU.
+# SCORE_STEPS=0) trains and copies score_block0.pt and score_block1.pt (SGILO's rounds 1 and 2), and (TIMING=1) times the solvers on the GPU.
 set -euo pipefail
 if [ "${SKIP_WHEELS:-0}" != 1 ]; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
@@ -34,9 +34,11 @@ cp "$RUN/generator.pt" "$RUN/log.jsonl" "$OUT/"
 cp "$(ls "$RUN"/samples/*.png | tail -1)" "$OUT/last_samples.png"
 split -b 15M "$RUN/checkpoint.pt" "$OUT/checkpoint.pt.part-"
 if [ "$SCORE_STEPS" -gt 0 ]; then
-    python3 -m flows.cli train-score --generator "$RUN/generator.pt" --space 1 \
-        --out "$RUN/score-block1" --steps "$SCORE_STEPS" --batch 128 --device "$DEVICE"
-    cp "$RUN/score-block1/score_model.pt" "$OUT/score_block1.pt"
+    for space in 1 0; do
+        python3 -m flows.cli train-score --generator "$RUN/generator.pt" --space "$space" \
+            --out "$RUN/score-block$space" --steps "$SCORE_STEPS" --batch 128 --device "$DEVICE"
+        cp "$RUN/score-block$space/score_model.pt" "$OUT/score_block$space.pt"
+    done
 fi
 # TIMING=1: seconds per slice of CSGM/ILO/SGILO with the shipped prior (docs/SPEED.md §4)
 if [ "${TIMING:-0}" = 1 ]; then
