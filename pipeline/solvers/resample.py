@@ -54,6 +54,8 @@ class GridPlacement(LinearOperator):
     """``P``: complex ``(B, R, R)`` generator images → complex ``(B, H, W)`` on the
     acquisition's grid (module docstring). The adjoint crops, resamples back and scales alike."""
 
+    complex_input = complex_output = True
+
     def __init__(self, resolution: int, grid: tuple[int, int]) -> None:
         h, w = (int(v) for v in grid)
         if resolution < 1 or h < 1 or w < 1:
