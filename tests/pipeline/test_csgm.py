@@ -68,6 +68,7 @@ def _config(**kw) -> CSGMConfig:
         phase="none",
         data_consistency=False,
         fit_gain=False,
+        early_stop=False,
     )
     return CSGMConfig(**(base | kw))
 
@@ -174,6 +175,28 @@ def test_restarts_with_steps_select_by_measurement_loss():
     s = torch.tensor(json.loads(res.params["data_scale"]), dtype=torch.float64)
     actual = (op.A(res.image) - y).abs().pow(2).sum(dim=(1, 2)) / (4 * R) / s**2
     np.testing.assert_allclose(actual.numpy(), chosen, rtol=1e-6)
+
+
+def test_early_stop_ends_stalled_restarts():
+    """A learning rate of 1e-9 leaves the loss flat: with early_stop each restart ends after
+    `patience` steps without a relative improvement of 1e-3; without it every step runs. The
+    known-answer fit, whose loss keeps falling, is not stopped."""
+    gen = LinearGenerator(seed=10)
+    x = _truth(gen)
+    op = _full_op()
+    y = op.A(x)
+
+    def run(**kw):
+        return csgm(y, op, generator=gen, config=_config(**kw), rng=torch.Generator().manual_seed(1))
+
+    flat = run(steps=50, restarts=2, lr=1e-9, early_stop=True, patience=7)
+    assert json.loads(flat.params["steps_run"]) == [7, 7]
+    assert len(flat.history) == 14
+    full = run(steps=50, restarts=2, lr=1e-9)
+    assert json.loads(full.params["steps_run"]) == [50, 50]
+    stopped = run(early_stop=True, patience=20)
+    assert json.loads(stopped.params["steps_run"]) == [600]
+    assert _rel(stopped.image, x) < 1e-3
 
 
 def test_data_consistency_single_coil():

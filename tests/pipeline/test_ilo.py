@@ -174,7 +174,12 @@ def test_ilo_fits_measurements_at_least_as_well_as_csgm(gen_stats):
         op,
         generator=gen,
         config=CSGMConfig(
-            steps=sum(steps), restarts=1, phase="none", normalize=False, data_consistency=False
+            steps=sum(steps),
+            restarts=1,
+            phase="none",
+            normalize=False,
+            data_consistency=False,
+            early_stop=False,
         ),
         rng=torch.Generator().manual_seed(0),
     )
