@@ -187,7 +187,9 @@ def test_early_stop_ends_stalled_restarts():
     y = op.A(x)
 
     def run(**kw):
-        return csgm(y, op, generator=gen, config=_config(**kw), rng=torch.Generator().manual_seed(1))
+        return csgm(
+            y, op, generator=gen, config=_config(**kw), rng=torch.Generator().manual_seed(1)
+        )
 
     flat = run(steps=50, restarts=2, lr=1e-9, early_stop=True, patience=7)
     assert json.loads(flat.params["steps_run"]) == [7, 7]
