@@ -10,6 +10,7 @@ export (:mod:`pipeline.export`).
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -234,7 +235,8 @@ def reconstruct_file(
             )
             if recon.metrics:
                 summary += " (" + ", ".join(f"{k} {v:.4g}" for k, v in recon.metrics.items()) + ")"
-            log(summary)
+            note = solver_note(recon.params)
+            log(summary + (f"; {note}" if note else ""))
             seconds += recon.seconds
             params = recon.params
             if recon.metrics:
@@ -251,6 +253,26 @@ def reconstruct_file(
         metrics=_mean_metrics(metrics),
         params=params,
     )
+
+
+def solver_note(params: dict) -> str:
+    """What a generative run did, for its summary line: the Adam steps each CSGM restart or
+    ILO/SGILO round ran (``params["steps_run"]``; fewer than the schedule when it stopped early)
+    and the spaces in which SGILO's score models took prior steps (``"prior_spaces_used"``).
+    Empty for methods that record neither."""
+    parts = []
+    if "steps_run" in params:
+        parts.append(f"steps run {params['steps_run']}")
+    if "prior_spaces" in params:
+        given = json.loads(params["prior_spaces"])
+        used = json.loads(params.get("prior_spaces_used", "[]"))
+        if used:
+            parts.append(f"score-model prior steps in space(s) {used}")
+        elif given:
+            parts.append(f"no prior step: no round reached the score model(s) of {given}")
+        else:
+            parts.append("no score model: no prior step")
+    return "; ".join(parts)
 
 
 def _mean_metrics(per_study: list[tuple[int, dict]]) -> dict | None:

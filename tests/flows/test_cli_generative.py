@@ -40,7 +40,9 @@ def test_generative_methods_from_the_command_line(files, tmp_path, method, capsy
     code = main(
         ["reconstruct", str(small), "--method", method, "--model", str(model), "--out", str(out)]
     )
-    assert code == 0, capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "steps run [" in err  # the summary line says what the fit ran
     with h5py.File(out / small.name) as f:
         rec = f["reconstruction"][()]
         assert f.attrs["method"] == method and f.attrs["model"] == str(model)
@@ -85,9 +87,12 @@ def test_sgilo_with_a_score_model_writes_the_std_map(files, tmp_path, capsys):
             str(out),
         ]
     )
-    assert code == 0, capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "score-model prior steps in space(s) [0]" in err  # the model was reached
     with h5py.File(out / small.name) as f:
         rec, std = f["reconstruction"][()], f["reconstruction_std"][()]
+        assert f.attrs["prior_spaces_used"] == "[0]"
     assert rec.shape == std.shape == (2, 16, 16)
     assert np.isfinite(std).all() and (std >= 0).all() and std.max() > 0
     # K > 1 is an sgilo option only
@@ -153,3 +158,13 @@ def test_generative_bad_cases(files, tmp_path, capsys, monkeypatch):
     with h5py.File(out / big.name) as f:
         assert f["reconstruction"].shape == (1, 24, 40)
     assert (out / small.name).exists()
+
+
+def test_solver_note_says_what_the_fit_ran():
+    from pipeline.reconstruct import solver_note
+
+    assert solver_note({"seconds": 1.0}) == ""
+    assert solver_note({"steps_run": "[38, 34]"}) == "steps run [38, 34]"
+    unreached = {"steps_run": "[5, 5]", "prior_spaces": "[1]", "prior_spaces_used": "[]"}
+    assert "no round reached the score model(s) of [1]" in solver_note(unreached)
+    assert "no score model" in solver_note({"prior_spaces": "[]", "prior_spaces_used": "[]"})
