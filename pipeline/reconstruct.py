@@ -266,7 +266,9 @@ def solver_note(params: dict) -> str:
     if "prior_spaces" in params:
         given = json.loads(params["prior_spaces"])
         used = json.loads(params.get("prior_spaces_used", "[]"))
-        if used:
+        if used and params.get("lam", 1) == 0 and params.get("tau", 1) == 0:
+            parts.append(f"score models reached in space(s) {used}, but λ = τ = 0: no prior step")
+        elif used:
             parts.append(f"score-model prior steps in space(s) {used}")
         elif given:
             parts.append(f"no prior step: no round reached the score model(s) of {given}")

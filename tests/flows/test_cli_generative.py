@@ -168,3 +168,6 @@ def test_solver_note_says_what_the_fit_ran():
     unreached = {"steps_run": "[5, 5]", "prior_spaces": "[1]", "prior_spaces_used": "[]"}
     assert "no round reached the score model(s) of [1]" in solver_note(unreached)
     assert "no score model" in solver_note({"prior_spaces": "[]", "prior_spaces_used": "[]"})
+    reached = {"prior_spaces": "[0]", "prior_spaces_used": "[0]", "lam": 0.1, "tau": 0.025}
+    assert solver_note(reached) == "score-model prior steps in space(s) [0]"
+    assert "no prior step" in solver_note(reached | {"lam": 0.0, "tau": 0.0})
