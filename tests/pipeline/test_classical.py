@@ -244,7 +244,13 @@ def test_l1_wavelet_shifts_are_the_same_for_every_slice(single_coil_4x):
     _, y, op = single_coil_4x
     alone = l1_wavelet(y, op, iterations=15).image
     pair = l1_wavelet(torch.cat([y, y]), op, iterations=15).image
-    assert torch.equal(pair[0], alone[0]) and torch.equal(pair[1], alone[0])
+    # Not bit for bit: the CG-SENSE warm start runs on the whole batch (batched FFTs and
+    # reductions may round differently for a batch of 2 than of 1). Measured equal here (AVX-512,
+    # AVX2, scalar kernels; 1 and 2 threads; batches of 2, 3, 5), and a 1e-15 relative change of
+    # the warm start moves the image by 3e-15; other shifts for a slice (seed 1 or 2 instead of
+    # 0) move it by 0.027 (image magnitude 0.82). 1e-10 sits far between the two.
+    torch.testing.assert_close(pair[0], alone[0], rtol=0, atol=1e-10)
+    torch.testing.assert_close(pair[1], alone[0], rtol=0, atol=1e-10)
 
 
 def test_l1_wavelet_cycle_spinning_beats_the_fixed_grid(single_coil_4x):

@@ -3,8 +3,19 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from pipeline.tuning import run
+
+
+@pytest.fixture(autouse=True)
+def _keep_thread_count():
+    """``run`` sets torch to 2 threads for the CLI; restore the suite's setting
+    (tests/conftest.py) so that later tests do not run under another thread count (and so other
+    roundings) depending on which tests ran before them."""
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
 
 
 def test_run_sweeps_only_the_chosen_methods_and_values():
