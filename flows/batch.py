@@ -1,17 +1,27 @@
 """`sgilo batch` as a Prefect flow: one task per input, each one call into :mod:`pipeline.batch`.
 
-Tasks run one at a time in the flow's process by default, on a Dask LocalCluster with
-``options["workers"]`` single-threaded worker processes, or on the Dask cluster at
-``options["dask_address"]``. A task retries ``OSError``s (transient I/O trouble) but never a
+Tasks run one at a time in the flow's own thread by default (the main thread under ``sgilo
+batch``, where SIGTERM and Ctrl-C are raised: see :mod:`pipeline.interrupt`), on a Dask
+LocalCluster with ``options["workers"]`` single-threaded worker processes, or on the Dask cluster
+at ``options["dask_address"]``. A task retries ``OSError``s (transient I/O trouble) but never a
 bad input (:class:`pipeline.io.types.InputError`), which is reported in one line while the batch
 goes on. Finished inputs are skipped through done markers on disk (see :mod:`pipeline.markers`),
-so a re-run after a crash or SIGKILL redoes only unfinished work. The flow writes ``run.json``
-(:mod:`pipeline.provenance`) and appends to ``run.log`` in the output folder, and publishes a
-progress artifact while it runs and a summary artifact at the end.
+so a re-run after a crash or SIGKILL redoes only unfinished work; the staging folders a killed
+run left are removed when the next run starts. The flow writes ``run.json``
+(:mod:`pipeline.provenance`, itself staged) and appends to ``run.log`` in the output folder, and
+publishes a progress artifact while it runs and a summary artifact at the end. An interrupted
+run (SIGTERM, Ctrl-C) leaves a line in ``run.log``, and ``run.json`` of the previous run.
 """
 
 from __future__ import annotations
 
+import functools
+import os
+import signal
+import sys
+import threading
+import types
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -26,12 +36,70 @@ from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
 from prefect.futures import as_completed
 from prefect.runtime import task_run as current_task_run
-from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
+from prefect.task_runners import TaskRunner
 
+from pipeline import interrupt
 from pipeline.batch import BatchOptions, model_hashes, process_input
+from pipeline.io.staging import remove_stale_staging
 from pipeline.io.types import InputError
+from pipeline.markers import remove_stale_temporaries
 from pipeline.provenance import now_iso, run_record, write_run_json
+from pipeline.reconstruct import output_clashes
 from pipeline.runtime import cache_dir
+
+
+def _detach_temporary_server() -> None:
+    """Without ``PREFECT_API_URL`` Prefect starts a temporary API server as a child process;
+    start it in its own session and, on Linux, ending with this process (``PR_SET_PDEATHSIG``).
+    A Ctrl-C in the terminal then reaches sgilo alone, which still reports the interrupted run
+    to the server (instead of retrying a server that the same Ctrl-C stopped), and a SIGKILLed
+    ``sgilo batch`` does not leave the server running. Does nothing when a server is
+    configured."""
+    from prefect.settings import get_current_settings
+
+    settings = get_current_settings()
+    if settings.api.url or not settings.server.ephemeral.enabled:
+        return
+    import subprocess
+
+    from prefect.server.api import server
+
+    start = getattr(server.SubprocessASGIServer, "_run_uvicorn_command", None)
+    if start is None or getattr(start, "detached", False) or not hasattr(server, "subprocess"):
+        return  # another Prefect version: its temporary server as it comes
+
+    def popen(*args: Any, **kwargs: Any) -> subprocess.Popen[Any]:
+        kwargs.setdefault("start_new_session", True)
+        # the parent-death signal follows the thread that starts the child: the main thread only
+        if (
+            sys.platform.startswith("linux")
+            and threading.current_thread() is threading.main_thread()
+        ):
+            import ctypes  # loaded here: the child, between fork and exec, must not import
+
+            prctl = ctypes.CDLL(None, use_errno=True).prctl
+            kwargs.setdefault("preexec_fn", functools.partial(_die_with_parent, prctl, os.getpid()))
+        return subprocess.Popen(*args, **kwargs)
+
+    def run_detached(self: Any) -> subprocess.Popen[Any]:
+        server.subprocess = types.SimpleNamespace(Popen=popen)  # seen by this call only
+        try:
+            return start(self)
+        finally:
+            server.subprocess = subprocess
+
+    run_detached.detached = True  # type: ignore[attr-defined]
+    server.SubprocessASGIServer._run_uvicorn_command = run_detached  # type: ignore[method-assign]
+
+
+def _die_with_parent(prctl: Callable[..., int], parent: int) -> None:
+    """In a child before ``exec``: get SIGTERM when the parent (its main thread) ends."""
+    prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the parent is already gone
+        os._exit(1)
+
+
+_detach_temporary_server()
 
 
 def _is_transient(task: Any, task_run: Any, state: Any) -> bool:
@@ -69,11 +137,14 @@ def reconstruct_input(
     )
 
 
+def sequential(options: BatchOptions) -> bool:
+    """Whether the batch runs one input at a time in the flow's thread (no Dask)."""
+    return options.workers is None and options.dask_address is None
+
+
 def task_runner(options: BatchOptions) -> TaskRunner:
-    """The task runner for ``options``: Dask (a new LocalCluster, or an existing cluster's
-    address) or one task at a time in this process."""
-    if options.workers is None and options.dask_address is None:
-        return ThreadPoolTaskRunner(max_workers=1)
+    """The Dask task runner for ``options``: a new LocalCluster, or an existing cluster's
+    address."""
     from prefect_dask import DaskTaskRunner
 
     if options.dask_address is not None:
@@ -142,23 +213,17 @@ def _failure(path: Path, error: str) -> dict[str, Any]:
 
 
 def _name_clashes(paths: list[Path]) -> dict[int, dict[str, Any]]:
-    """Failure records for inputs whose file name an earlier input has (same output names)."""
-    seen: dict[str, int] = {}
-    clashes = {}
-    for i, p in enumerate(paths):
-        if p.name in seen:
-            first = seen[p.name] + 1
-            clashes[i] = _failure(p, f"{p.name}: same file name as input {first}; outputs collide")
-        else:
-            seen[p.name] = i
-    return clashes
+    """Failure records for inputs whose outputs an earlier input of the batch would write (the
+    same output stem: ``a/scan.h5`` and ``b/scan.h5``, or ``scan.h5`` and ``scan.nii.gz``;
+    :func:`pipeline.reconstruct.output_clashes`)."""
+    return {i: _failure(paths[i], why) for i, why in output_clashes(paths).items()}
 
 
 def _run_tasks(
     paths: list[Path], out: Path, opts: BatchOptions, models: dict[str, str], log: RunLog
 ) -> list[dict[str, Any]]:
-    """Run one task per input on the options' task runner; records in input order. The
-    progress artifact is updated as each input finishes."""
+    """Run one task per input; records in input order. The progress artifact (and the count
+    an interrupted command reports) is updated as each input finishes."""
     records = _name_clashes(paths)
     for record in records.values():
         log(record["error"], error=True)
@@ -169,31 +234,53 @@ def _run_tasks(
         retries=opts.retries, retry_delay_seconds=opts.retry_delay_s
     )
     payload = opts.model_dump(mode="json")
-    with task_runner(opts) as runner:
-        futures = {
-            runner.submit(
-                task,
-                parameters={
-                    "path": str(p),
-                    "out_dir": str(out),
-                    "options": payload,
-                    "models": models,
-                },
-            ): i
-            for i, p in enumerate(paths)
-            if i not in records
-        }
-        for future in as_completed(list(futures)):
-            i = futures[future]
+    todo = [i for i in range(len(paths)) if i not in records]
+
+    def parameters(i: int) -> dict[str, Any]:
+        return {"path": str(paths[i]), "out_dir": str(out), "options": payload, "models": models}
+
+    def finished(i: int, outcome: dict[str, Any] | Exception) -> None:
+        failed = isinstance(outcome, Exception)
+        records[i] = _failure(paths[i], _one_line(outcome, paths[i].name)) if failed else outcome
+        _note_progress(records, len(paths))  # before the log line: a signal may follow it
+        if failed:
+            log(records[i]["error"], error=True)
+        else:
+            log(f"{paths[i].name}: {outcome['status']} in {outcome['seconds']:.2f} s")
+        update_progress_artifact(progress, 100.0 * len(records) / len(paths))
+
+    _note_progress(records, len(paths))
+    if sequential(opts):
+        # in this thread (the main thread under `sgilo batch`), so that SIGTERM and Ctrl-C
+        # stop the input being reconstructed at once and its staging folder is removed
+        for i in todo:
             try:
-                records[i] = future.result()
-                log(f"{paths[i].name}: {records[i]['status']} in {records[i]['seconds']:.2f} s")
+                outcome = task(**parameters(i))
             except Exception as exc:  # noqa: BLE001 - every failure becomes one line
-                records[i] = _failure(paths[i], _one_line(exc, paths[i].name))
-                log(records[i]["error"], error=True)
-            update_progress_artifact(progress, 100.0 * len(records) / len(paths))
+                outcome = exc
+            finished(i, outcome)
+    else:
+        try:
+            # what the workers print after SIGTERM/Ctrl-C is dropped: the command ends in one line
+            with interrupt.quiet_children(), task_runner(opts) as runner:
+                futures = {runner.submit(task, parameters=parameters(i)): i for i in todo}
+                for future in as_completed(list(futures)):
+                    try:
+                        outcome = future.result()
+                    except Exception as exc:  # noqa: BLE001 - every failure becomes one line
+                        outcome = exc
+                    finished(futures[future], outcome)
+        except BaseException:
+            # interrupted: the cluster is shut down; remove what its killed workers staged
+            remove_stale_staging(out)
+            raise
     update_progress_artifact(progress, 100.0)
     return [records[i] for i in range(len(paths))]
+
+
+def _note_progress(records: dict[int, dict[str, Any]], total: int) -> None:
+    failed = sum(r["status"] == "failed" for r in records.values())
+    interrupt.set_progress(len(records) - failed, total, failed=failed)
 
 
 @flow(name="sgilo-batch")
@@ -204,15 +291,31 @@ def batch_flow(inputs: list[str], out_dir: str, options: dict[str, Any]) -> dict
     appends to ``run.log``. Returns ``{"records": [...], "failed": [one line per failed
     input], "summary": str}``; records are in input order.
     """
+    with interrupt.handlers_in_place():  # Prefect's flow run installs its own SIGTERM handler
+        return _batch(inputs, out_dir, options)
+
+
+def _batch(inputs: list[str], out_dir: str, options: dict[str, Any]) -> dict[str, Any]:
     opts = BatchOptions(**options)
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
+    remove_stale_staging(out)  # left by a killed run (never one that a live run is using)
+    remove_stale_temporaries(out)
     log = RunLog(out)
     started = now_iso()
     models = model_hashes(opts)
     paths = [Path(p).absolute() for p in inputs]
     log(f"batch of {len(paths)} input(s): {opts.method} into {out}")
-    records = _run_tasks(paths, out, opts, models, log) if paths else []
+    try:
+        records = _run_tasks(paths, out, opts, models, log) if paths else []
+    except BaseException as exc:
+        signum = interrupt.received() or interrupt.signal_of(exc)
+        if signum is not None:
+            log(
+                interrupt.message(signum).removeprefix("sgilo: ") + " (run.json: the previous run)",
+                error=True,
+            )
+        raise
     failed = [r["error"] for r in records if r["status"] == "failed"]
     counts = {s: sum(r["status"] == s for r in records) for s in ("done", "skipped", "failed")}
     summary = (
@@ -229,7 +332,13 @@ def batch_flow(inputs: list[str], out_dir: str, options: dict[str, Any]) -> dict
         "options": opts.model_dump(mode="json"),
     }
     record = run_record(
-        config, paths, opts.model_paths(), started=started, timings=timings, input_hashes=hashes
+        config,
+        paths,
+        opts.model_paths(),
+        started=started,
+        timings=timings,
+        input_hashes=hashes,
+        hash_inputs=False,  # a failed input is never opened again (it may be a pipe)
     )
     write_run_json(out, record)
     create_markdown_artifact(

@@ -31,6 +31,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 METHODS = ("zero-filled", "cg-sense", "l1-wavelet", "tv", "csgm", "ilo", "sgilo")
 
@@ -102,9 +103,43 @@ def add_reconstruct_options(parser: argparse.ArgumentParser) -> None:
         help="DICOM outputs: replace the patient module and study identifiers",
     )
 
+    def size(text: str) -> int:
+        from pipeline.io.limits import parse_size
+
+        try:
+            return parse_size(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from exc
+
+    parser.add_argument(
+        "--max-input-bytes",
+        type=size,
+        default=None,
+        metavar="SIZE",
+        help="refuse an input larger than this on disk (a folder: its files in all), e.g. 2G; "
+        "default $SGILO_MAX_INPUT_BYTES or 8G (docs/RELIABILITY.md)",
+    )
+    parser.add_argument(
+        "--max-input-voxels",
+        type=size,
+        default=None,
+        metavar="N",
+        help="refuse an input of more k-space samples or image voxels than this; default "
+        "$SGILO_MAX_INPUT_VOXELS or 2**28",
+    )
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line on stderr (exit 2): scripts and logs
+    get ``sgilo reconstruct: error: <what>`` instead of a usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        text = _printable(" ".join(message.split()))
+        self.exit(2, f"{self.prog}: error: {text} (see {self.prog} --help)\n")
+
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="sgilo",
         description="MRI reconstruction with generative priors (SGILO, ILO, CSGM) and classical "
         "baselines.",
@@ -352,12 +387,18 @@ def _stderr(message: str) -> None:
 
 
 def check_reconstruct_options(args: argparse.Namespace, command: str) -> tuple[int, object]:
-    """Validate the reconstruct options and load the prior the method needs.
+    """Validate the reconstruct options, prepare ``--out`` and load the prior the method needs.
 
     Returns ``(0, prior_or_None)``, or ``(2, None)`` after printing a one-line usage error.
     """
     if (args.acceleration is None) != (args.center_fraction is None):
         _stderr(f"{command}: --acceleration and --center-fraction go together")
+        return 2, None
+    if args.acceleration is not None and args.acceleration < 1:
+        _stderr(f"{command}: --acceleration must be at least 1, got {args.acceleration:g}")
+        return 2, None
+    if args.center_fraction is not None and args.center_fraction >= 1:
+        _stderr(f"{command}: --center-fraction must be below 1, got {args.center_fraction:g}")
         return 2, None
     if args.device == "cuda":
         import torch
@@ -369,25 +410,97 @@ def check_reconstruct_options(args: argparse.Namespace, command: str) -> tuple[i
     if args.samples < 1 or (args.samples > 1 and args.method != "sgilo"):
         _stderr(f"{command}: --samples K >= 1, and K > 1 only with --method sgilo")
         return 2, None
+    try:
+        from pipeline.io.limits import InputLimits
+
+        InputLimits.from_env()
+    except ValueError as exc:
+        _stderr(f"{command}: {exc}")
+        return 2, None
     if args.method in ("csgm", "ilo", "sgilo"):
         from pipeline.reconstruct import load_prior, load_score_models
 
         try:
+            _check_model_files(args)
             prior = load_prior(args.model, device=args.device)
             if args.method == "sgilo" and args.score:
                 prior.score_models = load_score_models(args.score, device=args.device)
-        except ValueError as exc:
-            _stderr(f"sgilo: error: {' '.join(str(exc).split())}")
+        except Exception as exc:  # noqa: BLE001 - any unreadable model is a usage error
+            reason = " ".join(str(exc).split()) or type(exc).__name__
+            _stderr(f"sgilo: error: {_printable(reason)}")
             return 2, None
+    problem = _unusable_out(args.out)  # last: nothing is created for a call refused above
+    if problem:
+        _stderr(f"{command}: --out {_shown(args.out)}: {problem}")
+        return 2, None
     return 0, prior
 
 
-def cmd_reconstruct(args: argparse.Namespace) -> int:
-    import time
+def _shown(path: Path) -> str:
+    return _printable(str(path))
 
+
+def _printable(text: str) -> str:
+    """``text`` on one line: control characters escaped (``\\n``, ``\\x1b``)."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def _unusable_out(out: Path) -> str | None:
+    """Why ``out`` cannot take outputs (created if missing), or ``None``. Checked by creating
+    and removing a hidden file, so that a read-only folder or a full disk fails before any input
+    is reconstructed."""
+    import contextlib
+    import os
+    import secrets
+
+    if out.exists() and not out.is_dir():
+        return "exists and is not a folder"
+    probe = out / f".sgilo-write-test-{secrets.token_hex(4)}"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+    except OSError as exc:
+        return f"cannot write there ({exc.strerror or type(exc).__name__})"
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(probe)
+    return None
+
+
+def _check_model_files(args: argparse.Namespace) -> None:
+    """A ``--model``/``--score`` path must be a regular file within the input byte limit (a pipe
+    or a device would hang the loader); shipped names are left to the registry."""
+    from pipeline.io.limits import check_file
+
+    paths = [Path(p) for p in args.score]
+    if args.model is not None and ("/" in args.model or Path(args.model).exists()):
+        paths.insert(0, Path(args.model))
+    for p in paths:
+        if p.exists() or p.is_symlink():
+            check_file(p)
+
+
+def _append_log(out: Path, message: str, *, error: bool = False) -> None:
+    """``run.log`` is a record, not the channel: if it cannot be written (the disk filled up,
+    the folder went away) the run goes on and the line is still on stderr."""
+    from pipeline.provenance import append_log
+
+    try:
+        append_log(out, message, error=error)
+    except OSError:
+        pass
+
+
+def cmd_reconstruct(args: argparse.Namespace) -> int:
+    import os
+    import time
+    import traceback
+
+    from pipeline import interrupt
+    from pipeline.io.limits import check_input, input_limits, shown_name
     from pipeline.io.types import InputError
-    from pipeline.provenance import append_log, now_iso, run_record, write_run_json
-    from pipeline.reconstruct import reconstruct_file
+    from pipeline.provenance import now_iso, run_record, sha256_path, write_run_json
+    from pipeline.reconstruct import output_clashes, reconstruct_file
 
     status, prior = check_reconstruct_options(args, "sgilo reconstruct")
     if status:
@@ -399,19 +512,32 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
             _stderr(f"  {message}: {step}/{total}")
 
     def log(message: str) -> None:
-        _stderr(message)
-        append_log(args.out, message)
+        _stderr(_printable(message))
+        _append_log(args.out, message)
 
     def fail(message: str) -> None:
-        _stderr(f"sgilo: error: {message}")
-        append_log(args.out, message, error=True)
+        line = _printable(" ".join(message.split()))
+        _stderr(f"sgilo: error: {line}")
+        _append_log(args.out, line, error=True)
 
+    inputs = list(dict.fromkeys(args.inputs))  # an input named twice is reconstructed once
+    for path in sorted({p for p in args.inputs if args.inputs.count(p) > 1}):
+        _stderr(f"sgilo reconstruct: {shown_name(path)} is given more than once; once is enough")
     failures = 0
     timings: dict[str, dict] = {}
-    for i, path in enumerate(args.inputs, 1):
-        _stderr(f"[{i}/{len(args.inputs)}] {path.name}: {args.method}")
+    hashes: dict[str, str] = {}
+    claimed: dict[str, str] = {}
+    clashes = output_clashes(inputs)
+    limits = {"max_bytes": args.max_input_bytes, "max_voxels": args.max_input_voxels}
+    for i, path in enumerate(inputs, 1):
+        interrupt.set_progress(i - 1 - failures, len(inputs), failed=failures)  # if interrupted
+        _stderr(f"[{i}/{len(inputs)}] {shown_name(path)}: {args.method}")
         t0 = time.perf_counter()
         try:
+            if i - 1 in clashes:
+                raise InputError(clashes[i - 1])
+            with input_limits(**limits):
+                check_input(path)  # before anything opens it: a regular file or folder, in limits
             result = reconstruct_file(
                 path,
                 args.out,
@@ -426,6 +552,9 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
                 samples=args.samples,
                 formats=args.format,
                 anonymize=args.anonymize,
+                max_input_bytes=args.max_input_bytes,
+                max_input_voxels=args.max_input_voxels,
+                claimed=claimed,
             )
             timings[str(path)] = {
                 "status": "done",
@@ -433,13 +562,25 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
                 "outputs": [p.name for p in result.outputs],
                 **({"metrics": result.metrics} if result.metrics else {}),
             }
-        except (InputError, OSError, ValueError) as exc:
+        except Exception as exc:  # noqa: BLE001 - every failure is one line; the rest go on
             failures += 1
-            reason = " ".join(str(exc).split())
-            fail(reason if isinstance(exc, InputError) else f"{path.name}: {reason}")
-            timings[str(path)] = {"status": "failed", "error": reason}
+            reason = " ".join(str(exc).split()) or type(exc).__name__
+            if isinstance(exc, InputError):
+                fail(reason)
+            elif isinstance(exc, OSError | ValueError):
+                fail(f"{shown_name(path)}: {reason}")
+            else:  # a bug or an exhausted resource: still one line, the traceback on request
+                fail(f"{shown_name(path)}: internal error ({type(exc).__name__}: {reason})")
+                if os.environ.get("SGILO_DEBUG"):
+                    traceback.print_exc()
+            timings[str(path)] = {"status": "failed", "error": _printable(reason)}
+            continue
+        try:  # the input was read and checked: hash it for run.json (never a failed input)
+            hashes[str(path)] = sha256_path(path)
+        except OSError:
+            pass
     if failures:
-        _stderr(f"sgilo reconstruct: {failures} of {len(args.inputs)} input(s) failed")
+        _stderr(f"sgilo reconstruct: {failures} of {len(inputs)} input(s) failed")
     if args.out.is_dir():
         config = {
             "command": "sgilo " + " ".join(args.argv),
@@ -451,8 +592,20 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
             },
         }
         models = [prior.path] if prior is not None else []
-        record = run_record(config, list(args.inputs), models, started=started, timings=timings)
-        write_run_json(args.out, record)
+        record = run_record(
+            config,
+            inputs,
+            models,
+            started=started,
+            timings=timings,
+            input_hashes=hashes,
+            hash_inputs=False,
+        )
+        try:
+            write_run_json(args.out, record)
+        except OSError as exc:
+            _stderr(f"sgilo: error: cannot write run.json in {_shown(args.out)} ({exc.strerror})")
+            return 1
     return 1 if failures else 0
 
 
@@ -1004,6 +1157,7 @@ def reconstruct_kwargs(args: argparse.Namespace) -> dict:
         "callback",
         "log",
         "prior",
+        "claimed",
     }
     kwargs = {}
     for dest, value in sorted(vars(args).items()):
@@ -1126,7 +1280,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "scaling": cmd_scaling,
         "tune-generative": cmd_tune_generative,
     }
-    return commands[args.command](args)
+    command = commands[args.command]
+    if args.command in ("reconstruct", "batch") or (args.command == "serve" and args.once):
+        from pipeline.interrupt import run_interruptibly  # SIGTERM/Ctrl-C: one line, no debris
+
+        return run_interruptibly(lambda: command(args))
+    return command(args)
 
 
 if __name__ == "__main__":  # pragma: no cover

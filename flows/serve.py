@@ -4,7 +4,8 @@ Each run of :func:`watch_flow` lists the studies in the watched folder, leaves o
 being written (modified in the last ``settle_s`` seconds), finished (a valid done marker) or
 known bad (a failed marker for the same content), and runs :func:`flows.batch.batch_flow` on
 the rest. :func:`serve_watch` serves the flow on a running Prefect server with a cron or
-interval schedule; scheduled runs execute in this process's runner.
+interval schedule; scheduled runs execute in this process's runner. Under ``sgilo serve
+--once``, SIGTERM and Ctrl-C end the pass as they end ``sgilo batch`` (:mod:`pipeline.interrupt`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from flows.batch import batch_flow
+from pipeline import interrupt
 from pipeline.batch import BatchOptions, model_hashes, pending_inputs
 
 
@@ -25,6 +27,13 @@ def watch_flow(
     """One pass over the watched folder: reconstruct the new, settled studies into
     ``out_dir``. Returns the batch result (``records``, ``failed``, ``summary``) plus ``held``
     (input name → "settling", "done" or "failed") for the inputs left out."""
+    with interrupt.handlers_in_place():  # Prefect's flow run installs its own SIGTERM handler
+        return _watch_pass(watch, out_dir, options, settle_s)
+
+
+def _watch_pass(
+    watch: str, out_dir: str, options: dict[str, Any], settle_s: float
+) -> dict[str, Any]:
     logger = get_run_logger()
     opts = BatchOptions(**options)
     pending, held = pending_inputs(

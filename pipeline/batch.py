@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from pipeline.io.limits import check_input, input_limits
 from pipeline.io.staging import remove_stale_staging
 from pipeline.io.types import InputError
 from pipeline.markers import MARKER_DIR, read_done, write_done, write_failed
@@ -31,7 +32,9 @@ from pipeline.provenance import code_version, now_iso, sha256_file, sha256_path
 INPUT_SUFFIXES: tuple[str, ...] = (".h5", ".hdf5", ".nii.gz", ".nii", ".dcm")
 
 #: keyword arguments of ``reconstruct_file`` that a batch sets itself, never from ``recon``
-_RESERVED = frozenset({"path", "out_dir", "method", "callback", "log", "prior"})
+_RESERVED = frozenset({"path", "out_dir", "method", "callback", "log", "prior", "claimed"})
+#: ``recon`` keys that bound what is read but do not change the outputs
+_LIMIT_KEYS = frozenset({"max_input_bytes", "max_input_voxels"})
 
 
 class BatchOptions(BaseModel):
@@ -82,8 +85,14 @@ class BatchOptions(BaseModel):
         return self
 
     def output_config(self) -> dict[str, Any]:
-        """The options that change the outputs (the cache key's configuration part)."""
-        return {"method": self.method, "recon": self.recon, "device": self.device}
+        """The options that change the outputs (the cache key's configuration part): not the
+        input limits, which only decide whether an input is read."""
+        recon = {k: v for k, v in self.recon.items() if k not in _LIMIT_KEYS}
+        return {"method": self.method, "recon": recon, "device": self.device}
+
+    def limits(self) -> tuple[int | str | None, int | str | None]:
+        """``(max_input_bytes, max_input_voxels)`` from ``recon`` (``None``: the default)."""
+        return self.recon.get("max_input_bytes"), self.recon.get("max_input_voxels")
 
     def generative(self) -> bool:
         """Whether the method needs a prior (``model``, or the default shipped prior)."""
@@ -252,8 +261,8 @@ def process_input(
     from pipeline.reconstruct import reconstruct_file
 
     path, out_dir = Path(path), Path(out_dir)
-    if not path.exists():
-        raise InputError(f"{path.name}: no such file or folder")
+    with input_limits(*options.limits()):
+        check_input(path)  # before it is hashed or opened: a regular file or folder, in limits
     digest, key = input_key(path, options, models)
     with input_lock(out_dir, path.name):  # another run writing this input's outputs waits here
         done = read_done(out_dir, key)

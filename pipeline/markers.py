@@ -4,17 +4,26 @@ A done marker is written (atomically) only after every output of an input exists
 each output's size and SHA-256; :func:`read_done` trusts a marker only while every output it
 lists is still there with that content. A failed marker records a bad input's one-line error, so
 that a watched folder does not retry the same bad file on every pass.
+
+Markers are written through a hidden temporary file and a rename; a process killed in between
+(SIGKILL) leaves the temporary file, which :func:`remove_stale_temporaries` removes once it is old
+enough that no live writer can own it.
 """
 
 from __future__ import annotations
 
 import json
+import re
+import time
 from pathlib import Path
 from typing import Any
 
 from pipeline.provenance import now_iso, sha256_path, visible_files, write_json_atomic
 
 MARKER_DIR = ".sgilo"
+
+#: a marker's temporary file (``write_json_atomic``): ``.<key>.json.<12 hex>.tmp``
+_TEMPORARY = re.compile(r"\..+\.json\.[0-9a-f]{12}\.tmp")
 
 
 def marker_path(out_dir: Path, kind: str, key: str) -> Path:
@@ -85,3 +94,22 @@ def write_failed(out_dir: Path, key: str, name: str, error: str) -> None:
 def read_failed(out_dir: Path, key: str) -> dict[str, Any] | None:
     """The failed marker for ``key``, or ``None``."""
     return _load(marker_path(out_dir, "failed", key))
+
+
+def remove_stale_temporaries(out_dir: Path, *, min_age_s: float = 600.0) -> list[Path]:
+    """Remove the markers' temporary files left by killed processes: those in
+    ``.sgilo/{done,failed}/`` older than ``min_age_s`` (a live writer holds one for
+    milliseconds). Returns those removed."""
+    now, removed = time.time(), []
+    for kind in ("done", "failed"):
+        folder = Path(out_dir) / MARKER_DIR / kind
+        if not folder.is_dir():
+            continue
+        for p in folder.iterdir():
+            try:
+                if _TEMPORARY.fullmatch(p.name) and now - p.stat().st_mtime > min_age_s:
+                    p.unlink()
+                    removed.append(p)
+            except OSError:
+                continue  # gone meanwhile
+    return removed

@@ -151,13 +151,16 @@ def run_record(
     started: str | None = None,
     timings: Mapping[str, Mapping[str, Any]] | None = None,
     input_hashes: Mapping[str, str] | None = None,
+    hash_inputs: bool = True,
 ) -> dict[str, Any]:
     """Everything needed to say how a run's outputs were made.
 
     Args:
         config: the resolved configuration (JSON-able).
         inputs: the input files or folders; hashed with :func:`sha256_path` unless
-            ``input_hashes`` (path string → hex) already has them.
+            ``input_hashes`` (path string → hex) already has them. With ``hash_inputs=False``
+            only ``input_hashes`` is used (the others get ``None``): a caller that hashed the
+            inputs it read never opens a failed input again (it may be a pipe, or unreadable).
         models: model files (generators, score models); hashed.
         started: the run's start time (ISO-8601; default now); ``finished`` is now.
         timings: per-input records (path string → ``{"status", "seconds", ...}``).
@@ -168,19 +171,21 @@ def run_record(
     """
     known = dict(input_hashes or {})
 
-    def hashed(paths: list[Path], precomputed: Mapping[str, str]) -> list[dict[str, Any]]:
+    def hashed(
+        paths: list[Path], precomputed: Mapping[str, str], compute: bool = True
+    ) -> list[dict[str, Any]]:
         rows = []
         for p in paths:
             key = str(p)
             digest = precomputed.get(key)
-            if digest is None and Path(p).exists():
+            if digest is None and compute and Path(p).exists():
                 digest = sha256_path(p)
             rows.append({"path": key, "sha256": digest})
         return rows
 
     return {
         "config": json.loads(json.dumps(dict(config), default=str)),
-        "inputs": hashed(inputs, known),
+        "inputs": hashed(inputs, known, hash_inputs),
         "models": hashed(models, {}),
         "timings": {k: dict(v) for k, v in (timings or {}).items()},
         "versions": package_versions(),
@@ -213,8 +218,15 @@ def write_json_atomic(path: str | os.PathLike[str], data: Any) -> Path:
 
 
 def write_run_json(out_dir: str | os.PathLike[str], record: Mapping[str, Any]) -> Path:
-    """Write ``out_dir/run.json`` atomically; returns its path."""
-    return write_json_atomic(Path(out_dir) / "run.json", dict(record))
+    """Write ``out_dir/run.json`` atomically, staged like the outputs
+    (:mod:`pipeline.io.staging`): a kill while it is written leaves a staging folder that the
+    next run into ``out_dir`` removes, never a temporary file. Returns its path."""
+    from pipeline.io.staging import StagedOutputs
+
+    with StagedOutputs(out_dir, label="run.json") as stage:
+        write_json_atomic(stage.path("run.json"), dict(record))
+        (final,) = stage.commit()
+    return final
 
 
 def append_log(out_dir: str | os.PathLike[str], message: str, *, error: bool = False) -> None:

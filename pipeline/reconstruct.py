@@ -154,6 +154,9 @@ def reconstruct_file(
     samples: int = 1,
     formats: tuple[str, ...] | None = None,
     anonymize: bool = False,
+    max_input_bytes: int | str | None = None,
+    max_input_voxels: int | str | None = None,
+    claimed: dict[str, str] | None = None,
 ) -> FileResult:
     """Read an input (fastMRI or ISMRMRD HDF5, DICOM file or folder, NIfTI; see
     :func:`pipeline.io.ingest.read_input`), undersample it if asked, reconstruct every study in
@@ -166,24 +169,35 @@ def reconstruct_file(
     (:func:`pipeline.io.dicom.safe_file_stem`; a DICOM folder with several series has one
     study, and one set of outputs, per series). ``anonymize`` applies to DICOM outputs.
 
+    ``max_input_bytes`` / ``max_input_voxels`` override the input limits
+    (:mod:`pipeline.io.limits`; ``None``: the environment's or the defaults); the input is
+    checked against them before anything is read. ``claimed`` maps the output stems
+    (lower-cased) already written in this call to the input that wrote them: a study whose
+    outputs would overwrite another input's is refused before it is reconstructed, and the
+    stems written here are added to it.
+
     All outputs of the input are staged and committed together: on any error nothing is
     written. Raises :class:`InputError` (one line, naming the file) for a bad input.
     """
     from pipeline.export import default_formats, export_study
     from pipeline.io.dicom import safe_file_stem
     from pipeline.io.ingest import detect_format, read_input
+    from pipeline.io.limits import input_limits, shown_name
     from pipeline.io.staging import StagedOutputs
 
     path = Path(path)
     out_dir = Path(out_dir)
-    studies = read_input(
-        path,
-        acceleration=acceleration,
-        center_fraction=center_fraction,
-        seed=seed,
-        mask_kind=mask_kind,
-    )
-    fmt = detect_format(path)
+    with input_limits(max_input_bytes, max_input_voxels):
+        studies = read_input(
+            path,
+            acceleration=acceleration,
+            center_fraction=center_fraction,
+            seed=seed,
+            mask_kind=mask_kind,
+        )
+        fmt = detect_format(path)
+    claimed = {} if claimed is None else claimed
+    mine: list[str] = []
     hdf5_input = fmt in ("fastmri", "ismrmrd")
     if acceleration is not None:
         log(
@@ -198,6 +212,14 @@ def reconstruct_file(
     with StagedOutputs(out_dir, label=path.name) as stage:
         for study in studies:
             stem = safe_file_stem(path.stem if hdf5_input else study.name, default="recon")
+            owner = claimed.get(stem.lower())
+            if owner is not None and owner != str(path):
+                raise InputError(
+                    f"{shown_name(path)}: its outputs ({stem}.*) would overwrite those of "
+                    f"{shown_name(owner)} written earlier in this run; rename it or give it "
+                    "another --out"
+                )
+            mine.append(stem.lower())
             h5_name = path.name if hdf5_input else f"{stem}.h5"
             target = out_dir / h5_name
             if target.exists() and target.resolve() == path.resolve():
@@ -242,7 +264,8 @@ def reconstruct_file(
             if recon.metrics:
                 metrics.append((study.num_slices, recon.metrics))
         outputs = stage.commit()
-    log(f"{path.name}: wrote " + ", ".join(str(o) for o in outputs))
+    claimed.update(dict.fromkeys(mine, str(path)))
+    log(f"{shown_name(path)}: wrote " + ", ".join(str(o) for o in outputs))
     return FileResult(
         name=path.name,
         source=path,
@@ -253,6 +276,52 @@ def reconstruct_file(
         metrics=_mean_metrics(metrics),
         params=params,
     )
+
+
+#: input name endings that are not part of the output stem (``.nii.gz`` before ``.nii``)
+_IMAGE_SUFFIXES = (".nii.gz", ".nii")
+
+
+def output_stem(path: str | Path) -> str:
+    """The stem that ``reconstruct_file`` names an input's outputs by, from its path alone:
+    ``scan`` for ``scan.h5``, ``scan.nii.gz`` and ``scan.dcm``, the folder's name for a DICOM
+    series folder (a folder of several series adds ``_s<N>`` to it), made file-name safe. Two
+    inputs of one call with equal stems (compared case-insensitively) would write the same
+    outputs."""
+    from pipeline.io.dicom import safe_file_stem
+
+    name = Path(path).name
+    lowered = name.lower()
+    ending = next((e for e in _IMAGE_SUFFIXES if lowered.endswith(e)), None)
+    if ending is not None:
+        stem = name[: len(name) - len(ending)]
+    elif Path(path).is_dir():
+        stem = name
+    else:
+        stem = Path(name).stem
+    return safe_file_stem(stem, default="recon")
+
+
+def output_clashes(paths: list[Path]) -> dict[int, str]:
+    """For each input whose :func:`output_stem` an earlier input of ``paths`` has: its index →
+    a one-line reason naming both. The first input with a stem keeps it; later ones are refused
+    (deterministic: by position in the call)."""
+    from pipeline.io.limits import shown_name
+
+    first: dict[str, int] = {}
+    clashes: dict[int, str] = {}
+    for i, p in enumerate(paths):
+        key = output_stem(p).lower()
+        if key in first:
+            j = first[key]
+            clashes[i] = (
+                f"{shown_name(p)}: its outputs ({output_stem(p)}.*) would overwrite those of "
+                f"input {j + 1} ({shown_name(paths[j])}, from {shown_name(Path(paths[j]).parent)}"
+                "/); rename it or reconstruct it into another --out"
+            )
+        else:
+            first[key] = i
+    return clashes
 
 
 def solver_note(params: dict) -> str:

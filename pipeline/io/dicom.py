@@ -19,6 +19,7 @@ atomically (a hidden temporary file, then ``os.replace``).
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import secrets
@@ -40,6 +41,13 @@ from pydicom.uid import (
 )
 from pydicom.valuerep import format_number_as_ds
 
+from pipeline.io.limits import (
+    check_file,
+    check_input,
+    current_limits,
+    folder_files,
+    shown_name,
+)
 from pipeline.io.types import InputError
 
 __all__ = [
@@ -52,6 +60,9 @@ __all__ = [
 ]
 
 MAX_GRID = 4096
+#: most bytes of a DICOM file parsed as its header (pixel data is deferred); a file may be at
+#: most twice this larger than its declared pixel data
+MAX_HEADER_BYTES = 4 * 2**20
 SPACING_TOLERANCE = 0.10
 NOT_FOR_DIAGNOSTIC_USE = "NOT FOR DIAGNOSTIC USE - research reconstruction"
 _DIRECTORY_STORAGE = "1.2.840.10008.1.3.10"  # DICOMDIR files: no image, skipped in folders
@@ -156,33 +167,40 @@ class DicomSeries:
 
 def _error(path: Path, what: str) -> InputError:
     """An InputError whose message is one line: ``<file name>: <what>``."""
-    return InputError(" ".join(f"{path.name}: {what}".split()))
+    return InputError(f"{shown_name(path)}: {' '.join(what.split())}")
 
 
 def read_dicom(path: str | os.PathLike[str]) -> list[DicomSeries]:
     """Read DICOM MR images: one file, a series folder, or a folder with several series.
 
-    Folders are searched recursively; hidden files and folders, files without the DICOM
-    ``DICM`` prefix and DICOMDIR files are skipped. Files are grouped by
-    ``SeriesInstanceUID``; series come back ordered by ``SeriesNumber`` then UID.
+    Folders are searched recursively; hidden files and folders, anything that is not a regular
+    file (pipes, devices), files without the DICOM ``DICM`` prefix and DICOMDIR files are
+    skipped. Files are grouped by ``SeriesInstanceUID``; series come back ordered by
+    ``SeriesNumber`` then UID.
+
+    Reading is two passes, so that nothing large is decoded before the input is known to fit:
+    first every file's header (at most :data:`MAX_HEADER_BYTES` of it is parsed, and a file
+    larger than its declared pixel data allows is refused), then the series checks and the
+    voxel limit (:func:`pipeline.io.limits.current_limits`), then the pixels.
 
     Raises:
         InputError: missing path, a file that is not DICOM or is unreadable/corrupt, a folder
-            with no DICOM files; per file (prefixed with the folder's name when ``path`` is
-            a folder): no pixel data, modality other than ``MR``, declared Rows/Columns above
-            4096 (checked before decoding), multi-frame or multi-sample pixels, undecodable
-            pixel data, malformed geometry; per series: differing
-            Rows/Columns or orientation, duplicate slice positions, slice gaps that differ by
-            more than 10 %.
+            with no DICOM files or above the input limits; per file (prefixed with the
+            folder's name when ``path`` is a folder): no pixel data, modality other than
+            ``MR``, declared Rows/Columns above 4096, multi-frame or multi-sample pixels, a
+            header above :data:`MAX_HEADER_BYTES` or a file much larger than its pixel data,
+            undecodable pixel data, malformed geometry; per series: differing Rows/Columns or
+            orientation, duplicate slice positions, slice gaps that differ by more than 10 %;
+            more voxels in all than the limit.
     """
     path = Path(path)
-    if not path.exists():
-        raise _error(path, "file or folder does not exist")
     if path.is_dir():
+        check_input(path)
         files = _dicom_files(path)
         if not files:
             raise _error(path, "folder contains no DICOM files")
     else:
+        check_file(path)
         files = [path]
     slices = [s for s in (_read_file(path, f) for f in files) if s]
     if not slices:
@@ -192,6 +210,18 @@ def read_dicom(path: str | os.PathLike[str]) -> list[DicomSeries]:
     for s in slices:
         groups.setdefault(s.header.get("SeriesInstanceUID") or "", []).append(s)
     ordered = sorted(groups.items(), key=lambda kv: (_series_number(kv[1][0].header), kv[0]))
+    for uid, group in ordered:
+        _check_series_headers(path, uid, group)
+    voxels = sum(s.rows * s.cols for s in slices)
+    max_voxels = current_limits().max_voxels
+    if voxels > max_voxels:
+        raise _error(
+            path,
+            f"{len(slices)} images of {voxels} voxels in all are above the limit of "
+            f"{max_voxels} voxels (--max-input-voxels)",
+        )
+    for s in slices:
+        _read_file(path, s.path, s)
     stem = path.stem if path.is_file() else path.name
     result = []
     for index, (uid, group) in enumerate(ordered):
@@ -207,18 +237,20 @@ def read_dicom(path: str | os.PathLike[str]) -> list[DicomSeries]:
 
 @dataclass
 class _Slice:
+    """One file's header (no pixel data), its declared size and geometry; ``pixels`` float32
+    ``(rows, cols)`` once decoded."""
+
     path: Path
     header: Dataset
-    pixels: np.ndarray
+    rows: int
+    cols: int
     geometry: SliceGeometry
+    pixels: np.ndarray | None = None
 
 
 def _dicom_files(folder: Path) -> list[Path]:
     files = []
-    for p in sorted(folder.rglob("*")):
-        rel = p.relative_to(folder).parts
-        if any(part.startswith(".") for part in rel) or not p.is_file():
-            continue
+    for p in folder_files(folder):
         try:
             if is_dicom(p):
                 files.append(p)
@@ -234,32 +266,43 @@ def _series_number(header: Dataset) -> int:
         return -1
 
 
-def _read_file(source: Path, path: Path) -> _Slice | None:
-    """Read one file of the input ``source`` (the file itself, or a folder holding it); a bad
-    file of a folder is reported as ``<folder>: <file>: <what>``, so the input is named."""
-    if not source.is_dir():
-        return _read_slice(path, single=True)
+def _read_file(source: Path, path: Path, header: _Slice | None = None) -> _Slice | None:
+    """Read one file of the input ``source`` (the file itself, or a folder holding it): its
+    header, or with ``header`` (the first pass's record) its pixels. A bad file of a folder is
+    reported as ``<folder>: <file>: <what>``, so the input is named."""
     try:
-        return _read_slice(path, single=False)
+        if header is None:
+            return _read_header(path, single=not source.is_dir())
+        _decode(header)
+        return header
     except InputError as exc:
+        if not source.is_dir():
+            raise
         raise InputError(f"{source.name}: {exc}") from exc
 
 
-def _read_slice(path: Path, single: bool) -> _Slice | None:
-    """Read and check one file; ``None`` for a DICOMDIR inside a folder."""
+def _read_header(path: Path, single: bool) -> _Slice | None:
+    """Parse and check one file's header; ``None`` for a DICOMDIR inside a folder.
+
+    At most :data:`MAX_HEADER_BYTES` are parsed (pixel data is deferred, never read here), and
+    the file may be at most that much larger than its declared pixel data: a huge (or sparse)
+    file that merely starts like DICOM is refused after reading a few MiB."""
     if not os.access(path, os.R_OK):
         raise _error(path, "file is not readable (permission denied)")
-    if path.stat().st_size == 0:
+    size = path.stat().st_size
+    if size == 0:
         raise _error(path, "file is empty (0 bytes)")
     try:
+        with open(path, "rb") as fh:
+            prefix = fh.read(MAX_HEADER_BYTES)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            ds = pydicom.dcmread(path, defer_size="256 KB")
+            ds = pydicom.dcmread(io.BytesIO(prefix), defer_size=1024)
             if "SOPClassUID" not in ds and "Modality" not in ds:
                 raise _error(path, "corrupt DICOM file (no SOPClassUID or Modality found)")
             if not single and ds.get("SOPClassUID") == _DIRECTORY_STORAGE:
                 return None
-            return _check_slice(path, ds)
+            return _check_header(path, ds, size)
     except InputError:
         raise
     except pydicom.errors.InvalidDicomError as exc:
@@ -270,11 +313,17 @@ def _read_slice(path: Path, single: bool) -> _Slice | None:
         ) from exc
 
 
-def _check_slice(path: Path, ds: Dataset) -> _Slice:
+def _check_header(path: Path, ds: Dataset, size: int) -> _Slice:
     modality = ds.get("Modality")
     if modality != "MR":
         raise _error(path, f"modality is {modality!r}, expected 'MR' (only MR images are read)")
     if "PixelData" not in ds:
+        if size > MAX_HEADER_BYTES:
+            raise _error(
+                path,
+                f"no pixel data in the first {MAX_HEADER_BYTES >> 20} MiB of a "
+                f"{size}-byte file (a corrupt file, or not an image)",
+            )
         raise _error(path, "no pixel data")
     rows, cols = int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)
     if not (0 < rows <= MAX_GRID and 0 < cols <= MAX_GRID):
@@ -282,21 +331,41 @@ def _check_slice(path: Path, ds: Dataset) -> _Slice:
     frames = int(ds.get("NumberOfFrames") or 1)
     if frames != 1 or int(ds.get("SamplesPerPixel") or 1) != 1:
         raise _error(path, "multi-frame or multi-sample images are not supported")
-    try:
-        stored = ds.pixel_array
-    except Exception as exc:
-        raise _error(path, f"cannot decode pixel data ({type(exc).__name__}: {exc})") from exc
-    if stored.shape != (rows, cols):
-        raise _error(path, f"pixel data has shape {stored.shape}, expected ({rows}, {cols})")
-    slope = float(ds.get("RescaleSlope") or 1.0)
-    intercept = float(ds.get("RescaleIntercept") or 0.0)
-    pixels = (stored.astype(np.float64) * slope + intercept).astype(np.float32)
-    if not np.isfinite(pixels).all():
-        raise _error(path, "pixel values are not finite after rescale")
+    pixel_bytes = rows * cols * max(1, -(-int(ds.get("BitsAllocated") or 16) // 8))
+    if size > pixel_bytes + 2 * MAX_HEADER_BYTES:
+        raise _error(
+            path,
+            f"file is {size} bytes, far more than its {rows} x {cols} image needs "
+            f"({pixel_bytes} bytes of pixels): a corrupt or padded file",
+        )
     header = Dataset()
     for tag in [t for t in ds.keys() if t < _FIRST_PIXEL_TAG]:
         header[tag] = ds[tag]
-    return _Slice(path, header, pixels, _geometry(path, ds))
+    return _Slice(path, header, rows, cols, _geometry(path, ds))
+
+
+def _decode(s: _Slice) -> None:
+    """Read the file's pixel data into ``s.pixels`` (``RescaleSlope · stored +
+    RescaleIntercept``, float32), checking its shape against the header's and its values."""
+    path = s.path
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(path)
+            stored = ds.pixel_array
+    except Exception as exc:
+        raise _error(path, f"cannot decode pixel data ({type(exc).__name__}: {exc})") from exc
+    if stored.shape != (s.rows, s.cols):
+        raise _error(path, f"pixel data has shape {stored.shape}, expected ({s.rows}, {s.cols})")
+    try:
+        slope = float(ds.get("RescaleSlope") or 1.0)
+        intercept = float(ds.get("RescaleIntercept") or 0.0)
+    except (TypeError, ValueError) as exc:
+        raise _error(path, f"malformed RescaleSlope/RescaleIntercept ({exc})") from exc
+    pixels = (stored.astype(np.float64) * slope + intercept).astype(np.float32)
+    if not np.isfinite(pixels).all():
+        raise _error(path, "pixel values are not finite after rescale")
+    s.pixels = pixels
 
 
 def _numbers(path: Path, ds: Dataset, keyword: str, count: int) -> tuple[float, ...] | None:
@@ -341,14 +410,19 @@ def _instance_number(s: _Slice) -> int:
         return 0
 
 
-def _build_series(source: Path, name: str, uid: str, group: list[_Slice]) -> DicomSeries:
-    label = f"{source.name}: series {uid or '(no SeriesInstanceUID)'}"
+def _series_label(source: Path, uid: str) -> str:
+    return f"{source.name}: series {uid or '(no SeriesInstanceUID)'}"
+
+
+def _check_series_headers(source: Path, uid: str, group: list[_Slice]) -> None:
+    """Series checks that need only the headers: equal Rows/Columns and orientation."""
+    label = _series_label(source, uid)
     first = group[0]
     for s in group[1:]:
-        if s.pixels.shape != first.pixels.shape:
+        if (s.rows, s.cols) != (first.rows, first.cols):
             raise InputError(
-                f"{label}: {s.path.name} is {s.pixels.shape[0]} x {s.pixels.shape[1]}, "
-                f"{first.path.name} is {first.pixels.shape[0]} x {first.pixels.shape[1]} "
+                f"{label}: {s.path.name} is {s.rows} x {s.cols}, "
+                f"{first.path.name} is {first.rows} x {first.cols} "
                 "(rows/columns differ within the series)"
             )
         a, b = s.geometry.orientation, first.geometry.orientation
@@ -359,13 +433,24 @@ def _build_series(source: Path, name: str, uid: str, group: list[_Slice]) -> Dic
                 f"{label}: {s.path.name} has ImageOrientationPatient {a}, {first.path.name} "
                 f"has {b} (orientation differs within the series)"
             )
+    _sorted_slices(label, group)
+
+
+def _sorted_slices(label: str, group: list[_Slice]) -> list[_Slice]:
+    """The series' slices along the slice normal (checking their spacing), or by
+    InstanceNumber when the geometry is missing."""
     keys = _normal_positions([s.geometry for s in group])
     if keys is None:
-        group = sorted(group, key=_instance_number)
-    else:
-        order = np.argsort(keys, kind="stable")
-        group, keys = [group[i] for i in order], keys[order]
-        _check_spacing(label, group, keys)
+        return sorted(group, key=_instance_number)
+    order = np.argsort(keys, kind="stable")
+    group, keys = [group[i] for i in order], keys[order]
+    _check_spacing(label, group, keys)
+    return group
+
+
+def _build_series(source: Path, name: str, uid: str, group: list[_Slice]) -> DicomSeries:
+    first = group[0]
+    group = _sorted_slices(_series_label(source, uid), group)
     header = first.header
     return DicomSeries(
         name=name,

@@ -27,20 +27,24 @@ import h5py
 import numpy as np
 
 from operators.masks import Seed, column_mask, seed_from_name
+from pipeline.io.limits import check_dataset_size, check_file, current_limits, shown_name
 from pipeline.io.types import InputError, KSpaceStudy
 
 MAX_GRID = 4096
 MAX_COILS = 128
 MAX_SLICES = 2048
-#: most k-space samples read (2 GiB as complex64): each axis within its limit is not enough
+#: most k-space samples read by default (2 GiB as complex64): each axis within its limit is not
+#: enough. The limit in force is :func:`pipeline.io.limits.current_limits` ``.max_voxels``.
 MAX_SAMPLES = 2**28
+#: most bytes of an XML header (``ismrmrd_header``, ISMRMRD's ``xml``) read
+MAX_HEADER_BYTES = 16 * 2**20
 MAPS_DATASETS = ("sens_maps", "maps", "sensitivity_maps")
 _FIELD_ATTRS = ("acceleration", "num_low_frequency", "num_low_frequencies")
 
 
 def _error(path: Path, what: str) -> InputError:
     """An InputError whose message is one line: ``<file name>: <what>``."""
-    return InputError(" ".join(f"{path.name}: {what}".split()))
+    return InputError(f"{shown_name(path)}: {' '.join(what.split())}")
 
 
 # ----------------------------------------------------------------------------- reading
@@ -65,14 +69,9 @@ def read_fastmri(path: str | os.PathLike[str]) -> KSpaceStudy:
             target.
     """
     path = Path(path)
-    if not path.exists():
-        raise _error(path, "file does not exist")
     if path.is_dir():
         raise _error(path, "is a directory, not an HDF5 file")
-    if not os.access(path, os.R_OK):
-        raise _error(path, "file is not readable (permission denied)")
-    if path.stat().st_size == 0:
-        raise _error(path, "file is empty (0 bytes)")
+    check_file(path)  # a regular, readable, non-empty file within the byte limit
     try:
         if not h5py.is_hdf5(path):
             raise _error(path, "not an HDF5 file")
@@ -113,7 +112,7 @@ def _read_study(path: Path, f: h5py.File) -> KSpaceStudy:
         maps=_read_maps(path, f, kspace.shape, multicoil),
         target=_read_target(path, f, kspace.shape[0], multicoil),
         attrs={k: _jsonable(v) for k, v in f.attrs.items() if k not in _FIELD_ATTRS},
-        ismrmrd_header=_read_header(f),
+        ismrmrd_header=_read_header(path, f),
     )
 
 
@@ -137,17 +136,18 @@ def _read_kspace(path: Path, f: h5py.File) -> tuple[np.ndarray, bool]:
     if 0 in ds.shape:
         raise _error(path, f"kspace has a zero-size dimension (shape {ds.shape})")
     slices, *coils, h, w = ds.shape
+    max_samples = current_limits().max_voxels
     if (
         h > MAX_GRID
         or w > MAX_GRID
         or slices > MAX_SLICES
         or (coils and coils[0] > MAX_COILS)
-        or math.prod(ds.shape) > MAX_SAMPLES
+        or math.prod(ds.shape) > max_samples
     ):
         raise _error(
             path,
             f"kspace shape {ds.shape} is too large (H, W <= {MAX_GRID}, coils <= {MAX_COILS}, "
-            f"slices <= {MAX_SLICES}, <= {MAX_SAMPLES} samples in all)",
+            f"slices <= {MAX_SLICES}, <= {max_samples} samples in all: --max-input-voxels)",
         )
     kspace = np.ascontiguousarray(ds.astype(np.complex64)[()])
     if not np.isfinite(kspace).all():
@@ -225,14 +225,21 @@ def _read_target(path: Path, f: h5py.File, slices: int, multicoil: bool) -> np.n
                 )
             if max(ds.shape[1:]) > MAX_GRID:
                 raise _error(path, f"{name} shape {ds.shape} is too large (H, W <= {MAX_GRID})")
+            check_dataset_size(path, name, ds.shape, 4)
             return ds.astype(np.float32)[()]
     return None
 
 
-def _read_header(f: h5py.File) -> str | None:
+def _read_header(path: Path, f: h5py.File) -> str | None:
     ds = f.get("ismrmrd_header")
     if not isinstance(ds, h5py.Dataset):
         return None
+    if ds.size > 1 or ds.dtype.itemsize > MAX_HEADER_BYTES:
+        raise _error(
+            path,
+            f"ismrmrd_header has shape {ds.shape} and dtype {ds.dtype}: expected one string "
+            f"of at most {MAX_HEADER_BYTES} bytes",
+        )
     value = ds[()]
     if isinstance(value, np.ndarray):
         value = value.reshape(-1)[0] if value.size else b""

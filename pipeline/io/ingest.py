@@ -28,6 +28,7 @@ import torch
 
 from operators.fft import fft2c
 from operators.masks import Seed
+from pipeline.io.limits import check_input, shown_name
 from pipeline.io.types import InputError, KSpaceStudy
 
 FORMATS = ("fastmri", "ismrmrd", "dicom", "nifti")
@@ -37,27 +38,26 @@ _HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf")
 
 
 def _error(path: Path, what: str) -> InputError:
-    return InputError(" ".join(f"{path.name}: {what}".split()))
+    return InputError(f"{shown_name(path)}: {' '.join(what.split())}")
 
 
 def detect_format(path: str | os.PathLike[str]) -> str:
     """The input's format, one of :data:`FORMATS`.
 
     Raises:
-        InputError: a missing, unreadable or empty file, or one of no known type.
+        InputError: anything :func:`pipeline.io.limits.check_input` refuses (missing, a
+            broken link, not a regular file or folder, unreadable, empty, too large), a folder
+            named like an HDF5 or NIfTI file, or a file of no known type.
     """
     path = Path(path)
-    if not path.exists():
-        raise _error(path, "file or folder does not exist")
-    if path.is_dir():
-        return "dicom"
+    kind = check_input(path)  # before anything is opened: a regular file or folder, in limits
     name = path.name.lower()
+    if kind == "folder":
+        if name.endswith((*_HDF5_SUFFIXES, ".nii", ".nii.gz")):
+            raise _error(path, "is a folder, not a file (only DICOM series come as folders)")
+        return "dicom"
     if name.endswith((".nii", ".nii.gz")):
         return "nifti"
-    if not os.access(path, os.R_OK):
-        raise _error(path, "file is not readable (permission denied)")
-    if path.stat().st_size == 0:
-        raise _error(path, "file is empty (0 bytes)")
     if h5py.is_hdf5(path):
         from pipeline.io.ismrmrd import is_ismrmrd
 

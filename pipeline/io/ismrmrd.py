@@ -39,10 +39,11 @@ import numpy as np
 from pipeline.io.fastmri import (
     MAX_COILS,
     MAX_GRID,
-    MAX_SAMPLES,
+    MAX_HEADER_BYTES,
     MAX_SLICES,
     center_run_length,
 )
+from pipeline.io.limits import check_dataset_size, check_file, current_limits, shown_name
 from pipeline.io.types import InputError, KSpaceStudy
 
 #: acquisition flags (bit numbers, ``ismrmrd.constants``) of lines that are not image data
@@ -64,7 +65,7 @@ _ONE_ONLY = ("contrast", "phase", "repetition", "set")
 
 def _error(path: Path, what: str) -> InputError:
     """An InputError whose message is one line: ``<file name>: <what>``."""
-    return InputError(" ".join(f"{path.name}: {what}".split()))
+    return InputError(f"{shown_name(path)}: {' '.join(what.split())}")
 
 
 def _flag(bit: int) -> np.uint64:
@@ -90,6 +91,12 @@ def _header(path: Path, group: h5py.Group) -> tuple[str, dict]:
     ds = group.get("xml")
     if not isinstance(ds, h5py.Dataset) or ds.size == 0:
         raise _error(path, "ISMRMRD file without an XML header (dataset/xml)")
+    if ds.size > 1 or ds.dtype.itemsize > MAX_HEADER_BYTES or ds.dtype.kind not in "SOU":
+        raise _error(
+            path,
+            f"dataset/xml has shape {ds.shape} and dtype {ds.dtype}: expected one string of at "
+            f"most {MAX_HEADER_BYTES} bytes",
+        )
     raw = ds[()]
     raw = raw.reshape(-1)[0] if isinstance(raw, np.ndarray) else raw
     xml = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else str(raw)
@@ -156,8 +163,7 @@ def read_ismrmrd(path: str | os.PathLike[str]) -> KSpaceStudy:
             different lines, non-finite data.
     """
     path = Path(path)
-    if not path.is_file():
-        raise _error(path, "file does not exist" if not path.exists() else "is not a file")
+    check_file(path)  # a regular, readable, non-empty file within the byte limit
     try:
         if not h5py.is_hdf5(path):
             raise _error(path, "not an HDF5 file (ISMRMRD files are HDF5)")
@@ -169,6 +175,7 @@ def read_ismrmrd(path: str | os.PathLike[str]) -> KSpaceStudy:
             table = group.get("data")
             if not isinstance(table, h5py.Dataset) or table.size == 0:
                 raise _error(path, "ISMRMRD file without acquisitions (dataset/data)")
+            _check_table(path, table)
             rows = table[()]
     except InputError:
         raise
@@ -191,6 +198,37 @@ def read_ismrmrd(path: str | os.PathLike[str]) -> KSpaceStudy:
     )
 
 
+#: the acquisition header fields the reader uses
+_HEAD_FIELDS = (
+    "flags",
+    "idx",
+    "number_of_samples",
+    "active_channels",
+    "center_sample",
+    "trajectory_dimensions",
+)
+
+
+def _check_table(path: Path, table: h5py.Dataset) -> None:
+    """Refuse a ``dataset/data`` that is not a 1-D table of acquisitions (compound ``head`` and
+    ``data`` fields, with the header fields used here) or that would not fit the memory limit;
+    checked from its declaration, before it is read."""
+    names = table.dtype.names or ()
+    head = table.dtype["head"] if "head" in names else None
+    if (
+        table.ndim != 1
+        or "data" not in names
+        or head is None
+        or not set(_HEAD_FIELDS) <= set(head.names or ())
+    ):
+        raise _error(
+            path,
+            f"dataset/data is not an ISMRMRD acquisition table (shape {table.shape}, "
+            f"fields {list(names) or 'none'})",
+        )
+    check_dataset_size(path, "dataset/data", table.shape, table.dtype.itemsize)
+
+
 def _contiguous(mask: np.ndarray) -> bool:
     idx = np.flatnonzero(mask)
     return bool(mask[idx[0] : idx[-1] + 1].all())
@@ -205,7 +243,7 @@ def _assemble(path: Path, hdr: dict, rows: np.ndarray) -> tuple[np.ndarray, np.n
         idx = head["idx"]
         samples, channels = head["number_of_samples"], head["active_channels"]
         centre, traj_dims = head["center_sample"], head["trajectory_dimensions"]
-    except (KeyError, ValueError) as exc:
+    except (KeyError, ValueError, IndexError) as exc:
         raise _error(path, f"not an ISMRMRD acquisition table ({exc})") from exc
     skip = np.zeros(len(rows), dtype=bool)
     for bit in SKIPPED_FLAGS:
@@ -239,11 +277,12 @@ def _assemble(path: Path, hdr: dict, rows: np.ndarray) -> tuple[np.ndarray, np.n
         raise _error(path, f"absurd sizes: encoded matrix {nx} x {ny}, {ncoils} channels")
     if not 0 < nslices <= MAX_SLICES or slice_idx.max() >= nslices:
         raise _error(path, f"inconsistent sizes: slice index {slice_idx.max()} of {nslices}")
-    if nslices * ncoils * ny * nx > MAX_SAMPLES:  # refused before allocating
+    max_samples = current_limits().max_voxels
+    if nslices * ncoils * ny * nx > max_samples:  # refused before allocating
         raise _error(
             path,
             f"k-space of {nslices} slices x {ncoils} channels x {nx} x {ny} is too large "
-            f"(<= {MAX_SAMPLES} samples in all)",
+            f"(<= {max_samples} samples in all: --max-input-voxels)",
         )
 
     ky_shift = ny // 2 - (hdr["ky_center"] if hdr["ky_center"] else ny // 2)

@@ -24,6 +24,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from pipeline.io.limits import check_file, current_limits, shown_name
 from pipeline.io.types import InputError
 
 MAX_GRID = 4096
@@ -36,7 +37,7 @@ DEFAULT_XFORM_CODE = 1
 
 def _error(path: Path, what: str) -> InputError:
     """An InputError whose message is one line: ``<file name>: <what>``."""
-    return InputError(" ".join(f"{path.name}: {what}".split()))
+    return InputError(f"{shown_name(path)}: {' '.join(what.split())}")
 
 
 def _suffix(path: Path) -> str | None:
@@ -126,16 +127,11 @@ def read_nifti(path: str | os.PathLike[str]) -> ImageVolume:
             complex or non-numeric data; NaN or Inf values; a non-finite or singular affine.
     """
     path = Path(path)
-    if not path.exists():
-        raise _error(path, "file does not exist")
     if path.is_dir():
         raise _error(path, "is a directory, not a NIfTI file")
-    if not os.access(path, os.R_OK):
-        raise _error(path, "file is not readable (permission denied)")
     if _suffix(path) is None:
         raise _error(path, "not a NIfTI file name (expected .nii or .nii.gz)")
-    if path.stat().st_size == 0:
-        raise _error(path, "file is empty (0 bytes)")
+    check_file(path)  # a regular, readable, non-empty file within the byte limit
     try:
         img = nib.load(path)
     except Exception as exc:  # nibabel raises many types for garbage input
@@ -160,11 +156,12 @@ def _read_image(path: Path, img: nib.Nifti1Image) -> ImageVolume:
         raise _error(path, f"image has shape {img.shape}; expected a 3-D volume")
     if 0 in shape:
         raise _error(path, f"image has a zero-size dimension (shape {img.shape})")
-    if max(shape) > MAX_GRID or int(np.prod(shape)) > MAX_VOXELS:
+    max_voxels = current_limits().max_voxels
+    if max(shape) > MAX_GRID or int(np.prod(shape)) > max_voxels:
         raise _error(
             path,
             f"image shape {img.shape} is too large (<= {MAX_GRID} per axis, "
-            f"<= {MAX_VOXELS} voxels)",
+            f"<= {max_voxels} voxels: --max-input-voxels)",
         )
     dtype = img.get_data_dtype()
     if dtype.kind == "c":

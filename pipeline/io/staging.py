@@ -7,21 +7,42 @@ the output folder, then moved to their final names together.
         finals = stage.commit()
 
 If anything raises before :meth:`StagedOutputs.commit`, the staging folder is removed and the
-output folder is as it was. Committing is a sequence of renames on one file system: each output
-appears complete under its final name (a file by ``os.replace``; an existing folder of the same
-name is moved aside, replaced and then deleted).
+output folder is as it was; that includes SIGTERM and Ctrl-C (:mod:`pipeline.interrupt`), which
+are moreover held while a commit runs, so that they never leave an output set half committed.
+Committing is a sequence of renames on one file system: each output appears complete under its
+final name (a file by ``os.replace``; an existing folder of the same name is moved aside into
+the staging folder, replaced, and deleted with the staging folder).
+
+A process killed outright (SIGKILL, a power cut) leaves its staging folder behind. Each staging
+folder holds an exclusive ``flock`` on its ``.lock`` file while it is in use (the kernel releases
+it when the process dies), so :func:`remove_stale_staging` can tell dead staging folders from
+live ones, whichever process or worker owns them; the first staging folder a process opens in an
+output folder removes the dead ones there.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import secrets
 import shutil
+import time
 from pathlib import Path
 from types import TracebackType
 
+from pipeline.interrupt import deferred
+
 STAGING_PREFIX = ".sgilo-staging-"
+
+#: the lock file inside each staging folder, locked (``flock``) by its owner while in use
+LOCK_NAME = ".lock"
+
+#: a staging folder without a lock file younger than this may be being created: left alone
+UNLOCKED_GRACE_S = 60.0
+
+#: output folders whose dead staging folders this process has removed (once per folder)
+_swept: set[Path] = set()
 
 
 class StagedOutputs:
@@ -32,14 +53,20 @@ class StagedOutputs:
     def __init__(self, out_dir: str | os.PathLike[str], label: str = "outputs") -> None:
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        self.folder = self.out_dir / f"{_prefix(label)}{secrets.token_hex(6)}"
-        self.folder.mkdir()
+        _sweep_once(self.out_dir)
         self.names: list[str] = []
+        self._lock: int | None = None
+        try:
+            with deferred():  # a folder and its lock, or neither
+                self.folder, self._lock = _locked_folder(self.out_dir, _prefix(label))
+        except BaseException:
+            self.discard()
+            raise
 
     def path(self, name: str) -> Path:
         """Where to write the output that will be committed as ``out_dir / name`` (a plain file
         or folder name, not a path)."""
-        if Path(name).name != name or name in ("", ".", ".."):
+        if Path(name).name != name or name in ("", ".", "..", LOCK_NAME):
             raise ValueError(f"output name {name!r} must be a plain file name")
         if name in self.names:
             raise ValueError(f"output {name!r} is staged twice")
@@ -50,21 +77,26 @@ class StagedOutputs:
         """Move every staged output that exists to its final name, in staging order; return
         the final paths. The staging folder is removed."""
         finals = []
-        for name in self.names:
-            staged, final = self.folder / name, self.out_dir / name
-            if not staged.exists():
-                continue
-            if staged.is_dir() or final.is_dir():
-                _replace_folder(staged, final)
-            else:
-                os.replace(staged, final)
-            finals.append(final)
-        self.discard()
+        with deferred():  # SIGTERM/Ctrl-C wait until every output is in place
+            for i, name in enumerate(self.names):
+                staged, final = self.folder / name, self.out_dir / name
+                if not staged.exists():
+                    continue
+                if staged.is_dir() or final.is_dir():
+                    _replace_folder(staged, final, aside=self.folder / f".replaced-{i}")
+                else:
+                    os.replace(staged, final)
+                finals.append(final)
+            self.discard()
         return finals
 
     def discard(self) -> None:
-        """Remove the staging folder and whatever is still in it."""
-        shutil.rmtree(self.folder, ignore_errors=True)
+        """Remove the staging folder and whatever is still in it, then release its lock."""
+        if getattr(self, "folder", None) is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)
+        if self._lock is not None:
+            os.close(self._lock)  # releases the flock
+            self._lock = None
 
     def __enter__(self) -> StagedOutputs:
         return self
@@ -82,29 +114,85 @@ def _prefix(label: str) -> str:
     return f"{STAGING_PREFIX}{re.sub(r'[^A-Za-z0-9_-]+', '_', label)[:64]}."
 
 
-def remove_stale_staging(out_dir: str | os.PathLike[str], label: str) -> list[Path]:
-    """Remove staging folders a killed run left in ``out_dir`` for ``label``. Only call it when
-    no other process is writing outputs for the same label."""
+def _locked_folder(out_dir: Path, prefix: str) -> tuple[Path, int]:
+    """A new folder ``out_dir/<prefix><12 hex>`` and an open descriptor of its lock file,
+    locked. A cleaner can find the lock file free between its creation and the lock, and delete
+    the folder: then (the lock file is unlinked) the next name is tried."""
+    for _ in range(5):
+        folder = out_dir / f"{prefix}{secrets.token_hex(6)}"
+        folder.mkdir()
+        try:
+            fd = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        except FileNotFoundError:
+            continue  # removed by a cleaner before its lock file existed (it was not young)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        if os.fstat(fd).st_nlink > 0:
+            return folder, fd
+        os.close(fd)
+    raise OSError(f"cannot create a staging folder in {out_dir}")
+
+
+def _remove_if_dead(folder: Path, now: float) -> bool:
+    """Remove a staging folder that no live process uses: its lock file can be locked (it is
+    deleted while this process holds the lock), or it has none and is older than
+    :data:`UNLOCKED_GRACE_S` (from an older sgilo, or killed between creating the folder and
+    its lock). Returns whether it was removed."""
+    try:
+        fd = os.open(folder / LOCK_NAME, os.O_RDWR)
+    except FileNotFoundError:
+        try:
+            if now - folder.stat().st_mtime <= UNLOCKED_GRACE_S:
+                return False
+        except OSError:
+            return False  # gone meanwhile
+        shutil.rmtree(folder, ignore_errors=True)
+        return True
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return False  # locked: its owner is alive
+    try:
+        shutil.rmtree(folder, ignore_errors=True)
+    finally:
+        os.close(fd)
+    return True
+
+
+def remove_stale_staging(out_dir: str | os.PathLike[str], label: str | None = None) -> list[Path]:
+    """Remove the staging folders in ``out_dir`` that no live process uses (left by a process
+    killed while writing), for ``label`` or for every label; returns those removed. Staging
+    folders in use (locked), in this process or any other, are never touched."""
     out = Path(out_dir)
     if not out.is_dir():
         return []
-    pattern = re.compile(re.escape(_prefix(label)) + r"[0-9a-f]{12}")
-    removed = [p for p in out.iterdir() if p.is_dir() and pattern.fullmatch(p.name)]
-    for p in removed:
-        shutil.rmtree(p, ignore_errors=True)
-    return removed
+    prefix = re.escape(_prefix(label)) if label is not None else re.escape(STAGING_PREFIX) + r".*\."
+    pattern = re.compile(prefix + r"[0-9a-f]{12}")
+    now = time.time()
+    return [
+        p
+        for p in sorted(out.iterdir())
+        if pattern.fullmatch(p.name)
+        and p.is_dir()
+        and not p.is_symlink()
+        and _remove_if_dead(p, now)
+    ]
 
 
-def _replace_folder(staged: Path, final: Path) -> None:
-    """Rename ``staged`` to ``final``; an existing ``final`` is moved aside first and deleted
-    after."""
-    old = None
+def _sweep_once(out_dir: Path) -> None:
+    """Remove the dead staging folders of ``out_dir`` the first time this process stages
+    outputs there."""
+    key = out_dir.resolve()
+    if key not in _swept:
+        _swept.add(key)
+        remove_stale_staging(out_dir)
+
+
+def _replace_folder(staged: Path, final: Path, *, aside: Path) -> None:
+    """Rename ``staged`` to ``final``; an existing ``final`` is first moved to ``aside`` (inside
+    the staging folder, which is deleted after)."""
     if final.exists() or final.is_symlink():
-        old = final.with_name(f".{final.name}.old-{secrets.token_hex(6)}")
-        os.replace(final, old)
+        os.replace(final, aside)
     os.replace(staged, final)
-    if old is not None:
-        if old.is_dir() and not old.is_symlink():
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            old.unlink(missing_ok=True)

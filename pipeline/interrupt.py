@@ -1,0 +1,306 @@
+"""Ending a command cleanly on SIGTERM or SIGINT (Ctrl-C): one line, a conventional exit code,
+and nothing half-written left behind.
+
+:func:`run_interruptibly` runs a command with handlers for SIGTERM and SIGINT that raise
+:class:`Interrupted` in the main thread. It derives from ``KeyboardInterrupt`` (a
+``BaseException``), so ``except Exception`` blocks let it pass while every ``with`` and
+``finally`` on the way up runs: staging folders are removed (:mod:`pipeline.io.staging`), locks
+released, worker clusters shut down, and a workflow engine marks its run as crashed. From the
+first signal on, the process's stderr goes to ``/dev/null`` (shutdown logs and tracebacks of
+libraries are not shown); the command then ends with one line on the original stderr::
+
+    sgilo: interrupted by SIGTERM; 3 of 20 input(s) finished; re-run the same command to finish
+
+and exit code 128 + the signal number (130 for SIGINT, 143 for SIGTERM). A second signal, or a
+clean-up that takes longer than :data:`GRACE_S`, ends the process at once, like SIGKILL: the next
+run into the same output folder removes what it left.
+
+Short critical sections (``with deferred():``, e.g. committing an output set by renames) hold a
+signal until they end, so that an output set is never half committed by SIGTERM or Ctrl-C.
+Signals reach Python's main thread only: work that must stop promptly runs there (or in worker
+processes that their cluster shuts down).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from types import FrameType
+from typing import Any
+
+#: the signals handled, in the order their handlers are installed
+SIGNALS: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGINT)
+
+#: seconds the clean-up may take after the first signal before the process ends at once
+GRACE_S = 30.0
+
+#: the end of the one line, after the signal and the progress
+RESUME_HINT = "re-run the same command to finish"
+
+
+class Interrupted(KeyboardInterrupt):
+    """Raised in the main thread when the process receives SIGTERM or SIGINT.
+
+    A ``KeyboardInterrupt`` (so a ``BaseException``): ``except Exception`` does not catch it,
+    and libraries that shut down gracefully on Ctrl-C treat SIGTERM the same way."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = int(signum)
+        super().__init__(f"interrupted by {signal_name(self.signum)}")
+
+    @property
+    def exit_code(self) -> int:
+        """128 + the signal number: 130 for SIGINT, 143 for SIGTERM."""
+        return 128 + self.signum
+
+
+def signal_name(signum: int) -> str:
+    """``"SIGTERM"`` for 15, and so on."""
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
+class _State:
+    """What the handlers of the running command know (one command at a time per process)."""
+
+    def __init__(self) -> None:
+        self.armed = False
+        self.signum: int | None = None
+        self.depth = 0  # nesting of deferred() sections in the main thread
+        self.pending = False  # a signal arrived inside a deferred() section
+        self.progress: tuple[int, int, int] | None = None  # finished, failed, total
+        self.stderr_fd: int | None = None  # a duplicate of the original stderr
+        self.reported = False
+        self.signalled = threading.Event()  # set by the first signal: the watchdog starts timing
+        self.ended = threading.Event()  # set when the command has returned or raised
+
+
+_state = _State()
+
+
+def _in_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+def received() -> int | None:
+    """The signal number this process received while a command ran, or ``None``."""
+    return _state.signum
+
+
+def set_progress(finished: int, total: int, *, failed: int = 0) -> None:
+    """Record how far the command is (inputs ``finished`` of ``total``; ``failed`` of them
+    were bad), for the line printed when it is interrupted."""
+    _state.progress = (int(finished), int(failed), int(total))
+
+
+def message(signum: int) -> str:
+    """The one line printed for an interrupted command."""
+    parts = [f"sgilo: interrupted by {signal_name(signum)}"]
+    if _state.progress is not None:
+        finished, failed, total = _state.progress
+        parts.append(
+            f"{finished} of {total} input(s) finished" + (f", {failed} failed" if failed else "")
+        )
+    parts.append(RESUME_HINT)
+    return "; ".join(parts)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    while data:
+        data = data[os.write(fd, data) :]
+
+
+def _report(signum: int) -> None:
+    """Write :func:`message` to the original stderr, once."""
+    if _state.reported:
+        return
+    _state.reported = True
+    fd = _state.stderr_fd if _state.stderr_fd is not None else 2
+    try:
+        _write_all(fd, (message(signum) + "\n").encode())
+    except OSError:
+        pass
+
+
+def _silence_stderr() -> None:
+    """Point file descriptor 2 at ``/dev/null`` (the original stays open as
+    ``_state.stderr_fd`` for the final line): whatever libraries print while they shut down is
+    not shown."""
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 2)
+        os.close(null)
+    except OSError:
+        pass
+
+
+def _force_exit() -> None:
+    """End the process now (a second signal, or a clean-up past :data:`GRACE_S`)."""
+    signum = _state.signum or signal.SIGTERM
+    _report(signum)
+    os._exit(128 + signum)
+
+
+def _on_signal(signum: int, frame: FrameType | None) -> None:
+    if _state.signum is not None:  # a second signal: stop waiting for the clean-up
+        _force_exit()
+    _state.signum = signum
+    _silence_stderr()
+    _state.signalled.set()
+    if _state.depth:
+        _state.pending = True  # raised when the critical section ends
+        return
+    raise Interrupted(signum)
+
+
+def _watch(state: _State) -> None:
+    """The watchdog thread: after the first signal, give the clean-up :data:`GRACE_S`."""
+    state.signalled.wait()
+    if not state.ended.wait(GRACE_S) and state is _state:
+        _force_exit()
+
+
+def signal_of(exc: BaseException) -> int | None:
+    """The signal behind an exception that ends a command: :class:`Interrupted`'s, SIGINT for a
+    plain ``KeyboardInterrupt``, a workflow engine's termination exception's (an exception
+    with an integer ``signal`` attribute, such as Prefect's ``TerminationSignal``); else
+    ``None``."""
+    if isinstance(exc, Interrupted):
+        return exc.signum
+    if isinstance(exc, KeyboardInterrupt):
+        return signal.SIGINT
+    signum = getattr(exc, "signal", None)
+    if type(exc).__name__ == "TerminationSignal" and isinstance(signum, int):
+        return signum
+    return None
+
+
+def run_interruptibly(command: Callable[[], int]) -> int:
+    """Run ``command`` (returning an exit code) with the SIGTERM/SIGINT handlers of this
+    module; return its exit code, or, when a signal ended it, print the one line and return
+    128 + the signal number. Outside the main thread the command just runs."""
+    if not _in_main_thread():
+        return command()
+    global _state
+    _state = state = _State()
+    try:
+        state.stderr_fd = os.dup(2)  # the real stderr, for the one line (fd 2 may be redirected)
+    except OSError:  # no stderr at all
+        state.stderr_fd = None
+    # started before the handlers: a signal handler must not start threads
+    threading.Thread(target=_watch, args=(state,), name="sgilo-interrupt", daemon=True).start()
+    previous = {s: signal.signal(s, _on_signal) for s in SIGNALS}
+    state.armed = True
+    try:
+        code = command()
+    except BaseException as exc:
+        signum = state.signum or signal_of(exc)
+        if signum is None:
+            _end(state, previous)
+            raise
+        _report(signum)
+        return 128 + signum
+    if state.signum is not None:  # held in a deferred section, or swallowed by a library
+        _report(state.signum)
+        return 128 + state.signum
+    _end(state, previous)
+    return code
+
+
+def _end(state: _State, previous: dict[signal.Signals, Any]) -> None:
+    """After a command that no signal ended: the previous handlers back, the watchdog thread
+    ended. (After a signal, this module's handlers and the watchdog stay: the process is about
+    to exit, and a further signal or a hang at exit ends it at once.)"""
+    state.armed = False
+    for signum, handler in previous.items():
+        signal.signal(signum, handler)
+    state.ended.set()
+    state.signalled.set()
+    if state.stderr_fd is not None:
+        os.close(state.stderr_fd)
+        state.stderr_fd = None
+
+
+@contextmanager
+def deferred() -> Iterator[None]:
+    """A critical section: a SIGTERM/SIGINT arriving inside it is raised (as
+    :class:`Interrupted`) when it ends. Keep it short; outside the main thread it does
+    nothing."""
+    if not _in_main_thread():
+        yield
+        return
+    _state.depth += 1
+    try:
+        yield
+    finally:
+        _state.depth -= 1
+        if _state.depth == 0 and _state.pending:  # (it also wins over an error of the section)
+            _state.pending = False
+            raise Interrupted(_state.signum or signal.SIGTERM)
+
+
+@contextmanager
+def handlers_in_place() -> Iterator[None]:
+    """Inside :func:`run_interruptibly`, put this module's handlers back for the duration of
+    the block: a workflow engine (Prefect's flow runs) installs its own SIGTERM handler while
+    it runs a flow. Elsewhere it does nothing."""
+    if not (_state.armed and _in_main_thread()):
+        yield
+        return
+    previous = {s: signal.signal(s, _on_signal) for s in SIGNALS}
+    try:
+        yield
+    finally:
+        if _state.signum is None:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+
+@contextmanager
+def quiet_children() -> Iterator[None]:
+    """Inside :func:`run_interruptibly`: child processes started in this block (a Dask
+    LocalCluster's workers) write their stderr through a relay that forwards it until the first
+    signal and drops it after, so that what they print while their cluster is shut down does not
+    follow the one line. Within the block this process's own stderr takes the same way.
+    Elsewhere it does nothing."""
+    if not (_state.armed and _in_main_thread() and _state.stderr_fd is not None):
+        yield
+        return
+    state = _state
+    read_end, write_end = os.pipe()
+    outside = os.dup(2)
+    os.dup2(write_end, 2)
+    os.close(write_end)
+    relay = threading.Thread(
+        target=_relay,
+        args=(state, read_end, os.dup(state.stderr_fd)),
+        name="sgilo-stderr",
+        daemon=True,
+    )
+    relay.start()
+    try:
+        yield
+    finally:
+        if state.signum is None:
+            os.dup2(outside, 2)  # (after a signal fd 2 stays on /dev/null)
+        os.close(outside)
+        relay.join(timeout=5.0)  # until every child has closed its end of the pipe
+
+
+def _relay(state: _State, read_end: int, target: int) -> None:
+    """Copy the pipe to ``target`` until end of file; drop everything once a signal came."""
+    try:
+        while data := os.read(read_end, 1 << 16):
+            if state.signum is None:
+                try:
+                    _write_all(target, data)
+                except OSError:
+                    pass
+    finally:
+        os.close(read_end)
+        os.close(target)

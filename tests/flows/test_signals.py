@@ -1,0 +1,319 @@
+"""SIGTERM and Ctrl-C (SIGINT) end `sgilo reconstruct`, `sgilo batch` and `sgilo serve --once`
+promptly with one line on stderr, exit code 143 or 130, no traceback and nothing half-written.
+
+Real subprocesses: the signal is sent once stderr shows that the run is under way (the third
+input started, or two inputs finished). SIGINT goes to the process group, as a Ctrl-C in a
+terminal does; SIGTERM to the process. Afterwards OUT holds no staging folder and no hidden file
+(besides `.sgilo`), and each input has all of its outputs or none. An interrupted batch, run
+again, finishes the rest.
+
+The rules of :mod:`pipeline.interrupt` itself (a signal held during a critical section,
+``except Exception`` not catching it, a second signal or a hung clean-up ending the process at
+once) are tested on small scripts.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import h5py
+import pytest
+
+from flows.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+NAMES = [f"s{i:02d}.h5" for i in range(16)]
+
+pytestmark = pytest.mark.slow
+
+
+class Lines:
+    """The lines a pipe delivers, collected by a thread, with the moment a mark was set."""
+
+    def __init__(self, pipe) -> None:
+        self.lines: list[str] = []
+        self.mark = 0
+        self.thread = threading.Thread(target=self._read, args=(pipe,), daemon=True)
+        self.thread.start()
+
+    def _read(self, pipe) -> None:
+        for line in pipe:
+            self.lines.append(line.rstrip("\n"))
+
+    def wait_for(self, predicate, proc: subprocess.Popen, timeout: float = 180.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate(self.lines):
+            assert proc.poll() is None, "ended before the signal:\n" + "\n".join(self.lines)
+            assert time.monotonic() < deadline, "no progress:\n" + "\n".join(self.lines[-20:])
+            time.sleep(0.01)
+
+    def after_mark(self) -> list[str]:
+        self.thread.join(timeout=30)
+        return self.lines[self.mark :]
+
+
+def interrupt(command: list[str], signum: int, ready, env: dict | None = None):
+    """Run ``command``, send ``signum`` once ``ready(stderr lines)``; returns (exit code, all
+    stderr lines, the lines after the signal, seconds from the signal to the exit)."""
+    proc = subprocess.Popen(
+        command,
+        env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as a job in a terminal
+    )
+    err = Lines(proc.stderr)
+    try:
+        err.wait_for(ready, proc)
+        err.mark = len(err.lines)
+        sent = time.monotonic()
+        if signum == signal.SIGINT:
+            os.killpg(proc.pid, signum)  # Ctrl-C: the whole foreground process group
+        else:
+            proc.send_signal(signum)
+        code = proc.wait(timeout=60)
+        seconds = time.monotonic() - sent
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return code, err.lines, err.after_mark(), seconds
+
+
+def check_one_line(code: int, lines: list[str], rest: list[str], signum: int, progress: str):
+    """Exit code 128 + signum; the last line is the one interrupted line; nothing after the
+    signal looks like an error or a traceback."""
+    name = signal.Signals(signum).name
+    assert code == 128 + signum, "\n".join(lines)
+    assert rest and re.fullmatch(
+        rf"sgilo: interrupted by {name}; {progress}re-run the same command to finish", rest[-1]
+    ), "\n".join(rest)
+    assert sum(line.startswith("sgilo") for line in rest) == 1, "\n".join(rest)
+    assert not any("Traceback" in line or 'File "' in line for line in lines), "\n".join(lines)
+    noisy = [line for line in rest if re.search(r"rror|xception|Crash|Abort|KeyboardInt", line)]
+    assert not noisy, "\n".join(rest)
+
+
+def check_out(out: Path, outputs_of: dict[str, list[str]]) -> list[str]:
+    """No staging folder or hidden file outside ``.sgilo``; each input's outputs all present
+    and readable, or none. Returns the inputs whose outputs are present."""
+    hidden = [p for p in out.rglob(".*") if p.relative_to(out).parts[0] != ".sgilo"]
+    assert not hidden, hidden
+    present = []
+    for name, outputs in outputs_of.items():
+        there = [(out / o).exists() for o in outputs]
+        assert all(there) or not any(there), (name, there)
+        if all(there):
+            present.append(name)
+            with h5py.File(out / outputs[0], "r") as f:
+                assert f["reconstruction"].shape == (4, 32, 32)
+    known = {o for outputs in outputs_of.values() for o in outputs}
+    assert {p.name for p in out.iterdir()} <= known | {"run.json", "run.log", ".sgilo"}
+    return present
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory, studies) -> Path:
+    """16 tiny 4-coil studies (4 slices of 32x32; tests/flows/conftest.py)."""
+    folder = tmp_path_factory.mktemp("signals") / "in"
+    studies(folder, NAMES, coils=4, seed=40)
+    return folder
+
+
+OUTPUTS = {n: [n, n.replace(".h5", ".nii.gz")] for n in NAMES}
+RECON = ["--method", "tv", "--format", "h5,nifti"]  # about 0.4 s per input: time to signal
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_reconstruct(inputs, tmp_path, signum):
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "flows.cli", "reconstruct"]
+    command += [str(inputs / n) for n in NAMES] + RECON + ["--out", str(out)]
+    code, lines, rest, seconds = interrupt(
+        command, signum, lambda ls: any(line.startswith("[3/16]") for line in ls)
+    )
+    check_one_line(code, lines, rest, signum, r"(\d+) of 16 input\(s\) finished; ")
+    assert seconds < 20
+    present = check_out(out, OUTPUTS)
+    assert 2 <= len(present) < len(NAMES)
+
+
+def _batch_command(kind: str, inputs: Path, out: Path) -> list[str]:
+    command = [sys.executable, "-m", "flows.cli"]
+    if kind == "serve":
+        command += ["serve", "--watch", str(inputs), "--once", "--settle", "0"]
+    else:
+        command += ["batch", str(inputs)]
+    return command + RECON + ["--out", str(out)]
+
+
+def _two_finished(lines: list[str]) -> bool:
+    return sum(bool(re.search(r"s\d\d\.h5: done in ", line)) for line in lines) >= 2
+
+
+@pytest.mark.parametrize(
+    ("kind", "signum"),
+    [("batch", signal.SIGTERM), ("batch", signal.SIGINT), ("serve", signal.SIGTERM)],
+    ids=["batch-SIGTERM", "batch-SIGINT", "serve-once-SIGTERM"],
+)
+def test_batch(prefect_api_url, inputs, tmp_path, kind, signum, capsys):
+    out = tmp_path / "out"
+    code, lines, rest, seconds = interrupt(
+        _batch_command(kind, inputs, out),
+        signum,
+        _two_finished,
+        env={"PREFECT_API_URL": prefect_api_url},
+    )
+    check_one_line(code, lines, rest, signum, r"(\d+) of 16 input\(s\) finished; ")
+    finished = int(re.search(r"; (\d+) of 16", rest[-1]).group(1))
+    assert 2 <= finished < len(NAMES)
+    assert seconds < 30
+    present = check_out(out, OUTPUTS)
+    markers = list((out / ".sgilo" / "done").glob("*.json"))
+    # a marker is written just before the flow counts its input: the signal may land between
+    assert finished <= len(markers) <= finished + 1 and len(present) >= len(markers)
+    name = signal.Signals(signum).name
+    assert f"ERROR interrupted by {name}; {finished} of 16" in (out / "run.log").read_text()
+    if kind == "batch" and signum == signal.SIGINT:  # re-run: the rest is done
+        assert main(["batch", str(inputs), *RECON, "--out", str(out)]) == 0
+        summary = capsys.readouterr().out.strip().splitlines()[-1]
+        assert f"{len(NAMES) - len(markers)} reconstructed, {len(markers)} skipped" in summary
+        assert check_out(out, OUTPUTS) == NAMES
+
+
+def _tagged_processes(tag: str) -> list[int]:
+    """Live processes whose environment holds ``SGILO_TEST_TAG=<tag>``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and f"SGILO_TEST_TAG={tag}".encode() in (
+                entry / "environ"
+            ).read_bytes().split(b"\0"):
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs /proc")
+def test_ctrl_c_with_workers_and_no_server(inputs, tmp_path):
+    """The default set-up with workers: no PREFECT_API_URL (Prefect's temporary server) and a
+    Dask LocalCluster of 2 workers; Ctrl-C (SIGINT to the process group, workers included)
+    ends it in one line, the cluster and the temporary server go too, and OUT is clean."""
+    out, tag = tmp_path / "out", f"{os.getpid()}-{time.time_ns()}"
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    command = [sys.executable, "-m", "flows.cli", "batch", str(inputs), *RECON, "--out", str(out)]
+    code, lines, rest, seconds = interrupt(
+        command + ["--workers", "2"],
+        signal.SIGINT,
+        _two_finished,
+        env={**env, "SGILO_TEST_TAG": tag},
+    )
+    check_one_line(code, lines, rest, signal.SIGINT, r"(\d+) of 16 input\(s\) finished; ")
+    assert seconds < 30
+    check_out(out, OUTPUTS)
+    deadline = time.monotonic() + 10
+    while _tagged_processes(tag) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _tagged_processes(tag)  # no worker, nanny or temporary server left running
+
+
+# ----------------------------------------------------------------------------- the rules
+
+PRELUDE = """
+import os, signal, sys, time
+from pipeline import interrupt
+"""
+
+
+def _script(body: str, *, expect: int, stdout: str) -> None:
+    """Run ``body`` (defining ``command()``) under ``run_interruptibly``; check the exit code,
+    the one line on stderr and what it printed on stdout."""
+    code = PRELUDE + textwrap.dedent(body) + "\nsys.exit(interrupt.run_interruptibly(command))\n"
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    name = signal.Signals(expect - 128).name
+    assert proc.returncode == expect, proc.stderr
+    assert proc.stderr == f"sgilo: interrupted by {name}; re-run the same command to finish\n"
+    assert proc.stdout == stdout
+
+
+def test_signal_in_a_critical_section_waits_for_its_end():
+    _script(
+        """
+        def command():
+            with interrupt.deferred():
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(0.2)
+                print("section finished", flush=True)
+            print("after the section", flush=True)
+            return 0
+        """,
+        expect=143,
+        stdout="section finished\n",
+    )
+
+
+def test_except_exception_does_not_catch_it_and_cleanup_runs():
+    _script(
+        """
+        def command():
+            try:
+                try:
+                    os.kill(os.getpid(), signal.SIGINT)
+                    time.sleep(5)
+                except Exception:
+                    print("swallowed", flush=True)
+            finally:
+                print("cleaned up", flush=True)
+            return 0
+        """,
+        expect=130,
+        stdout="cleaned up\n",
+    )
+
+
+def test_a_second_signal_ends_the_cleanup_at_once():
+    _script(
+        """
+        def command():
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(5)
+            finally:
+                print("cleaning up", flush=True)
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(5)
+                print("not reached", flush=True)
+        """,
+        expect=143,
+        stdout="cleaning up\n",
+    )
+
+
+def test_a_hung_cleanup_ends_after_the_grace_period():
+    start = time.monotonic()
+    _script(
+        """
+        interrupt.GRACE_S = 0.5
+        def command():
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(5)
+            finally:
+                time.sleep(30)
+        """,
+        expect=143,
+        stdout="",
+    )
+    assert time.monotonic() - start < 20
