@@ -2,7 +2,9 @@
 
 ``configure_environment()`` points numba, matplotlib, Prefect, torch inductor and Dask scratch at
 one cache folder (``$SGILO_CACHE_DIR``, default ``<tmp>/sgilo-cache``) unless the user already set
-them. It must run before those libraries are imported; the CLI and the test-suite call it first.
+them, and on a machine that other work keeps busy makes OpenMP's idle threads sleep rather than
+spin (``OMP_WAIT_POLICY=PASSIVE``, unless set). It must run before those libraries are imported;
+the CLI and the test-suite call it first.
 """
 
 from __future__ import annotations
@@ -17,6 +19,16 @@ def cache_dir() -> Path:
     root = Path(os.environ.get("SGILO_CACHE_DIR") or Path(tempfile.gettempdir()) / "sgilo-cache")
     root.mkdir(parents=True, exist_ok=True)
     return root
+
+
+def machine_is_busy() -> bool:
+    """Whether other work already occupies at least half of this machine's cores (the 1-minute
+    load average; ``False`` where it is not available)."""
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return False
+    return load >= 0.5 * (os.cpu_count() or 1)
 
 
 def configure_environment() -> Path:
@@ -36,6 +48,11 @@ def configure_environment() -> Path:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
     os.environ.setdefault("MPLBACKEND", "Agg")
+    if "OMP_WAIT_POLICY" not in os.environ and machine_is_busy():
+        # OpenMP threads that wait by spinning fight other processes' threads for the cores:
+        # solver steps 2-9x slower (docs/SPEED.md, "Busy machines"); on a quiet machine spinning
+        # is faster, so only then. Read when torch loads: this must run before importing it.
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
     # the temporary Prefect server needs longer than its default 20 s on a busy 2-core machine
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     return root
