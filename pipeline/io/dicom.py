@@ -362,7 +362,8 @@ def _decode(s: _Slice) -> None:
         intercept = float(ds.get("RescaleIntercept") or 0.0)
     except (TypeError, ValueError) as exc:
         raise _error(path, f"malformed RescaleSlope/RescaleIntercept ({exc})") from exc
-    pixels = (stored.astype(np.float64) * slope + intercept).astype(np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):  # an absurd rescale: refused below
+        pixels = (stored.astype(np.float64) * slope + intercept).astype(np.float32)
     if not np.isfinite(pixels).all():
         raise _error(path, "pixel values are not finite after rescale")
     s.pixels = pixels
