@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
@@ -46,6 +46,21 @@ def _positive_float(text: str) -> float:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
     return value
+
+
+def _parsed_by(module: str, function: str) -> Callable[[str], object]:
+    """An argparse type that parses with ``module.function`` (imported when an option is given,
+    so ``sgilo --help`` stays fast), its ``ValueError`` shown as a usage error."""
+
+    def parse(text: str) -> object:
+        import importlib
+
+        try:
+            return getattr(importlib.import_module(module), function)(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from exc
+
+    return parse
 
 
 def add_reconstruct_options(parser: argparse.ArgumentParser) -> None:
@@ -81,17 +96,9 @@ def add_reconstruct_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--center-fraction", type=_positive_float, default=None)
     parser.add_argument("--mask-type", choices=("random", "equispaced"), default="random")
 
-    def output_formats(text: str) -> tuple[str, ...]:
-        from pipeline.export import parse_formats
-
-        try:
-            return parse_formats(text)
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from exc
-
     parser.add_argument(
         "--format",
-        type=output_formats,
+        type=_parsed_by("pipeline.export", "parse_formats"),
         default=None,
         metavar="h5,nifti,dicom,png",
         help="outputs to write (comma-separated); default: h5, plus the input's own format for "
@@ -103,17 +110,9 @@ def add_reconstruct_options(parser: argparse.ArgumentParser) -> None:
         help="DICOM outputs: replace the patient module and study identifiers",
     )
 
-    def size(text: str) -> int:
-        from pipeline.io.limits import parse_size
-
-        try:
-            return parse_size(text)
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from exc
-
     parser.add_argument(
         "--max-input-bytes",
-        type=size,
+        type=_parsed_by("pipeline.io.limits", "parse_size"),
         default=None,
         metavar="SIZE",
         help="refuse an input larger than this on disk (a folder: its files in all), e.g. 2G; "
@@ -121,7 +120,7 @@ def add_reconstruct_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--max-input-voxels",
-        type=size,
+        type=_parsed_by("pipeline.io.limits", "parse_size"),
         default=None,
         metavar="N",
         help="refuse an input of more k-space samples or image voxels than this; default "
