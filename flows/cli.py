@@ -440,8 +440,10 @@ def _shown(path: Path) -> str:
 
 
 def _printable(text: str) -> str:
-    """``text`` on one line: control characters escaped (``\\n``, ``\\x1b``)."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    """``text`` on one line, control characters escaped (:func:`pipeline.io.limits.printable`)."""
+    from pipeline.io.limits import printable
+
+    return printable(text)
 
 
 def _unusable_out(out: Path) -> str | None:

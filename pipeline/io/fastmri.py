@@ -33,9 +33,6 @@ from pipeline.io.types import InputError, KSpaceStudy
 MAX_GRID = 4096
 MAX_COILS = 128
 MAX_SLICES = 2048
-#: most k-space samples read by default (2 GiB as complex64): each axis within its limit is not
-#: enough. The limit in force is :func:`pipeline.io.limits.current_limits` ``.max_voxels``.
-MAX_SAMPLES = 2**28
 #: most bytes of an XML header (``ismrmrd_header``, ISMRMRD's ``xml``) read
 MAX_HEADER_BYTES = 16 * 2**20
 MAPS_DATASETS = ("sens_maps", "maps", "sensitivity_maps")
@@ -64,9 +61,9 @@ def read_fastmri(path: str | os.PathLike[str]) -> KSpaceStudy:
     Raises:
         InputError: missing, empty, non-HDF5 or corrupt file; no ``kspace`` dataset; k-space
             not complex, of rank other than 3 or 4, with a zero or absurd size (checked before
-            reading: per axis, and :data:`MAX_SAMPLES` in all), non-finite or all zero; a
-            mask of the wrong length, non-binary or sampling nothing; bad attributes, maps or
-            target.
+            reading: per axis, and the voxel limit of :mod:`pipeline.io.limits` in all),
+            non-finite or all zero; a mask of the wrong length, non-binary or sampling
+            nothing; bad attributes, maps or target.
     """
     path = Path(path)
     if path.is_dir():

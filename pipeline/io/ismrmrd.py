@@ -157,8 +157,8 @@ def read_ismrmrd(path: str | os.PathLike[str]) -> KSpaceStudy:
         InputError: missing or non-HDF5 file, no ``dataset`` group, no or invalid XML header,
             no (imaging) acquisitions, non-Cartesian or 3-D encoding, several contrasts /
             phases / repetitions / sets or encodings, channel or sample counts that differ
-            from the header or between lines, a declared k-space above
-            :data:`pipeline.io.fastmri.MAX_SAMPLES` samples (refused before allocating it),
+            from the header or between lines, a declared k-space above the voxel limit
+            (:mod:`pipeline.io.limits`; refused before allocating it),
             line indices outside the encoded matrix, a slice without data, slices sampling
             different lines, non-finite data.
     """

@@ -121,11 +121,15 @@ def input_limits(
         _CURRENT.reset(token)
 
 
+def printable(text: str) -> str:
+    """``text`` as one printable line: control characters (a newline, a tab, ESC) escaped as
+    ``\\n``, ``\\t``, ``\\x1b``."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def shown_name(path: str | os.PathLike[str]) -> str:
-    """A path's file name as one printable line: control characters (a newline, a tab, ESC)
-    escaped as ``\\n``, ``\\t``, ``\\x1b``."""
-    name = Path(path).name or str(path)
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in name)
+    """A path's file name as one printable line (:func:`printable`)."""
+    return printable(Path(path).name or str(path))
 
 
 def _error(path: Path, what: str) -> InputError:

@@ -28,8 +28,6 @@ from pipeline.io.limits import check_file, current_limits, shown_name
 from pipeline.io.types import InputError
 
 MAX_GRID = 4096
-#: largest number of voxels read (1 GiB of float32)
-MAX_VOXELS = 2**28
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 #: xform code written when the source image had none (1 = scanner anatomical)
 DEFAULT_XFORM_CODE = 1
