@@ -1,16 +1,18 @@
-"""`sgilo batch` as a Prefect flow: one task per input, each one call into :mod:`pipeline.batch`.
+"""`sgilo batch` as a Prefect flow: one task per input, each one call into
+:mod:`sgilo.pipeline.batch`.
 
 Tasks run one at a time in the flow's own thread by default (the main thread under ``sgilo
-batch``, where SIGTERM and Ctrl-C are raised: see :mod:`pipeline.interrupt`), on a Dask
+batch``, where SIGTERM and Ctrl-C are raised: see :mod:`sgilo.pipeline.interrupt`), on a Dask
 LocalCluster with ``options["workers"]`` single-threaded worker processes, or on the Dask cluster
 at ``options["dask_address"]``. A task retries ``OSError``s (transient I/O trouble) but never a
-bad input (:class:`pipeline.io.types.InputError`), which is reported in one line while the batch
-goes on. Finished inputs are skipped through done markers on disk (see :mod:`pipeline.markers`),
-so a re-run after a crash or SIGKILL redoes only unfinished work; the staging folders a killed
-run left are removed when the next run starts. The flow writes ``run.json``
-(:mod:`pipeline.provenance`, itself staged) and appends to ``run.log`` in the output folder, and
-publishes a progress artifact while it runs and a summary artifact at the end. An interrupted
-run (SIGTERM, Ctrl-C) leaves a line in ``run.log``, and ``run.json`` of the previous run.
+bad input (:class:`sgilo.pipeline.io.types.InputError`), which is reported in one line while the
+batch goes on. Finished inputs are skipped through done markers on disk (see
+:mod:`sgilo.pipeline.markers`), so a re-run after a crash or SIGKILL redoes only unfinished
+work; the staging folders a killed run left are removed when the next run starts. The flow
+writes ``run.json`` (:mod:`sgilo.pipeline.provenance`, itself staged) and appends to
+``run.log`` in the output folder, and publishes a progress artifact while it runs and a summary
+artifact at the end. An interrupted run (SIGTERM, Ctrl-C) leaves a line in ``run.log``, and
+``run.json`` of the previous run.
 """
 
 from __future__ import annotations
@@ -38,14 +40,14 @@ from prefect.futures import as_completed
 from prefect.runtime import task_run as current_task_run
 from prefect.task_runners import TaskRunner
 
-from pipeline import interrupt
-from pipeline.batch import BatchOptions, model_hashes, process_input
-from pipeline.io.staging import remove_stale_staging
-from pipeline.io.types import InputError
-from pipeline.markers import remove_stale_temporaries
-from pipeline.provenance import now_iso, run_record, write_run_json
-from pipeline.reconstruct import output_clashes
-from pipeline.runtime import cache_dir
+from sgilo.pipeline import interrupt
+from sgilo.pipeline.batch import BatchOptions, model_hashes, process_input
+from sgilo.pipeline.io.staging import remove_stale_staging
+from sgilo.pipeline.io.types import InputError
+from sgilo.pipeline.markers import remove_stale_temporaries
+from sgilo.pipeline.provenance import now_iso, run_record, write_run_json
+from sgilo.pipeline.reconstruct import output_clashes
+from sgilo.pipeline.runtime import cache_dir
 
 
 def _detach_temporary_server() -> None:
@@ -215,7 +217,7 @@ def _failure(path: Path, error: str) -> dict[str, Any]:
 def _name_clashes(paths: list[Path]) -> dict[int, dict[str, Any]]:
     """Failure records for inputs whose outputs an earlier input of the batch would write (the
     same output stem: ``a/scan.h5`` and ``b/scan.h5``, or ``scan.h5`` and ``scan.nii.gz``;
-    :func:`pipeline.reconstruct.output_clashes`)."""
+    :func:`sgilo.pipeline.reconstruct.output_clashes`)."""
     return {i: _failure(paths[i], why) for i, why in output_clashes(paths).items()}
 
 
@@ -287,7 +289,7 @@ def _note_progress(records: dict[int, dict[str, Any]], total: int) -> None:
 def batch_flow(inputs: list[str], out_dir: str, options: dict[str, Any]) -> dict[str, Any]:
     """Reconstruct every input into ``out_dir``; a bad input is reported and the rest go on.
 
-    ``options`` are :class:`pipeline.batch.BatchOptions` fields. Writes ``run.json`` and
+    ``options`` are :class:`sgilo.pipeline.batch.BatchOptions` fields. Writes ``run.json`` and
     appends to ``run.log``. Returns ``{"records": [...], "failed": [one line per failed
     input], "summary": str}``; records are in input order.
     """

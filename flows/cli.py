@@ -98,7 +98,7 @@ def add_reconstruct_options(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument(
         "--format",
-        type=_parsed_by("pipeline.export", "parse_formats"),
+        type=_parsed_by("sgilo.pipeline.export", "parse_formats"),
         default=None,
         metavar="h5,nifti,dicom,png",
         help="outputs to write (comma-separated); default: h5, plus the input's own format for "
@@ -112,7 +112,7 @@ def add_reconstruct_options(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument(
         "--max-input-bytes",
-        type=_parsed_by("pipeline.io.limits", "parse_size"),
+        type=_parsed_by("sgilo.pipeline.io.limits", "parse_size"),
         default=None,
         metavar="SIZE",
         help="refuse an input larger than this on disk (a folder: its files in all), e.g. 2G; "
@@ -120,7 +120,7 @@ def add_reconstruct_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--max-input-voxels",
-        type=_parsed_by("pipeline.io.limits", "parse_size"),
+        type=_parsed_by("sgilo.pipeline.io.limits", "parse_size"),
         default=None,
         metavar="N",
         help="refuse an input of more k-space samples or image voxels than this; default "
@@ -410,14 +410,14 @@ def check_reconstruct_options(args: argparse.Namespace, command: str) -> tuple[i
         _stderr(f"{command}: --samples K >= 1, and K > 1 only with --method sgilo")
         return 2, None
     try:
-        from pipeline.io.limits import InputLimits
+        from sgilo.pipeline.io.limits import InputLimits
 
         InputLimits.from_env()
     except ValueError as exc:
         _stderr(f"{command}: {exc}")
         return 2, None
     if args.method in ("csgm", "ilo", "sgilo"):
-        from pipeline.reconstruct import load_prior, load_score_models
+        from sgilo.pipeline.reconstruct import load_prior, load_score_models
 
         try:
             _check_model_files(args)
@@ -440,8 +440,9 @@ def _shown(path: Path) -> str:
 
 
 def _printable(text: str) -> str:
-    """``text`` on one line, control characters escaped (:func:`pipeline.io.limits.printable`)."""
-    from pipeline.io.limits import printable
+    """``text`` on one line, control characters escaped
+    (:func:`sgilo.pipeline.io.limits.printable`)."""
+    from sgilo.pipeline.io.limits import printable
 
     return printable(text)
 
@@ -471,7 +472,7 @@ def _unusable_out(out: Path) -> str | None:
 def _check_model_files(args: argparse.Namespace) -> None:
     """A ``--model``/``--score`` path must be a regular file within the input byte limit (a pipe
     or a device would hang the loader); shipped names are left to the registry."""
-    from pipeline.io.limits import check_file
+    from sgilo.pipeline.io.limits import check_file
 
     paths = [Path(p) for p in args.score]
     if args.model is not None and ("/" in args.model or Path(args.model).exists()):
@@ -484,7 +485,7 @@ def _check_model_files(args: argparse.Namespace) -> None:
 def _append_log(out: Path, message: str, *, error: bool = False) -> None:
     """``run.log`` is a record, not the channel: if it cannot be written (the disk filled up,
     the folder went away) the run goes on and the line is still on stderr."""
-    from pipeline.provenance import append_log
+    from sgilo.pipeline.provenance import append_log
 
     try:
         append_log(out, message, error=error)
@@ -497,11 +498,11 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     import time
     import traceback
 
-    from pipeline import interrupt
-    from pipeline.io.limits import check_input, input_limits, shown_name
-    from pipeline.io.types import InputError
-    from pipeline.provenance import now_iso, run_record, sha256_path, write_run_json
-    from pipeline.reconstruct import output_clashes, reconstruct_file
+    from sgilo.pipeline import interrupt
+    from sgilo.pipeline.io.limits import check_input, input_limits, shown_name
+    from sgilo.pipeline.io.types import InputError
+    from sgilo.pipeline.provenance import now_iso, run_record, sha256_path, write_run_json
+    from sgilo.pipeline.reconstruct import output_clashes, reconstruct_file
 
     status, prior = check_reconstruct_options(args, "sgilo reconstruct")
     if status:
@@ -611,8 +612,8 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from flows.demo import demo_flow
-    from pipeline.demo import DemoConfig
+    from sgilo.flows.demo import demo_flow
+    from sgilo.pipeline.demo import DemoConfig
 
     if not 1 <= args.slices <= 16:
         _stderr("sgilo demo: --slices must be between 1 and 16")
@@ -624,7 +625,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from pipeline.tuning import markdown_table, run
+    from sgilo.pipeline.research.tuning import markdown_table, run
 
     only = None if args.methods is None else tuple(m.strip() for m in args.methods.split(","))
     try:
@@ -644,9 +645,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
 def cmd_train_gan(args: argparse.Namespace) -> int:
     import torch
 
-    from models.stylegan2.generator import GeneratorConfig
-    from models.stylegan2.train import TrainConfig, train_gan
-    from pipeline.training_data import load_training_images
+    from sgilo.models.stylegan2.generator import GeneratorConfig
+    from sgilo.models.stylegan2.train import TrainConfig, train_gan
+    from sgilo.pipeline.training_data import load_training_images
 
     if args.device == "cuda" and not torch.cuda.is_available():
         _stderr("sgilo train-gan: --device cuda requested but no CUDA device is available")
@@ -700,7 +701,7 @@ def cmd_train_gan(args: argparse.Namespace) -> int:
         _stderr(f"sgilo train-gan: error: {' '.join(str(exc).split())}")
         return 2
     # the Gaussianized-latent statistics (ALGORITHMS.md §3), fitted once per generator and stored
-    from models.stylegan2.checkpoint import fit_latent_stats, load_generator, save_generator
+    from sgilo.models.stylegan2.checkpoint import fit_latent_stats, load_generator, save_generator
 
     g_ema, info = load_generator(args.out / "generator.pt")
     stats = fit_latent_stats(
@@ -714,10 +715,10 @@ def cmd_train_gan(args: argparse.Namespace) -> int:
 def cmd_train_score(args: argparse.Namespace) -> int:
     import torch
 
-    from models.score.network import default_network_config
-    from models.score.sources import gan_latent_source
-    from models.score.train import ScoreTrainConfig, train_score
-    from models.stylegan2.checkpoint import CheckpointError, load_generator
+    from sgilo.models.score.network import default_network_config
+    from sgilo.models.score.sources import gan_latent_source
+    from sgilo.models.score.train import ScoreTrainConfig, train_score
+    from sgilo.models.stylegan2.checkpoint import CheckpointError, load_generator
 
     if args.device == "cuda" and not torch.cuda.is_available():
         _stderr("sgilo train-score: --device cuda requested but no CUDA device is available")
@@ -726,9 +727,9 @@ def cmd_train_score(args: argparse.Namespace) -> int:
         generator, info = load_generator(args.generator, device=args.device)
         space: str | int = "z" if args.space == "z" else int(args.space)
         if args.latents is not None:
-            from models.score.sources import TensorSource
-            from pipeline.inversions import check_inversions, load_inversions
-            from pipeline.provenance import sha256_file
+            from sgilo.models.score.sources import TensorSource
+            from sgilo.pipeline.inversions import check_inversions, load_inversions
+            from sgilo.pipeline.provenance import sha256_file
 
             latents, record = load_inversions(args.latents)
             check_inversions(
@@ -776,16 +777,16 @@ def cmd_invert_training(args: argparse.Namespace) -> int:
 
     import torch
 
-    from pipeline.inversions import (
+    from sgilo.pipeline.inversions import (
         DEFAULT_STEPS,
         evenly_spaced,
         inversion_rounds,
         invert_images,
         save_inversions,
     )
-    from pipeline.methods import load_prior
-    from pipeline.provenance import sha256_file
-    from pipeline.training_data import load_training_images
+    from sgilo.pipeline.methods import load_prior
+    from sgilo.pipeline.provenance import sha256_file
+    from sgilo.pipeline.training_data import load_training_images
 
     if args.device == "cuda" and not torch.cuda.is_available():
         _stderr("sgilo invert-training: --device cuda requested but no CUDA device is available")
@@ -847,7 +848,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     import shlex
 
     if args.suite == "natural":
-        from pipeline.natural_bench import run_cli
+        from sgilo.pipeline.research.natural_bench import run_cli
 
         return run_cli(
             out=args.out,
@@ -862,8 +863,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
             command="sgilo " + " ".join(shlex.quote(a) for a in args.argv),
             log=_stderr,
         )
-    from pipeline.bart import bart_available
-    from pipeline.bench import (
+    from sgilo.pipeline.methods import GENERATIVE, METHODS, load_prior
+    from sgilo.pipeline.research.bart import bart_available
+    from sgilo.pipeline.research.bench import (
         REFERENCE,
         BenchConfig,
         default_methods,
@@ -871,7 +873,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
         smoke_config,
         write_outputs,
     )
-    from pipeline.methods import GENERATIVE, METHODS, load_prior
 
     methods = default_methods() if args.methods is None else args.methods.split(",")
     known = [*METHODS, REFERENCE]
@@ -895,7 +896,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     fields["threads"] = args.threads
     fields["device"] = args.device
     if args.settings is not None:
-        from pipeline.experiment import DEFAULT_SETTINGS
+        from sgilo.pipeline.experiment import DEFAULT_SETTINGS
 
         known = {s.label: s for s in DEFAULT_SETTINGS}
         labels = [t.strip() for t in args.settings.split(",") if t.strip()]
@@ -921,7 +922,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.fresh:
         import shutil
 
-        from pipeline.bench import work_dir
+        from sgilo.pipeline.research.bench import work_dir
 
         work = work_dir(config)
         shutil.rmtree(work, ignore_errors=True)
@@ -934,8 +935,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_scaling(args: argparse.Namespace) -> int:
     import shlex
 
-    from pipeline.methods import load_prior
-    from pipeline.scaling import ilo_scaling, write_scaling
+    from sgilo.pipeline.methods import load_prior
+    from sgilo.pipeline.research.scaling import ilo_scaling, write_scaling
 
     try:
         sizes = [int(v) for v in args.sizes.split(",")]
@@ -964,10 +965,10 @@ def cmd_scaling(args: argparse.Namespace) -> int:
 def cmd_tune_generative(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from pipeline.data.mni import mni_slices
-    from pipeline.experiment import DEFAULT_SETTINGS
-    from pipeline.methods import load_prior
-    from pipeline.tuning_generative import (
+    from sgilo.pipeline.data.mni import mni_slices
+    from sgilo.pipeline.experiment import DEFAULT_SETTINGS
+    from sgilo.pipeline.methods import load_prior
+    from sgilo.pipeline.research.tuning_generative import (
         best_value,
         markdown_table,
         parse_value,
@@ -1017,9 +1018,9 @@ def cmd_tune_generative(args: argparse.Namespace) -> int:
 def cmd_evaluate_prior(args: argparse.Namespace) -> int:
     import json
 
-    from models.stylegan2.grid import save_grid
-    from pipeline.prior_eval import comparison_grid, evaluate_prior, markdown_report
-    from pipeline.reconstruct import load_prior
+    from sgilo.models.stylegan2.grid import save_grid
+    from sgilo.pipeline.reconstruct import load_prior
+    from sgilo.pipeline.research.prior_eval import comparison_grid, evaluate_prior, markdown_report
 
     methods = tuple(m for m in args.methods.split(",") if m)
     if not 1 <= args.slices <= 16 or not set(methods) <= {"csgm", "ilo"} or args.samples < 2:
@@ -1055,11 +1056,11 @@ def cmd_evaluate_prior(args: argparse.Namespace) -> int:
 def cmd_sample(args: argparse.Namespace) -> int:
     import torch
 
-    from models.score.model import ScoreCheckpointError, load_score_model
-    from models.score.show import prior_refined_samples
-    from models.stylegan2.checkpoint import CheckpointError, load_generator
-    from models.stylegan2.grid import save_grid
-    from models.stylegan2.train import network_to_image
+    from sgilo.models.score.model import ScoreCheckpointError, load_score_model
+    from sgilo.models.score.show import prior_refined_samples
+    from sgilo.models.stylegan2.checkpoint import CheckpointError, load_generator
+    from sgilo.models.stylegan2.grid import save_grid
+    from sgilo.models.stylegan2.train import network_to_image
 
     if (args.score is None) != (args.block is None):
         _stderr("sgilo sample: --score and --block go together")
@@ -1149,7 +1150,7 @@ def reconstruct_kwargs(args: argparse.Namespace) -> dict:
     name, so options added there flow through), as JSON-able values."""
     import inspect
 
-    from pipeline.reconstruct import reconstruct_file
+    from sgilo.pipeline.reconstruct import reconstruct_file
 
     accepted = set(inspect.signature(reconstruct_file).parameters) - {
         "path",
@@ -1176,7 +1177,7 @@ def _batch_options(args: argparse.Namespace, command: str) -> dict | None:
     """The batch options from the command line, validated; ``None`` after a usage error."""
     from pydantic import ValidationError
 
-    from pipeline.batch import BatchOptions
+    from sgilo.pipeline.batch import BatchOptions
 
     if args.workers is not None and args.workers < 1:
         _stderr(f"{command}: --workers must be at least 1")
@@ -1208,7 +1209,7 @@ def _report_batch(result: dict, command: str) -> int:
 
 
 def cmd_batch(args: argparse.Namespace) -> int:
-    from pipeline.batch import expand_inputs
+    from sgilo.pipeline.batch import expand_inputs
 
     options = _batch_options(args, "sgilo batch")
     if options is None:
@@ -1217,7 +1218,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
     if not inputs:
         _stderr("sgilo batch: no inputs (.h5, .nii, .nii.gz, .dcm, DICOM series) found")
         return 2
-    from flows.batch import batch_flow
+    from sgilo.flows.batch import batch_flow
 
     return _report_batch(
         batch_flow([str(p) for p in inputs], str(args.out), options), "sgilo batch"
@@ -1244,7 +1245,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "settle_s": args.settle,
     }
     if args.once:
-        from flows.serve import watch_flow
+        from sgilo.flows.serve import watch_flow
 
         return _report_batch(watch_flow(**parameters), "sgilo serve")
     if not _prefect_api_url():
@@ -1253,7 +1254,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "`export PREFECT_API_URL=http://127.0.0.1:4200/api` (or use --once)"
         )
         return 2
-    from flows.serve import serve_watch
+    from sgilo.flows.serve import serve_watch
 
     cron = args.cron or (None if args.interval else "*/5 * * * *")
     serve_watch(parameters, name=args.name, cron=cron, interval=args.interval)
@@ -1261,7 +1262,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from pipeline.runtime import configure_environment
+    from sgilo.pipeline.runtime import configure_environment
 
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
@@ -1283,7 +1284,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     command = commands[args.command]
     if args.command in ("reconstruct", "batch") or (args.command == "serve" and args.once):
-        from pipeline.interrupt import run_interruptibly  # SIGTERM/Ctrl-C: one line, no debris
+        from sgilo.pipeline.interrupt import (
+            run_interruptibly,  # SIGTERM/Ctrl-C: one line, no debris
+        )
 
         return run_interruptibly(lambda: command(args))
     return command(args)

@@ -1,4 +1,4 @@
-"""`sgilo demo` as a Prefect flow: thin tasks, each one call into :mod:`pipeline.demo`.
+"""`sgilo demo` as a Prefect flow: thin tasks, each one call into :mod:`sgilo.pipeline.demo`.
 
 Tasks pass file paths (small, picklable); progress is logged as each reconstruction finishes.
 """
@@ -9,8 +9,8 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 
-from pipeline import demo as steps
-from pipeline.experiment import Setting
+from sgilo.pipeline import demo as steps
+from sgilo.pipeline.experiment import Setting
 
 
 @task(name="prepare-slices")
@@ -74,7 +74,7 @@ def demo_flow(out_dir: str = "sgilo-demo", config: steps.DemoConfig | None = Non
         if setting.label in config.export_settings
     ]
     if exported:
-        from flows.batch import batch_flow
+        from sgilo.flows.batch import batch_flow
 
         batch = batch_flow(
             [str(p) for p in exported],

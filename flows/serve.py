@@ -2,10 +2,11 @@
 
 Each run of :func:`watch_flow` lists the studies in the watched folder, leaves out those still
 being written (modified in the last ``settle_s`` seconds), finished (a valid done marker) or
-known bad (a failed marker for the same content), and runs :func:`flows.batch.batch_flow` on
+known bad (a failed marker for the same content), and runs :func:`sgilo.flows.batch.batch_flow` on
 the rest. :func:`serve_watch` serves the flow on a running Prefect server with a cron or
 interval schedule; scheduled runs execute in this process's runner. Under ``sgilo serve
---once``, SIGTERM and Ctrl-C end the pass as they end ``sgilo batch`` (:mod:`pipeline.interrupt`).
+--once``, SIGTERM and Ctrl-C end the pass as they end ``sgilo batch``
+(:mod:`sgilo.pipeline.interrupt`).
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from flows.batch import batch_flow
-from pipeline import interrupt
-from pipeline.batch import BatchOptions, model_hashes, pending_inputs
+from sgilo.flows.batch import batch_flow
+from sgilo.pipeline import interrupt
+from sgilo.pipeline.batch import BatchOptions, model_hashes, pending_inputs
 
 
 @flow(name="sgilo-watch", log_prints=True)

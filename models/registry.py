@@ -1,10 +1,10 @@
 """Shipped priors, found by name: ``models/weights/<name>/``.
 
 A shipped prior is a folder holding ``generator.pt`` (the sgilo release format of
-:func:`models.stylegan2.checkpoint.save_generator`, with its Gaussianized-latent statistics) and
-any number of latent score models ``score_<space>.pt`` (``score_z.pt``, ``score_block2.pt``, …;
-:func:`models.score.model.save_score_model`). How each was trained, and its validation figures, are
-recorded in ``models/weights/PROVENANCE.md``.
+:func:`sgilo.models.stylegan2.checkpoint.save_generator`, with its Gaussianized-latent statistics)
+and any number of latent score models ``score_<space>.pt`` (``score_z.pt``, ``score_block2.pt``, …;
+:func:`sgilo.models.score.model.save_score_model`). How each was trained, and its validation
+figures, are recorded in ``models/weights/PROVENANCE.md``.
 
 ``resolve_model("brain-t1-128")`` gives the files of a shipped prior; any other string is taken as
 a path to a generator file (then no score models come with it).

@@ -4,7 +4,7 @@ Every operator acts on real images ``x`` of shape ``(B, C, H, W)`` (``C`` is 1 o
 keeps its parameters (mask, filter, sensing matrix, ...) as buffers fixed at construction, and has
 a hand-written adjoint. Buffers are created in ``dtype`` (float32 by default); on every call they
 are cast to the input's dtype, so a float64 input gives a float64 output. Denoising is
-:class:`operators.base.Identity`; measurement noise lives in :mod:`operators.noise`.
+:class:`sgilo.operators.base.Identity`; measurement noise lives in :mod:`sgilo.operators.noise`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from operators.base import LinearOperator, require_finite
+from sgilo.operators.base import LinearOperator, require_finite
 
 ImageShape = tuple[int, int, int]
 

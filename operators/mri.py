@@ -2,7 +2,7 @@
 
 All act on complex images ``x`` of shape ``(B, H, W)`` (``B`` slices) and are differentiable in
 torch. Cartesian k-space stays on the full grid with zeros where nothing was sampled (the fastMRI
-layout); the FFT is :func:`operators.fft.fft2c` (centred, orthonormal).
+layout); the FFT is :func:`sgilo.operators.fft.fft2c` (centred, orthonormal).
 
 - :class:`SingleCoilMRI`:      ``y = M ⊙ F x``,                     y: ``(B, H, W)``
 - :class:`MultiCoilMRI`:       ``y_c = M ⊙ F (S_c ⊙ x)``,          y: ``(B, C, H, W)``
@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import torch
 
-from operators.base import LinearOperator, require_complex, require_finite
-from operators.fft import fft2c, ifft2c
-from operators.sigpy_bridge import apply_sigpy_linop
+from sgilo.operators.base import LinearOperator, require_complex, require_finite
+from sgilo.operators.fft import fft2c, ifft2c
+from sgilo.operators.sigpy_bridge import apply_sigpy_linop
 
 
 def _as_mask(mask: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
@@ -163,7 +163,7 @@ class NonCartesianMRI(LinearOperator):
     (cycles/FOV; the first column indexes H, the second W). ``maps``: complex ``(C, H, W)`` or
     ``(B, C, H, W)``; ``None`` for single-coil (then ``image_shape`` is required).
     Adjoint: ``x = Σ_c conj(S_c) ⊙ N_k^H y_c``. The NUFFT runs in numpy on the CPU (sigpy) and is
-    differentiated through :mod:`operators.sigpy_bridge`.
+    differentiated through :mod:`sgilo.operators.sigpy_bridge`.
     """
 
     complex_input = complex_output = True

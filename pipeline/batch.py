@@ -4,7 +4,7 @@
 unless a *done marker* says an identical run already finished: ``out_dir/.sgilo/done/<key>.json``,
 written atomically only after every output exists, recording each output's SHA-256. The key
 hashes the input's content and name, the options that change the outputs, the model files'
-hashes and :func:`pipeline.provenance.code_version`. A process killed at any moment (SIGKILL
+hashes and :func:`sgilo.pipeline.provenance.code_version`. A process killed at any moment (SIGKILL
 included) leaves either no marker (the input is redone, and its outputs, written atomically by
 the writers, are replaced whole) or a marker whose outputs are complete.
 
@@ -22,11 +22,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from pipeline.io.limits import check_input, input_limits
-from pipeline.io.staging import remove_stale_staging
-from pipeline.io.types import InputError
-from pipeline.markers import MARKER_DIR, read_done, write_done, write_failed
-from pipeline.provenance import code_version, now_iso, sha256_file, sha256_path
+from sgilo.pipeline.io.limits import check_input, input_limits
+from sgilo.pipeline.io.staging import remove_stale_staging
+from sgilo.pipeline.io.types import InputError
+from sgilo.pipeline.markers import MARKER_DIR, read_done, write_done, write_failed
+from sgilo.pipeline.provenance import code_version, now_iso, sha256_file, sha256_path
 
 #: file name endings that are inputs when a folder is expanded (``.nii.gz`` checked first)
 INPUT_SUFFIXES: tuple[str, ...] = (".h5", ".hdf5", ".nii.gz", ".nii", ".dcm")
@@ -40,7 +40,7 @@ _LIMIT_KEYS = frozenset({"max_input_bytes", "max_input_voxels"})
 class BatchOptions(BaseModel):
     """How to reconstruct every input of a batch.
 
-    ``recon`` holds further keyword arguments of :func:`pipeline.reconstruct.reconstruct_file`
+    ``recon`` holds further keyword arguments of :func:`sgilo.pipeline.reconstruct.reconstruct_file`
     (``acceleration``, ``center_fraction``, ``seed``, ``mask_kind``, ``samples``, and any the
     function gains), JSON-able values only. Generative methods load ``model`` (and ``score``) by
     path inside each task, never pickled from the parent. ``workers`` runs tasks on a Dask
@@ -63,7 +63,7 @@ class BatchOptions(BaseModel):
     @field_validator("method")
     @classmethod
     def _known_method(cls, method: str) -> str:
-        from pipeline.reconstruct import METHODS
+        from sgilo.pipeline.reconstruct import METHODS
 
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
@@ -96,7 +96,7 @@ class BatchOptions(BaseModel):
 
     def generative(self) -> bool:
         """Whether the method needs a prior (``model``, or the default shipped prior)."""
-        from pipeline.reconstruct import GENERATIVE
+        from sgilo.pipeline.reconstruct import GENERATIVE
 
         return self.method in GENERATIVE
 
@@ -106,7 +106,7 @@ class BatchOptions(BaseModel):
         or a model that cannot be found (loading it fails with a clear error later)."""
         if not self.generative():
             return []
-        from models.registry import resolve_model
+        from sgilo.models.registry import resolve_model
 
         try:
             files = resolve_model(self.model)
@@ -166,7 +166,7 @@ def newest_mtime(path: Path) -> float:
     """The latest modification time of a file, or of a folder and its visible files."""
     if not path.is_dir():
         return path.stat().st_mtime
-    from pipeline.provenance import visible_files
+    from sgilo.pipeline.provenance import visible_files
 
     return max([path.stat().st_mtime] + [f.stat().st_mtime for f in visible_files(path)])
 
@@ -216,7 +216,7 @@ def load_prior_cached(
     """The prior by name or path (``None``: the default shipped prior), with the score models
     at ``score`` if any, loaded once per process (in the task's process, never pickled);
     ``fingerprint`` (the files' hashes) makes a changed file load again."""
-    from pipeline.reconstruct import load_prior, load_score_models
+    from sgilo.pipeline.reconstruct import load_prior, load_score_models
 
     prior = load_prior(model, device=device)
     if score:
@@ -258,7 +258,7 @@ def process_input(
     Raises :class:`InputError` (one line naming the input) for a bad input, after recording
     it in ``.sgilo/failed/``; other ``OSError``s are left to the caller's retry policy.
     """
-    from pipeline.reconstruct import reconstruct_file
+    from sgilo.pipeline.reconstruct import reconstruct_file
 
     path, out_dir = Path(path), Path(out_dir)
     with input_limits(*options.limits()):
@@ -317,7 +317,7 @@ def pending_inputs(
     now = time.time() if now is None else now
     pending: list[Path] = []
     held: dict[str, str] = {}
-    from pipeline.markers import read_failed
+    from sgilo.pipeline.markers import read_failed
 
     for path in expand_inputs([folder]):
         try:

@@ -1,7 +1,7 @@
 """The demo's steps: simulate acquisitions of MNI validation slices, reconstruct, report.
 
 Each step reads and writes small files under ``<out>/work`` and returns their paths, so the Prefect
-flow in :mod:`flows.demo` passes references, not arrays, between tasks. Multi-coil methods use
+flow in :mod:`sgilo.flows.demo` passes references, not arrays, between tasks. Multi-coil methods use
 ESPIRiT maps estimated from each acquisition's calibration region (as for real data without maps),
 never the simulated true maps.
 """
@@ -16,22 +16,22 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipeline.experiment import (
+from sgilo.pipeline.experiment import (
     DEFAULT_SETTINGS,
     Setting,
     load_acquisition,
     make_operator,
     save_acquisition,
 )
-from pipeline.metrics import evaluate
-from pipeline.report import (
+from sgilo.pipeline.metrics import evaluate
+from sgilo.pipeline.report import (
     MetricRow,
     comparison_figure,
     metrics_json,
     metrics_markdown,
     reconstruction_figure,
 )
-from pipeline.simulate import simulate_acquisition
+from sgilo.pipeline.simulate import simulate_acquisition
 
 
 class DemoConfig(BaseModel):
@@ -92,7 +92,7 @@ class DemoConfig(BaseModel):
 
 def prior_available(config: DemoConfig) -> str | None:
     """``None`` when the demo's prior loads by name/path, else the one-line reason."""
-    from models.registry import resolve_model
+    from sgilo.models.registry import resolve_model
 
     try:
         resolve_model(config.model)
@@ -107,7 +107,7 @@ def _slug(setting: Setting) -> str:
 
 def prepare_slices(config: DemoConfig, work: Path) -> Path:
     """Pick ``num_slices`` evenly spaced MNI validation slices; writes ``slices.npz``."""
-    from pipeline.data.mni import mni_slice_z, mni_slices
+    from sgilo.pipeline.data.mni import mni_slice_z, mni_slices
 
     work.mkdir(parents=True, exist_ok=True)
     slices = mni_slices("validation", size=config.size)
@@ -138,7 +138,7 @@ def write_kspace_file(acq_path: Path, setting: Setting, out: Path) -> Path:
     """The acquisition as a fastMRI-format k-space file ``out/demo_<setting>.h5`` (undersampled
     k-space, its mask, the target as ``reconstruction_rss``; no coil maps: the reconstruction
     estimates ESPIRiT maps as for a real scan)."""
-    from pipeline.io.fastmri import write_kspace
+    from sgilo.pipeline.io.fastmri import write_kspace
 
     acq, _ = load_acquisition(acq_path)
     kspace = acq.kspace if acq.multicoil else acq.kspace[:, 0]
@@ -155,7 +155,7 @@ def write_kspace_file(acq_path: Path, setting: Setting, out: Path) -> Path:
 def reconstruct(acq_path: Path, method: str, work: Path, config: DemoConfig | None = None) -> Path:
     """Run one method on one acquisition; writes the magnitude, timing and (SGILO with K ≥ 2
     chains) the per-pixel std to an npz."""
-    from pipeline.methods import GENERATIVE, load_prior, solve
+    from sgilo.pipeline.methods import GENERATIVE, load_prior, solve
 
     config = config or DemoConfig()
     acq, espirit = load_acquisition(acq_path)

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from operators.base import LinearOperator
-from operators.mri import MultiCoilMRI, SingleCoilMRI
-from pipeline.simulate import Acquisition
+from sgilo.operators.base import LinearOperator
+from sgilo.operators.mri import MultiCoilMRI, SingleCoilMRI
+from sgilo.pipeline.simulate import Acquisition
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ def espirit_operator(acq: Acquisition) -> tuple[torch.Tensor, LinearOperator]:
     acquisition's calibration region — what a real acquisition without maps gets."""
     if not acq.multicoil:
         return make_operator(acq)
-    from pipeline.espirit import estimate_maps
+    from sgilo.pipeline.espirit import estimate_maps
 
     return make_operator(acq, maps=torch.from_numpy(estimate_maps(acq.kspace, acq.mask)))
 
@@ -74,7 +74,7 @@ def save_acquisition(path: Path, acq: Acquisition, *, espirit: bool = True) -> P
     if acq.maps is not None:
         arrays["maps"] = acq.maps
         if espirit:
-            from pipeline.espirit import estimate_maps
+            from sgilo.pipeline.espirit import estimate_maps
 
             arrays["espirit"] = estimate_maps(acq.kspace, acq.mask)
     np.savez(

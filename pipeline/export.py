@@ -1,14 +1,14 @@
 """Export one study's reconstruction in the configured formats, into a staging folder (the caller
-commits all outputs of an input together, see :mod:`pipeline.io.staging`).
+commits all outputs of an input together, see :mod:`sgilo.pipeline.io.staging`).
 
 Outputs for a study whose output stem is ``<stem>``:
 
 - ``h5``: the fastMRI submission file (``reconstruction``, and ``reconstruction_std`` when the
   solver gave a std map), named by the caller (``<input file name>`` for HDF5 inputs);
 - ``nifti``: ``<stem>.nii.gz`` (and ``<stem>_std.nii.gz``), float32, on the study's geometry
-  (:mod:`pipeline.io.geometry`);
+  (:mod:`sgilo.pipeline.io.geometry`);
 - ``dicom``: a derived MR series in ``<stem>_dicom/`` (and ``<stem>_std_dicom/``)
-  (:func:`pipeline.io.dicom.write_dicom_series`);
+  (:func:`sgilo.pipeline.io.dicom.write_dicom_series`);
 - ``png``: ``<stem>.png``, the middle slice: reconstruction, zero-filled, reference and its
   error, std (those that exist).
 """
@@ -21,16 +21,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from operators.fft import ifft2c
-from pipeline.io.dicom import DicomSeries, write_dicom_series
-from pipeline.io.fastmri import write_reconstruction
-from pipeline.io.geometry import series_like, volume_like
-from pipeline.io.nifti import ImageVolume, write_nifti
-from pipeline.io.staging import StagedOutputs
-from pipeline.io.types import KSpaceStudy
+from sgilo.operators.fft import ifft2c
+from sgilo.pipeline.io.dicom import DicomSeries, write_dicom_series
+from sgilo.pipeline.io.fastmri import write_reconstruction
+from sgilo.pipeline.io.geometry import series_like, volume_like
+from sgilo.pipeline.io.nifti import ImageVolume, write_nifti
+from sgilo.pipeline.io.staging import StagedOutputs
+from sgilo.pipeline.io.types import KSpaceStudy
 
-if TYPE_CHECKING:  # pipeline.reconstruct imports this module
-    from pipeline.reconstruct import StudyReconstruction
+if TYPE_CHECKING:  # sgilo.pipeline.reconstruct imports this module
+    from sgilo.pipeline.reconstruct import StudyReconstruction
 
 OUTPUT_FORMATS = ("h5", "nifti", "dicom", "png")
 
@@ -116,7 +116,7 @@ def export_study(
 def _figure(
     stage: StagedOutputs, study: KSpaceStudy, recon: StudyReconstruction, name: str, title: str
 ) -> None:
-    from pipeline.report import reconstruction_figure
+    from sgilo.pipeline.report import reconstruction_figure
 
     k = recon.magnitude.shape[0] // 2
     panels = {f"{recon.method}": recon.magnitude[k]}

@@ -4,8 +4,8 @@ and nothing half-written left behind.
 :func:`run_interruptibly` runs a command with handlers for SIGTERM and SIGINT that raise
 :class:`Interrupted` in the main thread. It derives from ``KeyboardInterrupt`` (a
 ``BaseException``), so ``except Exception`` blocks let it pass while every ``with`` and
-``finally`` on the way up runs: staging folders are removed (:mod:`pipeline.io.staging`), locks
-released, worker clusters shut down, and a workflow engine marks its run as crashed. From the
+``finally`` on the way up runs: staging folders are removed (:mod:`sgilo.pipeline.io.staging`),
+locks released, worker clusters shut down, and a workflow engine marks its run as crashed. From the
 first signal on, the process's stderr goes to ``/dev/null`` (shutdown logs and tracebacks of
 libraries are not shown); the command then ends with one line on the original stderr::
 

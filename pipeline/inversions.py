@@ -2,20 +2,21 @@
 
 The SGILO paper trained its latent score models on latents obtained by inverting real training
 images with ILO, and found them better than models trained on latents of GAN samples (the cheap
-"syn" prior of :func:`models.score.sources.gan_latent_source`). :func:`invert_images` produces
+"syn" prior of :func:`sgilo.models.score.sources.gan_latent_source`). :func:`invert_images` produces
 those latents; :func:`save_inversions` / :func:`load_inversions` keep them in a torch file that
-``sgilo train-score --latents FILE`` reads (via :class:`models.score.sources.TensorSource`).
+``sgilo train-score --latents FILE`` reads (via :class:`sgilo.models.score.sources.TensorSource`).
 
 The fit of one image ``x`` (``(R, R)`` in [0, 1], or RGB ``(3, R, R)``) is a denoising problem
-with the identity as forward model, solved by ILO's rounds (:func:`pipeline.solvers.ilo.run_rounds`
-with ILO's after-step hook: sphere projections and ℓ1 balls of radius ``radius_fraction`` around
-each round's start, ILO's learning-rate schedule and early stop):
+with the identity as forward model, solved by ILO's rounds
+(:func:`sgilo.pipeline.solvers.ilo.run_rounds` with ILO's after-step hook: sphere projections and
+ℓ1 balls of radius ``radius_fraction`` around each round's start, ILO's learning-rate schedule and
+early stop):
 
 - 1- and 2-channel (MRI) priors: the fully sampled single-coil operator (a mask of ones) on the
   generator's grid, ``y = F x``, with no phase (``phase="none"``), no scale normalisation (the
   images already have the generator's [0, 1] convention ``(G + 1)/2``), no gain and no data
   consistency. A 2-channel prior fits ``G₀ + i G₁`` to the real image.
-- 3-channel priors: the real identity on ``(3, R, R)`` (:class:`operators.base.Identity`).
+- 3-channel priors: the real identity on ``(3, R, R)`` (:class:`sgilo.operators.base.Identity`).
 
 Which round, which state: ILO's round ``j`` optimises ``h_{j−1}``, the output of block ``j − 1``
 (round 0 the latent ``z``). For ``space = k`` the rounds ``0 … k + 1`` run, and the result is the
@@ -26,10 +27,10 @@ The kept iterate is the LAST one of the last round (``keep_last``), since the re
 must be the state the optimiser ended in (with ILO's cosine ramp-down it is also within noise of
 the lowest-loss one).
 
-The representation mirrors the existing score models (:class:`models.score.sources.
+The representation mirrors the existing score models (:class:`sgilo.models.score.sources.
 GANLatentSource`): the features ``(N, C_k, r, r)`` (the shipped models), or with
 ``include_skip=True`` the skip image appended as ``C_img`` extra channels ``(N, C_k + C_img, r, r)``
-— the two shapes :func:`pipeline.solvers.sgilo.check_score_models` accepts.
+— the two shapes :func:`sgilo.pipeline.solvers.sgilo.check_score_models` accepts.
 """
 
 from __future__ import annotations
@@ -42,13 +43,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.stylegan2.checkpoint import gaussianized_to_w
-from models.stylegan2.generator import Generator, SynthesisState
-from models.torch_io import atomic_torch_save, first_line, safe_torch_load
-from operators.base import Identity
-from operators.mri import SingleCoilMRI
-from pipeline.solvers.base import Progress
-from pipeline.solvers.ilo import (
+from sgilo.models.stylegan2.checkpoint import gaussianized_to_w
+from sgilo.models.stylegan2.generator import Generator, SynthesisState
+from sgilo.models.torch_io import atomic_torch_save, first_line, safe_torch_load
+from sgilo.operators.base import Identity
+from sgilo.operators.mri import SingleCoilMRI
+from sgilo.pipeline.solvers.base import Progress
+from sgilo.pipeline.solvers.ilo import (
     EarlyStop,
     ILOConfig,
     Round,
@@ -57,8 +58,8 @@ from pipeline.solvers.ilo import (
     round_learning_rate,
     run_rounds,
 )
-from pipeline.solvers.latent_common import check_inputs, frozen, prepare_problem
-from pipeline.solvers.radius import resolve_radius_fraction
+from sgilo.pipeline.solvers.latent_common import check_inputs, frozen, prepare_problem
+from sgilo.pipeline.solvers.radius import resolve_radius_fraction
 
 #: default Adam steps per round (rounds 0 … k + 1 use the first k + 2 entries): ILO's schedule
 #: for easy tasks (ALGORITHMS.md §3), extended; ILO's early stop usually ends rounds sooner
@@ -197,7 +198,7 @@ def invert_images(
 
     images: float32 ``(N, R, R)`` in [0, 1] (1- and 2-channel priors; ``(N, 1, R, R)`` is taken
     too) or ``(N, 3, R, R)`` (RGB priors), on the generator's grid ``R``. prior: a
-    :class:`pipeline.methods.Prior` (its ``generator`` and ``stats()``). steps: Adam steps per
+    :class:`sgilo.pipeline.methods.Prior` (its ``generator`` and ``stats()``). steps: Adam steps per
     round, at least :func:`inversion_rounds` entries (default :data:`DEFAULT_STEPS`); the other
     ILO parameters come from ``config`` (default :class:`ILOConfig`; its ``steps`` and MRI options
     are not used). The initial latents ``z ~ N(0, I)`` ``(N, n_latent, D)`` are drawn up front

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pipeline.provenance import now_iso, sha256_path, visible_files, write_json_atomic
+from sgilo.pipeline.provenance import now_iso, sha256_path, visible_files, write_json_atomic
 
 MARKER_DIR = ".sgilo"
 

@@ -1,11 +1,11 @@
 """The reconstruction methods by name, and the generative prior they use.
 
 ``solve(y, op, method, prior=..., samples=K)`` runs one of :data:`METHODS` on a batch of slices:
-the classical ones (:mod:`pipeline.solvers.classical`) or the generative ones (CSGM, ILO, SGILO)
-with a :class:`Prior` — a generator, its Gaussianized-latent statistics and, for SGILO, latent
-score models. ``solver_options`` override the method's defaults (the classical solvers' keyword
-arguments, or fields of ``CSGMConfig`` / ``ILOConfig`` / ``SGILOConfig``); the generative methods
-use as many rounds as the generator has blocks unless told otherwise.
+the classical ones (:mod:`sgilo.pipeline.solvers.classical`) or the generative ones (CSGM, ILO,
+SGILO) with a :class:`Prior` — a generator, its Gaussianized-latent statistics and, for SGILO,
+latent score models. ``solver_options`` override the method's defaults (the classical solvers'
+keyword arguments, or fields of ``CSGMConfig`` / ``ILOConfig`` / ``SGILOConfig``); the generative
+methods use as many rounds as the generator has blocks unless told otherwise.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from pathlib import Path
 
 import torch
 
-from operators.base import LinearOperator
-from pipeline.solvers.base import Progress, ReconResult
-from pipeline.solvers.classical import CLASSICAL
+from sgilo.operators.base import LinearOperator
+from sgilo.pipeline.solvers.base import Progress, ReconResult
+from sgilo.pipeline.solvers.classical import CLASSICAL
 
 #: methods that need a generative prior (``--model``)
 GENERATIVE: tuple[str, ...] = ("csgm", "ilo", "sgilo")
@@ -36,7 +36,7 @@ class Prior:
 
     def stats(self) -> object:
         if self.latent_stats is None:
-            from models.stylegan2.checkpoint import fit_latent_stats
+            from sgilo.models.stylegan2.checkpoint import fit_latent_stats
 
             rng = torch.Generator().manual_seed(0)
             self.latent_stats = fit_latent_stats(self.generator, n=100_000, generator_rng=rng)
@@ -48,8 +48,8 @@ def load_prior(model: str | Path | None, device: str = "cpu") -> Prior:
     its score models), a generator file by path (sgilo's format or the rosinality StyleGAN-2
     format), or the default shipped prior for ``None``. Raises ``ValueError`` with one line naming
     the file."""
-    from models.registry import resolve_model
-    from models.stylegan2.checkpoint import load_generator
+    from sgilo.models.registry import resolve_model
+    from sgilo.models.stylegan2.checkpoint import load_generator
 
     files = resolve_model(model)
     generator, info = load_generator(files.generator, device=device)
@@ -62,7 +62,7 @@ def load_prior(model: str | Path | None, device: str = "cpu") -> Prior:
 def load_score_models(paths: list[str | Path], device: str = "cpu") -> dict:
     """Score models keyed by the latent space each was trained on ("z" or "block<k>");
     raises ``ValueError`` with one line naming the file."""
-    from models.score.model import load_score_model
+    from sgilo.models.score.model import load_score_model
 
     models = {}
     for p in paths:
@@ -80,7 +80,7 @@ def _on_prior_device(
 ) -> tuple[torch.Tensor, LinearOperator]:
     """``y`` and ``op`` moved to the generator's device (``--device cuda``); the solvers draw
     their random numbers on the CPU, so results do not depend on the device's generator."""
-    from operators.mri import NonCartesianMRI
+    from sgilo.operators.mri import NonCartesianMRI
 
     device = next(prior.generator.parameters()).device
     if device == y.device:
@@ -112,12 +112,12 @@ def solve(
     if method in GENERATIVE:
         y, op = _on_prior_device(y, op, prior)
     if method == "csgm":
-        from pipeline.solvers.csgm import CSGMConfig, csgm
+        from sgilo.pipeline.solvers.csgm import CSGMConfig, csgm
 
         config = CSGMConfig(**options)
         return csgm(y, op, generator=prior.generator, config=config, rng=rng, callback=callback)
     if method == "ilo":
-        from pipeline.solvers.ilo import ILOConfig, ilo
+        from sgilo.pipeline.solvers.ilo import ILOConfig, ilo
 
         options.setdefault("steps", ILOConfig().steps[: prior.generator.num_blocks])
         return ilo(
@@ -130,7 +130,7 @@ def solve(
             callback=callback,
         )
     if method == "sgilo":
-        from pipeline.solvers.sgilo import SGILOConfig, sgilo
+        from sgilo.pipeline.solvers.sgilo import SGILOConfig, sgilo
 
         options.setdefault("steps", SGILOConfig().steps[: prior.generator.num_blocks])
         return sgilo(

@@ -219,9 +219,9 @@ def write_json_atomic(path: str | os.PathLike[str], data: Any) -> Path:
 
 def write_run_json(out_dir: str | os.PathLike[str], record: Mapping[str, Any]) -> Path:
     """Write ``out_dir/run.json`` atomically, staged like the outputs
-    (:mod:`pipeline.io.staging`): a kill while it is written leaves a staging folder that the
+    (:mod:`sgilo.pipeline.io.staging`): a kill while it is written leaves a staging folder that the
     next run into ``out_dir`` removes, never a temporary file. Returns its path."""
-    from pipeline.io.staging import StagedOutputs
+    from sgilo.pipeline.io.staging import StagedOutputs
 
     with StagedOutputs(out_dir, label="run.json") as stage:
         write_json_atomic(stage.path("run.json"), dict(record))

@@ -4,8 +4,8 @@
 ``M ⊙ F``; multi-coil SENSE with the file's coil maps, or ESPIRiT maps estimated from the
 calibration region when the file has none), runs the solver on all slices at once, and returns the
 magnitude ``(slices, H, W)`` on the k-space grid. ``reconstruct_file`` adds reading any
-accepted input (:mod:`pipeline.io.ingest`), retrospective undersampling and the all-or-nothing
-export (:mod:`pipeline.export`).
+accepted input (:mod:`sgilo.pipeline.io.ingest`), retrospective undersampling and the all-or-nothing
+export (:mod:`sgilo.pipeline.export`).
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from operators.base import LinearOperator
-from operators.mri import MultiCoilMRI, SingleCoilMRI
-from pipeline.io.types import InputError, KSpaceStudy
-from pipeline.methods import (  # noqa: F401  (re-exported: the public names of this module)
+from sgilo.operators.base import LinearOperator
+from sgilo.operators.mri import MultiCoilMRI, SingleCoilMRI
+from sgilo.pipeline.io.types import InputError, KSpaceStudy
+from sgilo.pipeline.methods import (  # noqa: F401  (re-exported: the public names of this module)
     GENERATIVE,
     METHODS,
     Prior,
@@ -30,7 +30,7 @@ from pipeline.methods import (  # noqa: F401  (re-exported: the public names of 
     load_score_models,
     solve,
 )
-from pipeline.solvers.base import Progress
+from sgilo.pipeline.solvers.base import Progress
 
 
 @dataclass
@@ -58,7 +58,7 @@ def study_operator(
     if study.maps is not None:
         maps, source = torch.from_numpy(study.maps), "file"
     elif need_maps:
-        from pipeline.espirit import estimate_maps
+        from sgilo.pipeline.espirit import estimate_maps
 
         try:
             mask_np = study.mask if study.mask is not None else study.sampling_mask()
@@ -104,7 +104,7 @@ def reconstruct_study(
     params = {**result.params, "maps": maps_source}
     metrics = None
     if study.target is not None and study.target.shape == magnitude.shape:
-        from pipeline.metrics import evaluate
+        from sgilo.pipeline.metrics import evaluate
 
         metrics = evaluate(study.target, magnitude)
     std = getattr(result, "std", None)
@@ -159,18 +159,18 @@ def reconstruct_file(
     claimed: dict[str, str] | None = None,
 ) -> FileResult:
     """Read an input (fastMRI or ISMRMRD HDF5, DICOM file or folder, NIfTI; see
-    :func:`pipeline.io.ingest.read_input`), undersample it if asked, reconstruct every study in
-    it, and write the outputs into ``out_dir``.
+    :func:`sgilo.pipeline.io.ingest.read_input`), undersample it if asked, reconstruct every study
+    in it, and write the outputs into ``out_dir``.
 
-    ``formats`` (from :data:`pipeline.export.OUTPUT_FORMATS`): ``None`` writes ``h5`` plus the
+    ``formats`` (from :data:`sgilo.pipeline.export.OUTPUT_FORMATS`): ``None`` writes ``h5`` plus the
     input's own image format (NIfTI or DICOM) for image inputs. HDF5 inputs always get
     ``out_dir/<input file name>`` (the fastMRI submission file); other inputs get
     ``out_dir/<stem>.h5`` when ``h5`` is asked for, ``<stem>`` being the study name made safe
-    (:func:`pipeline.io.dicom.safe_file_stem`; a DICOM folder with several series has one
+    (:func:`sgilo.pipeline.io.dicom.safe_file_stem`; a DICOM folder with several series has one
     study, and one set of outputs, per series). ``anonymize`` applies to DICOM outputs.
 
     ``max_input_bytes`` / ``max_input_voxels`` override the input limits
-    (:mod:`pipeline.io.limits`; ``None``: the environment's or the defaults); the input is
+    (:mod:`sgilo.pipeline.io.limits`; ``None``: the environment's or the defaults); the input is
     checked against them before anything is read. ``claimed`` maps the output stems
     (lower-cased) already written in this call to the input that wrote them: a study whose
     outputs would overwrite another input's is refused before it is reconstructed, and the
@@ -179,11 +179,11 @@ def reconstruct_file(
     All outputs of the input are staged and committed together: on any error nothing is
     written. Raises :class:`InputError` (one line, naming the file) for a bad input.
     """
-    from pipeline.export import default_formats, export_study
-    from pipeline.io.dicom import safe_file_stem
-    from pipeline.io.ingest import detect_format, read_input
-    from pipeline.io.limits import input_limits, shown_name
-    from pipeline.io.staging import StagedOutputs
+    from sgilo.pipeline.export import default_formats, export_study
+    from sgilo.pipeline.io.dicom import safe_file_stem
+    from sgilo.pipeline.io.ingest import detect_format, read_input
+    from sgilo.pipeline.io.limits import input_limits, shown_name
+    from sgilo.pipeline.io.staging import StagedOutputs
 
     path = Path(path)
     out_dir = Path(out_dir)
@@ -288,7 +288,7 @@ def output_stem(path: str | Path) -> str:
     series folder (a folder of several series adds ``_s<N>`` to it), made file-name safe. Two
     inputs of one call with equal stems (compared case-insensitively) would write the same
     outputs."""
-    from pipeline.io.dicom import safe_file_stem
+    from sgilo.pipeline.io.dicom import safe_file_stem
 
     name = Path(path).name
     lowered = name.lower()
@@ -306,7 +306,7 @@ def output_clashes(paths: list[Path]) -> dict[int, str]:
     """For each input whose :func:`output_stem` an earlier input of ``paths`` has: its index →
     a one-line reason naming both. The first input with a stem keeps it; later ones are refused
     (deterministic: by position in the call)."""
-    from pipeline.io.limits import shown_name
+    from sgilo.pipeline.io.limits import shown_name
 
     first: dict[str, int] = {}
     clashes: dict[int, str] = {}

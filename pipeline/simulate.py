@@ -22,9 +22,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from operators.fft import fft2c
-from operators.masks import Seed, column_mask
-from operators.noise import ComplexGaussianNoise, sigma_for_snr
+from sgilo.operators.fft import fft2c
+from sgilo.operators.masks import Seed, column_mask
+from sgilo.operators.noise import ComplexGaussianNoise, sigma_for_snr
 
 
 def _check_magnitude(images: np.ndarray) -> np.ndarray:

@@ -4,7 +4,7 @@
 in [0, 1] and a JSON-able summary (``channels=3``: RGB ``(N, 3, size, size)``, see "RGB" below).
 A source is
 
-- ``"mni-train"``: the bundled MNI152 training slices (:func:`pipeline.data.mni.mni_slices`);
+- ``"mni-train"``: the bundled MNI152 training slices (:func:`sgilo.pipeline.data.mni.mni_slices`);
   the validation slices are never offered;
 - a folder (searched recursively, hidden files ignored, sorted) or a single file, holding
   - PNG/JPEG (``.png``, ``.jpg``, ``.jpeg``; via ``skimage.io``; colour → grey with
@@ -12,17 +12,17 @@ A source is
   - NIfTI (``.nii``, ``.nii.gz``; via nibabel): each 3-D volume (every volume of a 4-D file) is
     reoriented to RAS+ (``nibabel.as_closest_canonical``), and every axial slice with more than
     5 % non-zero pixels (``mni.BRAIN_FRACTION``) is taken in the MNI display orientation
-    (:func:`pipeline.data.mni.axial_display_slice`), resampled to square pixels when the
+    (:func:`sgilo.pipeline.data.mni.axial_display_slice`), resampled to square pixels when the
     in-plane voxel sizes differ;
   - DICOM (``.dcm``, or any other file pydicom recognises): single-frame pixels with
-    RescaleSlope/Intercept applied (:func:`pipeline.data.dicom_examples.dicom_pixels`); in-plane
-    pixels are taken as square;
+    RescaleSlope/Intercept applied (:func:`sgilo.pipeline.data.dicom_examples.dicom_pixels`);
+    in-plane pixels are taken as square;
   - NumPy arrays (``.npy``, real, no pickles): ``(H, W)`` is one image, ``(N, H, W)`` is N
     images (e.g. a stack exported from another pipeline, or ``mni-train`` itself written with
     ``np.save`` for a machine without nilearn).
 
 Every image, whatever its source, goes through the same steps: NaN → 0; zero-padded to a centred
-square (:func:`pipeline.data.mni.pad_to_square`); resized to ``size``×``size``
+square (:func:`sgilo.pipeline.data.mni.pad_to_square`); resized to ``size``×``size``
 (``skimage.transform.resize``, ``anti_aliasing=True``); divided by its own 99.5th percentile (over
 all pixels; the maximum when that percentile is 0) and clipped to [0, 1] — so negative values
 become 0 (magnitude images are expected). The MNI slices come from ``mni_slices`` already padded,
@@ -33,8 +33,8 @@ so all sources share one intensity convention. An all-zero image is skipped.
 RGB (``channels=3``, for a natural-image prior; the steps above are the ``channels=1`` rule):
 
 - ``"natural-train"``: ``natural_train_count(size)`` patches of the training photographs,
-  :func:`pipeline.data.natural.natural_train_patches` with seed 0 (the validation photographs are
-  never offered). At most ``NATURAL_TRAIN_PATCHES`` (6000) patches, fewer when they would exceed
+  :func:`sgilo.pipeline.data.natural.natural_train_patches` with seed 0 (the validation photographs
+  are never offered). At most ``NATURAL_TRAIN_PATCHES`` (6000) patches, fewer when they would exceed
   ``NATURAL_TRAIN_MAX_BYTES`` (300 MiB of float32: 6000 at 64², 1600 at 128²). With
   ``channels=1`` it is refused (ValueError): it is an RGB source, not a grey one.
 - PNG/JPEG in a folder keep their colour: RGB as is, grey replicated to 3 channels, alpha
@@ -60,8 +60,8 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.data import mni
-from pipeline.data.dicom_examples import dicom_pixels
+from sgilo.pipeline.data import mni
+from sgilo.pipeline.data.dicom_examples import dicom_pixels
 
 MNI_TRAIN = "mni-train"
 NATURAL_TRAIN = "natural-train"
@@ -329,7 +329,7 @@ def load_training_images(
                     f"{source}: RGB natural-image patches need channels=3 (--channels 3); "
                     "a grey prior trains on 'mni-train' or folders"
                 )
-            from pipeline.data.natural import natural_train_patches
+            from sgilo.pipeline.data.natural import natural_train_patches
 
             patches = natural_train_patches(int(size), natural_train_count(int(size)), 0)
             summary = {"images": len(patches), "files": 0, "skipped": 0, "files_by_type": {}}

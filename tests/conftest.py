@@ -5,7 +5,7 @@ FFTs much slower (measured up to 30× when the machine is busy), so the whole su
 single-threaded.
 """
 
-from pipeline.runtime import configure_environment
+from sgilo.pipeline.runtime import configure_environment
 
 configure_environment()
 

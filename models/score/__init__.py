@@ -1,20 +1,21 @@
 """Score models on StyleGAN-2 latents for SGILO: VP-SDE, ε-networks, the model, training, data.
 
-- :mod:`models.score.sde` — the VP-SDE (β(t) = 0.1 + 19.9·t), its kernel and ε ↔ score.
-- :mod:`models.score.network` — MLPScoreNet (z-like (B, n, D)) and ConvScoreNet ((B, C, r, r)).
-- :mod:`models.score.model` — ScoreModel (eps/score/denoise/sgilo_step/sample in original
+- :mod:`sgilo.models.score.sde` — the VP-SDE (β(t) = 0.1 + 19.9·t), its kernel and ε ↔ score.
+- :mod:`sgilo.models.score.network` — MLPScoreNet (z-like (B, n, D)) and ConvScoreNet ((B, C, r,
+  r)).
+- :mod:`sgilo.models.score.model` — ScoreModel (eps/score/denoise/sgilo_step/sample in original
   coordinates, normalization buffers) and its checkpoint format.
-- :mod:`models.score.train` — denoising score matching, resumable bit for bit.
-- :mod:`models.score.sources` — training data: GAN latents (z or block outputs) or a tensor.
+- :mod:`sgilo.models.score.train` — denoising score matching, resumable bit for bit.
+- :mod:`sgilo.models.score.sources` — training data: GAN latents (z or block outputs) or a tensor.
 """
 
-from models.score.model import (
+from sgilo.models.score.model import (
     ScoreCheckpointError,
     ScoreModel,
     load_score_model,
     save_score_model,
 )
-from models.score.network import (
+from sgilo.models.score.network import (
     ConvScoreNet,
     ConvScoreNetConfig,
     MLPScoreNet,
@@ -23,15 +24,15 @@ from models.score.network import (
     default_network_config,
     network_config_from_dict,
 )
-from models.score.sde import VPSDE
-from models.score.sources import (
+from sgilo.models.score.sde import VPSDE
+from sgilo.models.score.sources import (
     GANLatentSource,
     TensorSource,
     gan_latent_source,
     split_block_tensor,
     tensor_source,
 )
-from models.score.train import ScoreTrainConfig, estimate_normalization, train_score
+from sgilo.models.score.train import ScoreTrainConfig, estimate_normalization, train_score
 
 __all__ = [
     "VPSDE",

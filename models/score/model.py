@@ -44,14 +44,14 @@ import torch
 from pydantic import ValidationError
 from torch import Tensor, nn
 
-from models.score.network import (
+from sgilo.models.score.network import (
     ConvScoreNetConfig,
     MLPScoreNetConfig,
     build_network,
     network_config_from_dict,
 )
-from models.score.sde import VPSDE, TimeLike, expand_time, randn_like_from, time_tensor
-from models.torch_io import atomic_torch_save, first_line, safe_torch_load
+from sgilo.models.score.sde import VPSDE, TimeLike, expand_time, randn_like_from, time_tensor
+from sgilo.models.torch_io import atomic_torch_save, first_line, safe_torch_load
 
 FORMAT = "sgilo-score"
 FORMAT_VERSION = 1

@@ -1,15 +1,16 @@
 """Small ε-prediction networks ε̂(x_t, t) for SGILO's latent score models (CPU-sized, ≲ 2 M params).
 
 Both take the *normalized* noisy latent x_t and the diffusion time t (B,) and return ε̂ shaped
-like x_t (see :mod:`models.score.sde`: score = −ε̂/s(t)). Time conditioning: sinusoidal features
-of log t (t ∈ [1e-3, 1] ↦ log t ∈ [−6.9, 0]; log t spreads the small times, where the noise level
-changes fastest), a 2-layer MLP, then a per-block FiLM (scale, shift) of the normalized activations.
-Every residual branch and the output layer start at zero, so an untrained network predicts ε̂ = 0
-and each block starts as the identity. (:class:`~models.score.model.ScoreModel` adds the
-standard-Gaussian solution s(t)·x_t to this output by default, so the network learns only the
-deviation from N(0, I).) Measured on 6-d Gaussian data (300 steps, see tests/models/
-test_score.py), a final norm before the read-out helps: relative score error at t = 0.05 of 0.11
-with it, 0.44 without (no Gaussian skip); 0.04 vs 0.09 with the skip.
+like x_t (see :mod:`sgilo.models.score.sde`: score = −ε̂/s(t)). Time conditioning: sinusoidal
+features of log t (t ∈ [1e-3, 1] ↦ log t ∈ [−6.9, 0]; log t spreads the small times, where the
+noise level changes fastest), a 2-layer MLP, then a per-block FiLM (scale, shift) of the normalized
+activations. Every residual branch and the output layer start at zero, so an untrained network
+predicts ε̂ = 0 and each block starts as the identity.
+(:class:`~sgilo.models.score.model.ScoreModel` adds the standard-Gaussian solution s(t)·x_t to this
+output by default, so the network learns only the deviation from N(0, I).) Measured on 6-d
+Gaussian data (300 steps, see tests/models/test_score.py), a final norm before the read-out
+helps: relative score error at t = 0.05 of 0.11 with it, 0.44 without (no Gaussian skip);
+0.04 vs 0.09 with the skip.
 
 - :class:`MLPScoreNet` — sequences of vectors (B, n_rows, dim), e.g. ILO's z (B, n_latent, 512).
   Per-row design with a learned row embedding: a shared per-row residual MLP (channel mixing) and,

@@ -1,6 +1,7 @@
 """The variance-preserving SDE of SGILO's score models (Song et al. 2021, "VP-SDE").
 
-Forward process on data x_0 (here always the *normalized* latent, see :mod:`models.score.model`):
+Forward process on data x_0 (here always the *normalized* latent, see
+:mod:`sgilo.models.score.model`):
 
     dx = −½ β(t) x dt + √β(t) dW,        β(t) = β_min + (β_max − β_min)·t,   t ∈ [t_min, 1]
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from models.score.model import ScoreModel
-from models.stylegan2.generator import Generator, SynthesisState
+from sgilo.models.score.model import ScoreModel
+from sgilo.models.stylegan2.generator import Generator, SynthesisState
 
 
 @torch.no_grad()

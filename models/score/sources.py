@@ -1,6 +1,6 @@
 """Training data for score models: callables ``source(n, generator) -> (n, *shape)`` tensors.
 
-A source must be a pure function of (n, the generator's state): :func:`models.score.train.
+A source must be a pure function of (n, the generator's state): :func:`sgilo.models.score.train.
 train_score` resumes bit for bit by restoring the generator. Two kinds:
 
 - :func:`tensor_source` — draws rows (with replacement) from a given tensor of latents, e.g. ILO
@@ -30,8 +30,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from models.stylegan2.checkpoint import LatentStats, gaussianized_to_w
-from models.stylegan2.generator import Generator, SynthesisState, noise_resolution
+from sgilo.models.stylegan2.checkpoint import LatentStats, gaussianized_to_w
+from sgilo.models.stylegan2.generator import Generator, SynthesisState, noise_resolution
 
 
 def _randn(shape: tuple[int, ...], generator: torch.Generator, device: torch.device) -> Tensor:

@@ -11,7 +11,7 @@ already taken), gradient-norm clipping, and an EMA of the weights (decay min(ema
 at update n; the saved model uses the EMA weights when ``ema_decay`` > 0).
 
 Normalization constants are estimated once, before step 0: from the whole dataset when the
-source is a tensor (or a :class:`~models.score.sources.TensorSource`), else from
+source is a tensor (or a :class:`~sgilo.models.score.sources.TensorSource`), else from
 ``normalization_samples`` draws with a generator seeded by ``seed + 1`` (independent of the
 training stream). They live in the model (buffers) and in the training state.
 
@@ -20,7 +20,7 @@ Files in ``out_dir`` (written atomically: temporary file + os.replace):
 - ``train_state.pt``: config (plain dict), step, network / EMA / optimizer states, shift/scale,
   the two RNG states (data stream and t/ε stream, as uint8 tensors), the running-loss window;
   written every ``checkpoint_every`` steps and at the end.
-- ``score_model.pt``: the EMA model (:func:`~models.score.model.save_score_model`, extra holds
+- ``score_model.pt``: the EMA model (:func:`~sgilo.models.score.model.save_score_model`, extra holds
   the training config and step), written with every state.
 - ``log.jsonl``: one JSON record per ``log_every`` steps: step, loss (mean over the window), lr,
   elapsed_s. On resume, records after the resumed step are dropped.
@@ -45,7 +45,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from torch import Tensor
 
-from models.score.model import (
+from sgilo.models.score.model import (
     ScoreCheckpointError,
     ScoreModel,
     check_state_dict,
@@ -53,10 +53,10 @@ from models.score.model import (
     read_checkpoint,
     save_score_model,
 )
-from models.score.network import NetworkConfig, build_network
-from models.score.sde import VPSDE
-from models.score.sources import TensorSource
-from models.torch_io import atomic_torch_save
+from sgilo.models.score.network import NetworkConfig, build_network
+from sgilo.models.score.sde import VPSDE
+from sgilo.models.score.sources import TensorSource
+from sgilo.models.torch_io import atomic_torch_save
 
 Source = Callable[[int, torch.Generator], Tensor]
 STATE_FORMAT = "sgilo-score-train"

@@ -1,10 +1,10 @@
 """StyleGAN-2 in pure PyTorch: generator with a splittable synthesis, discriminator, checkpoints.
 
-See :mod:`models.stylegan2.generator` for the block / w+ row / noise indexing and the checkpoint
-key layout, and :mod:`models.stylegan2.checkpoint` for the file format.
+See :mod:`sgilo.models.stylegan2.generator` for the block / w+ row / noise indexing and the
+checkpoint key layout, and :mod:`sgilo.models.stylegan2.checkpoint` for the file format.
 """
 
-from models.stylegan2.checkpoint import (
+from sgilo.models.stylegan2.checkpoint import (
     CheckpointError,
     CheckpointInfo,
     LatentStats,
@@ -14,8 +14,8 @@ from models.stylegan2.checkpoint import (
     load_generator,
     save_generator,
 )
-from models.stylegan2.discriminator import Discriminator, DiscriminatorConfig
-from models.stylegan2.generator import Generator, GeneratorConfig, SynthesisState
+from sgilo.models.stylegan2.discriminator import Discriminator, DiscriminatorConfig
+from sgilo.models.stylegan2.generator import Generator, GeneratorConfig, SynthesisState
 
 __all__ = [
     "CheckpointError",

@@ -28,9 +28,10 @@ For 2-channel (real, imaginary) training, :func:`phase_augment` then turns a mag
 random complex field whose Fourier coefficients are non-zero only for |k_y|, |k_x| ≤
 ``phase_max_freq`` cycles per field of view (default 3), scaled so that max|φ| = a with
 a ~ U[0, ``phase_amplitude``] per sample (default π)), and returns the channels (real, imaginary) —
-the channel order of ``operators.complex_layout``. The magnitude is preserved exactly up to
+the channel order of ``sgilo.operators.complex_layout``. The magnitude is preserved exactly up to
 float32 rounding. This is the "phase augmentation" recipe for training a complex-valued MRI prior
-from magnitude-only images (Luo et al.); the phase model matches ``pipeline.simulate.smooth_phase``.
+from magnitude-only images (Luo et al.); the phase model matches
+``sgilo.pipeline.simulate.smooth_phase``.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 File format (a torch file holding a dict; always read with ``weights_only=True``):
 
 - ``g_ema``: the generator's state_dict, in the rosinality/stylegan2-pytorch layout
-  (see :mod:`models.stylegan2.generator`);
+  (see :mod:`sgilo.models.stylegan2.generator`);
 - ``latent_avg``: (D,) mean of mapping(z) (for truncation);
 - ``config``: ``GeneratorConfig.model_dump()`` (plain JSON-able values) — sgilo files only;
 - ``latent_stats``: ``{"mu": (D,), "sigma": (D,)}`` or absent — sgilo files only;
@@ -31,8 +31,8 @@ import torch.nn.functional as F
 from pydantic import ValidationError
 from torch import Tensor
 
-from models.stylegan2.generator import Generator, GeneratorConfig
-from models.torch_io import atomic_torch_save, first_line, safe_torch_load
+from sgilo.models.stylegan2.generator import Generator, GeneratorConfig
+from sgilo.models.torch_io import atomic_torch_save, first_line, safe_torch_load
 
 FORMAT = "sgilo-stylegan2"
 FORMAT_VERSION = 1

@@ -18,8 +18,14 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import Tensor, nn
 
-from models.stylegan2.generator import MAX_RESOLUTION, MIN_RESOLUTION, GeneratorConfig
-from models.stylegan2.layers import BLUR_KERNEL, Blur, EqualConv2d, EqualLinear, FusedLeakyReLU
+from sgilo.models.stylegan2.generator import MAX_RESOLUTION, MIN_RESOLUTION, GeneratorConfig
+from sgilo.models.stylegan2.layers import (
+    BLUR_KERNEL,
+    Blur,
+    EqualConv2d,
+    EqualLinear,
+    FusedLeakyReLU,
+)
 
 
 class DiscriminatorConfig(BaseModel):

@@ -46,7 +46,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from torch import Tensor, nn
 
-from models.stylegan2.layers import (
+from sgilo.models.stylegan2.layers import (
     ConstantInput,
     EqualLinear,
     PixelNorm,

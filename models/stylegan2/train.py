@@ -3,8 +3,8 @@
 One training step (a batch of ``batch_size`` real images):
 
 1. D step: non-saturating logistic loss ``softplus(D(G(z))) + softplus(−D(x))`` (means over the
-   batch), reals augmented (:mod:`models.stylegan2.augment`), fakes from fresh z and fresh noise.
-2. Lazy R1 (every ``r1_every`` steps, counting from step 0): a separate D update on
+   batch), reals augmented (:mod:`sgilo.models.stylegan2.augment`), fakes from fresh z and fresh
+noise. 2. Lazy R1 (every ``r1_every`` steps, counting from step 0): a separate D update on
    ``γ/2 · E‖∇_x D(x)‖² · r1_every`` at the same reals. As in StyleGAN-2, D's Adam then uses
    ``lr·c`` and ``betas**c`` with c = r1_every/(r1_every + 1). γ defaults to
    ``10 · (R/1024)²`` (StyleGAN-2's γ = 10 at 1024², scaled with the pixel count as in the
@@ -37,7 +37,7 @@ sample grids use fixed latents and noise from a separate seed, and the checkpoin
 Files in ``out_dir``: ``checkpoint.pt`` (written atomically; keys ``g``, ``d``, ``g_ema``,
 ``g_optim``, ``d_optim`` as in rosinality's training checkpoints, plus ``step``, ``images_seen``,
 ``seconds``, ``rng``, ``train_config``, ``latent_avg``), ``generator.pt`` (the EMA generator in the
-sgilo release format, :func:`models.stylegan2.checkpoint.save_generator`), ``log.jsonl`` and
+sgilo release format, :func:`sgilo.models.stylegan2.checkpoint.save_generator`), ``log.jsonl`` and
 ``samples/step_XXXXXX.png`` (magnitudes of the EMA generator's samples in a grey grid; RGB for
 3 channels).
 """
@@ -60,12 +60,12 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from torch import Tensor
 
-from models.stylegan2.augment import AugmentConfig, augment_batch
-from models.stylegan2.checkpoint import save_generator
-from models.stylegan2.discriminator import Discriminator, DiscriminatorConfig
-from models.stylegan2.generator import Generator, GeneratorConfig, noise_resolution
-from models.stylegan2.grid import save_grid
-from models.torch_io import atomic_torch_save
+from sgilo.models.stylegan2.augment import AugmentConfig, augment_batch
+from sgilo.models.stylegan2.checkpoint import save_generator
+from sgilo.models.stylegan2.discriminator import Discriminator, DiscriminatorConfig
+from sgilo.models.stylegan2.generator import Generator, GeneratorConfig, noise_resolution
+from sgilo.models.stylegan2.grid import save_grid
+from sgilo.models.torch_io import atomic_torch_save
 
 #: (batch size, torch.Generator) → real magnitudes, float32 (B, 1, R, R) in [0, 1] (RGB
 #: (B, 3, R, R) for a 3-channel generator); must draw all its randomness from the generator given
@@ -344,7 +344,7 @@ def _write_checkpoint(run: _Run, out_dir: Path) -> None:
     _set_latent_avg(run.g_ema, _seeds(cfg.seed)["latent_avg"])
     dump = cfg.model_dump()
     extra = {
-        "trainer": "models.stylegan2.train",
+        "trainer": "sgilo.models.stylegan2.train",
         "step": run.step,
         "images_seen": run.images_seen,
         "pixel_mapping": PIXEL_MAPPING[cfg.image_channels],

@@ -3,7 +3,7 @@
 Reading (:func:`read_dicom`) groups files by ``SeriesInstanceUID``, sorts each series' slices along
 the slice normal (the cross product of the two ``ImageOrientationPatient`` vectors; by
 ``InstanceNumber`` when positions or orientation are missing) and applies ``RescaleSlope`` /
-``RescaleIntercept``. Every bad input raises :class:`~pipeline.io.types.InputError` with a
+``RescaleIntercept``. Every bad input raises :class:`~sgilo.pipeline.io.types.InputError` with a
 one-line message naming the file (and, for series-level problems, the series).
 
 Writing (:func:`write_dicom_series`) produces a *derived* MR Image Storage series next to its
@@ -41,14 +41,14 @@ from pydicom.uid import (
 )
 from pydicom.valuerep import format_number_as_ds
 
-from pipeline.io.limits import (
+from sgilo.pipeline.io.limits import (
     check_file,
     check_input,
     current_limits,
     folder_files,
     shown_name,
 )
-from pipeline.io.types import InputError
+from sgilo.pipeline.io.types import InputError
 
 __all__ = [
     "NOT_FOR_DIAGNOSTIC_USE",
@@ -181,7 +181,7 @@ def read_dicom(path: str | os.PathLike[str]) -> list[DicomSeries]:
     Reading is two passes, so that nothing large is decoded before the input is known to fit:
     first every file's header (at most :data:`MAX_HEADER_BYTES` of it is parsed, and a file
     larger than its declared pixel data allows is refused), then the series checks and the
-    voxel limit (:func:`pipeline.io.limits.current_limits`), then the pixels.
+    voxel limit (:func:`sgilo.pipeline.io.limits.current_limits`), then the pixels.
 
     Raises:
         InputError: missing path, a file that is not DICOM or is unreadable/corrupt, a folder

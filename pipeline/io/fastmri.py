@@ -9,8 +9,8 @@ On disk (fastMRI's layout):
   ``(slices, H', W')``, ``ismrmrd_header`` and coil maps ``sens_maps``.
 - submissions: ``reconstruction``, float32 magnitude ``(slices, H, W)``.
 
-Every bad input raises :class:`~pipeline.io.types.InputError` with a one-line message naming the
-file. Writers are atomic: the file appears complete under its final name or not at all.
+Every bad input raises :class:`~sgilo.pipeline.io.types.InputError` with a one-line message naming
+the file. Writers are atomic: the file appears complete under its final name or not at all.
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ from typing import Any
 import h5py
 import numpy as np
 
-from operators.masks import Seed, column_mask, seed_from_name
-from pipeline.io.limits import check_dataset_size, check_file, current_limits, shown_name
-from pipeline.io.types import InputError, KSpaceStudy
+from sgilo.operators.masks import Seed, column_mask, seed_from_name
+from sgilo.pipeline.io.limits import check_dataset_size, check_file, current_limits, shown_name
+from sgilo.pipeline.io.types import InputError, KSpaceStudy
 
 MAX_GRID = 4096
 MAX_COILS = 128
@@ -61,7 +61,7 @@ def read_fastmri(path: str | os.PathLike[str]) -> KSpaceStudy:
     Raises:
         InputError: missing, empty, non-HDF5 or corrupt file; no ``kspace`` dataset; k-space
             not complex, of rank other than 3 or 4, with a zero or absurd size (checked before
-            reading: per axis, and the voxel limit of :mod:`pipeline.io.limits` in all),
+            reading: per axis, and the voxel limit of :mod:`sgilo.pipeline.io.limits` in all),
             non-finite or all zero; a mask of the wrong length, non-binary or sampling
             nothing; bad attributes, maps or target.
     """
@@ -439,7 +439,7 @@ def retrospective_undersample(
     kind: str = "random",
 ) -> KSpaceStudy:
     """Undersample a fully sampled study with a fastMRI column mask (``kind`` "random" or
-    "equispaced"; see :func:`operators.masks.column_mask`).
+    "equispaced"; see :func:`sgilo.operators.masks.column_mask`).
 
     ``seed=None`` seeds from the file name as fastMRI does (``seed_from_name`` of the full file
     name, e.g. ``"file1000001.h5"``). Returns a new study whose k-space is zero outside the mask

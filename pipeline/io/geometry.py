@@ -5,7 +5,7 @@ Every reconstruction is ``(slices, H, W)`` in the project's display orientation.
 *display affine* ``A`` (float64 4×4): ``A @ (j, i, k, 1)`` is the RAS+ position (mm) of column
 ``j``, row ``i`` of slice ``k``. It comes from
 
-- a NIfTI input: its RAS+ affine composed with the display flip (:func:`pipeline.io.nifti.
+- a NIfTI input: its RAS+ affine composed with the display flip (:func:`sgilo.pipeline.io.nifti.
   to_display`);
 - a DICOM input: ``ImagePositionPatient`` of the first slice, the two
   ``ImageOrientationPatient`` directions scaled by ``PixelSpacing``, and the slice normal scaled
@@ -23,9 +23,9 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from pipeline.io.dicom import DicomSeries, SliceGeometry
-from pipeline.io.nifti import ImageVolume
-from pipeline.io.types import KSpaceStudy
+from sgilo.pipeline.io.dicom import DicomSeries, SliceGeometry
+from sgilo.pipeline.io.nifti import ImageVolume
+from sgilo.pipeline.io.types import KSpaceStudy
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 DEFAULT_SPACING_MM = 1.0
@@ -63,7 +63,7 @@ def kspace_display_affine(study: KSpaceStudy) -> np.ndarray:
     """The display affine of a k-space study: axial, centred, spacing from its ISMRMRD header
     when the header's encoded matrix matches the grid (readout ``x`` = ``H`` or ``2 H``, phase
     ``y`` = ``W``), else :data:`DEFAULT_SPACING_MM`."""
-    from pipeline.io.ismrmrd import header_geometry
+    from sgilo.pipeline.io.ismrmrd import header_geometry
 
     h, w = study.shape
     dr = dc = ds = DEFAULT_SPACING_MM
@@ -89,7 +89,7 @@ def display_affine(study: KSpaceStudy) -> np.ndarray:
 
 def volume_like(study: KSpaceStudy, data: np.ndarray) -> ImageVolume:
     """An :class:`ImageVolume` to write ``data`` (float32 ``(slices, H, W)``, display
-    orientation) with :func:`pipeline.io.nifti.write_nifti`: the NIfTI input itself, else one
+    orientation) with :func:`sgilo.pipeline.io.nifti.write_nifti`: the NIfTI input itself, else one
     on :func:`display_affine` (xform code scanner, mm)."""
     if isinstance(study.image_source, ImageVolume):
         return study.image_source
@@ -112,7 +112,7 @@ def volume_like(study: KSpaceStudy, data: np.ndarray) -> ImageVolume:
 
 
 def series_like(study: KSpaceStudy, data: np.ndarray) -> DicomSeries:
-    """A :class:`DicomSeries` to write ``data`` with :func:`pipeline.io.dicom.
+    """A :class:`DicomSeries` to write ``data`` with :func:`sgilo.pipeline.io.dicom.
     write_dicom_series`: the DICOM input itself, else a header-less series (new study, empty
     patient module) whose per-slice geometry comes from :func:`display_affine`."""
     if isinstance(study.image_source, DicomSeries):

@@ -3,17 +3,17 @@ image inputs into k-space, and undersample retrospectively when asked.
 
 Formats (detected by content, NIfTI by its suffix):
 
-- ``fastmri``: an HDF5 file with a ``kspace`` dataset (:func:`pipeline.io.fastmri.read_fastmri`;
-  an HDF5 file that is neither fastMRI nor ISMRMRD, and a ``.h5`` file that is not HDF5, are
-  reported by that reader);
+- ``fastmri``: an HDF5 file with a ``kspace`` dataset
+  (:func:`sgilo.pipeline.io.fastmri.read_fastmri`; an HDF5 file that is neither fastMRI nor
+  ISMRMRD, and a ``.h5`` file that is not HDF5, are reported by that reader);
 - ``ismrmrd``: an HDF5 file with a ``dataset`` group holding ``xml`` / ``data``
-  (:func:`pipeline.io.ismrmrd.read_ismrmrd`);
+  (:func:`sgilo.pipeline.io.ismrmrd.read_ismrmrd`);
 - ``dicom``: a folder, or a file with the ``DICM`` prefix or a ``.dcm`` / ``.ima`` suffix
-  (:func:`pipeline.io.dicom.read_dicom`; a folder with several series gives one study each);
-- ``nifti``: ``.nii`` / ``.nii.gz`` (:func:`pipeline.io.nifti.read_nifti`).
+  (:func:`sgilo.pipeline.io.dicom.read_dicom`; a folder with several series gives one study each);
+- ``nifti``: ``.nii`` / ``.nii.gz`` (:func:`sgilo.pipeline.io.nifti.read_nifti`).
 
 Image inputs become single-coil, fully sampled k-space by a centred orthonormal FFT of each
-slice (:func:`operators.fft.fft2c`); the image itself is kept as the study's ``target`` (so
+slice (:func:`sgilo.operators.fft.fft2c`); the image itself is kept as the study's ``target`` (so
 metrics are computed) and the image record as ``image_source`` (so exports keep its geometry).
 """
 
@@ -26,10 +26,10 @@ import h5py
 import numpy as np
 import torch
 
-from operators.fft import fft2c
-from operators.masks import Seed
-from pipeline.io.limits import check_input, shown_name
-from pipeline.io.types import InputError, KSpaceStudy
+from sgilo.operators.fft import fft2c
+from sgilo.operators.masks import Seed
+from sgilo.pipeline.io.limits import check_input, shown_name
+from sgilo.pipeline.io.types import InputError, KSpaceStudy
 
 FORMATS = ("fastmri", "ismrmrd", "dicom", "nifti")
 IMAGE_FORMATS = ("dicom", "nifti")
@@ -45,7 +45,7 @@ def detect_format(path: str | os.PathLike[str]) -> str:
     """The input's format, one of :data:`FORMATS`.
 
     Raises:
-        InputError: anything :func:`pipeline.io.limits.check_input` refuses (missing, a
+        InputError: anything :func:`sgilo.pipeline.io.limits.check_input` refuses (missing, a
             broken link, not a regular file or folder, unreadable, empty, too large), a folder
             named like an HDF5 or NIfTI file, or a file of no known type.
     """
@@ -59,7 +59,7 @@ def detect_format(path: str | os.PathLike[str]) -> str:
     if name.endswith((".nii", ".nii.gz")):
         return "nifti"
     if h5py.is_hdf5(path):
-        from pipeline.io.ismrmrd import is_ismrmrd
+        from sgilo.pipeline.io.ismrmrd import is_ismrmrd
 
         try:
             with h5py.File(path, "r") as f:
@@ -100,20 +100,20 @@ def read_studies(path: str | os.PathLike[str], fmt: str | None = None) -> list[K
     path = Path(path)
     fmt = fmt or detect_format(path)
     if fmt == "fastmri":
-        from pipeline.io.fastmri import read_fastmri
+        from sgilo.pipeline.io.fastmri import read_fastmri
 
         return [read_fastmri(path)]
     if fmt == "ismrmrd":
-        from pipeline.io.ismrmrd import read_ismrmrd
+        from sgilo.pipeline.io.ismrmrd import read_ismrmrd
 
         return [read_ismrmrd(path)]
     if fmt == "nifti":
-        from pipeline.io.nifti import read_nifti
+        from sgilo.pipeline.io.nifti import read_nifti
 
         volume = read_nifti(path)
         return [image_study(volume.name, path, volume.data, volume)]
     if fmt == "dicom":
-        from pipeline.io.dicom import read_dicom
+        from sgilo.pipeline.io.dicom import read_dicom
 
         return [image_study(s.name, path, s.data, s) for s in read_dicom(path)]
     raise ValueError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
@@ -129,14 +129,14 @@ def read_input(
 ) -> list[KSpaceStudy]:
     """Read an input as studies ready to reconstruct: with ``acceleration`` and
     ``center_fraction`` each study is undersampled retrospectively
-    (:func:`pipeline.io.fastmri.retrospective_undersample`, seeded from the file name when
+    (:func:`sgilo.pipeline.io.fastmri.retrospective_undersample`, seeded from the file name when
     ``seed`` is None); image inputs need them.
 
     Raises:
         InputError: a bad input; an image input without ``acceleration``/``center_fraction``;
             ``acceleration`` without ``center_fraction``; undersampling an undersampled input.
     """
-    from pipeline.io.fastmri import retrospective_undersample
+    from sgilo.pipeline.io.fastmri import retrospective_undersample
 
     path = Path(path)
     if (acceleration is None) != (center_fraction is None):

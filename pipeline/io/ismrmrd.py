@@ -24,7 +24,7 @@ Reading (:func:`read_ismrmrd`):
   with partial-Fourier edges), as for fastMRI files.
 
 Only 2-D Cartesian data with one contrast, phase, repetition and set is read; anything else
-raises :class:`~pipeline.io.types.InputError` with a one-line message naming the file.
+raises :class:`~sgilo.pipeline.io.types.InputError` with a one-line message naming the file.
 """
 
 from __future__ import annotations
@@ -36,15 +36,15 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from pipeline.io.fastmri import (
+from sgilo.pipeline.io.fastmri import (
     MAX_COILS,
     MAX_GRID,
     MAX_HEADER_BYTES,
     MAX_SLICES,
     center_run_length,
 )
-from pipeline.io.limits import check_dataset_size, check_file, current_limits, shown_name
-from pipeline.io.types import InputError, KSpaceStudy
+from sgilo.pipeline.io.limits import check_dataset_size, check_file, current_limits, shown_name
+from sgilo.pipeline.io.types import InputError, KSpaceStudy
 
 #: acquisition flags (bit numbers, ``ismrmrd.constants``) of lines that are not image data
 SKIPPED_FLAGS = {
@@ -158,7 +158,7 @@ def read_ismrmrd(path: str | os.PathLike[str]) -> KSpaceStudy:
             no (imaging) acquisitions, non-Cartesian or 3-D encoding, several contrasts /
             phases / repetitions / sets or encodings, channel or sample counts that differ
             from the header or between lines, a declared k-space above the voxel limit
-            (:mod:`pipeline.io.limits`; refused before allocating it),
+            (:mod:`sgilo.pipeline.io.limits`; refused before allocating it),
             line indices outside the encoded matrix, a slice without data, slices sampling
             different lines, non-finite data.
     """

@@ -30,7 +30,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.io.types import InputError
+from sgilo.pipeline.io.types import InputError
 
 DEFAULT_MAX_BYTES = 8 * 2**30
 DEFAULT_MAX_VOXELS = 2**28

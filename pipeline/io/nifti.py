@@ -2,7 +2,7 @@
 
 Orientation: a volume is reoriented to RAS+ (``nibabel.as_closest_canonical``, voxel axes
 x → Right, y → Anterior, z → Superior) and each axial slice ``k`` is shown in the project's
-display orientation (see :func:`pipeline.data.mni.axial_display_slice`):
+display orientation (see :func:`sgilo.pipeline.data.mni.axial_display_slice`):
 ``np.flipud(np.fliplr(vol[:, :, k].T))``, i.e. ``data[k, i, j] = vol[X-1-j, Y-1-i, k]``: row 0
 is the most anterior, column 0 the most right (radiological convention). The transform is a
 pure permutation/flip, inverted exactly by :func:`from_display`.
@@ -10,8 +10,8 @@ pure permutation/flip, inverted exactly by :func:`from_display`.
 Writing puts a ``(slices, H, W)`` image back in RAS+ voxel order and stores it with the RAS+
 affine of the input it was reconstructed from, so it overlays that input in any viewer.
 
-Every bad input raises :class:`~pipeline.io.types.InputError` with a one-line message naming the
-file. Writes are atomic: the file appears complete under its final name or not at all.
+Every bad input raises :class:`~sgilo.pipeline.io.types.InputError` with a one-line message naming
+the file. Writes are atomic: the file appears complete under its final name or not at all.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from pipeline.io.limits import check_file, current_limits, shown_name
-from pipeline.io.types import InputError
+from sgilo.pipeline.io.limits import check_file, current_limits, shown_name
+from sgilo.pipeline.io.types import InputError
 
 MAX_GRID = 4096
 NIFTI_SUFFIXES = (".nii.gz", ".nii")

@@ -7,8 +7,8 @@ the output folder, then moved to their final names together.
         finals = stage.commit()
 
 If anything raises before :meth:`StagedOutputs.commit`, the staging folder is removed and the
-output folder is as it was; that includes SIGTERM and Ctrl-C (:mod:`pipeline.interrupt`), which
-are moreover held while a commit runs, so that they never leave an output set half committed.
+output folder is as it was; that includes SIGTERM and Ctrl-C (:mod:`sgilo.pipeline.interrupt`),
+which are moreover held while a commit runs, so that they never leave an output set half committed.
 Committing is a sequence of renames on one file system: each output appears complete under its
 final name (a file by ``os.replace``; an existing folder of the same name is moved aside into
 the staging folder, replaced, and deleted with the staging folder).
@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from pipeline.interrupt import deferred
+from sgilo.pipeline.interrupt import deferred
 
 STAGING_PREFIX = ".sgilo-staging-"
 

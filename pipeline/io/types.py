@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:  # the image records import this module: no import at run time
-    from pipeline.io.dicom import DicomSeries
-    from pipeline.io.nifti import ImageVolume
+    from sgilo.pipeline.io.dicom import DicomSeries
+    from sgilo.pipeline.io.nifti import ImageVolume
 
 
 class InputError(ValueError):

@@ -1,9 +1,9 @@
 """The result every solver returns, and the solver call contract.
 
 A solver is a callable ``reconstruct(y, op, *, rng=None, callback=None) -> ReconResult``:
-``y`` the measurements, ``op`` the forward model (an :class:`operators.base.LinearOperator` of
-:mod:`operators.mri`), batched over slices; ``rng`` the source of any randomness. The latent-space
-solvers (CSGM, ILO) take the generative model as a further keyword, ``generator``.
+``y`` the measurements, ``op`` the forward model (an :class:`sgilo.operators.base.LinearOperator` of
+:mod:`sgilo.operators.mri`), batched over slices; ``rng`` the source of any randomness. The
+latent-space solvers (CSGM, ILO) take the generative model as a further keyword, ``generator``.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Protocol
 
 import torch
 
-from operators.base import LinearOperator
+from sgilo.operators.base import LinearOperator
 
 #: progress callback: (step done, total steps, message)
 Progress = Callable[[int, int, str], None]

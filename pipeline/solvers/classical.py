@@ -1,6 +1,6 @@
 """Classical reconstructions: zero-filled, CG-SENSE, ℓ1-wavelet and total variation.
 
-All take ``y`` and an MRI operator of :mod:`operators.mri` (batched over slices) and return a
+All take ``y`` and an MRI operator of :mod:`sgilo.operators.mri` (batched over slices) and return a
 :class:`ReconResult`. Regularisation weights are *relative*: the absolute weight passed to sigpy is
 ``λ = λ_rel · s`` with ``s`` the 99th percentile of the zero-filled magnitude of the slice
 (:func:`data_scale`), so a default carries over between scanners and intensity units. (Both terms
@@ -34,10 +34,10 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
-from operators.base import LinearOperator
-from operators.fft import ifft2c
-from operators.mri import MultiCoilMRI, NonCartesianMRI, SingleCoilMRI
-from pipeline.solvers.base import Progress, ReconResult
+from sgilo.operators.base import LinearOperator
+from sgilo.operators.fft import ifft2c
+from sgilo.operators.mri import MultiCoilMRI, NonCartesianMRI, SingleCoilMRI
+from sgilo.pipeline.solvers.base import Progress, ReconResult
 
 #: relative regularisation weights per (method, single- or multi-coil data), chosen on MNI
 #: training slices by `sgilo tune-classical` (docs/CLASSICAL_TUNING.md)
@@ -301,7 +301,8 @@ def l1_wavelet(
     ``argmin ½‖A x − y‖² + λ‖Ψ (x − x_c)‖₁``, solved as ``x = x_c + ν`` with ν the ℓ1-wavelet
     reconstruction of the residual data ``y − A x_c`` (λ still relative to the scale of ``y``).
     This is the sparse-deviation model of a generative image (Dhar et al., ICML 2018) that the
-    generative solvers' final data-consistency step uses (:mod:`pipeline.solvers.latent_common`).
+    generative solvers' final data-consistency step uses
+    (:mod:`sgilo.pipeline.solvers.latent_common`).
     """
     _check_op(op)
     lam = default_lambda("l1-wavelet", op) if lam is None else lam

@@ -8,7 +8,7 @@ per slice, batched over the ``B`` slices of ``y``:
   ``n_latent`` rows of w+ and synthesised with the generator's fixed noise buffers;
 - generator output convention: 1 channel = a magnitude in ``[−1, 1]``, ``x = (G + 1)/2 ∈ [0, 1]``;
   2 channels = (real, imaginary), ``x = G₀ + i G₁``; 3 channels are refused;
-- scale: ``s`` is the robust data scale of :func:`pipeline.solvers.classical.data_scale` (99th
+- scale: ``s`` is the robust data scale of :func:`sgilo.pipeline.solvers.classical.data_scale` (99th
   percentile of the zero-filled magnitude), so the generator's ``[0, 1]`` range matches the
   normalised data ``y/s``; the result is multiplied back by ``s``;
 - phase (1-channel generators only): ``c = e^{iφ}`` with ``φ`` the phase of the low-resolution
@@ -25,7 +25,7 @@ per slice, batched over the ``B`` slices of ``y``:
   restarts of at most 300 steps stopped early, were chosen on training slices
   (docs/GENERATIVE_TUNING.md): the PSNR of 3 full restarts at 2.2× less time;
 - data consistency (optional, default on), after the fit: by default the sparse deviation
-  ``x = argmin ½‖A x − y‖² + λ‖Ψ(x − x̂)‖₁`` (:mod:`pipeline.solvers.sparse_deviation`, λ from
+  ``x = argmin ½‖A x − y‖² + λ‖Ψ(x − x̂)‖₁`` (:mod:`sgilo.pipeline.solvers.sparse_deviation`, λ from
   the kind of data and the sampled fraction); with ``dc_wavelet=0`` exact consistency:
   * single-coil Cartesian: the sampled k-space of the output is replaced by the measured one,
     ``F x_dc = F x̂`` where ``M = 0`` and ``y / M`` where ``M > 0`` (for a 0/1 mask this is
@@ -39,7 +39,7 @@ per slice, batched over the ``B`` slices of ``y``:
 
 An image grid ``(H, W)`` other than the generator's ``(R, R)``: the generator's image is Fourier-
 resampled to ``min(H, W)`` pixels square and centred on the grid, zero outside
-(:class:`pipeline.solvers.resample.GridPlacement`); data consistency then fills the rest.
+(:class:`sgilo.pipeline.solvers.resample.GridPlacement`); data consistency then fills the rest.
 """
 
 from __future__ import annotations
@@ -54,9 +54,9 @@ from typing import Protocol
 import torch
 from pydantic import ConfigDict, Field
 
-from operators.base import LinearOperator
-from pipeline.solvers.base import Progress, ReconResult
-from pipeline.solvers.latent_common import (
+from sgilo.operators.base import LinearOperator
+from sgilo.pipeline.solvers.base import Progress, ReconResult
+from sgilo.pipeline.solvers.latent_common import (
     ImageProblem,
     MRIFitConfig,
     Problem,
@@ -76,7 +76,8 @@ class GeneratorGeometry(Protocol):
 
 
 class LatentGenerator(Protocol):
-    """Exactly what :func:`csgm` needs of a generator (:class:`models.stylegan2.Generator` fits).
+    """Exactly what :func:`csgm` needs of a generator (:class:`sgilo.models.stylegan2.Generator`
+    fits).
 
     ``mapping``: ``z (B, style_dim) → w (B, style_dim)``; ``synthesize``: ``w+ (B, n_latent,
     style_dim) → image (B, image_channels, R, R)`` (``noises=None``: the fixed noise buffers);
@@ -131,7 +132,7 @@ def csgm(
 ) -> ReconResult:
     """CSGM reconstruction of the ``B`` slices of ``y`` (see the module docstring).
 
-    ``y``: complex ``(B, *op.oshape)``; ``op``: an MRI operator of :mod:`operators.mri` whose
+    ``y``: complex ``(B, *op.oshape)``; ``op``: an MRI operator of :mod:`sgilo.operators.mri` whose
     image grid equals the generator's resolution; ``rng``: the source of the restarts' initial
     latents; ``callback(step, total, message)`` after every Adam step (``total = restarts ·
     steps``). Returns the complex ``(B, H, W)`` image in the units of ``y``, the per-step mean

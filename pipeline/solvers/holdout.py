@@ -17,12 +17,12 @@ fully sampled centre (every slice its own random draw, from ``holdout_seed``) is
 - the final data-consistency step uses all measurements, the held-out ones included.
 
 "Columns" are the entries of the last axis of ``y`` (the phase-encoding lines of the Cartesian
-operators of :mod:`operators.mri`); for the non-Cartesian operator they are single samples, drawn
-from all of them. A column counts as measured when its mask has a non-zero entry; the centre run
-(:func:`pipeline.solvers.latent_common.centre_columns`) is never held out: it carries most of the
-energy and the phase. At least one column is held out and at least one outer column is fitted
-(for a mask with at least two outer columns in every slice; otherwise there is nothing to hold
-out, and the solver warns and keeps the measurement-loss rule for that batch). Natural-image
+operators of :mod:`sgilo.operators.mri`); for the non-Cartesian operator they are single samples,
+drawn from all of them. A column counts as measured when its mask has a non-zero entry; the centre
+run (:func:`sgilo.pipeline.solvers.latent_common.centre_columns`) is never held out: it carries
+most of the energy and the phase. At least one column is held out and at least one outer column is
+fitted (for a mask with at least two outer columns in every slice; otherwise there is nothing to
+hold out, and the solver warns and keeps the measurement-loss rule for that batch). Natural-image
 problems have no hold-out.
 """
 
@@ -34,9 +34,9 @@ import warnings
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from operators.mri import NonCartesianMRI
-from pipeline.solvers.latent_common import Problem, centre_columns
-from pipeline.solvers.sampling import cartesian_mask
+from sgilo.operators.mri import NonCartesianMRI
+from sgilo.pipeline.solvers.latent_common import Problem, centre_columns
+from sgilo.pipeline.solvers.sampling import cartesian_mask
 
 
 class HoldoutConfig(BaseModel):

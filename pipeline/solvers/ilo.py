@@ -3,11 +3,11 @@
 Variables, per slice (batched over the ``B`` slices of ``y``):
 
 - ``z`` ``(B, n_latent, D)``: Gaussianized w+ latents, ``w = LeakyReLU_0.2(σ ⊙ z + μ)`` row by row
-  (``μ, σ`` = :class:`models.stylegan2.LatentStats`; the mapping network is not run);
+  (``μ, σ`` = :class:`sgilo.models.stylegan2.LatentStats`; the mapping network is not run);
 - the noise maps ``(B, 1, r, r)`` (initialised from the generator's fixed buffers);
 - ``h_{k−1}`` = (features, skip image), the output of block ``k − 1`` (rounds ``k ≥ 1``).
 
-Start (``init``, :mod:`pipeline.solvers.warm_start`): ``"csgm"`` (default) fits CSGM first and
+Start (``init``, :mod:`sgilo.pipeline.solvers.warm_start`): ``"csgm"`` (default) fits CSGM first and
 starts ``z`` from its solution mapped into the Gaussianized space, every row the same, so round 0
 starts from CSGM's image; ``"random"``: ``z ~ N(0, I)``, the paper's start.
 
@@ -28,7 +28,7 @@ Round ``k = 0 … len(steps) − 1`` (``len(steps) ≤ num_blocks``):
    round-start value;
 5. the output is, per slice, the iterate of the LAST round with the lowest measurement loss
    ``‖A(c ⊙ x) − y/s‖² / m`` (the round start and the final iterate included); with a hold-out
-   (``holdout > 0``, :mod:`pipeline.solvers.holdout`) the iterate of ANY round, the start
+   (``holdout > 0``, :mod:`sgilo.pipeline.solvers.holdout`) the iterate of ANY round, the start
    included, with the lowest loss on the held-out measurements, which the rounds do not fit.
 
 Early stop (``early_stop``, on by default): a round ends once no slice's measurement loss has
@@ -43,12 +43,12 @@ Radius rule: ``radii[k]`` (a float) is the absolute ℓ1 radius of every variabl
 mean absolute change per entry is at most ``ρ_r`` times the variable's root-mean-square size at
 round start. ``ρ_r = radius_fraction`` when that is a number; the default ``"auto"`` sets it per
 slice from the sampled fraction of k-space, 0.003 at 8× to 0.03 at 4× and beyond
-(:mod:`pipeline.solvers.radius`). A variable that is 0 at round start (no scale) gets radius 0
+(:mod:`sgilo.pipeline.solvers.radius`). A variable that is 0 at round start (no scale) gets radius 0
 under this rule.
 
 Scale ``s``, phase carrier ``c``, the number of measurements ``m``, the generator output
 convention (1 channel: magnitude ``(G + 1)/2``; 2 channels: real, imaginary) and the final data
-consistency are those of :mod:`pipeline.solvers.csgm`.
+consistency are those of :mod:`sgilo.pipeline.solvers.csgm`.
 """
 
 from __future__ import annotations
@@ -63,12 +63,12 @@ from typing import Annotated, Literal
 import torch
 from pydantic import ConfigDict, Field, model_validator
 
-from models.stylegan2.checkpoint import LatentStats, gaussianized_to_w
-from models.stylegan2.generator import Generator, SynthesisState
-from operators.base import LinearOperator
-from pipeline.solvers.base import Progress, ReconResult
-from pipeline.solvers.holdout import HoldoutConfig, with_holdout
-from pipeline.solvers.latent_common import (
+from sgilo.models.stylegan2.checkpoint import LatentStats, gaussianized_to_w
+from sgilo.models.stylegan2.generator import Generator, SynthesisState
+from sgilo.operators.base import LinearOperator
+from sgilo.pipeline.solvers.base import Progress, ReconResult
+from sgilo.pipeline.solvers.holdout import HoldoutConfig, with_holdout
+from sgilo.pipeline.solvers.latent_common import (
     ImageProblem,
     MRIFitConfig,
     Problem,
@@ -78,9 +78,9 @@ from pipeline.solvers.latent_common import (
     frozen,
     prepare_problem,
 )
-from pipeline.solvers.projections import l1_ball_project_around_, sphere_project_
-from pipeline.solvers.radius import resolve_radius_fraction
-from pipeline.solvers.warm_start import WarmStartConfig, csgm_start
+from sgilo.pipeline.solvers.projections import l1_ball_project_around_, sphere_project_
+from sgilo.pipeline.solvers.radius import resolve_radius_fraction
+from sgilo.pipeline.solvers.warm_start import WarmStartConfig, csgm_start
 
 
 class ILOConfig(MRIFitConfig, WarmStartConfig, HoldoutConfig):
@@ -193,7 +193,7 @@ def round_learning_rate(config: ILOConfig, steps: int, step: int) -> float:
 def _radius(config: ILOConfig, k: int, v0: torch.Tensor, fraction: torch.Tensor) -> torch.Tensor:
     """The ``(B,)`` ℓ1 radius of a variable with round-start value ``v0`` in round ``k``;
     ``fraction`` ``(B,)``: the resolved radius fractions ``ρ_r``
-    (:mod:`pipeline.solvers.radius`)."""
+    (:mod:`sgilo.pipeline.solvers.radius`)."""
     given = None if config.radii is None else config.radii[k]
     if given is not None:
         return torch.full((v0.shape[0],), float(given), dtype=v0.dtype, device=v0.device)
@@ -476,7 +476,7 @@ def ball_hook(config: ILOConfig, fraction: torch.Tensor) -> Callable[[Round], Ca
     """ILO's ``after_step`` for :func:`run_rounds`: per round, a hook doing the sphere
     projections, then the ℓ1 balls of ``config``'s radii around the round start (``fraction``
     ``(B,)``: the resolved radius fractions,
-    :func:`pipeline.solvers.radius.resolve_radius_fraction`)."""
+    :func:`sgilo.pipeline.solvers.radius.resolve_radius_fraction`)."""
 
     def balls(rnd: Round) -> Callable[[], None]:
         radii = [_radius(config, rnd.k, v0, fraction) for v0 in rnd.starts]

@@ -4,13 +4,14 @@ generator output convention and the final unscaling + data-consistency step.
 
 Two kinds of problem reach the solvers, and :func:`prepare_problem` returns the matching object:
 
-- **MRI** (:class:`Problem`): an operator of :mod:`operators.mri`, complex k-space ``y``; the
+- **MRI** (:class:`Problem`): an operator of :mod:`sgilo.operators.mri`, complex k-space ``y``; the
   generator's 1-channel magnitude ``(G + 1)/2`` (times a phase carrier) or 2-channel real/imaginary
   image, placed on the operator's grid, in units normalised by the data scale ``s``; the final
   image is unscaled and (by default) made consistent with ``y``.
-- **Natural images** (:class:`ImageProblem`): the papers' operators of :mod:`operators.image` or
-  the identity (denoising), real ``y``; the image is ``x = (G + 1)/2`` ``(B, C, R, R)``, nominally
-  in [0, 1], with no phase, scale, gain, placement or data-consistency step (the papers' form).
+- **Natural images** (:class:`ImageProblem`): the papers' operators of :mod:`sgilo.operators.image`
+  or the identity (denoising), real ``y``; the image is ``x = (G + 1)/2`` ``(B, C, R, R)``,
+  nominally in [0, 1], with no phase, scale, gain, placement or data-consistency step (the papers'
+  form).
 """
 
 from __future__ import annotations
@@ -25,20 +26,24 @@ from typing import Any, Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from operators.base import Identity, LinearOperator
-from operators.fft import fft2c, ifft2c
-from operators.image import (
+from sgilo.operators.base import Identity, LinearOperator
+from sgilo.operators.fft import fft2c, ifft2c
+from sgilo.operators.image import (
     Colorization,
     GaussianCompressedSensing,
     Inpainting,
     PartialCirculant,
     SuperResolution,
 )
-from operators.mri import MultiCoilMRI, NonCartesianMRI, SingleCoilMRI
-from pipeline.solvers.classical import batch_dot, data_scale
-from pipeline.solvers.resample import GridPlacement
-from pipeline.solvers.sampling import cartesian_mask
-from pipeline.solvers.sparse_deviation import DCWaveletSetting, resolve_dc_wavelet, sparse_deviation
+from sgilo.operators.mri import MultiCoilMRI, NonCartesianMRI, SingleCoilMRI
+from sgilo.pipeline.solvers.classical import batch_dot, data_scale
+from sgilo.pipeline.solvers.resample import GridPlacement
+from sgilo.pipeline.solvers.sampling import cartesian_mask
+from sgilo.pipeline.solvers.sparse_deviation import (
+    DCWaveletSetting,
+    resolve_dc_wavelet,
+    sparse_deviation,
+)
 
 PhaseModel = Literal["auto", "none", "from-calibration"]
 #: the bounds of the fitted intensity gain (``Problem.gain``)
@@ -188,7 +193,7 @@ IMAGE_OPERATORS = (
 
 def is_image_operator(op: LinearOperator) -> bool:
     """True for a natural-image operator: one of :data:`IMAGE_OPERATORS` or a real
-    :class:`operators.base.Identity` on a ``(C, H, W)`` image (denoising)."""
+    :class:`sgilo.operators.base.Identity` on a ``(C, H, W)`` image (denoising)."""
     if isinstance(op, IMAGE_OPERATORS):
         return True
     return isinstance(op, Identity) and not op.complex_input and len(op.ishape) == 3
@@ -226,9 +231,10 @@ def check_inputs(
 
     MRI: ``op`` an MRI operator, ``y`` complex ``(B, *op.oshape)``, the generator 1- or
     2-channel. The operator's image grid may differ from the generator's resolution: the
-    generator's image is then placed on it by :class:`pipeline.solvers.resample.GridPlacement`.
-    Natural images: ``op`` a natural-image operator (:func:`is_image_operator`) on exactly the
-    generator's ``(C, R, R)``, ``y`` real ``(B, *op.oshape)``."""
+    generator's image is then placed on it by
+    :class:`sgilo.pipeline.solvers.resample.GridPlacement`. Natural images: ``op`` a natural-image
+    operator (:func:`is_image_operator`) on exactly the generator's ``(C, R, R)``, ``y`` real ``(B,
+    *op.oshape)``."""
     if is_image_operator(op):
         _check_image_inputs(y, op, generator, solver, rounds)
         return
@@ -311,8 +317,8 @@ class Problem:
     ``placement`` ``P`` from the generator's ``(R, R)`` grid to the operator's ``(H, W)``.
 
     ``heldout`` (``(B, L)`` bool over the last axis of ``y``: k-space columns, or non-Cartesian
-    samples; :mod:`pipeline.solvers.holdout`) splits the measurements: the fit loss, the gain and
-    ``m`` then use only the other entries, and :meth:`image_and_losses` also returns the loss on
+    samples; :mod:`sgilo.pipeline.solvers.holdout`) splits the measurements: the fit loss, the gain
+    and ``m`` then use only the other entries, and :meth:`image_and_losses` also returns the loss on
     the held-out ones (``m_heldout`` of them per slice). ``None``: every measurement is fitted."""
 
     y: torch.Tensor
@@ -496,8 +502,8 @@ def finish_image(
     """A normalised-units image ``(B, H, W)`` back in the units of ``y`` (× ``s``), then, if
     ``config.data_consistency``, made consistent with ``y`` and set to 0 outside the coils'
     support (:func:`coil_support`); detached. The consistency step is the sparse deviation
-    ``x̂ + ν`` (:mod:`pipeline.solvers.sparse_deviation`) when ``config.dc_wavelet`` resolves to
-    λ > 0, else exact (:func:`data_consistency`). A natural-image problem's image
+    ``x̂ + ν`` (:mod:`sgilo.pipeline.solvers.sparse_deviation`) when ``config.dc_wavelet`` resolves
+    to λ > 0, else exact (:func:`data_consistency`). A natural-image problem's image
     ``(B, C, R, R)`` is returned as is (detached): the papers' form has no data-consistency
     step."""
     if isinstance(problem, ImageProblem):
@@ -516,7 +522,7 @@ def make_consistent(
     x: torch.Tensor, y: torch.Tensor, op: LinearOperator, config: MRIFitConfig
 ) -> torch.Tensor:
     """The final step on a model image ``x`` (complex ``(B, H, W)``, units of ``y``): the sparse
-    deviation ``x + ν`` (:func:`pipeline.solvers.sparse_deviation.sparse_deviation`) when
+    deviation ``x + ν`` (:func:`sgilo.pipeline.solvers.sparse_deviation.sparse_deviation`) when
     ``config.dc_wavelet`` resolves to λ > 0 (``"auto"`` always does), else exact data consistency
     (:func:`data_consistency` with ``config.dc_weight``, ``config.dc_iterations``)."""
     lam = resolve_dc_wavelet(config.dc_wavelet, op, x.shape[0])

@@ -15,15 +15,15 @@ model; the final data-consistency step restores whatever the measurements say th
 are assumed square. ``P`` is the identity when ``(H, W) = (R, R)``.
 
 Centring convention: along an axis of length ``n`` the centre index is ``n // 2`` (the DC sample
-of :func:`operators.fft.fft2c`), and a block of length ``m`` sits at ``n // 2 − m // 2``.
+of :func:`sgilo.operators.fft.fft2c`), and a block of length ``m`` sits at ``n // 2 − m // 2``.
 """
 
 from __future__ import annotations
 
 import torch
 
-from operators.base import LinearOperator
-from operators.fft import fft2c, ifft2c
+from sgilo.operators.base import LinearOperator
+from sgilo.operators.fft import fft2c, ifft2c
 
 
 def _offset(n: int, m: int) -> int:

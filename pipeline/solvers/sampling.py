@@ -1,11 +1,12 @@
 """How much of k-space an MRI operator measures, and defaults that follow it.
 
 Two defaults of the generative solvers depend on how strongly the data constrain the image: the
-size of ILO's and SGILO's ℓ1 balls (:mod:`pipeline.solvers.radius`) and the weight of the sparse
-deviation in the final data-consistency step (:mod:`pipeline.solvers.sparse_deviation`). Both
-were measured on MNI training slices at the benchmark's two accelerations, 8× and 4× (per-coil
-sampled fractions ``f₈ = 1/8`` and ``f₄ = 1/4``), and both are set per slice from its sampled
-fraction ``f`` by :func:`interpolate_by_fraction`:
+size of ILO's and SGILO's ℓ1 balls (:mod:`sgilo.pipeline.solvers.radius`) and the weight of the
+sparse deviation in the final data-consistency step
+(:mod:`sgilo.pipeline.solvers.sparse_deviation`). Both were measured on MNI training slices at the
+benchmark's two accelerations, 8× and 4× (per-coil sampled fractions ``f₈ = 1/8`` and ``f₄ =
+1/4``), and both are set per slice from its sampled fraction ``f`` by
+:func:`interpolate_by_fraction`:
 
     v(f) = v₈ · (v₄ / v₈) ^ ((log f − log f₈) / (log f₄ − log f₈)),   clamped between v₈ and v₄,
 
@@ -23,8 +24,8 @@ import math
 
 import torch
 
-from operators.base import LinearOperator
-from operators.mri import NonCartesianMRI, SingleCoilMRI
+from sgilo.operators.base import LinearOperator
+from sgilo.operators.mri import NonCartesianMRI, SingleCoilMRI
 
 FRACTION_8X = 1 / 8
 FRACTION_4X = 1 / 4

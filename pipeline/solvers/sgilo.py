@@ -1,10 +1,10 @@
 """SGILO, score-guided intermediate layer optimisation, for MRI (docs ALGORITHMS.md §4).
 
-ILO's rounds (:mod:`pipeline.solvers.ilo`: the same variables ``z``, noise maps of blocks
+ILO's rounds (:mod:`sgilo.pipeline.solvers.ilo`: the same variables ``z``, noise maps of blocks
 ``k … k + noise_blocks_ahead`` and ``h_{k−1}``, the same round hand-over
-:func:`~pipeline.solvers.ilo.init_round_state`, the same loss with
-:func:`~pipeline.solvers.ilo.geocross`, the same scale/phase/data-consistency conventions) with
-ILO's hand-made ℓ1 ball replaced by a learned prior:
+:func:`~sgilo.pipeline.solvers.ilo.init_round_state`, the same loss with
+:func:`~sgilo.pipeline.solvers.ilo.geocross`, the same scale/phase/data-consistency conventions)
+with ILO's hand-made ℓ1 ball replaced by a learned prior:
 
 - Adam with a constant learning rate (``lr`` 0.05), a fresh optimiser per round;
 - after each Adam step, for ``z`` and for the current block output ``h_{k−1}`` (when a score
@@ -13,7 +13,7 @@ ILO's hand-made ℓ1 ball replaced by a learned prior:
       v ← v + λ·(D(v) − v) + τ·scale ⊙ ξ,   ξ ~ N(0, I),
 
   ``D`` one Tweedie denoising step of the score model at time ``t`` (computed in the model's
-  standardized space, see :meth:`models.score.model.ScoreModel.sgilo_step`); then the sphere
+  standardized space, see :meth:`sgilo.models.score.model.ScoreModel.sgilo_step`); then the sphere
   projection of ``z`` and of the optimised noise maps (as in ILO); then, unless
   ``radius_fraction`` is None (the paper's form), ILO's ℓ1-ball projection around the round start
   as a safeguard (with a weak score model the free block outputs otherwise fit noise and
@@ -27,11 +27,11 @@ ILO's hand-made ℓ1 ball replaced by a learned prior:
   the rounding of ILO's ``v₀ + (v − v₀)``);
 - the output of a chain is, per slice, as in ILO the iterate of the last round with the lowest
   measurement loss (``keep="best"``; with ``holdout > 0`` the iterate of any round with the lowest
-  loss on the held-out measurements, :mod:`pipeline.solvers.holdout`), or the final iterate
+  loss on the held-out measurements, :mod:`sgilo.pipeline.solvers.holdout`), or the final iterate
   (``keep="last"``, the Langevin sample).
 
 Score models: ``score_models`` maps a space to a model with ``data_shape`` and
-``sgilo_step(v, lam, tau, t, generator)`` (a :class:`models.score.model.ScoreModel`). Keys:
+``sgilo_step(v, lam, tau, t, generator)`` (a :class:`sgilo.models.score.model.ScoreModel`). Keys:
 ``"z"`` (data shape ``(n_latent, style_dim)``) or a block index ``k`` (int, or the string
 ``"block<k>"``), the output ``h_k`` of block ``k`` (data shape ``(C_k, r_k, r_k)``, features only,
 or ``(C_k + C_img, r_k, r_k)``, features and skip image), used in round ``k + 1``, so only a
@@ -45,11 +45,11 @@ Chains: ``chains = K`` independent runs, posterior samples. They run as ONE batc
 Adam and the prior steps see ``K·B`` rows, the image and the measurement loss are computed chain
 by chain with the problem's own per-slice tensors (no operator is repeated), so ``K`` chains cost
 about one run at batch ``K·B``. Randomness, all from the one ``rng``: first the start, either
-(``init="csgm"``, the default, :mod:`pipeline.solvers.warm_start`) CSGM's restarts for the ``B``
-slices, whose fit is the start of every chain, or (``init="random"``) the initial ``z`` of every
-chain in one draw of shape ``(K, B, n_latent, D)`` (``shared_init``: one ``(1, B, …)`` draw, used
-by every chain); then at every step the prior noise ``ξ`` of all chains in one draw per space of
-shape ``(K·B, …)``. ``K = 1`` draws exactly what a single run draws. Chains differ only through
+(``init="csgm"``, the default, :mod:`sgilo.pipeline.solvers.warm_start`) CSGM's restarts for the
+``B`` slices, whose fit is the start of every chain, or (``init="random"``) the initial ``z`` of
+every chain in one draw of shape ``(K, B, n_latent, D)`` (``shared_init``: one ``(1, B, …)`` draw,
+used by every chain); then at every step the prior noise ``ξ`` of all chains in one draw per space
+of shape ``(K·B, …)``. ``K = 1`` draws exactly what a single run draws. Chains differ only through
 their rows of ``z`` and ``ξ``, so with a shared start (the CSGM start, or ``shared_init``) and
 ``tau = 0`` the chains are identical, and otherwise they differ. The result is a
 :class:`SGILOResult`: ``image`` the mean of the ``K`` samples (after data consistency, which is
@@ -72,12 +72,12 @@ from typing import Annotated, Literal, Protocol
 import torch
 from pydantic import ConfigDict, Field, model_validator
 
-from models.stylegan2.checkpoint import LatentStats
-from models.stylegan2.generator import Generator, SynthesisState
-from operators.base import LinearOperator
-from pipeline.solvers.base import Progress, ReconResult
-from pipeline.solvers.holdout import HoldoutConfig, with_holdout
-from pipeline.solvers.ilo import (
+from sgilo.models.stylegan2.checkpoint import LatentStats
+from sgilo.models.stylegan2.generator import Generator, SynthesisState
+from sgilo.operators.base import LinearOperator
+from sgilo.pipeline.solvers.base import Progress, ReconResult
+from sgilo.pipeline.solvers.holdout import HoldoutConfig, with_holdout
+from sgilo.pipeline.solvers.ilo import (
     EarlyStop,
     Round,
     heldout_params,
@@ -85,7 +85,7 @@ from pipeline.solvers.ilo import (
     run_rounds,
     size_scaled_radius,
 )
-from pipeline.solvers.latent_common import (
+from sgilo.pipeline.solvers.latent_common import (
     MRIFitConfig,
     Problem,
     check_inputs,
@@ -94,13 +94,13 @@ from pipeline.solvers.latent_common import (
     frozen,
     prepare_problem,
 )
-from pipeline.solvers.projections import l1_ball_project_around_
-from pipeline.solvers.radius import resolve_radius_fraction
-from pipeline.solvers.warm_start import WarmStartConfig, csgm_start
+from sgilo.pipeline.solvers.projections import l1_ball_project_around_
+from sgilo.pipeline.solvers.radius import resolve_radius_fraction
+from sgilo.pipeline.solvers.warm_start import WarmStartConfig, csgm_start
 
 
 class PriorModel(Protocol):
-    """What SGILO needs of a score model (:class:`models.score.model.ScoreModel` fits)."""
+    """What SGILO needs of a score model (:class:`sgilo.models.score.model.ScoreModel` fits)."""
 
     @property
     def data_shape(self) -> tuple[int, ...]: ...
@@ -265,8 +265,8 @@ def check_score_models(
 
 class ChainBatch:
     """``K`` copies of a solver problem as one batch of ``K·B`` (chain-major: row ``c·B + b`` is
-    chain ``c``, slice ``b``), for :func:`pipeline.solvers.ilo.run_rounds`. The image and the loss
-    are computed chain by chain with the problem's own per-slice tensors (scale, phase carrier,
+    chain ``c``, slice ``b``), for :func:`sgilo.pipeline.solvers.ilo.run_rounds`. The image and the
+    loss are computed chain by chain with the problem's own per-slice tensors (scale, phase carrier,
     gain, the operator's per-slice mask/maps), so no operator needs to know about chains; the
     generator, the backward pass, Adam and the prior steps see one batch."""
 

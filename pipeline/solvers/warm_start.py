@@ -4,7 +4,8 @@ ILO and SGILO optimise ``z`` ``(B, n_latent, D)``, the Gaussianized w+ latent
 (``w = LeakyReLU_0.2(σ ⊙ z + μ)`` row by row). Their first round confines ``z`` to an ℓ1 ball
 around its start, so from a random start round 0 can only reach images near a random sample of
 the prior, and the later rounds refine the wrong image. ``init="csgm"`` starts them instead from
-CSGM's solution (:func:`pipeline.solvers.csgm.fit_input_latent`: ``init_restarts`` random starts,
+CSGM's solution (:func:`sgilo.pipeline.solvers.csgm.fit_input_latent`: ``init_restarts``
+random starts,
 at most ``init_steps`` Adam steps each, stopped early as ILO's rounds are, the lowest
 measurement loss per slice), mapped exactly into their space:
 
@@ -26,10 +27,10 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
-from models.stylegan2.generator import Generator
-from pipeline.solvers.base import Progress
-from pipeline.solvers.csgm import CSGMConfig, InputLatentFit, fit_input_latent
-from pipeline.solvers.latent_common import ImageProblem, Problem
+from sgilo.models.stylegan2.generator import Generator
+from sgilo.pipeline.solvers.base import Progress
+from sgilo.pipeline.solvers.csgm import CSGMConfig, InputLatentFit, fit_input_latent
+from sgilo.pipeline.solvers.latent_common import ImageProblem, Problem
 
 
 class WarmStartConfig(BaseModel):
@@ -59,7 +60,7 @@ class WarmStartConfig(BaseModel):
 
 
 def gaussianize(w: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-    """The inverse of :func:`models.stylegan2.checkpoint.gaussianized_to_w`:
+    """The inverse of :func:`sgilo.models.stylegan2.checkpoint.gaussianized_to_w`:
     ``(LeakyReLU_5(w) − μ) / σ``, ``w`` ``(..., D)``."""
     return (F.leaky_relu(w, 5.0) - mu) / sigma
 
@@ -76,7 +77,7 @@ def csgm_start(
     label: str = "start",
 ) -> tuple[torch.Tensor, InputLatentFit]:
     """CSGM's fit of ``problem`` (the latent weight and learning-rate schedule of
-    :class:`~pipeline.solvers.csgm.CSGMConfig`'s defaults) and its Gaussianized w+ latent
+    :class:`~sgilo.pipeline.solvers.csgm.CSGMConfig`'s defaults) and its Gaussianized w+ latent
     ``(B, n_latent, D)``, every row the same."""
     csgm_config = CSGMConfig(steps=config.init_steps, restarts=config.init_restarts)
     patience = config.init_patience if config.init_early_stop else None

@@ -31,8 +31,8 @@ def write_studies(folder, names, *, coils: int = 4, seed: int = 0) -> list:
 
     import numpy as np
 
-    from pipeline.io.fastmri import write_kspace
-    from pipeline.simulate import simulate_acquisition
+    from sgilo.pipeline.io.fastmri import write_kspace
+    from sgilo.pipeline.simulate import simulate_acquisition
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

@@ -20,8 +20,8 @@ import h5py
 import numpy as np
 import pytest
 
-from flows.batch import batch_flow
-from flows.cli import main
+from sgilo.flows.batch import batch_flow
+from sgilo.flows.cli import main
 
 GOOD = ["s0.h5", "s1.h5", "s2.h5"]
 BAD = ["bad_text.h5", "empty.h5"]
@@ -127,7 +127,8 @@ def test_sigkill_then_rerun_completes_identically(prefect_api, prefect_api_url, 
     done = out / ".sgilo" / "done"
     # one torch thread, as in this process (tests/conftest.py): bit-identical float sums
     env = {**os.environ, "PREFECT_API_URL": prefect_api_url, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "flows.cli", "batch", str(inputs), "--method", "cg-sense"]
+    command = [sys.executable, "-m", "sgilo.flows.cli", "batch", str(inputs)]
+    command += ["--method", "cg-sense"]
     proc = subprocess.Popen(
         [*command, "--out", str(out)],
         env=env,
@@ -176,9 +177,9 @@ def test_transient_errors_are_retried_bad_inputs_are_not(
     prefect_api, folder, tmp_path, monkeypatch
 ):
     """An OSError (say, a full disk) is retried and then succeeds; a bad input fails at once."""
-    import pipeline.reconstruct
+    import sgilo.pipeline.reconstruct
 
-    real, calls = pipeline.reconstruct.reconstruct_file, []
+    real, calls = sgilo.pipeline.reconstruct.reconstruct_file, []
 
     def flaky(path, *args, **kwargs):
         calls.append(Path(path).name)
@@ -186,7 +187,7 @@ def test_transient_errors_are_retried_bad_inputs_are_not(
             raise OSError(28, "No space left on device")
         return real(path, *args, **kwargs)
 
-    monkeypatch.setattr(pipeline.reconstruct, "reconstruct_file", flaky)
+    monkeypatch.setattr(sgilo.pipeline.reconstruct, "reconstruct_file", flaky)
     inputs = [str(folder / "s0.h5"), str(folder / "bad_text.h5")]
     result = batch_flow(inputs, str(tmp_path), {"method": "zero-filled", "retry_delay_s": 0})
     assert [r["status"] for r in result["records"]] == ["done", "failed"]

@@ -1,5 +1,5 @@
 """`sgilo reconstruct` on NIfTI, DICOM and ISMRMRD inputs with NIfTI/DICOM/PNG exports, called
-in-process (``flows.cli.main``) on tiny inputs built here.
+in-process (``sgilo.flows.cli.main``) on tiny inputs built here.
 
 Geometry is checked against the input files' own headers (nibabel affines, DICOM
 ImagePositionPatient / ImageOrientationPatient / PixelSpacing), and DICOM outputs against
@@ -20,11 +20,11 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 
-from flows.cli import main
-from pipeline.io.dicom import NOT_FOR_DIAGNOSTIC_USE, read_dicom
-from pipeline.io.geometry import dicom_display_affine, nifti_display_affine
-from pipeline.io.ismrmrd import write_ismrmrd
-from pipeline.io.nifti import read_nifti
+from sgilo.flows.cli import main
+from sgilo.pipeline.io.dicom import NOT_FOR_DIAGNOSTIC_USE, read_dicom
+from sgilo.pipeline.io.geometry import dicom_display_affine, nifti_display_affine
+from sgilo.pipeline.io.ismrmrd import write_ismrmrd
+from sgilo.pipeline.io.nifti import read_nifti
 
 MR_SMALL = Path(str(get_testdata_file("MR_small.dcm", download=False)))
 UNDERSAMPLE = ["--acceleration", "4", "--center-fraction", "0.08"]
@@ -208,10 +208,10 @@ def test_ismrmrd_input_gets_header_geometry_and_a_new_series(ismrmrd_run):
 
 
 def test_std_map_is_its_own_volume_and_series(tmp_path):
-    from pipeline.export import export_study
-    from pipeline.io.ingest import read_input
-    from pipeline.io.staging import StagedOutputs
-    from pipeline.reconstruct import StudyReconstruction
+    from sgilo.pipeline.export import export_study
+    from sgilo.pipeline.io.ingest import read_input
+    from sgilo.pipeline.io.staging import StagedOutputs
+    from sgilo.pipeline.reconstruct import StudyReconstruction
 
     (study,) = read_input(_nifti_input(tmp_path), acceleration=4, center_fraction=0.08)
     magnitude = np.abs(study.target)
@@ -293,12 +293,12 @@ def test_bad_input_one_line_no_output(tmp_path, capsys, build, extra, words):
 
 
 def test_failure_during_export_leaves_nothing(tmp_path, capsys, monkeypatch):
-    import pipeline.export
+    import sgilo.pipeline.export
 
     def broken(*args, **kwargs):
         raise OSError("disk full (simulated)")
 
-    monkeypatch.setattr(pipeline.export, "write_dicom_series", broken)
+    monkeypatch.setattr(sgilo.pipeline.export, "write_dicom_series", broken)
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("an earlier file")

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from flows.cli import main
-from models.stylegan2.checkpoint import fit_latent_stats, save_generator
-from models.stylegan2.generator import Generator, GeneratorConfig
-from operators.fft import fft2c
-from operators.masks import random_column_mask
-from pipeline.io.fastmri import write_kspace
+from sgilo.flows.cli import main
+from sgilo.models.stylegan2.checkpoint import fit_latent_stats, save_generator
+from sgilo.models.stylegan2.generator import Generator, GeneratorConfig
+from sgilo.operators.fft import fft2c
+from sgilo.operators.masks import random_column_mask
+from sgilo.pipeline.io.fastmri import write_kspace
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +116,7 @@ def test_sgilo_with_a_score_model_writes_the_std_map(files, tmp_path, capsys):
 
 
 def test_generative_bad_cases(files, tmp_path, capsys, monkeypatch):
-    from models import registry
+    from sgilo.models import registry
 
     model, small, big = files
     out = tmp_path / "out"
@@ -161,7 +161,7 @@ def test_generative_bad_cases(files, tmp_path, capsys, monkeypatch):
 
 
 def test_solver_note_says_what_the_fit_ran():
-    from pipeline.reconstruct import solver_note
+    from sgilo.pipeline.reconstruct import solver_note
 
     assert solver_note({"seconds": 1.0}) == ""
     assert solver_note({"steps_run": "[38, 34]"}) == "steps run [38, 34]"

@@ -1,12 +1,12 @@
 """`sgilo reconstruct` as a user runs it: fastMRI-format inputs built in a temporary folder from a
-simulated acquisition, the command line called in-process (``flows.cli.main``) and once as the
+simulated acquisition, the command line called in-process (``sgilo.flows.cli.main``) and once as the
 installed ``sgilo`` executable.
 
 Test object: two 48x40 slices of Shepp-Logan magnitude (the second flipped) times a smooth random
-phase, single-coil or 4 normalised birdcage coils, 30 dB SNR (:mod:`pipeline.simulate`);
+phase, single-coil or 4 normalised birdcage coils, 30 dB SNR (:mod:`sgilo.pipeline.simulate`);
 undersampled files use a random column mask R = 3 with 8 fully sampled centre columns (centre
 fraction 0.2). Reference images below (zero-filled, masks) are computed here with numpy and
-:mod:`operators.masks` only, not through the reconstruction code.
+:mod:`sgilo.operators.masks` only, not through the reconstruction code.
 
 Measured when written (2 slices, 48x40, NMSE = ||x - m||^2 / ||m||^2 against the true magnitude m):
 
@@ -31,10 +31,10 @@ import numpy as np
 import pytest
 import sigpy
 
-from flows.cli import main
-from operators.masks import column_mask, seed_from_name
-from pipeline.io.fastmri import write_kspace
-from pipeline.simulate import simulate_acquisition
+from sgilo.flows.cli import main
+from sgilo.operators.masks import column_mask, seed_from_name
+from sgilo.pipeline.io.fastmri import write_kspace
+from sgilo.pipeline.simulate import simulate_acquisition
 
 SLICES, H, W, COILS = 2, 48, 40, 4
 R, CF = 3, 0.2

@@ -5,9 +5,9 @@ import json
 
 import torch
 
-from flows.cli import main
-from models.score.model import load_score_model
-from models.stylegan2.checkpoint import load_generator
+from sgilo.flows.cli import main
+from sgilo.models.score.model import load_score_model
+from sgilo.models.stylegan2.checkpoint import load_generator
 
 GAN = [
     "--resolution",

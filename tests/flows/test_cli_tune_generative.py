@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from flows.cli import main
-from models.stylegan2.checkpoint import fit_latent_stats, save_generator
-from models.stylegan2.generator import Generator, GeneratorConfig
-from pipeline.tuning_generative import parse_value
+from sgilo.flows.cli import main
+from sgilo.models.stylegan2.checkpoint import fit_latent_stats, save_generator
+from sgilo.models.stylegan2.generator import Generator, GeneratorConfig
+from sgilo.pipeline.research.tuning_generative import parse_value
 
 
 @pytest.fixture(scope="module")
@@ -51,12 +51,12 @@ def test_final_step_sweep_matches_full_runs(model):
     """A dc_wavelet sweep fits once per setting; its PSNRs are those of full runs per value."""
     import numpy as np
 
-    from pipeline.data.mni import mni_slices
-    from pipeline.experiment import Setting, espirit_operator
-    from pipeline.methods import load_prior, solve
-    from pipeline.metrics import psnr
-    from pipeline.simulate import simulate_acquisition
-    from pipeline.tuning_generative import sweep_generative
+    from sgilo.pipeline.data.mni import mni_slices
+    from sgilo.pipeline.experiment import Setting, espirit_operator
+    from sgilo.pipeline.methods import load_prior, solve
+    from sgilo.pipeline.metrics import psnr
+    from sgilo.pipeline.research.tuning_generative import sweep_generative
+    from sgilo.pipeline.simulate import simulate_acquisition
 
     prior = load_prior(model)
     slices = mni_slices("train", size=16)[[20, 60]]

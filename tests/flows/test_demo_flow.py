@@ -4,8 +4,8 @@ import json
 
 import numpy as np
 
-from flows.demo import demo_flow
-from pipeline.demo import DemoConfig
+from sgilo.flows.demo import demo_flow
+from sgilo.pipeline.demo import DemoConfig
 
 # prefect_api: the session's one Prefect test server (tests/flows/conftest.py)
 
@@ -49,8 +49,8 @@ def test_demo_flow_writes_report(prefect_api, tmp_path):
 def test_demo_flow_with_a_prior_adds_the_generative_rows(prefect_api, tmp_path):
     import torch
 
-    from models.stylegan2.checkpoint import fit_latent_stats, save_generator
-    from models.stylegan2.generator import Generator, GeneratorConfig
+    from sgilo.models.stylegan2.checkpoint import fit_latent_stats, save_generator
+    from sgilo.models.stylegan2.generator import Generator, GeneratorConfig
 
     torch.manual_seed(0)
     g = Generator(

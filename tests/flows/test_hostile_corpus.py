@@ -39,8 +39,8 @@ import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
-from flows.cli import main
-from pipeline.batch import expand_inputs
+from sgilo.flows.cli import main
+from sgilo.pipeline.batch import expand_inputs
 
 EVIL = "../../evil\x01name"
 EVIL_FILE = "evil\x01 name$(x).dcm"
@@ -186,7 +186,7 @@ def dicom_file(**kwargs) -> Callable[[Path], None]:
 
 
 def ismrmrd_without_header(path: Path) -> None:
-    from pipeline.io.ismrmrd import write_ismrmrd
+    from sgilo.pipeline.io.ismrmrd import write_ismrmrd
 
     write_ismrmrd(path, _kspace((2, 16, 16)), header=False)
 
@@ -195,7 +195,7 @@ def ismrmrd_line_outside(path: Path) -> None:
     """A valid 16x16 file plus one line at phase-encode step 40."""
     import ismrmrd
 
-    from pipeline.io.ismrmrd import write_ismrmrd
+    from sgilo.pipeline.io.ismrmrd import write_ismrmrd
 
     write_ismrmrd(path, _kspace((2, 16, 16)))
     dset = ismrmrd.Dataset(str(path), "dataset", create_if_needed=False)
@@ -214,7 +214,7 @@ def ismrmrd_huge_matrix(path: Path) -> None:
     import ismrmrd
     import ismrmrd.xsd
 
-    from pipeline.io.ismrmrd import write_ismrmrd
+    from sgilo.pipeline.io.ismrmrd import write_ismrmrd
 
     write_ismrmrd(path, _kspace((2, 16, 16)))
     dset = ismrmrd.Dataset(str(path), "dataset", create_if_needed=False)
@@ -512,7 +512,7 @@ def _ismrmrd(edit: Callable[[h5py.Group], None], kspace: np.ndarray | None = Non
     its ``dataset`` group with h5py."""
 
     def make(path: Path) -> None:
-        from pipeline.io.ismrmrd import write_ismrmrd
+        from sgilo.pipeline.io.ismrmrd import write_ismrmrd
 
         write_ismrmrd(path, _kspace((2, 16, 16)) if kspace is None else kspace)
         with h5py.File(path, "r+") as f:
@@ -568,7 +568,7 @@ def _second_repetition(group: h5py.Group) -> None:
 
 
 def _acquisition_dtype(path: Path) -> np.dtype:
-    from pipeline.io.ismrmrd import write_ismrmrd
+    from sgilo.pipeline.io.ismrmrd import write_ismrmrd
 
     write_ismrmrd(path, _kspace((1, 16, 16)))
     with h5py.File(path, "r") as f:

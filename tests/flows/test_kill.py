@@ -36,9 +36,9 @@ import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
-from flows.cli import main
-from pipeline.io.staging import STAGING_PREFIX, StagedOutputs, remove_stale_staging
-from pipeline.provenance import sha256_file, sha256_path
+from sgilo.flows.cli import main
+from sgilo.pipeline.io.staging import STAGING_PREFIX, StagedOutputs, remove_stale_staging
+from sgilo.pipeline.provenance import sha256_file, sha256_path
 
 ROOT = Path(__file__).resolve().parents[2]
 OPTIONS = ["--method", "zero-filled", "--acceleration", "4", "--center-fraction", "0.08"]
@@ -253,7 +253,7 @@ def test_sigkill_at_ten_moments_then_rerun(prefect_api, prefect_api_url, tmp_pat
     out = tmp_path / "out"
     # one torch thread, as in this process (tests/conftest.py); the shared Prefect test server
     env = {**os.environ, "PREFECT_API_URL": prefect_api_url, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "flows.cli", "batch", str(tmp_path / "in"), *OPTIONS]
+    command = [sys.executable, "-m", "sgilo.flows.cli", "batch", str(tmp_path / "in"), *OPTIONS]
     command += ["--out", str(out)]
     rng = random.Random(20261204)
     kills = []
@@ -294,7 +294,7 @@ def test_sigkill_at_ten_moments_then_rerun(prefect_api, prefect_api_url, tmp_pat
 
 HOLDER = """
 import sys, time
-from pipeline.io.staging import StagedOutputs
+from sgilo.pipeline.io.staging import StagedOutputs
 stage = StagedOutputs(sys.argv[1], label="held.h5")
 stage.path("held.h5").write_bytes(b"partial")
 print(stage.folder.name, flush=True)

@@ -7,7 +7,7 @@ terminal does; SIGTERM to the process. Afterwards OUT holds no staging folder an
 (besides `.sgilo`), and each input has all of its outputs or none. An interrupted batch, run
 again, finishes the rest.
 
-The rules of :mod:`pipeline.interrupt` itself (a signal held during a critical section,
+The rules of :mod:`sgilo.pipeline.interrupt` itself (a signal held during a critical section,
 ``except Exception`` not catching it, a second signal or a hung clean-up ending the process at
 once) are tested on small scripts.
 """
@@ -27,7 +27,7 @@ from pathlib import Path
 import h5py
 import pytest
 
-from flows.cli import main
+from sgilo.flows.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 NAMES = [f"s{i:02d}.h5" for i in range(16)]
@@ -136,7 +136,7 @@ RECON = ["--method", "tv", "--format", "h5,nifti"]  # about 0.4 s per input: tim
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_reconstruct(inputs, tmp_path, signum):
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "flows.cli", "reconstruct"]
+    command = [sys.executable, "-m", "sgilo.flows.cli", "reconstruct"]
     command += [str(inputs / n) for n in NAMES] + RECON + ["--out", str(out)]
     code, lines, rest, seconds = interrupt(
         command, signum, lambda ls: any(line.startswith("[3/16]") for line in ls)
@@ -148,7 +148,7 @@ def test_reconstruct(inputs, tmp_path, signum):
 
 
 def _batch_command(kind: str, inputs: Path, out: Path) -> list[str]:
-    command = [sys.executable, "-m", "flows.cli"]
+    command = [sys.executable, "-m", "sgilo.flows.cli"]
     if kind == "serve":
         command += ["serve", "--watch", str(inputs), "--once", "--settle", "0"]
     else:
@@ -211,7 +211,8 @@ def test_ctrl_c_with_workers_and_no_server(inputs, tmp_path):
     ends it in one line, the cluster and the temporary server go too, and OUT is clean."""
     out, tag = tmp_path / "out", f"{os.getpid()}-{time.time_ns()}"
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
-    command = [sys.executable, "-m", "flows.cli", "batch", str(inputs), *RECON, "--out", str(out)]
+    command = [sys.executable, "-m", "sgilo.flows.cli", "batch", str(inputs), *RECON]
+    command += ["--out", str(out)]
     code, lines, rest, seconds = interrupt(
         command + ["--workers", "2"],
         signal.SIGINT,
@@ -231,7 +232,7 @@ def test_ctrl_c_with_workers_and_no_server(inputs, tmp_path):
 
 PRELUDE = """
 import os, signal, sys, time
-from pipeline import interrupt
+from sgilo.pipeline import interrupt
 """
 
 

@@ -12,16 +12,16 @@ import pytest
 import torch
 from PIL import Image
 
-import models.stylegan2.train as train
-from models.stylegan2 import GeneratorConfig, load_generator
-from models.stylegan2.augment import (
+import sgilo.models.stylegan2.train as train
+from sgilo.models.stylegan2 import GeneratorConfig, load_generator
+from sgilo.models.stylegan2.augment import (
     AugmentConfig,
     augment_batch,
     augment_magnitudes,
     phase_augment,
     random_smooth_phase,
 )
-from models.stylegan2.train import TrainConfig, network_to_magnitude, to_network, train_gan
+from sgilo.models.stylegan2.train import TrainConfig, network_to_magnitude, to_network, train_gan
 
 R = 16
 

@@ -12,13 +12,13 @@ import pytest
 import torch
 from PIL import Image
 
-import models.stylegan2.train as train
-import pipeline.training_data as training_data
-from flows.cli import main
-from models.stylegan2 import GeneratorConfig, load_generator
-from models.stylegan2.augment import AugmentConfig, augment_batch, augment_images
-from models.stylegan2.grid import tile_grid
-from models.stylegan2.train import (
+import sgilo.models.stylegan2.train as train
+import sgilo.pipeline.training_data as training_data
+from sgilo.flows.cli import main
+from sgilo.models.stylegan2 import GeneratorConfig, load_generator
+from sgilo.models.stylegan2.augment import AugmentConfig, augment_batch, augment_images
+from sgilo.models.stylegan2.grid import tile_grid
+from sgilo.models.stylegan2.train import (
     TrainConfig,
     network_to_image,
     network_to_magnitude,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from models import registry
+from sgilo.models import registry
 
 
 def test_shipped_name_resolves_to_its_files(tmp_path, monkeypatch):
@@ -38,7 +38,7 @@ def test_path_and_errors(tmp_path, monkeypatch):
 def test_shipped_priors_load_and_generate(name):
     import torch
 
-    from pipeline.methods import load_prior
+    from sgilo.pipeline.methods import load_prior
 
     prior = load_prior(name)
     g = prior.generator
@@ -51,7 +51,7 @@ def test_shipped_priors_load_and_generate(name):
         assert space == "z" or space.startswith("block")
         assert model.data_shape  # shapes the solver checks against the generator
     # every shipped score model is reached by SGILO's default schedule (as `solve` truncates it)
-    from pipeline.solvers.sgilo import SGILOConfig, check_score_models, used_spaces
+    from sgilo.pipeline.solvers.sgilo import SGILOConfig, check_score_models, used_spaces
 
     spaces = check_score_models(prior.score_models, g)
     steps = SGILOConfig().steps[: g.num_blocks]

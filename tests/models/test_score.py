@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from models.score import (
+from sgilo.models.score import (
     VPSDE,
     ConvScoreNet,
     ConvScoreNetConfig,
@@ -28,7 +28,7 @@ from models.score import (
     tensor_source,
     train_score,
 )
-from models.stylegan2 import Generator, GeneratorConfig, LatentStats
+from sgilo.models.stylegan2 import Generator, GeneratorConfig, LatentStats
 
 SDE = VPSDE()
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from models.stylegan2 import (
+from sgilo.models.stylegan2 import (
     CheckpointError,
     Discriminator,
     DiscriminatorConfig,
@@ -22,7 +22,7 @@ from models.stylegan2 import (
     load_generator,
     save_generator,
 )
-from models.stylegan2.layers import ModulatedConv2d, Upsample, upfirdn2d
+from sgilo.models.stylegan2.layers import ModulatedConv2d, Upsample, upfirdn2d
 
 D = 16
 

@@ -10,8 +10,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from operators.base import Identity, LinearOperator, adjoint_error
-from operators.image import (
+from sgilo.operators.base import Identity, LinearOperator, adjoint_error
+from sgilo.operators.image import (
     Colorization,
     GaussianCompressedSensing,
     Inpainting,
@@ -21,7 +21,7 @@ from operators.image import (
     box_mask,
     random_pixel_mask,
 )
-from operators.noise import ComplexGaussianNoise, GaussianNoise, sigma_for_snr
+from sgilo.operators.noise import ComplexGaussianNoise, GaussianNoise, sigma_for_snr
 
 F64 = torch.float64
 

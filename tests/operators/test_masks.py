@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from operators.masks import (
+from sgilo.operators.masks import (
     acceleration_of,
     center_columns,
     column_mask,

@@ -6,10 +6,10 @@ import sigpy as sp
 import sigpy.mri
 import torch
 
-from operators.base import adjoint_error
-from operators.fft import fft2c, ifft2c
-from operators.masks import radial_trajectory, random_column_mask, spiral_trajectory
-from operators.mri import MultiCoilMRI, NonCartesianMRI, SingleCoilMRI
+from sgilo.operators.base import adjoint_error
+from sgilo.operators.fft import fft2c, ifft2c
+from sgilo.operators.masks import radial_trajectory, random_column_mask, spiral_trajectory
+from sgilo.operators.mri import MultiCoilMRI, NonCartesianMRI, SingleCoilMRI
 
 SHAPES = [(37, 31), (24, 40), (33, 33)]
 

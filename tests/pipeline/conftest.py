@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models.stylegan2.checkpoint import LatentStats, fit_latent_stats
-from models.stylegan2.generator import Generator, GeneratorConfig
+from sgilo.models.stylegan2.checkpoint import LatentStats, fit_latent_stats
+from sgilo.models.stylegan2.generator import Generator, GeneratorConfig
 
 
 @pytest.fixture(scope="module")

@@ -21,12 +21,12 @@ import sigpy as sp
 import sigpy.mri.app as sigpy_app
 import torch
 
-from operators.base import Identity
-from operators.masks import column_mask, density_compensation, radial_trajectory
-from operators.mri import MultiCoilMRI, NonCartesianMRI, SingleCoilMRI
-from pipeline.experiment import make_operator
-from pipeline.simulate import simulate_acquisition
-from pipeline.solvers.classical import (
+from sgilo.operators.base import Identity
+from sgilo.operators.masks import column_mask, density_compensation, radial_trajectory
+from sgilo.operators.mri import MultiCoilMRI, NonCartesianMRI, SingleCoilMRI
+from sgilo.pipeline.experiment import make_operator
+from sgilo.pipeline.simulate import simulate_acquisition
+from sgilo.pipeline.solvers.classical import (
     CLASSICAL,
     cg_sense,
     l1_wavelet,

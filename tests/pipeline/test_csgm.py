@@ -15,14 +15,14 @@ import numpy as np
 import pytest
 import torch
 
-from models.stylegan2.generator import Generator, GeneratorConfig
-from operators.base import Identity
-from operators.fft import fft2c
-from operators.masks import column_mask, radial_trajectory
-from operators.mri import MultiCoilMRI, NonCartesianMRI, SingleCoilMRI
-from pipeline.solvers.csgm import CSGMConfig, csgm
-from pipeline.solvers.latent_common import normal_norm
-from pipeline.solvers.sparse_deviation import DEFAULT_DC_WAVELET
+from sgilo.models.stylegan2.generator import Generator, GeneratorConfig
+from sgilo.operators.base import Identity
+from sgilo.operators.fft import fft2c
+from sgilo.operators.masks import column_mask, radial_trajectory
+from sgilo.operators.mri import MultiCoilMRI, NonCartesianMRI, SingleCoilMRI
+from sgilo.pipeline.solvers.csgm import CSGMConfig, csgm
+from sgilo.pipeline.solvers.latent_common import normal_norm
+from sgilo.pipeline.solvers.sparse_deviation import DEFAULT_DC_WAVELET
 
 R = 8
 D = 6
@@ -108,7 +108,7 @@ def test_linear_generator_known_answer():
 def test_known_answer_on_a_larger_non_square_grid():
     """An 8×8 generator on a 12×20 acquisition: its image is placed on the grid (GridPlacement)
     and the latent is still recovered exactly."""
-    from pipeline.solvers.resample import GridPlacement
+    from sgilo.pipeline.solvers.resample import GridPlacement
 
     gen = LinearGenerator(channels=2, seed=8)
     placed = GridPlacement(R, (12, 20)).A(_truth(gen, amplitude=1.0))
@@ -333,7 +333,7 @@ def test_gain_recovers_an_image_brighter_than_the_model_range():
     rng = torch.Generator().manual_seed(3)
     with_gain = csgm(y, op, generator=gen, config=_config(fit_gain=True, **cfg), rng=rng)
     assert _rel(with_gain.image, 1.5 * x) < 1e-3
-    from pipeline.solvers.latent_common import prepare_problem
+    from sgilo.pipeline.solvers.latent_common import prepare_problem
 
     problem = prepare_problem(y, op, gen, phase="none", normalize=False, fit_gain=True)
     assert torch.allclose(
@@ -347,7 +347,7 @@ def test_image_and_loss_equals_image_then_measurement_loss(fit_gain):
     """The solvers' step computes the image and its loss with one application of A (the gain's
     A x reused); it must equal image() followed by measurement_loss(), values and gradients,
     on multi-coil undersampled data with a phase carrier."""
-    from pipeline.solvers.latent_common import prepare_problem
+    from sgilo.pipeline.solvers.latent_common import prepare_problem
 
     gen = Generator(GeneratorConfig(resolution=16, style_dim=16, n_mlp=2, image_channels=1))
     rng = torch.Generator().manual_seed(4)

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.data import dicom_examples, mni
-from pipeline.data.natural import natural_image, natural_image_names
+from sgilo.pipeline.data import dicom_examples, mni
+from sgilo.pipeline.data.natural import natural_image, natural_image_names
 
 # ---------------------------------------------------------------------------------------------
 # MNI152

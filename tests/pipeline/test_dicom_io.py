@@ -10,14 +10,14 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 
-from pipeline.io.dicom import (
+from sgilo.pipeline.io.dicom import (
     NOT_FOR_DIAGNOSTIC_USE,
     DicomSeries,
     read_dicom,
     safe_file_stem,
     write_dicom_series,
 )
-from pipeline.io.types import InputError
+from sgilo.pipeline.io.types import InputError
 
 MR_SMALL = Path(str(get_testdata_file("MR_small.dcm", download=False)))
 GAP = 2.0

@@ -20,7 +20,7 @@ import pytest
 import sigpy as sp
 import sigpy.mri as mr
 
-from pipeline.espirit import calibration_region, espirit, estimate_maps
+from sgilo.pipeline.espirit import calibration_region, espirit, estimate_maps
 
 H = W = 128
 N_COILS = 8

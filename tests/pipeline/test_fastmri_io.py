@@ -11,8 +11,8 @@ import h5py
 import numpy as np
 import pytest
 
-from operators.masks import center_columns, column_mask, seed_from_name
-from pipeline.io.fastmri import (
+from sgilo.operators.masks import center_columns, column_mask, seed_from_name
+from sgilo.pipeline.io.fastmri import (
     center_run_length,
     read_fastmri,
     retrospective_undersample,
@@ -20,7 +20,7 @@ from pipeline.io.fastmri import (
     write_reconstruction,
     write_study,
 )
-from pipeline.io.types import InputError, KSpaceStudy
+from sgilo.pipeline.io.types import InputError, KSpaceStudy
 
 
 def _kspace(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from operators.fft import fft2c
-from operators.mri import MultiCoilMRI, NonCartesianMRI, SingleCoilMRI
-from pipeline.solvers.holdout import candidate_columns, heldout_columns, with_holdout
-from pipeline.solvers.ilo import EarlyStop, ILOConfig, ilo, run_rounds
-from pipeline.solvers.latent_common import Problem, prepare_problem
-from pipeline.solvers.sgilo import SGILOConfig, sgilo
+from sgilo.operators.fft import fft2c
+from sgilo.operators.mri import MultiCoilMRI, NonCartesianMRI, SingleCoilMRI
+from sgilo.pipeline.solvers.holdout import candidate_columns, heldout_columns, with_holdout
+from sgilo.pipeline.solvers.ilo import EarlyStop, ILOConfig, ilo, run_rounds
+from sgilo.pipeline.solvers.latent_common import Problem, prepare_problem
+from sgilo.pipeline.solvers.sgilo import SGILOConfig, sgilo
 
 R = 16  # the resolution of the `gen_stats` generator (tests/pipeline/conftest.py)
 #: measured columns: the centre run 6…9 (W // 2 = 8) and six outer columns

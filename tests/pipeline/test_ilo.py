@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from models.stylegan2.checkpoint import gaussianized_to_w
-from models.stylegan2.generator import SynthesisState
-from operators.masks import column_mask
-from operators.mri import SingleCoilMRI
-from pipeline.solvers.csgm import CSGMConfig, csgm
-from pipeline.solvers.ilo import ILOConfig, geocross, ilo, init_round_state
+from sgilo.models.stylegan2.checkpoint import gaussianized_to_w
+from sgilo.models.stylegan2.generator import SynthesisState
+from sgilo.operators.masks import column_mask
+from sgilo.operators.mri import SingleCoilMRI
+from sgilo.pipeline.solvers.csgm import CSGMConfig, csgm
+from sgilo.pipeline.solvers.ilo import ILOConfig, geocross, ilo, init_round_state
 
 R = 16  # the resolution of the `gen_stats` generator (tests/pipeline/conftest.py)
 

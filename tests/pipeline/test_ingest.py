@@ -12,13 +12,13 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 
-from pipeline.io.dicom import DicomSeries
-from pipeline.io.fastmri import write_kspace
-from pipeline.io.geometry import dicom_display_affine, display_affine, nifti_display_affine
-from pipeline.io.ingest import detect_format, read_input
-from pipeline.io.ismrmrd import write_ismrmrd
-from pipeline.io.nifti import ImageVolume
-from pipeline.io.types import InputError
+from sgilo.pipeline.io.dicom import DicomSeries
+from sgilo.pipeline.io.fastmri import write_kspace
+from sgilo.pipeline.io.geometry import dicom_display_affine, display_affine, nifti_display_affine
+from sgilo.pipeline.io.ingest import detect_format, read_input
+from sgilo.pipeline.io.ismrmrd import write_ismrmrd
+from sgilo.pipeline.io.nifti import ImageVolume
+from sgilo.pipeline.io.types import InputError
 
 MR_SMALL = Path(str(get_testdata_file("MR_small.dcm", download=False)))
 

@@ -8,23 +8,23 @@ import numpy as np
 import pytest
 import torch
 
-from flows.cli import main
-from models.score.model import load_score_model
-from models.score.network import default_network_config
-from models.score.sources import TensorSource
-from models.score.train import ScoreTrainConfig, train_score
-from models.stylegan2.checkpoint import fit_latent_stats, save_generator
-from models.stylegan2.generator import Generator, GeneratorConfig
-from pipeline.inversions import (
+from sgilo.flows.cli import main
+from sgilo.models.score.model import load_score_model
+from sgilo.models.score.network import default_network_config
+from sgilo.models.score.sources import TensorSource
+from sgilo.models.score.train import ScoreTrainConfig, train_score
+from sgilo.models.stylegan2.checkpoint import fit_latent_stats, save_generator
+from sgilo.models.stylegan2.generator import Generator, GeneratorConfig
+from sgilo.pipeline.inversions import (
     InversionsError,
     check_inversions,
     invert_images,
     load_inversions,
     save_inversions,
 )
-from pipeline.methods import Prior
-from pipeline.provenance import sha256_file
-from pipeline.solvers.sgilo import check_score_models
+from sgilo.pipeline.methods import Prior
+from sgilo.pipeline.provenance import sha256_file
+from sgilo.pipeline.solvers.sgilo import check_score_models
 
 R = 16
 STEPS = (3, 3, 3)

@@ -9,8 +9,8 @@ import h5py
 import numpy as np
 import pytest
 
-from pipeline.io.ismrmrd import header_geometry, read_ismrmrd, write_ismrmrd
-from pipeline.io.types import InputError
+from sgilo.pipeline.io.ismrmrd import header_geometry, read_ismrmrd, write_ismrmrd
+from sgilo.pipeline.io.types import InputError
 
 S, C, H, W = 2, 3, 16, 12
 MASK = np.isin(np.arange(W), [0, 3, 5, 6, 7, 9])  # centre run 5..7, 6 of 12 lines

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy.ndimage import uniform_filter
 
-from pipeline.metrics import evaluate, nmse, psnr, ssim
+from sgilo.pipeline.metrics import evaluate, nmse, psnr, ssim
 
 
 def _volume(rng: np.random.Generator, shape: tuple[int, ...] = (3, 32, 40)) -> np.ndarray:

@@ -8,15 +8,15 @@ import pytest
 import skimage.data
 from PIL import Image
 
-import pipeline.training_data as training_data
-from pipeline.data import natural
-from pipeline.data.natural import (
+import sgilo.pipeline.training_data as training_data
+from sgilo.pipeline.data import natural
+from sgilo.pipeline.data.natural import (
     TRAINING_IMAGES,
     VALIDATION_IMAGES,
     natural_train_patches,
     natural_validation_patches,
 )
-from pipeline.training_data import load_training_images, natural_train_count
+from sgilo.pipeline.training_data import load_training_images, natural_train_count
 
 
 def test_split_is_by_image_disjoint_and_rgb() -> None:

@@ -10,21 +10,21 @@ import types
 import pytest
 import torch
 
-from models.score.model import ScoreModel
-from models.score.network import MLPScoreNetConfig, build_network
-from models.stylegan2.checkpoint import fit_latent_stats
-from models.stylegan2.generator import Generator, GeneratorConfig
-from operators.base import Identity
-from operators.image import (
+from sgilo.models.score.model import ScoreModel
+from sgilo.models.score.network import MLPScoreNetConfig, build_network
+from sgilo.models.stylegan2.checkpoint import fit_latent_stats
+from sgilo.models.stylegan2.generator import Generator, GeneratorConfig
+from sgilo.operators.base import Identity
+from sgilo.operators.image import (
     Colorization,
     GaussianCompressedSensing,
     Inpainting,
     PartialCirculant,
     SuperResolution,
 )
-from pipeline.methods import Prior, solve
-from pipeline.solvers.csgm import CSGMConfig, csgm
-from pipeline.solvers.latent_common import ImageProblem, is_image_operator, prepare_problem
+from sgilo.pipeline.methods import Prior, solve
+from sgilo.pipeline.solvers.csgm import CSGMConfig, csgm
+from sgilo.pipeline.solvers.latent_common import ImageProblem, is_image_operator, prepare_problem
 
 R = 8
 D = 6

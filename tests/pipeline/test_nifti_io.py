@@ -10,15 +10,15 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from pipeline.data.mni import axial_display_slice
-from pipeline.io.nifti import (
+from sgilo.pipeline.data.mni import axial_display_slice
+from sgilo.pipeline.io.nifti import (
     ImageVolume,
     from_display,
     read_nifti,
     to_display,
     write_nifti,
 )
-from pipeline.io.types import InputError
+from sgilo.pipeline.io.types import InputError
 
 #: LPS-like voxel axes: i → Left (flipped x), j → Posterior, k → Superior; anisotropic voxels
 LPS_AFFINE = np.array(

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 import torch
 
-import pipeline.solvers.latent_common as latent_common
-from operators.masks import column_mask
-from operators.mri import SingleCoilMRI
-from pipeline.io.fastmri import read_fastmri, retrospective_undersample, write_kspace
-from pipeline.reconstruct import study_operator
-from pipeline.solvers.latent_common import prepare_problem
+import sgilo.pipeline.solvers.latent_common as latent_common
+from sgilo.operators.masks import column_mask
+from sgilo.operators.mri import SingleCoilMRI
+from sgilo.pipeline.io.fastmri import read_fastmri, retrospective_undersample, write_kspace
+from sgilo.pipeline.reconstruct import study_operator
+from sgilo.pipeline.solvers.latent_common import prepare_problem
 
 R = 16  # the tiny generator's resolution (tests/pipeline/conftest.py)
 

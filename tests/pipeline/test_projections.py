@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy.optimize import minimize
 
-from pipeline.solvers.projections import (
+from sgilo.pipeline.solvers.projections import (
     l1_ball_project,
     l1_ball_project_around_,
     sphere_project,

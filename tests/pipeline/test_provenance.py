@@ -11,10 +11,10 @@ import time
 import numpy as np
 import pytest
 
-from pipeline import provenance
-from pipeline.batch import BatchOptions, cache_key, expand_inputs, pending_inputs
-from pipeline.markers import read_done, write_done
-from pipeline.provenance import (
+from sgilo.pipeline import provenance
+from sgilo.pipeline.batch import BatchOptions, cache_key, expand_inputs, pending_inputs
+from sgilo.pipeline.markers import read_done, write_done
+from sgilo.pipeline.provenance import (
     git_revision,
     run_record,
     sha256_path,

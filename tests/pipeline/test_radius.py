@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from operators.image import Inpainting
-from operators.masks import column_mask
-from operators.mri import MultiCoilMRI, NonCartesianMRI, SingleCoilMRI
-from pipeline.solvers.ilo import ILOConfig, ilo
-from pipeline.solvers.latent_common import prepare_problem
-from pipeline.solvers.radius import (
+from sgilo.operators.image import Inpainting
+from sgilo.operators.masks import column_mask
+from sgilo.operators.mri import MultiCoilMRI, NonCartesianMRI, SingleCoilMRI
+from sgilo.pipeline.solvers.ilo import ILOConfig, ilo
+from sgilo.pipeline.solvers.latent_common import prepare_problem
+from sgilo.pipeline.solvers.radius import (
     IMAGE_RADIUS_FRACTION,
     RADIUS_AT_4X,
     RADIUS_AT_8X,
@@ -23,7 +23,7 @@ from pipeline.solvers.radius import (
     resolve_radius_fraction,
     sampled_fraction,
 )
-from pipeline.solvers.sgilo import SGILOConfig, sgilo
+from sgilo.pipeline.solvers.sgilo import SGILOConfig, sgilo
 
 R = 16  # the resolution of the `gen_stats` generator (tests/pipeline/conftest.py)
 

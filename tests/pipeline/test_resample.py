@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from operators.base import adjoint_error
-from pipeline.solvers.resample import GridPlacement
+from sgilo.operators.base import adjoint_error
+from sgilo.pipeline.solvers.resample import GridPlacement
 
 
 @pytest.mark.parametrize(

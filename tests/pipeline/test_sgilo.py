@@ -9,18 +9,18 @@ import numpy as np
 import pytest
 import torch
 
-from models.score.model import ScoreModel
-from models.score.network import (
+from sgilo.models.score.model import ScoreModel
+from sgilo.models.score.network import (
     ConvScoreNetConfig,
     MLPScoreNetConfig,
     build_network,
 )
-from models.stylegan2.checkpoint import fit_latent_stats
-from models.stylegan2.generator import Generator, GeneratorConfig
-from operators.masks import column_mask
-from operators.mri import SingleCoilMRI
-from pipeline.solvers.ilo import ILOConfig, ilo
-from pipeline.solvers.sgilo import (
+from sgilo.models.stylegan2.checkpoint import fit_latent_stats
+from sgilo.models.stylegan2.generator import Generator, GeneratorConfig
+from sgilo.operators.masks import column_mask
+from sgilo.operators.mri import SingleCoilMRI
+from sgilo.pipeline.solvers.ilo import ILOConfig, ilo
+from sgilo.pipeline.solvers.sgilo import (
     SGILOConfig,
     SGILOResult,
     prior_step,

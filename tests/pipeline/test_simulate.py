@@ -1,6 +1,7 @@
 """Simulated acquisitions: coil normalisation, k-space against numpy, SNR, masks, seeds, phase.
 
-Every check is against an independent computation (numpy's FFT, ``operators.masks.column_mask``,
+Every check is against an independent computation (numpy's FFT,
+``sgilo.operators.masks.column_mask``,
 the noise-free re-simulation with the same seed) rather than against stored numbers. Images are
 small (≤ 64×64, ≤ 3 slices) so the file runs in a few seconds.
 """
@@ -11,8 +12,8 @@ import numpy as np
 import pytest
 import sigpy as sp
 
-from operators.masks import column_mask
-from pipeline.simulate import (
+from sgilo.operators.masks import column_mask
+from sgilo.pipeline.simulate import (
     normalized_birdcage_maps,
     simulate_acquisition,
     smooth_phase,

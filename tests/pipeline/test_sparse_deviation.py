@@ -5,12 +5,12 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from operators.fft import fft2c
-from operators.mri import MultiCoilMRI, SingleCoilMRI
-from pipeline.solvers.classical import l1_wavelet
-from pipeline.solvers.csgm import CSGMConfig
-from pipeline.solvers.latent_common import data_consistency
-from pipeline.solvers.sparse_deviation import (
+from sgilo.operators.fft import fft2c
+from sgilo.operators.mri import MultiCoilMRI, SingleCoilMRI
+from sgilo.pipeline.solvers.classical import l1_wavelet
+from sgilo.pipeline.solvers.csgm import CSGMConfig
+from sgilo.pipeline.solvers.latent_common import data_consistency
+from sgilo.pipeline.solvers.sparse_deviation import (
     DEFAULT_DC_WAVELET,
     resolve_dc_wavelet,
     sparse_deviation,
@@ -84,7 +84,7 @@ def test_center_equals_l1_wavelet_of_the_residual():
     y = op.A(model + _lesion())
     out = l1_wavelet(y, op, lam=1e-3, center=model, iterations=30).image
     # the same residual problem, with λ made absolute by the scale of y (not of the residual)
-    from pipeline.solvers.classical import data_scale
+    from sgilo.pipeline.solvers.classical import data_scale
 
     rel = 1e-3 * float(data_scale(y, op)[0]) / float(data_scale(y - op.A(model), op)[0])
     nu = l1_wavelet(y - op.A(model), op, lam=rel, iterations=30).image

@@ -13,9 +13,9 @@ import pytest
 from PIL import Image
 from skimage.transform import resize
 
-from pipeline.data import mni
-from pipeline.data.dicom_examples import bundled_test_files_dir, dicom_pixels
-from pipeline.training_data import load_training_images, prepare_image, scale_to_unit
+from sgilo.pipeline.data import mni
+from sgilo.pipeline.data.dicom_examples import bundled_test_files_dir, dicom_pixels
+from sgilo.pipeline.training_data import load_training_images, prepare_image, scale_to_unit
 
 SIZE = 32
 
@@ -172,7 +172,7 @@ def test_bad_sources(tmp_path):
 def test_npy_stacks_equal_the_mni_source(tmp_path):
     """mni-train written with np.save and read back as a folder source: every slice of the stack
     (and the single-image file) goes through the common preparation, nothing else."""
-    from pipeline.training_data import prepare_image
+    from sgilo.pipeline.training_data import prepare_image
 
     mni, _ = load_training_images(["mni-train"], 32)
     np.save(tmp_path / "stack.npy", mni)

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from models.stylegan2.checkpoint import gaussianized_to_w
-from operators.masks import column_mask
-from operators.mri import SingleCoilMRI
-from pipeline.solvers.csgm import CSGMConfig, csgm
-from pipeline.solvers.ilo import ILOConfig, ilo
-from pipeline.solvers.warm_start import gaussianize
+from sgilo.models.stylegan2.checkpoint import gaussianized_to_w
+from sgilo.operators.masks import column_mask
+from sgilo.operators.mri import SingleCoilMRI
+from sgilo.pipeline.solvers.csgm import CSGMConfig, csgm
+from sgilo.pipeline.solvers.ilo import ILOConfig, ilo
+from sgilo.pipeline.solvers.warm_start import gaussianize
 
 R = 16  # the resolution of the `gen_stats` generator (tests/pipeline/conftest.py)
 PLAIN = dict(phase="none", normalize=False, fit_gain=False, data_consistency=False)

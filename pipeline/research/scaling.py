@@ -69,7 +69,7 @@ def _images(size: int, batch: int, source: str) -> torch.Tensor:
     """``(batch, size, size)`` float images in [0, 1]: MNI training slices (evenly spaced) or a
     smooth synthetic one (``source="synthetic"``, no data files needed)."""
     if source == "mni":
-        from pipeline.data.mni import mni_slices
+        from sgilo.pipeline.data.mni import mni_slices
 
         slices = mni_slices("train", size)
         idx = np.linspace(len(slices) * 0.3, len(slices) * 0.7, batch).astype(int)
@@ -93,8 +93,8 @@ def acquisition_of(
 ) -> tuple[torch.Tensor, Any]:
     """:func:`acquisition` of given real images ``(B, R, R)``: complex data ``(B, R, R)`` and the
     single-coil operator of a random column mask (``acceleration``, 4 % centre), noiseless."""
-    from operators.masks import column_mask
-    from operators.mri import SingleCoilMRI
+    from sgilo.operators.masks import column_mask
+    from sgilo.operators.mri import SingleCoilMRI
 
     size = images.shape[-1]
     mask = column_mask("random", size, 0.04, acceleration, seed=seed).astype(np.float32)
@@ -118,7 +118,7 @@ def _step_times(run: Callable[[Callable[[int, int, str], None]], object]) -> dic
 def _bare(prior: Any, batch: int, steps: int) -> float:
     """Median seconds of the generator's forward + backward (w.r.t. ``z``) from the Gaussianized
     latent ``z`` ``(batch, n_latent, D)`` with the fixed noise maps."""
-    from models.stylegan2.checkpoint import gaussianized_to_w
+    from sgilo.models.stylegan2.checkpoint import gaussianized_to_w
 
     gen = prior.generator
     stats = prior.stats()
@@ -153,9 +153,9 @@ def overhead_pass(
     """One measurement of :func:`step_overhead` (seconds per step) on the data ``y``/``op``;
     ``solvers``: the ``csgm``/``ilo``/``sgilo`` functions to time (default: the project's; pass
     another implementation to compare the two interleaved)."""
-    from pipeline.solvers.csgm import CSGMConfig, csgm
-    from pipeline.solvers.ilo import ILOConfig, ilo
-    from pipeline.solvers.sgilo import SGILOConfig, sgilo
+    from sgilo.pipeline.solvers.csgm import CSGMConfig, csgm
+    from sgilo.pipeline.solvers.ilo import ILOConfig, ilo
+    from sgilo.pipeline.solvers.sgilo import SGILOConfig, sgilo
 
     fns = {"csgm": csgm, "ilo": ilo, "sgilo": sgilo} | (solvers or {})
     gen, stats = prior.generator, prior.stats()
@@ -216,9 +216,9 @@ def step_overhead(
     adds its prior step there when the prior has a block-1 score model) and the ratios
     ``csgm/bare``, ``ilo/bare``.
 
-    ``prior``: a :class:`pipeline.methods.Prior` (``None``: the shipped default); ``size``: the
-    operator's grid (``None``: the generator's resolution)."""
-    from pipeline.methods import load_prior
+    ``prior``: a :class:`sgilo.pipeline.methods.Prior` (``None``: the shipped default); ``size``:
+    the operator's grid (``None``: the generator's resolution)."""
+    from sgilo.pipeline.methods import load_prior
 
     prior = load_prior(None) if prior is None else prior
     size = int(prior.generator.config.resolution) if size is None else size
@@ -246,8 +246,8 @@ def chain_seconds(
 ) -> dict[str, float]:
     """Wall and CPU seconds of one SGILO run with ``chains`` chains on one slice (the prior's
     score models, ``steps`` per round)."""
-    from pipeline.methods import load_prior
-    from pipeline.solvers.sgilo import SGILOConfig, sgilo
+    from sgilo.pipeline.methods import load_prior
+    from sgilo.pipeline.solvers.sgilo import SGILOConfig, sgilo
 
     prior = load_prior(None) if prior is None else prior
     y, op = acquisition(int(prior.generator.config.resolution), 1, source=source)
@@ -290,10 +290,10 @@ def ilo_scaling(
 ) -> list[ScalingRow]:
     """Seconds per slice of ILO (``rounds`` rounds of ``steps_per_round`` steps) against the
     operator's grid (``sizes`` at batch 1; the generator's image is placed on other grids by
-    :class:`pipeline.solvers.resample.GridPlacement`) and against the batch (``batches`` at the
-    generator's resolution). One run per cell after an unmeasured warm-up."""
-    from pipeline.methods import load_prior
-    from pipeline.solvers.ilo import ILOConfig, ilo
+    :class:`sgilo.pipeline.solvers.resample.GridPlacement`) and against the batch (``batches`` at
+    the generator's resolution). One run per cell after an unmeasured warm-up."""
+    from sgilo.pipeline.methods import load_prior
+    from sgilo.pipeline.solvers.ilo import ILOConfig, ilo
 
     prior = load_prior(None) if prior is None else prior
     gen = prior.generator

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from flows.cli import main
-from operators.image import LUMA_WEIGHTS, Colorization
-from pipeline import natural_baselines as nb
-from pipeline.data.natural import natural_image
-from pipeline.natural_bench import (
+from sgilo.flows.cli import main
+from sgilo.operators.image import LUMA_WEIGHTS, Colorization
+from sgilo.pipeline.data.natural import natural_image
+from sgilo.pipeline.research import natural_baselines as nb
+from sgilo.pipeline.research.natural_bench import (
     SMOKE_TASKS,
     TASKS,
     measure,
@@ -122,10 +122,10 @@ def test_metrics_of_a_perfect_answer(images):
 
 
 def test_the_real_validation_patches_fit_the_suite():
-    from pipeline.data import natural
+    from sgilo.pipeline.data import natural
 
     if not hasattr(natural, "natural_validation_patches"):
-        pytest.skip("pipeline.data.natural.natural_validation_patches not written yet")
+        pytest.skip("sgilo.pipeline.data.natural.natural_validation_patches not written yet")
     patches = natural.natural_validation_patches(16, 2)
     assert patches.shape == (2, 3, 16, 16) and patches.dtype == np.float32
     assert patches.min() >= 0 and patches.max() <= 1
@@ -136,7 +136,7 @@ def test_the_real_validation_patches_fit_the_suite():
 def fake_patches(monkeypatch):
     """The bench's image source, independent of the real data module."""
     monkeypatch.setattr(
-        "pipeline.data.natural.natural_validation_patches",
+        "sgilo.pipeline.data.natural.natural_validation_patches",
         lambda size, count: _images(size, count),
         raising=False,
     )
@@ -187,7 +187,7 @@ def test_bench_refuses_unknown_tasks_and_methods(tmp_path, capsys):
 
 
 def _generative_contract_landed() -> bool:
-    source = Path(__file__).parents[2] / "pipeline" / "solvers" / "latent_common.py"
+    source = Path(__file__).parents[3] / "pipeline" / "solvers" / "latent_common.py"
     return "class ImageProblem" in source.read_text()
 
 
@@ -196,8 +196,8 @@ def _generative_contract_landed() -> bool:
     not _generative_contract_landed(), reason="image operators in the latent solvers not yet"
 )
 def test_smoke_suite_generative(tmp_path, capsys, fake_patches):
-    from models.stylegan2.checkpoint import fit_latent_stats, save_generator
-    from models.stylegan2.generator import Generator, GeneratorConfig
+    from sgilo.models.stylegan2.checkpoint import fit_latent_stats, save_generator
+    from sgilo.models.stylegan2.generator import Generator, GeneratorConfig
 
     torch.manual_seed(0)
     config = GeneratorConfig(
@@ -217,8 +217,8 @@ def test_smoke_suite_generative(tmp_path, capsys, fake_patches):
 
 
 def test_a_grey_generator_is_refused(tmp_path, capsys, fake_patches):
-    from models.stylegan2.checkpoint import fit_latent_stats, save_generator
-    from models.stylegan2.generator import Generator, GeneratorConfig
+    from sgilo.models.stylegan2.checkpoint import fit_latent_stats, save_generator
+    from sgilo.models.stylegan2.generator import Generator, GeneratorConfig
 
     config = GeneratorConfig(
         resolution=8, style_dim=8, n_mlp=1, image_channels=1, channels={4: 4, 8: 4}

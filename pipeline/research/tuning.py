@@ -3,10 +3,10 @@
 ``sgilo tune-classical`` simulates the benchmark's settings (single-coil, and 8-coil with ESPIRiT
 maps; 4× with an 8 % centre and 8× with 4 %) on training slices only, sweeps ``λ_rel`` on a log
 grid for ℓ1-wavelet and TV (and the number of CG-SENSE iterations, its regulariser; and BART's
-``pics`` λ when the ``bart`` command is installed, :mod:`pipeline.bart`), and reports
+``pics`` λ when the ``bart`` command is installed, :mod:`sgilo.pipeline.research.bart`), and reports
 the volume PSNR of each value beside zero-filling. For each
 method and kind of data (single- or multi-coil) the value with the best PSNR averaged over the two
-accelerations becomes the default in :mod:`pipeline.solvers.classical`. Validation slices, on
+accelerations becomes the default in :mod:`sgilo.pipeline.solvers.classical`. Validation slices, on
 which the demo and benchmarks score, are never used here.
 """
 
@@ -17,10 +17,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from pipeline.experiment import Setting, espirit_operator
-from pipeline.metrics import psnr
-from pipeline.simulate import simulate_acquisition
-from pipeline.solvers.classical import CLASSICAL
+from sgilo.pipeline.experiment import Setting, espirit_operator
+from sgilo.pipeline.metrics import psnr
+from sgilo.pipeline.simulate import simulate_acquisition
+from sgilo.pipeline.solvers.classical import CLASSICAL
 
 #: method → (the parameter swept, its values)
 GRID: dict[str, tuple[str, tuple[float, ...]]] = {
@@ -70,7 +70,7 @@ def sweep(
             name, values = grid[method]
             for value in values:
                 if method == "bart-pics":
-                    from pipeline.bart import bart_pics
+                    from sgilo.pipeline.research.bart import bart_pics
 
                     k = (y[:, None] if setting.coils is None else y).numpy()
                     maps = None if setting.coils is None else op.maps.numpy()
@@ -135,9 +135,9 @@ def run(
     ``only``: sweep just these methods (default: CG-SENSE, ℓ1-wavelet, TV and, when installed,
     BART's pics); ``values``: these values of every swept method's parameter instead of
     :data:`GRID`'s."""
-    from pipeline.bart import bart_available
-    from pipeline.data.mni import mni_slices
-    from pipeline.experiment import DEFAULT_SETTINGS
+    from sgilo.pipeline.data.mni import mni_slices
+    from sgilo.pipeline.experiment import DEFAULT_SETTINGS
+    from sgilo.pipeline.research.bart import bart_available
 
     torch.set_num_threads(2)
     train = mni_slices("train", size=size)

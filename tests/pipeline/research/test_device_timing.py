@@ -1,4 +1,5 @@
-"""`pipeline.device_timing` times the methods through `solve`; its command refuses bad images."""
+"""`sgilo.pipeline.research.device_timing` times the methods through `solve`; its command refuses
+bad images."""
 
 from __future__ import annotations
 
@@ -6,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from models.stylegan2.checkpoint import save_generator
-from pipeline.device_timing import acquisition, main, run
+from sgilo.models.stylegan2.checkpoint import save_generator
+from sgilo.pipeline.research.device_timing import acquisition, main, run
 
 
 def test_timing_record_has_a_row_per_batch_and_method(tmp_path, gen_stats):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.prior_eval import laplacian_pyramid, nearest_psnr, sliced_wasserstein
+from sgilo.pipeline.research.prior_eval import laplacian_pyramid, nearest_psnr, sliced_wasserstein
 
 
 def _blobs(n: int, size: int, seed: int, width: float) -> np.ndarray:

@@ -1,8 +1,8 @@
 """Classical references for the natural-image tasks of the ILO/SGILO papers.
 
 Every baseline is called as ``baseline(y, op, sigma) -> x̂``: ``y`` real float ``(B, *op.oshape)``
-(the noisy measurement), ``op`` one of the operators of :mod:`operators.image` or
-:class:`operators.base.Identity` on ``(3, H, W)``, ``sigma`` the known std of the Gaussian
+(the noisy measurement), ``op`` one of the operators of :mod:`sgilo.operators.image` or
+:class:`sgilo.operators.base.Identity` on ``(3, H, W)``, ``sigma`` the known std of the Gaussian
 measurement noise; ``x̂`` float32 numpy ``(B, 3, H, W)`` clipped to ``[0, 1]``.
 
 Parameters are fixed by rules stated here, never tuned on the scored images:
@@ -19,7 +19,7 @@ Parameters are fixed by rules stated here, never tuned on the scored images:
 - ``nl-means`` (denoising): ``denoise_nl_means(y, patch_size=5, patch_distance=6, h=0.8σ,
   sigma=σ, fast_mode=True)``: the scikit-image gallery's rule for a known σ.
 - ``bicubic`` (super-resolution): ``skimage.transform.resize(y, (H, W), order=3)`` (cubic spline,
-  pixel centres aligned as in :class:`~operators.image.SuperResolution`, whose ``A`` is an
+  pixel centres aligned as in :class:`~sgilo.operators.image.SuperResolution`, whose ``A`` is an
   anti-aliased Keys-bicubic downsampling: the upsampling is not its exact inverse).
 - ``min-norm`` (compressed sensing): ``Aᴴ (A Aᴴ)⁻¹ y`` with 25 conjugate-gradient iterations on
   ``A Aᴴ u = y``.
@@ -33,8 +33,8 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from operators.base import Identity, LinearOperator
-from operators.image import LUMA_WEIGHTS, Colorization, Inpainting, SuperResolution
+from sgilo.operators.base import Identity, LinearOperator
+from sgilo.operators.image import LUMA_WEIGHTS, Colorization, Inpainting, SuperResolution
 
 Baseline = Callable[[torch.Tensor, LinearOperator, float], np.ndarray]
 

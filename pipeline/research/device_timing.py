@@ -1,11 +1,12 @@
 """Whole-run seconds per slice of the generative solvers on a GPU (docs/SPEED.md §4).
 
-``python -m pipeline.device_timing --images FILE.npy --out FILE.json [--device cuda]``
+``python -m sgilo.pipeline.research.device_timing --images FILE.npy --out FILE.json [--device
+cuda]``
 
 For each batch size B in ``--batches`` and each method in ``--methods`` it reconstructs B slices
 of a single-coil 8× random-column-mask acquisition (4 % centre, noiseless, the acquisition of
-:func:`pipeline.scaling.acquisition`) with the method's *defaults* through
-:func:`pipeline.methods.solve` (so exactly what ``sgilo reconstruct --device cuda`` runs, CSGM
+:func:`sgilo.pipeline.research.scaling.acquisition`) with the method's *defaults* through
+:func:`sgilo.pipeline.methods.solve` (so exactly what ``sgilo reconstruct --device cuda`` runs, CSGM
 start and early stopping included) and records
 
 - ``seconds``: wall time of the run, with ``torch.cuda.synchronize()`` before and after;
@@ -15,8 +16,8 @@ start and early stopping included) and records
 One untimed warm-up run per method (CUDA context, cuFFT plans, kernel selection) comes first.
 The images are a ``.npy`` array ``(N, R, R)`` in [0, 1] (``mni_slices("train", R)`` saved with
 ``np.save``): the GPU machine lacks the packages that read the MNI template, and training slices
-are what the CPU timings of :mod:`pipeline.scaling` use. Only torch, numpy and pydantic are
-needed, so the module runs on a bare CUDA image.
+are what the CPU timings of :mod:`sgilo.pipeline.research.scaling` use. Only torch, numpy and
+pydantic are needed, so the module runs on a bare CUDA image.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ import torch
 def acquisition(images: np.ndarray, batch: int, device: str) -> tuple[torch.Tensor, Any]:
     """``batch`` evenly spaced slices of ``images`` ``(N, R, R)``, single-coil 8× (4 % centre):
     complex data ``(batch, R, R)`` and its operator, both on ``device``."""
-    from pipeline.scaling import acquisition_of
+    from sgilo.pipeline.research.scaling import acquisition_of
 
     idx = np.linspace(len(images) * 0.3, len(images) * 0.7, batch).astype(int)
     x = torch.from_numpy(np.ascontiguousarray(images[idx], dtype=np.float32))
@@ -53,7 +54,7 @@ def time_method(
 ) -> dict:
     """One timed run of ``method`` (its defaults, updated by ``options``) on ``y``: seconds, per
     slice, peak GPU memory."""
-    from pipeline.methods import solve
+    from sgilo.pipeline.methods import solve
 
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
@@ -81,7 +82,7 @@ def run(
     """Time every (batch, method) pair after one warm-up per method; returns the JSON record.
     ``solver_options``: per method, fields that replace its defaults (the figures of docs/SPEED.md
     use none)."""
-    from pipeline.methods import load_prior
+    from sgilo.pipeline.methods import load_prior
 
     prior = load_prior(model, device=device)
     prior.stats()
@@ -107,7 +108,9 @@ def run(
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m pipeline.device_timing", description=__doc__)
+    p = argparse.ArgumentParser(
+        prog="python -m sgilo.pipeline.research.device_timing", description=__doc__
+    )
     p.add_argument("--images", type=Path, required=True, help=".npy (N, R, R) in [0, 1]")
     p.add_argument("--out", type=Path, required=True, help="JSON record")
     p.add_argument("--model", default=None, help="prior name or path (default: shipped)")

@@ -1,6 +1,6 @@
 """Validation figures of the shipped ``natural-rgb-32`` prior (models/weights/PROVENANCE.md).
 
-Run from the repository root: ``python -m pipeline.natural_prior_eval``. Prints
+Run from the repository root: ``python -m sgilo.pipeline.research.natural_prior_eval``. Prints
 
 - the CSGM inversion PSNR of 16 validation patches (identity operator, default CSGM),
 - the median nearest-training PSNR of 128 samples and of the validation patches (against 2 000
@@ -19,10 +19,10 @@ import numpy as np
 import skimage.io
 import torch
 
-from models.stylegan2.generator import noise_resolution
-from operators.base import Identity
-from pipeline.data.natural import natural_train_patches, natural_validation_patches
-from pipeline.methods import load_prior, solve
+from sgilo.models.stylegan2.generator import noise_resolution
+from sgilo.operators.base import Identity
+from sgilo.pipeline.data.natural import natural_train_patches, natural_validation_patches
+from sgilo.pipeline.methods import load_prior, solve
 
 
 def nearest_psnr(images: np.ndarray, references: np.ndarray) -> np.ndarray:

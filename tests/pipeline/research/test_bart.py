@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from operators.fft import fft2c
-from pipeline.bart import bart_available, bart_pics, read_cfl, write_cfl
+from sgilo.operators.fft import fft2c
+from sgilo.pipeline.research.bart import bart_available, bart_pics, read_cfl, write_cfl
 
 needs_bart = pytest.mark.skipif(not bart_available(), reason="bart is not installed")
 

@@ -28,10 +28,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from operators.fft import fft2c
-from operators.mri import SingleCoilMRI
-from pipeline.metrics import psnr
-from pipeline.training_data import scale_to_unit
+from sgilo.operators.fft import fft2c
+from sgilo.operators.mri import SingleCoilMRI
+from sgilo.pipeline.metrics import psnr
+from sgilo.pipeline.training_data import scale_to_unit
 
 #: 5-tap binomial filter of the Gaussian pyramid
 _BINOMIAL = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0]) / 16.0
@@ -49,7 +49,7 @@ class InversionScore:
 
 def training_scaled(images: np.ndarray) -> np.ndarray:
     """Each image ``(N, H, W)`` divided by its own 99.5th percentile, clipped to [0, 1] — the
-    scaling the training images get (:func:`pipeline.training_data.scale_to_unit`)."""
+    scaling the training images get (:func:`sgilo.pipeline.training_data.scale_to_unit`)."""
     out = [scale_to_unit(np.asarray(im, dtype=np.float64)) for im in images]
     return np.stack([np.zeros_like(images[0]) if o is None else o for o in out]).astype(np.float32)
 
@@ -63,7 +63,7 @@ def invert(
     seed: int = 0,
     callback: object | None = None,
 ) -> InversionScore:
-    """Fit the generator of ``prior`` (:class:`pipeline.reconstruct.Prior`) to each image of
+    """Fit the generator of ``prior`` (:class:`sgilo.pipeline.reconstruct.Prior`) to each image of
     ``images`` ``(N, R, R)`` in [0, 1] from its fully sampled k-space; no data consistency, no
     phase, no rescaling (the images are already in the generator's units)."""
     import time
@@ -75,12 +75,12 @@ def invert(
     start = time.perf_counter()
     common = dict(phase="none", normalize=False, fit_gain=False, data_consistency=False)
     if method == "csgm":
-        from pipeline.solvers.csgm import CSGMConfig, csgm
+        from sgilo.pipeline.solvers.csgm import CSGMConfig, csgm
 
         config = CSGMConfig(**common, **({} if steps is None else {"steps": int(steps)}))
         result = csgm(y, op, generator=prior.generator, config=config, rng=rng, callback=callback)
     elif method == "ilo":
-        from pipeline.solvers.ilo import ILOConfig, ilo
+        from sgilo.pipeline.solvers.ilo import ILOConfig, ilo
 
         default = ILOConfig().steps[: prior.generator.num_blocks]
         config = ILOConfig(**common, steps=tuple(steps) if steps is not None else default)
@@ -187,8 +187,8 @@ def nearest_psnr(images: np.ndarray, references: np.ndarray) -> np.ndarray:
 
 def generator_samples(generator: object, n: int, seed: int = 0, batch: int = 32) -> np.ndarray:
     """``n`` magnitude samples ``(n, R, R)`` in [0, 1] with fresh z and random noise maps."""
-    from models.stylegan2.generator import noise_resolution
-    from models.stylegan2.train import network_to_magnitude
+    from sgilo.models.stylegan2.generator import noise_resolution
+    from sgilo.models.stylegan2.train import network_to_magnitude
 
     rng = torch.Generator().manual_seed(seed)
     out = []
@@ -223,8 +223,8 @@ def evaluate_prior(
 ) -> dict:
     """All validation figures of a 1-channel prior on the bundled MNI152 slices (module
     docstring): ``{"inversion": {method: {...}}, "swd": {...}, "nearest_psnr": {...}}``."""
-    from pipeline.data.mni import mni_slices
-    from pipeline.training_data import load_training_images
+    from sgilo.pipeline.data.mni import mni_slices
+    from sgilo.pipeline.training_data import load_training_images
 
     resolution = int(prior.generator.config.resolution)
     train, _ = load_training_images(["mni-train"], resolution)
@@ -276,7 +276,7 @@ def markdown_report(report: dict) -> str:
 def comparison_grid(prior: object, count: int = 8, seed: int = 0) -> np.ndarray:
     """Tiles for a sheet: ``count`` training slices (evenly spaced in z) above ``2·count``
     generator samples: ``(3·count, R, R)``."""
-    from pipeline.training_data import load_training_images
+    from sgilo.pipeline.training_data import load_training_images
 
     resolution = int(prior.generator.config.resolution)
     train, _ = load_training_images(["mni-train"], resolution)

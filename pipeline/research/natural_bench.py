@@ -1,19 +1,20 @@
 """`sgilo bench --suite natural`: the ILO/SGILO papers' natural-image tasks, classical references
 beside CSGM/ILO/SGILO, on held-out RGB patches.
 
-Each task (:data:`TASKS`) is a forward operator of :mod:`operators.image` (or the identity for
+Each task (:data:`TASKS`) is a forward operator of :mod:`sgilo.operators.image` (or the identity for
 denoising) plus Gaussian measurement noise, drawn from one seed: the operator's randomness
 (mask, signs, kernel, rows) and then the noise come from one ``torch.Generator`` seeded by
 :func:`task_seed` (the run's seed and the task's label), so a task is the same in every run and
 every process. Images are ``(B, 3, R, R)`` in [0, 1] (``R`` the prior's resolution when a
 generative method runs, else ``size``), from
-``pipeline.data.natural.natural_validation_patches`` — or passed in.
+``sgilo.pipeline.data.natural.natural_validation_patches`` — or passed in.
 
 Every method runs in this process with ``torch.set_num_threads(threads)``:
 
-- classical references (:mod:`pipeline.natural_baselines`) on the tasks they apply to;
-- CSGM, ILO, SGILO via :func:`pipeline.methods.solve` with their defaults, on every task; their
-  image ``(G + 1)/2`` is clipped to [0, 1] before scoring.
+- classical references (:mod:`sgilo.pipeline.research.natural_baselines`) on the tasks they apply
+  to;
+- CSGM, ILO, SGILO via :func:`sgilo.pipeline.methods.solve` with their defaults, on every task;
+  their image ``(G + 1)/2`` is clipped to [0, 1] before scoring.
 
 Scores: PSNR (data range 1) and SSIM (scikit-image, ``channel_axis``, data range 1, 7×7 window)
 per image on the clipped RGB image, averaged over images; seconds per image = wall time of the
@@ -35,11 +36,11 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from operators.base import Identity, LinearOperator
-from operators.image import Colorization, Inpainting, PartialCirculant, SuperResolution
-from operators.noise import GaussianNoise
-from pipeline.methods import GENERATIVE, Prior
-from pipeline.natural_baselines import CLASSICAL_NATURAL, upsample
+from sgilo.operators.base import Identity, LinearOperator
+from sgilo.operators.image import Colorization, Inpainting, PartialCirculant, SuperResolution
+from sgilo.operators.noise import GaussianNoise
+from sgilo.pipeline.methods import GENERATIVE, Prior
+from sgilo.pipeline.research.natural_baselines import CLASSICAL_NATURAL, upsample
 
 DEFAULT_MODEL = "natural-rgb-32"
 MEASUREMENT_NOISE = 0.01  # σ of the measurement noise of every task but denoising
@@ -260,7 +261,7 @@ WARM_UP_OPTIONS: dict[str, dict] = {
 
 def warm_up(y: torch.Tensor, op: LinearOperator, prior: Prior, methods: list[str]) -> None:
     """Run each generative method once for one step on the first image (not timed)."""
-    from pipeline.methods import solve
+    from sgilo.pipeline.methods import solve
 
     for method in methods:
         if method in GENERATIVE:
@@ -277,7 +278,7 @@ def run_method(
 ) -> np.ndarray:
     """One method on one task's batch: float32 ``(B, 3, R, R)`` in [0, 1]."""
     if method in GENERATIVE:
-        from pipeline.methods import solve
+        from sgilo.pipeline.methods import solve
 
         result = solve(
             y,
@@ -307,13 +308,13 @@ def run_natural_bench(
     size = config.size
     if any(m in GENERATIVE for m in config.methods):
         if prior is None:
-            from pipeline.methods import load_prior
+            from sgilo.pipeline.methods import load_prior
 
             prior = load_prior(config.model, device=config.device)
         size = check_prior(prior)
         prior.stats()  # fitted once per generator: not part of any method's time
     if images is None:
-        from pipeline.data.natural import natural_validation_patches
+        from sgilo.pipeline.data.natural import natural_validation_patches
 
         images = natural_validation_patches(size, config.num_images)
     images = np.asarray(images, dtype=np.float32)
@@ -352,7 +353,7 @@ def run_natural_bench(
 # ---------------------------------------------------------------------- outputs
 def markdown_report(result: NaturalBenchResult, command: str, figures: dict[str, Path]) -> str:
     """The Markdown report: command, conditions, the tasks, one table of every (task, method)."""
-    from pipeline.bench import machine_description
+    from sgilo.pipeline.research.bench import machine_description
 
     config, rows = result.config, result.rows
     generative = any(r.method in GENERATIVE for r in rows)
@@ -402,7 +403,7 @@ def markdown_report(result: NaturalBenchResult, command: str, figures: dict[str,
 def write_natural_outputs(result: NaturalBenchResult, out_dir: Path, command: str) -> Path:
     """``BENCHMARKS_NATURAL.md``, ``benchmarks_natural.json``, ``images/natural_psnr.png`` and
     ``images/natural_examples.png`` under ``out_dir``; returns the Markdown path."""
-    from pipeline.natural_figures import example_grid, psnr_bars
+    from sgilo.pipeline.research.natural_figures import example_grid, psnr_bars
 
     out_dir.mkdir(parents=True, exist_ok=True)
     bars = psnr_bars(
@@ -442,7 +443,7 @@ def run_cli(
     """``sgilo bench --suite natural``: returns the exit code (2 for a usage error, 1 when the
     validation images cannot be loaded). Without ``--methods``, the generative methods are
     dropped (with a note) when the prior cannot be loaded."""
-    from pipeline.methods import load_prior
+    from sgilo.pipeline.methods import load_prior
 
     chosen = list(NATURAL_METHODS) if methods is None else methods.split(",")
     fields: dict = {"methods": chosen, "model": model or DEFAULT_MODEL, "samples": samples}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pipeline.tuning import run
+from sgilo.pipeline.research.tuning import run
 
 
 @pytest.fixture(autouse=True)

@@ -8,10 +8,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from models.stylegan2.checkpoint import fit_latent_stats
-from models.stylegan2.generator import Generator, GeneratorConfig
-from pipeline.methods import Prior
-from pipeline.scaling import BEGIN, END, ilo_scaling, machine, step_overhead, write_scaling
+from sgilo.models.stylegan2.checkpoint import fit_latent_stats
+from sgilo.models.stylegan2.generator import Generator, GeneratorConfig
+from sgilo.pipeline.methods import Prior
+from sgilo.pipeline.research.scaling import (
+    BEGIN,
+    END,
+    ilo_scaling,
+    machine,
+    step_overhead,
+    write_scaling,
+)
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 """`sgilo bench`: methods × acquisition settings on held-out MNI152 slices, quality and cost.
 
 For each setting (coils, acceleration, centre fraction) the validation slices are simulated once
-(:func:`pipeline.simulate.simulate_acquisition`: smooth random phase, birdcage coils, complex
+(:func:`sgilo.pipeline.simulate.simulate_acquisition`: smooth random phase, birdcage coils, complex
 noise at ``snr_db``, a fastMRI random column mask); multi-coil methods get ESPIRiT maps
 estimated from the calibration region, never the true maps. Every method then reconstructs all
 slices as one batch in a **fresh process** (``multiprocessing`` spawn), so that its peak memory
@@ -12,12 +12,12 @@ slices as one batch in a **fresh process** (``multiprocessing`` spawn), so that 
   slices;
 - ``peak_rss_mb`` — the child's ``ru_maxrss`` after the solve;
 - PSNR (volume, data range = volume maximum), SSIM (per slice, averaged), NMSE (volume): the
-  fastMRI definitions (:mod:`pipeline.metrics`), on the magnitude against the simulation's
+  fastMRI definitions (:mod:`sgilo.pipeline.metrics`), on the magnitude against the simulation's
   target.
 
 When the ``bart`` command is installed, BART's ``pics`` runs as one more row (``bart-pics``,
-:mod:`pipeline.bart`): an independent implementation of ℓ1-wavelet PICS given the same ESPIRiT
-maps, a check on the project's classical solvers.
+:mod:`sgilo.pipeline.research.bart`): an independent implementation of ℓ1-wavelet PICS given the
+same ESPIRiT maps, a check on the project's classical solvers.
 
 No parameter is chosen on these slices: the classical λ come from the training slices
 (docs/CLASSICAL_TUNING.md), the generative methods run with their defaults. ``--smoke`` runs a
@@ -48,8 +48,8 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipeline.experiment import DEFAULT_SETTINGS, Setting, save_acquisition
-from pipeline.methods import GENERATIVE, METHODS
+from sgilo.pipeline.experiment import DEFAULT_SETTINGS, Setting, save_acquisition
+from sgilo.pipeline.methods import GENERATIVE, METHODS
 
 #: the independent reference: BART's pics (pipeline/bart.py), run when ``bart`` is installed
 REFERENCE = "bart-pics"
@@ -96,8 +96,9 @@ class BenchConfig(BaseModel):
 
 
 def default_methods() -> list[str]:
-    """Every method of :data:`pipeline.methods.METHODS`, and BART's ``pics`` when installed."""
-    from pipeline.bart import bart_available
+    """Every method of :data:`sgilo.pipeline.methods.METHODS`, and BART's ``pics`` when
+    installed."""
+    from sgilo.pipeline.research.bart import bart_available
 
     return list(METHODS) + ([REFERENCE] if bart_available() else [])
 
@@ -128,8 +129,8 @@ def _cell(job: dict) -> None:
     """Child process: load the acquisition, run one method, write magnitude + figures."""
     import torch
 
-    from pipeline.experiment import load_acquisition, make_operator
-    from pipeline.methods import load_prior, solve
+    from sgilo.pipeline.experiment import load_acquisition, make_operator
+    from sgilo.pipeline.methods import load_prior, solve
 
     torch.set_num_threads(job["threads"])
     acq, espirit = load_acquisition(Path(job["acquisition"]))
@@ -143,7 +144,7 @@ def _cell(job: dict) -> None:
         solve(y, op, job["method"], solver_options={"iterations": 1})
     start = time.perf_counter()
     if job["method"] == REFERENCE:
-        from pipeline.bart import bart_pics
+        from sgilo.pipeline.research.bart import bart_pics
 
         kspace = (y[:, None] if y.ndim == 3 else y).numpy()
         maps = op.maps.numpy() if hasattr(op, "maps") else None
@@ -211,8 +212,8 @@ def _code_hash(root: Path) -> str:
 def run_key(config: BenchConfig) -> str:
     """A hash of everything a cell's result depends on except its (setting, method): the run's
     conditions, the prior's files (SHA-256) and the code of :data:`CELL_CODE`."""
-    from models.registry import resolve_model
-    from pipeline.provenance import sha256_file
+    from sgilo.models.registry import resolve_model
+    from sgilo.pipeline.provenance import sha256_file
 
     conditions = config.model_dump(exclude={"methods", "settings"})
     models: list[str] = []
@@ -220,7 +221,7 @@ def run_key(config: BenchConfig) -> str:
         files = resolve_model(config.model)
         models = [sha256_file(p) for p in [files.generator, *files.score_models]]
     blob = json.dumps(
-        {"conditions": conditions, "models": models, "code": _code_hash(Path(__file__).parents[1])},
+        {"conditions": conditions, "models": models, "code": _code_hash(Path(__file__).parents[2])},
         sort_keys=True,
     )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -233,7 +234,7 @@ def work_dir(config: BenchConfig) -> Path:
 
 
 def _simulate(config: BenchConfig, setting: Setting, target: np.ndarray, path: Path) -> None:
-    from pipeline.simulate import simulate_acquisition
+    from sgilo.pipeline.simulate import simulate_acquisition
 
     acq = simulate_acquisition(
         target,
@@ -248,7 +249,7 @@ def _simulate(config: BenchConfig, setting: Setting, target: np.ndarray, path: P
 
 def validation_targets(num_slices: int, size: int) -> np.ndarray:
     """``num_slices`` evenly spaced MNI validation slices ``(S, size, size)`` in [0, 1]."""
-    from pipeline.data.mni import mni_slices
+    from sgilo.pipeline.data.mni import mni_slices
 
     slices = mni_slices("validation", size=size)
     pick = np.linspace(0, len(slices) - 1, num_slices).round().astype(int)
@@ -266,7 +267,7 @@ def run_bench(
     (default :func:`work_dir`); returns the rows and one example slice per setting and method
     (for the figure): ``{label: (target (S, H, W), {method: magnitude})}``. ``on_row(rows,
     panels, total)`` is called after every cell (e.g. to rewrite a partial report)."""
-    from pipeline.metrics import evaluate
+    from sgilo.pipeline.metrics import evaluate
 
     work = work_dir(config) if work is None else work
     work.mkdir(parents=True, exist_ok=True)
@@ -434,7 +435,7 @@ def summary_lines(rows: list[BenchRow]) -> list[str]:
 
 
 def _revision() -> str:
-    from pipeline.provenance import git_revision
+    from sgilo.pipeline.provenance import git_revision
 
     return f"`{git_revision()[:12]}`"
 
@@ -488,7 +489,7 @@ def write_outputs(
     """``BENCHMARKS.md``, ``benchmarks.json``, ``images/bench_psnr.png`` and
     ``images/bench_examples.png`` under ``out_dir``; returns the Markdown path. ``total``: the
     number of cells of the whole run (the report says partial while fewer rows are given)."""
-    from pipeline.report import comparison_figure
+    from sgilo.pipeline.report import comparison_figure
 
     out_dir.mkdir(parents=True, exist_ok=True)
     plot = psnr_plot(rows, out_dir / "images" / "bench_psnr.png")
