@@ -45,8 +45,8 @@ from sgilo.pipeline.batch import BatchOptions, model_hashes, process_input
 from sgilo.pipeline.io.staging import remove_stale_staging
 from sgilo.pipeline.io.types import InputError
 from sgilo.pipeline.markers import remove_stale_temporaries
-from sgilo.pipeline.provenance import now_iso, run_record, write_run_json
 from sgilo.pipeline.reconstruct import output_clashes
+from sgilo.pipeline.runs import RunTally, failure_line
 from sgilo.pipeline.runtime import cache_dir
 
 
@@ -186,11 +186,6 @@ class RunLog:
         (self.logger.error if error else self.logger.info)(message)
 
 
-def _one_line(exc: BaseException, name: str) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if isinstance(exc, InputError) else f"{name}: {text}"
-
-
 def summary_markdown(records: list[dict[str, Any]], out_dir: Path) -> str:
     """The run-summary artifact: one row per input (status, seconds, metrics, output links)."""
     lines = [
@@ -243,7 +238,7 @@ def _run_tasks(
 
     def finished(i: int, outcome: dict[str, Any] | Exception) -> None:
         failed = isinstance(outcome, Exception)
-        records[i] = _failure(paths[i], _one_line(outcome, paths[i].name)) if failed else outcome
+        records[i] = _failure(paths[i], failure_line(outcome, paths[i].name)) if failed else outcome
         _note_progress(records, len(paths))  # before the log line: a signal may follow it
         if failed:
             log(records[i]["error"], error=True)
@@ -304,9 +299,15 @@ def _batch(inputs: list[str], out_dir: str, options: dict[str, Any]) -> dict[str
     remove_stale_staging(out)  # left by a killed run (never one that a live run is using)
     remove_stale_temporaries(out)
     log = RunLog(out)
-    started = now_iso()
     models = model_hashes(opts)
     paths = [Path(p).absolute() for p in inputs]
+    tally = RunTally(
+        {
+            "inputs": [str(p) for p in paths],
+            "out_dir": str(out),
+            "options": opts.model_dump(mode="json"),
+        }
+    )
     log(f"batch of {len(paths)} input(s): {opts.method} into {out}")
     try:
         records = _run_tasks(paths, out, opts, models, log) if paths else []
@@ -324,25 +325,10 @@ def _batch(inputs: list[str], out_dir: str, options: dict[str, Any]) -> dict[str
         f"{counts['done']} reconstructed, {counts['skipped']} skipped (finished earlier), "
         f"{counts['failed']} failed, of {len(paths)} input(s); outputs in {out}"
     )
-    timings = {
-        r["input"]: {k: r[k] for k in ("status", "seconds", "error") if k in r} for r in records
-    }
-    hashes = {r["input"]: r["input_sha256"] for r in records if "input_sha256" in r}
-    config = {
-        "inputs": [str(p) for p in paths],
-        "out_dir": str(out),
-        "options": opts.model_dump(mode="json"),
-    }
-    record = run_record(
-        config,
-        paths,
-        opts.model_paths(),
-        started=started,
-        timings=timings,
-        input_hashes=hashes,
-        hash_inputs=False,  # a failed input is never opened again (it may be a pipe)
-    )
-    write_run_json(out, record)
+    for r in records:
+        entry = {k: r[k] for k in ("status", "seconds", "error", "diagnostics") if k in r}
+        tally.finished(r["input"], entry, r.get("input_sha256"))
+    tally.write(out, paths, opts.model_paths())  # a failed input is never opened again
     create_markdown_artifact(
         summary_markdown(records, out), key="sgilo-batch-summary", description=summary
     )

@@ -10,15 +10,32 @@ Every operator supplies ``A`` and ``A_adjoint``; ``.H`` is the adjoint as an ope
 ``A @ B`` composes, ``normal`` applies ``A^H A``. Calling an operator never changes it.
 :func:`adjoint_error` is the self-test ``<A x, y> = <x, A^H y>`` used for every operator in the
 test-suite.
+
+An operator also says what solvers ask about, so that no solver needs to know its class (as
+DeepInverse's ``LinearPhysics``): its :attr:`~LinearOperator.kind` (``"mri"``, ``"image"`` or
+``"generic"``), its Cartesian :attr:`~LinearOperator.sampling_mask`,
+:attr:`~LinearOperator.coil_maps` and non-Cartesian :attr:`~LinearOperator.trajectory` (each
+``None`` where it has none), :meth:`~LinearOperator.num_measurements`,
+:meth:`~LinearOperator.sampled_fraction`, the fully sampled
+:meth:`~LinearOperator.calibration_region`, :meth:`~LinearOperator.normal_norm` (``‖AᴴA‖``) and
+whether it :attr:`~LinearOperator.runs_on_cpu_only`. The defaults below describe an operator with
+none of these (every entry of ``y`` a measurement, the power iteration for the norm); subclasses
+override what they know.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
 
+from sgilo.operators.power_iteration import DEFAULT_ITERATIONS, power_iteration, seeded_start
+
 Shape = tuple[int, ...]
+#: what an operator models: MRI acquisition, a natural-image task of the papers, or neither
+OperatorKind = Literal["mri", "image", "generic"]
 
 
 class LinearOperator(torch.nn.Module):
@@ -77,6 +94,118 @@ class LinearOperator(torch.nn.Module):
     def extra_repr(self) -> str:
         return f"ishape={self.ishape}, oshape={self.oshape}"
 
+    # -- what solvers ask about (overridden by the operators that know more) ----------------------
+    @property
+    def kind(self) -> OperatorKind:
+        """``"mri"`` (:mod:`sgilo.operators.mri`), ``"image"`` (the natural-image tasks of
+        :mod:`sgilo.operators.image` and real denoising) or ``"generic"``."""
+        return "generic"
+
+    @property
+    def sampling_mask(self) -> torch.Tensor | None:
+        """The real Cartesian k-space mask ``M``, ``(H, W)`` shared or ``(B, H, W)`` per slice
+        (insert a coil axis, ``unsqueeze(-3)``, to broadcast it against multi-coil k-space);
+        ``None`` for an operator that does not sample a Cartesian grid."""
+        return None
+
+    def slice_masks(self, batch: int) -> torch.Tensor | None:
+        """:attr:`sampling_mask` expanded to ``(batch, H, W)`` (a view), or ``None``."""
+        mask = self.sampling_mask
+        return None if mask is None else mask.expand(batch, *mask.shape[-2:])
+
+    @property
+    def coil_maps(self) -> torch.Tensor | None:
+        """Complex coil sensitivities ``S``, ``(C, H, W)`` or ``(B, C, H, W)``; ``None`` for an
+        operator without coils (single-coil MRI, natural images)."""
+        return None
+
+    @property
+    def num_coils(self) -> int:
+        """``C`` of :attr:`coil_maps` (1 without maps)."""
+        maps = self.coil_maps
+        return 1 if maps is None else int(maps.shape[-3])
+
+    @property
+    def trajectory(self) -> torch.Tensor | None:
+        """Non-Cartesian k-space coordinates, real ``(K, 2)`` in sigpy units; ``None`` else."""
+        return None
+
+    @property
+    def runs_on_cpu_only(self) -> bool:
+        """True when the operator computes on the CPU whatever its buffers' device (sigpy's
+        NUFFT): a solver must not move it to an accelerator."""
+        return False
+
+    def num_measurements(self, batch: int) -> torch.Tensor:
+        """Measurements per slice, float64 ``(batch,)``: every entry of ``y`` (``prod(oshape)``)
+        unless the operator knows that some are structurally zero (a Cartesian mask: sampled
+        locations × coils)."""
+        mask = self.slice_masks(batch)
+        if mask is None:
+            return torch.full((batch,), float(math.prod(self.oshape)), dtype=torch.float64)
+        count = (mask > 0).reshape(batch, -1).sum(dim=1).cpu().to(torch.float64)
+        return count * self.num_coils
+
+    def sampled_fraction(self, batch: int) -> torch.Tensor:
+        """Per-coil measurements per unknown, float64 ``(batch,)`` on the CPU:
+        ``num_measurements / (num_coils · prod(ishape))``; for Cartesian MRI the fraction of the
+        k-space grid that is sampled, for ``K`` non-Cartesian samples ``K / (H W)``."""
+        unknowns = self.num_coils * math.prod(self.ishape)
+        return self.num_measurements(batch) / unknowns
+
+    def calibration_region(self, batch: int) -> torch.Tensor | None:
+        """Bool ``(batch, W)``: per slice the contiguous run of fully sampled k-space columns
+        around the centre column ``W // 2`` (all False when that column is not fully sampled);
+        ``None`` for an operator without a Cartesian mask."""
+        mask = self.slice_masks(batch)
+        if mask is None:
+            return None
+        return torch.stack([fully_sampled_centre(mask[b]) for b in range(batch)])
+
+    def normal_norm(
+        self,
+        batch: int = 1,
+        dtype: torch.dtype | None = None,
+        iterations: int = DEFAULT_ITERATIONS,
+    ) -> torch.Tensor:
+        """``‖AᴴA‖₂`` (the largest eigenvalue of ``AᴴA``, i.e. ``‖A‖₂²``) per slice, real
+        ``(batch,)`` on the operator's device. This default runs ``iterations`` power iterations
+        (:func:`sgilo.operators.power_iteration.power_iteration`) from the seeded start
+        ``seeded_start((batch, *ishape), dtype)``; ``dtype`` defaults to the default float dtype
+        (or its complex counterpart for a complex input space). Operators that know the value
+        analytically return it instead."""
+        if dtype is None:
+            dtype = torch.get_default_dtype()
+            if self.complex_input:
+                dtype = torch.complex128 if dtype == torch.float64 else torch.complex64
+        start = seeded_start((batch, *self.ishape), dtype, self._device())
+        return power_iteration(self.normal, start, iterations)
+
+    def _device(self) -> torch.device:
+        """The device of the operator's buffers (the CPU without any)."""
+        for buffer in self.buffers():
+            return buffer.device
+        return torch.device("cpu")
+
+
+def fully_sampled_centre(mask: torch.Tensor) -> torch.Tensor:
+    """``(W,)`` bool: the contiguous run of fully sampled columns (every row > 0) of a real
+    ``(H, W)`` mask around the centre column ``W // 2``; all False when that column is not fully
+    sampled."""
+    full = (mask > 0).all(dim=0)
+    width = full.shape[0]
+    window = torch.zeros_like(full)
+    centre = width // 2
+    if not bool(full[centre]):
+        return window
+    lo = hi = centre
+    while lo > 0 and bool(full[lo - 1]):
+        lo -= 1
+    while hi < width - 1 and bool(full[hi + 1]):
+        hi += 1
+    window[lo : hi + 1] = True
+    return window
+
 
 def _check_shape(op: LinearOperator, x: torch.Tensor, shape: Shape, what: str) -> None:
     if x.ndim != len(shape) + 1 or tuple(x.shape[1:]) != shape:
@@ -104,6 +233,10 @@ class Adjoint(LinearOperator):
     def H(self) -> LinearOperator:
         return self.op
 
+    @property
+    def runs_on_cpu_only(self) -> bool:
+        return self.op.runs_on_cpu_only
+
 
 class Composed(LinearOperator):
     """``outer ∘ inner``; the inner output shape must be the outer input shape."""
@@ -124,6 +257,10 @@ class Composed(LinearOperator):
     def _AH(self, y: torch.Tensor) -> torch.Tensor:
         return self.inner.A_adjoint(self.outer.A_adjoint(y))
 
+    @property
+    def runs_on_cpu_only(self) -> bool:
+        return self.outer.runs_on_cpu_only or self.inner.runs_on_cpu_only
+
 
 class Identity(LinearOperator):
     """``A = I`` on ``(B, *shape)`` (denoising)."""
@@ -137,6 +274,27 @@ class Identity(LinearOperator):
 
     def _AH(self, y: torch.Tensor) -> torch.Tensor:
         return y
+
+    @property
+    def kind(self) -> OperatorKind:
+        """``"image"`` for real denoising of a ``(C, H, W)`` image, else ``"generic"``."""
+        return "image" if not self.complex_input and len(self.ishape) == 3 else "generic"
+
+    def normal_norm(
+        self,
+        batch: int = 1,
+        dtype: torch.dtype | None = None,
+        iterations: int = DEFAULT_ITERATIONS,
+    ) -> torch.Tensor:
+        """``‖I‖ = 1`` exactly."""
+        return torch.ones(batch, dtype=real_dtype_of(dtype))
+
+
+def real_dtype_of(dtype: torch.dtype | None) -> torch.dtype:
+    """The real dtype of ``dtype`` (float64 for complex128, …); the default dtype for ``None``."""
+    if dtype is None:
+        return torch.get_default_dtype()
+    return torch.empty(0, dtype=dtype).real.dtype
 
 
 def _random(shape: Sequence[int], is_complex: bool, generator: torch.Generator) -> torch.Tensor:

@@ -5,6 +5,8 @@ keeps its parameters (mask, filter, sensing matrix, ...) as buffers fixed at con
 a hand-written adjoint. Buffers are created in ``dtype`` (float32 by default); on every call they
 are cast to the input's dtype, so a float64 input gives a float64 output. Denoising is
 :class:`sgilo.operators.base.Identity`; measurement noise lives in :mod:`sgilo.operators.noise`.
+Every one has ``kind == "image"``; ``normal_norm`` is exact for inpainting (``max M² = 1``) and
+colorization (``Σ_c w_c²``) and the power iteration for the others.
 """
 
 from __future__ import annotations
@@ -16,9 +18,24 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from sgilo.operators.base import LinearOperator, require_finite
+from sgilo.operators.base import (
+    DEFAULT_ITERATIONS,
+    LinearOperator,
+    OperatorKind,
+    real_dtype_of,
+    require_finite,
+)
 
 ImageShape = tuple[int, int, int]
+
+
+class ImageOperator(LinearOperator):
+    """A natural-image operator of the papers' baseline suite: real images ``(B, C, H, W)``, real
+    measurements; ``kind == "image"``."""
+
+    @property
+    def kind(self) -> OperatorKind:
+        return "image"
 
 
 # -- validation -----------------------------------------------------------------------------------
@@ -80,7 +97,7 @@ def box_mask(shape: Sequence[int], box: tuple[int, int, int, int]) -> torch.Tens
     return mask
 
 
-class Inpainting(LinearOperator):
+class Inpainting(ImageOperator):
     """``y = M ⊙ x``: keep the observed pixels, zero the rest (self-adjoint).
 
     ``mask``: 0/1 values, ``(H, W)`` (shared by all ``channels``, default 3) or ``(C, H, W)``.
@@ -137,6 +154,16 @@ class Inpainting(LinearOperator):
         c, h, w = _image_shape(shape, "Inpainting.box")
         return cls(box_mask((h, w), box), channels=c, dtype=dtype)
 
+    def num_measurements(self, batch: int) -> torch.Tensor:
+        """The observed entries (mask 1) per image, float64 ``(batch,)``."""
+        return torch.full((batch,), float((self.mask > 0).sum()), dtype=torch.float64)
+
+    def normal_norm(
+        self, batch: int = 1, dtype: torch.dtype | None = None, iterations: int = DEFAULT_ITERATIONS
+    ) -> torch.Tensor:
+        """Exactly ``max M²`` (``AᴴA = M²``): 1, or 0 for a mask that observes nothing."""
+        return self.mask.pow(2).amax().expand(batch).to(real_dtype_of(dtype))
+
     def _A(self, x: torch.Tensor) -> torch.Tensor:
         _require_real(x, "Inpainting")
         return self.mask.to(x.dtype) * x
@@ -177,7 +204,7 @@ def _symmetric_index(first: int, stop: int, n: int) -> torch.Tensor:
     return torch.from_numpy(np.where(q >= n, 2 * n - 1 - q, q))
 
 
-class SuperResolution(LinearOperator):
+class SuperResolution(ImageOperator):
     """``y = D_f x``: anti-aliased bicubic downsampling by an integer factor ``f``.
 
     Separable: along each of H and W, extend the image by half-sample symmetric reflection, filter
@@ -238,7 +265,7 @@ class SuperResolution(LinearOperator):
 
 
 # -- compressed sensing ---------------------------------------------------------------------------
-class GaussianCompressedSensing(LinearOperator):
+class GaussianCompressedSensing(ImageOperator):
     """``y = A vec(x)`` with a dense ``A ∈ R^{m×n}``, ``A_ij ~ N(0, 1/m)`` i.i.d., ``n = C·H·W``.
 
     Normalisation: ``E_A ‖A x‖² = ‖x‖²``. Meant for small images (``A`` has ``m·n`` entries).
@@ -270,7 +297,7 @@ class GaussianCompressedSensing(LinearOperator):
         return (y @ self.matrix.to(y.dtype)).reshape(y.shape[0], *self.ishape)
 
 
-class PartialCirculant(LinearOperator):
+class PartialCirculant(ImageOperator):
     """``y = P_Ω (g ⊛ (s ⊙ vec(x)))``: subsampled circular convolution with random sign flips.
 
     ``vec(x)`` has length ``n = C·H·W``; ``s ∈ {±1}^n`` random signs; ``g ∈ R^n`` with
@@ -327,7 +354,7 @@ class PartialCirculant(LinearOperator):
 LUMA_WEIGHTS = (0.2989, 0.5870, 0.1140)
 
 
-class Colorization(LinearOperator):
+class Colorization(ImageOperator):
     """``y = 0.2989 R + 0.5870 G + 0.1140 B`` (Matlab's ``rgb2gray``; the weights sum to 0.9999).
 
     ``shape`` must be ``(3, H, W)``. Input ``x``: real, ``(B, 3, H, W)`` → real ``(B, 1, H, W)``.
@@ -341,6 +368,12 @@ class Colorization(LinearOperator):
             raise ValueError(f"Colorization: expected an RGB shape (3, H, W), got {tuple(shape)}")
         super().__init__((3, h, w), (1, h, w))
         self.register_buffer("weights", torch.tensor(LUMA_WEIGHTS, dtype=dtype))
+
+    def normal_norm(
+        self, batch: int = 1, dtype: torch.dtype | None = None, iterations: int = DEFAULT_ITERATIONS
+    ) -> torch.Tensor:
+        """Exactly ``Σ_c w_c²`` (per pixel ``AᴴA = w wᵀ``, of rank one)."""
+        return self.weights.pow(2).sum().expand(batch).to(real_dtype_of(dtype))
 
     def _A(self, x: torch.Tensor) -> torch.Tensor:
         _require_real(x, "Colorization")

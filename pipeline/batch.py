@@ -254,7 +254,9 @@ def process_input(
     """Reconstruct one input unless its done marker is valid; write the marker after.
 
     Returns a record: ``input``, ``name``, ``status`` ("done" or "skipped"), ``seconds``,
-    ``outputs`` (absolute paths), ``metrics``, ``num_slices``, ``key``, ``input_sha256``.
+    ``outputs`` (absolute paths), ``metrics``, ``diagnostics`` (per study, what the solver ran
+    with and did: :meth:`sgilo.pipeline.reconstruct.StudyReconstruction.record`), ``num_slices``,
+    ``key``, ``input_sha256``.
     Raises :class:`InputError` (one line naming the input) for a bad input, after recording
     it in ``.sgilo/failed/``; other ``OSError``s are left to the caller's retry policy.
     """
@@ -288,6 +290,7 @@ def process_input(
             "seconds": round(result.seconds, 3),
             "num_slices": result.num_slices,
             "metrics": result.metrics,
+            "diagnostics": result.diagnostics,
             "key": key,
             "input_sha256": digest,
             "finished": now_iso(),

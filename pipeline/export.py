@@ -15,6 +15,7 @@ Outputs for a study whose output stem is ``<stem>``:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -58,17 +59,23 @@ def default_formats(study: KSpaceStudy) -> tuple[str, ...]:
 
 
 def description(study: KSpaceStudy, recon: StudyReconstruction) -> str:
-    """The method and its parameters, for DICOM series descriptions and figure titles."""
+    """The method and its parameters, for DICOM series descriptions and figure titles: the
+    solver's diagnostics (:meth:`StudyReconstruction.record`), a list whose entries are all equal
+    (a per-slice λ) shown as its one value, other lists and ``None`` as JSON text."""
     parts = [f"sgilo {recon.method}"]
     if study.acceleration:
         parts.append(f"R={study.acceleration:g}")
     if study.num_low_frequencies:
         parts.append(f"ACS={study.num_low_frequencies}")
-    for key, value in recon.params.items():
+    for key, value in recon.record().items():
+        if isinstance(value, list) and value and all(v == value[0] for v in value):
+            value = value[0] if isinstance(value[0], bool | int | float | str) else value
         if isinstance(value, bool | int | str):
             parts.append(f"{key}={value}")
         elif isinstance(value, float):
             parts.append(f"{key}={value:.4g}")
+        else:
+            parts.append(f"{key}={json.dumps(value)}")
     return " ".join(parts)
 
 

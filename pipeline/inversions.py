@@ -8,7 +8,7 @@ those latents; :func:`save_inversions` / :func:`load_inversions` keep them in a 
 
 The fit of one image ``x`` (``(R, R)`` in [0, 1], or RGB ``(3, R, R)``) is a denoising problem
 with the identity as forward model, solved by ILO's rounds
-(:func:`sgilo.pipeline.solvers.ilo.run_rounds` with ILO's after-step hook: sphere projections and
+(:func:`sgilo.pipeline.solvers.rounds.run_rounds` with ILO's after-step hook: sphere projections and
 ℓ1 balls of radius ``radius_fraction`` around each round's start, ILO's learning-rate schedule and
 early stop):
 
@@ -49,20 +49,14 @@ from sgilo.models.torch_io import atomic_torch_save, first_line, safe_torch_load
 from sgilo.operators.base import Identity
 from sgilo.operators.mri import SingleCoilMRI
 from sgilo.pipeline.solvers.base import Progress
-from sgilo.pipeline.solvers.ilo import (
-    EarlyStop,
-    ILOConfig,
-    Round,
-    ball_hook,
-    latent_stats_on,
-    round_learning_rate,
-    run_rounds,
-)
-from sgilo.pipeline.solvers.latent_common import check_inputs, frozen, prepare_problem
+from sgilo.pipeline.solvers.generator_state import frozen
+from sgilo.pipeline.solvers.ilo import ILOConfig, ball_hook, round_learning_rate
+from sgilo.pipeline.solvers.problem import check_inputs, prepare_problem
 from sgilo.pipeline.solvers.radius import resolve_radius_fraction
+from sgilo.pipeline.solvers.rounds import EarlyStop, Round, latent_stats_on, run_rounds
 
 #: default Adam steps per round (rounds 0 … k + 1 use the first k + 2 entries): ILO's schedule
-#: for easy tasks (ALGORITHMS.md §3), extended; ILO's early stop usually ends rounds sooner
+#: for easy tasks (docs/ALGORITHMS.md §3), extended; ILO's early stop usually ends rounds sooner
 DEFAULT_STEPS: tuple[int, ...] = (100, 50, 50, 25, 25, 25, 25, 25)
 FORMAT = "sgilo-inversions"
 FORMAT_VERSION = 1

@@ -79,13 +79,12 @@ def _on_prior_device(
     y: torch.Tensor, op: LinearOperator, prior: Prior
 ) -> tuple[torch.Tensor, LinearOperator]:
     """``y`` and ``op`` moved to the generator's device (``--device cuda``); the solvers draw
-    their random numbers on the CPU, so results do not depend on the device's generator."""
-    from sgilo.operators.mri import NonCartesianMRI
-
+    their random numbers on the CPU, so results do not depend on the device's generator. An
+    operator that ``runs_on_cpu_only`` (sigpy's NUFFT) is refused."""
     device = next(prior.generator.parameters()).device
     if device == y.device:
         return y, op
-    if isinstance(op, NonCartesianMRI):
+    if op.runs_on_cpu_only:
         raise ValueError("non-Cartesian data run on the CPU only (sigpy's NUFFT); drop --device")
     return y.to(device), copy.deepcopy(op).to(device)
 

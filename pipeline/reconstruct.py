@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,19 +32,45 @@ from sgilo.pipeline.methods import (  # noqa: F401  (re-exported: the public nam
     solve,
 )
 from sgilo.pipeline.solvers.base import Progress
+from sgilo.pipeline.solvers.diagnostics import (
+    CSGMDiagnostics,
+    Diagnostics,
+    ILODiagnostics,
+    SGILODiagnostics,
+    diagnostics_record,
+)
 
 
 @dataclass
 class StudyReconstruction:
-    """The output of one study: float32 magnitude ``(slices, H, W)`` and how it was made."""
+    """The output of one study: float32 magnitude ``(slices, H, W)`` and how it was made:
+    the solver's typed ``diagnostics`` (:class:`sgilo.pipeline.solvers.base.ReconResult`), the
+    source of the coil maps (``maps``: "file", "espirit" or "none"), the metrics against the
+    file's reference image and SGILO's per-pixel std over its chains."""
 
     name: str
     magnitude: np.ndarray
     method: str
     seconds: float
-    params: dict = field(default_factory=dict)
+    diagnostics: Diagnostics | None = None
     metrics: dict | None = None
     std: np.ndarray | None = None
+    maps: str = "none"
+
+    def record(self) -> dict[str, Any]:
+        """The diagnostics as a flat JSON-able dict (real lists;
+        :func:`sgilo.pipeline.solvers.diagnostics.diagnostics_record`) plus ``maps``: what
+        ``run.json`` records per study."""
+        return {**diagnostics_record(self.diagnostics), "maps": self.maps}
+
+    def attributes(self) -> dict[str, bool | int | float | str]:
+        """:meth:`record` as scalar file attributes (HDF5 attributes, DICOM series
+        descriptions): scalars as they are, lists and ``None`` as compact JSON text (an HDF5
+        attribute holds no ragged or mixed list)."""
+        return {
+            key: value if isinstance(value, bool | int | float | str) else json.dumps(value)
+            for key, value in self.record().items()
+        }
 
 
 def study_operator(
@@ -101,7 +128,6 @@ def reconstruct_study(
         solver_options=solver_options,
     )
     magnitude = result.magnitude
-    params = {**result.params, "maps": maps_source}
     metrics = None
     if study.target is not None and study.target.shape == magnitude.shape:
         from sgilo.pipeline.metrics import evaluate
@@ -113,9 +139,10 @@ def reconstruct_study(
         magnitude,
         method,
         time.perf_counter() - start,
-        params,
+        result.diagnostics,
         metrics,
         None if std is None or samples < 2 else std.detach().cpu().numpy(),
+        maps_source,
     )
 
 
@@ -125,8 +152,8 @@ class FileResult:
 
     ``outputs`` lists every file and folder written (per study: the fastMRI-format HDF5 first,
     then NIfTI, DICOM folders, PNG); ``metrics`` is set when the input carried a reference image
-    (slice-weighted mean over the series of a multi-series DICOM folder); ``params`` are the
-    solver's parameters.
+    (slice-weighted mean over the series of a multi-series DICOM folder); ``diagnostics`` has
+    one :meth:`StudyReconstruction.record` per study, in the order of the studies.
     """
 
     name: str
@@ -136,7 +163,7 @@ class FileResult:
     seconds: float
     num_slices: int
     metrics: dict | None = None
-    params: dict = field(default_factory=dict)
+    diagnostics: list[dict[str, Any]] = field(default_factory=list)
 
 
 def reconstruct_file(
@@ -157,6 +184,7 @@ def reconstruct_file(
     max_input_bytes: int | str | None = None,
     max_input_voxels: int | str | None = None,
     claimed: dict[str, str] | None = None,
+    solver_options: dict | None = None,
 ) -> FileResult:
     """Read an input (fastMRI or ISMRMRD HDF5, DICOM file or folder, NIfTI; see
     :func:`sgilo.pipeline.io.ingest.read_input`), undersample it if asked, reconstruct every study
@@ -174,7 +202,9 @@ def reconstruct_file(
     checked against them before anything is read. ``claimed`` maps the output stems
     (lower-cased) already written in this call to the input that wrote them: a study whose
     outputs would overwrite another input's is refused before it is reconstructed, and the
-    stems written here are added to it.
+    stems written here are added to it. ``solver_options`` set fields of the method's config
+    (checked by :func:`sgilo.pipeline.method_settings.check_settings`; passed to
+    :func:`sgilo.pipeline.methods.solve`).
 
     All outputs of the input are staged and committed together: on any error nothing is
     written. Raises :class:`InputError` (one line, naming the file) for a bad input.
@@ -208,7 +238,7 @@ def reconstruct_file(
         log(f"{path.name}: fully sampled and no --acceleration given: reconstructing as is")
 
     seconds, metrics = 0.0, []
-    params: dict = {}
+    diagnostics: list[dict[str, Any]] = []
     with StagedOutputs(out_dir, label=path.name) as stage:
         for study in studies:
             stem = safe_file_stem(path.stem if hdf5_input else study.name, default="recon")
@@ -230,7 +260,13 @@ def reconstruct_file(
             if hdf5_input and "h5" not in chosen:
                 chosen = ("h5", *chosen)
             recon = reconstruct_study(
-                study, method, seed=seed or 0, callback=callback, prior=prior, samples=samples
+                study,
+                method,
+                seed=seed or 0,
+                callback=callback,
+                prior=prior,
+                samples=samples,
+                solver_options=solver_options,
             )
             attrs = {
                 "method": method,
@@ -240,7 +276,7 @@ def reconstruct_file(
                 ),
                 "acceleration": float(study.acceleration or 1.0),
                 "seconds": round(recon.seconds, 3),
-                **{k: v for k, v in recon.params.items() if isinstance(v, int | float | str)},
+                **recon.attributes(),
             }
             export_study(
                 stage,
@@ -257,10 +293,10 @@ def reconstruct_file(
             )
             if recon.metrics:
                 summary += " (" + ", ".join(f"{k} {v:.4g}" for k, v in recon.metrics.items()) + ")"
-            note = solver_note(recon.params)
+            note = solver_note(recon.diagnostics)
             log(summary + (f"; {note}" if note else ""))
             seconds += recon.seconds
-            params = recon.params
+            diagnostics.append(recon.record())
             if recon.metrics:
                 metrics.append((study.num_slices, recon.metrics))
         outputs = stage.commit()
@@ -274,7 +310,7 @@ def reconstruct_file(
         seconds=seconds,
         num_slices=sum(s.num_slices for s in studies),
         metrics=_mean_metrics(metrics),
-        params=params,
+        diagnostics=diagnostics,
     )
 
 
@@ -324,18 +360,17 @@ def output_clashes(paths: list[Path]) -> dict[int, str]:
     return clashes
 
 
-def solver_note(params: dict) -> str:
+def solver_note(diagnostics: Diagnostics | None) -> str:
     """What a generative run did, for its summary line: the Adam steps each CSGM restart or
-    ILO/SGILO round ran (``params["steps_run"]``; fewer than the schedule when it stopped early)
-    and the spaces in which SGILO's score models took prior steps (``"prior_spaces_used"``).
-    Empty for methods that record neither."""
+    ILO/SGILO round ran (``steps_run``; fewer than the schedule when it stopped early) and the
+    spaces in which SGILO's score models took prior steps (``prior_spaces_used``). Empty for
+    the classical methods."""
     parts = []
-    if "steps_run" in params:
-        parts.append(f"steps run {params['steps_run']}")
-    if "prior_spaces" in params:
-        given = json.loads(params["prior_spaces"])
-        used = json.loads(params.get("prior_spaces_used", "[]"))
-        if used and params.get("lam", 1) == 0 and params.get("tau", 1) == 0:
+    if isinstance(diagnostics, CSGMDiagnostics | ILODiagnostics | SGILODiagnostics):
+        parts.append(f"steps run {diagnostics.steps_run}")
+    if isinstance(diagnostics, SGILODiagnostics):
+        given, used = diagnostics.prior_spaces, diagnostics.prior_spaces_used
+        if used and diagnostics.config.lam == 0 and diagnostics.config.tau == 0:
             parts.append(f"score models reached in space(s) {used}, but λ = τ = 0: no prior step")
         elif used:
             parts.append(f"score-model prior steps in space(s) {used}")

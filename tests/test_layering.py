@@ -20,7 +20,7 @@ FORBIDDEN = {
 #: the research tools (benchmarks, tuning, speed and prior evaluation, the natural-image suite)
 RESEARCH = "sgilo.pipeline.research"
 #: the only production modules that may import them: the command line's research commands
-RESEARCH_ENTRY = {"flows/cli.py"}
+RESEARCH_ENTRY = {"flows/cli/research.py"}
 
 
 def imported_modules(path: Path) -> set[str]:

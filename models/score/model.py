@@ -164,7 +164,7 @@ class ScoreModel(nn.Module):
         t: float = 0.01,
         generator: torch.Generator | None = None,
     ) -> Tensor:
-        """SGILO's prior step (ALGORITHMS.md §4), in the standardized space:
+        """SGILO's prior step (docs/ALGORITHMS.md §4), in the standardized space:
 
             u ← u + λ·(D_u(u, t) − u) + τ·ξ,   ξ ~ N(0, I),
 

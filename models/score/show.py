@@ -4,7 +4,7 @@ For ``n`` latents z ~ N(0, I): ``w = mapping(z)``, ``h_k = block_output(k, w)`` 
 image), then ``steps`` applications of the score model's one-step denoiser at time ``t``,
 ``features ← D(features, t)`` (Tweedie's E[h_0 | h_t]), and the rest of the generator from block
 ``k + 1`` on with the (unchanged) skip image: ``x = G_{>k}(h_k')``. Returned beside the plain GAN
-samples so the effect of the prior can be seen side by side (ALGORITHMS.md §4, "Generation").
+samples so the effect of the prior can be seen side by side (docs/ALGORITHMS.md §4, "Generation").
 """
 
 from __future__ import annotations

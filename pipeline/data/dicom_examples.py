@@ -5,9 +5,10 @@ pydicom bundles a few real MR DICOM files in ``pydicom/data/test_files`` — ``M
 thumbnails under ``dicomdirtests/``. Other test files (``MR2_*``, ``emri_small*``) live in the
 ``pydicom-data`` repository and are fetched on demand; ``get_testdata_files("MR*")`` tries those
 downloads and warns when they fail. This module never does: it lists the bundled directory itself
-and keeps the files whose ``Modality`` is ``"MR"``, that carry pixel data, and whose pixels decode
-with the codecs installed here (``MR_small_jpeg_ls_lossless.dcm`` needs a JPEG-LS plugin and the
-truncated example cannot decode, so both are skipped).
+and keeps the files that the project's DICOM reader :func:`sgilo.pipeline.io.dicom.read_dicom`
+reads as one MR image (``Modality`` ``"MR"``, pixel data that decodes with the codecs installed
+here: ``MR_small_jpeg_ls_lossless.dcm`` needs a JPEG-LS plugin and the truncated example cannot
+decode, so both are skipped); pixels come from that reader too.
 """
 
 from __future__ import annotations
@@ -18,7 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["bundled_test_files_dir", "dicom_pixels", "mr_example_paths", "mr_small"]
+from sgilo.pipeline.io.dicom import read_dicom
+from sgilo.pipeline.io.types import InputError
+
+__all__ = ["bundled_test_files_dir", "mr_example_paths", "mr_small"]
 
 
 def bundled_test_files_dir() -> Path:
@@ -32,24 +36,13 @@ def bundled_test_files_dir() -> Path:
 
 
 def _decodable_mr(path: Path, min_size: int) -> bool:
-    """True if ``path`` is an MR dataset whose pixel data decodes to an image ≥ min_size²."""
-    import pydicom
-    from pydicom.errors import InvalidDicomError
-
+    """True if :func:`sgilo.pipeline.io.dicom.read_dicom` reads ``path`` as one MR image of
+    side ≥ min_size."""
     try:
-        header = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["Modality"])
-    except (InvalidDicomError, OSError, ValueError, EOFError):
+        series = read_dicom(path)
+    except InputError:  # not DICOM, not MR, no pixel data, a missing codec, corrupt
         return False
-    if header.get("Modality") != "MR":
-        return False
-    try:
-        ds = pydicom.dcmread(path)
-        if "PixelData" not in ds:
-            return False
-        pixels = ds.pixel_array
-    except Exception:  # any missing codec or corrupt pixel data: not a usable example
-        return False
-    return pixels.ndim >= 2 and min(pixels.shape[-2:]) >= min_size
+    return min(series[0].data.shape[-2:]) >= min_size
 
 
 @functools.lru_cache(maxsize=8)
@@ -76,34 +69,12 @@ def mr_example_paths(min_size: int = 32) -> list[Path]:
     return list(_mr_paths(int(min_size)))
 
 
-def dicom_pixels(path: str | Path) -> np.ndarray:
-    """Pixels of a single-frame DICOM file in physical units.
-
-    out = RescaleSlope · stored + RescaleIntercept (slope 1, intercept 0 when the tags are absent).
-
-    Args:
-        path: a DICOM file.
-
-    Returns:
-        float32, (H, W).
-    """
-    import pydicom
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        ds = pydicom.dcmread(path)
-        stored = ds.pixel_array
-    if stored.ndim != 2:
-        raise ValueError(f"{path}: expected a single-frame (H, W) image, received {stored.shape}")
-    slope = float(ds.get("RescaleSlope") or 1.0)
-    intercept = float(ds.get("RescaleIntercept") or 0.0)
-    return (stored.astype(np.float64) * slope + intercept).astype(np.float32)
-
-
 def mr_small() -> np.ndarray:
-    """``MR_small.dcm`` (a real 64×64 MR slice) with rescale slope/intercept applied.
+    """``MR_small.dcm`` (a real 64×64 MR slice) as :func:`sgilo.pipeline.io.dicom.read_dicom`
+    reads it: RescaleSlope · stored + RescaleIntercept.
 
     Returns:
         float32, (64, 64).
     """
-    return dicom_pixels(bundled_test_files_dir() / "MR_small.dcm")
+    (series,) = read_dicom(bundled_test_files_dir() / "MR_small.dcm")
+    return series.data[0]

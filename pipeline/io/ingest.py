@@ -1,16 +1,14 @@
 """One entry point for every input `sgilo reconstruct` accepts: detect the format, read it, turn
 image inputs into k-space, and undersample retrospectively when asked.
 
-Formats (detected by content, NIfTI by its suffix):
+Formats (decided by :func:`sgilo.pipeline.io.formats.detect_format`, the one format sniffer):
 
-- ``fastmri``: an HDF5 file with a ``kspace`` dataset
-  (:func:`sgilo.pipeline.io.fastmri.read_fastmri`; an HDF5 file that is neither fastMRI nor
-  ISMRMRD, and a ``.h5`` file that is not HDF5, are reported by that reader);
-- ``ismrmrd``: an HDF5 file with a ``dataset`` group holding ``xml`` / ``data``
-  (:func:`sgilo.pipeline.io.ismrmrd.read_ismrmrd`);
-- ``dicom``: a folder, or a file with the ``DICM`` prefix or a ``.dcm`` / ``.ima`` suffix
-  (:func:`sgilo.pipeline.io.dicom.read_dicom`; a folder with several series gives one study each);
-- ``nifti``: ``.nii`` / ``.nii.gz`` (:func:`sgilo.pipeline.io.nifti.read_nifti`).
+- ``fastmri``: :func:`sgilo.pipeline.io.fastmri.read_fastmri` (an HDF5 file that is neither
+  fastMRI nor ISMRMRD, and a ``.h5`` file that is not HDF5, are reported by that reader);
+- ``ismrmrd``: :func:`sgilo.pipeline.io.ismrmrd.read_ismrmrd`;
+- ``dicom``: :func:`sgilo.pipeline.io.dicom.read_dicom` (a folder with several series gives one
+  study each);
+- ``nifti``: :func:`sgilo.pipeline.io.nifti.read_nifti`.
 
 Image inputs become single-coil, fully sampled k-space by a centred orthonormal FFT of each
 slice (:func:`sgilo.operators.fft.fft2c`); the image itself is kept as the study's ``target`` (so
@@ -22,60 +20,18 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import h5py
 import numpy as np
 import torch
 
 from sgilo.operators.fft import fft2c
 from sgilo.operators.masks import Seed
-from sgilo.pipeline.io.limits import check_input, shown_name
+from sgilo.pipeline.io.formats import FORMATS, IMAGE_FORMATS, detect_format
+from sgilo.pipeline.io.limits import shown_name
 from sgilo.pipeline.io.types import InputError, KSpaceStudy
-
-FORMATS = ("fastmri", "ismrmrd", "dicom", "nifti")
-IMAGE_FORMATS = ("dicom", "nifti")
-_DICOM_SUFFIXES = (".dcm", ".ima", ".dicom")
-_HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf")
 
 
 def _error(path: Path, what: str) -> InputError:
     return InputError(f"{shown_name(path)}: {' '.join(what.split())}")
-
-
-def detect_format(path: str | os.PathLike[str]) -> str:
-    """The input's format, one of :data:`FORMATS`.
-
-    Raises:
-        InputError: anything :func:`sgilo.pipeline.io.limits.check_input` refuses (missing, a
-            broken link, not a regular file or folder, unreadable, empty, too large), a folder
-            named like an HDF5 or NIfTI file, or a file of no known type.
-    """
-    path = Path(path)
-    kind = check_input(path)  # before anything is opened: a regular file or folder, in limits
-    name = path.name.lower()
-    if kind == "folder":
-        if name.endswith((*_HDF5_SUFFIXES, ".nii", ".nii.gz")):
-            raise _error(path, "is a folder, not a file (only DICOM series come as folders)")
-        return "dicom"
-    if name.endswith((".nii", ".nii.gz")):
-        return "nifti"
-    if h5py.is_hdf5(path):
-        from sgilo.pipeline.io.ismrmrd import is_ismrmrd
-
-        try:
-            with h5py.File(path, "r") as f:
-                return "ismrmrd" if is_ismrmrd(f) else "fastmri"
-        except (OSError, RuntimeError):
-            return "fastmri"  # its reader reports the corruption
-    if name.endswith(_HDF5_SUFFIXES):
-        return "fastmri"  # its reader says: not an HDF5 file
-    from pydicom.misc import is_dicom
-
-    if name.endswith(_DICOM_SUFFIXES) or is_dicom(path):
-        return "dicom"
-    raise _error(
-        path,
-        "unknown file type (expected fastMRI or ISMRMRD HDF5, DICOM, or NIfTI .nii/.nii.gz)",
-    )
 
 
 def image_study(name: str, source: Path, image: np.ndarray, record: object) -> KSpaceStudy:

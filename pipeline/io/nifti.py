@@ -24,11 +24,11 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from sgilo.pipeline.io.formats import NIFTI_SUFFIXES
 from sgilo.pipeline.io.limits import check_file, current_limits, shown_name
 from sgilo.pipeline.io.types import InputError
 
 MAX_GRID = 4096
-NIFTI_SUFFIXES = (".nii.gz", ".nii")
 #: xform code written when the source image had none (1 = scanner anatomical)
 DEFAULT_XFORM_CODE = 1
 
@@ -124,7 +124,26 @@ def read_nifti(path: str | os.PathLike[str]) -> ImageVolume:
             rank other than 3 (or 4 with one volume); an empty or absurd size (> 4096 per axis);
             complex or non-numeric data; NaN or Inf values; a non-finite or singular affine.
     """
-    path = Path(path)
+    return _read(Path(path), collection=False, finite=True)[0]
+
+
+def read_nifti_volumes(path: str | os.PathLike[str], *, finite: bool = True) -> list[ImageVolume]:
+    """Read every volume of a NIfTI image collection (training images): as :func:`read_nifti`,
+    but a 2-D image is one volume of one slice ``(X, Y, 1)`` and a 4-D image ``(X, Y, Z, T)``
+    gives ``T`` volumes, named ``<name>_t<t>`` when ``T > 1`` (the voxel limit counts all).
+
+    Args:
+        path: a ``.nii`` / ``.nii.gz`` file.
+        finite: refuse NaN or Inf values (as :func:`read_nifti`); ``False`` keeps them.
+
+    Raises:
+        InputError: as :func:`read_nifti`, with rank 2, 3 or 4 accepted.
+    """
+    return _read(Path(path), collection=True, finite=finite)
+
+
+def _read(path: Path, *, collection: bool, finite: bool) -> list[ImageVolume]:
+    """The checks common to both readers, then :func:`_read_image`."""
     if path.is_dir():
         raise _error(path, "is a directory, not a NIfTI file")
     if _suffix(path) is None:
@@ -137,7 +156,7 @@ def read_nifti(path: str | os.PathLike[str]) -> ImageVolume:
     if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
         raise _error(path, f"not a NIfTI image ({type(img).__name__})")
     try:
-        return _read_image(path, img)
+        return _read_image(path, img, collection=collection, finite=finite)
     except InputError:
         raise
     except Exception as exc:  # truncated / corrupt data: EOFError, OSError, zlib.error, ...
@@ -146,12 +165,25 @@ def read_nifti(path: str | os.PathLike[str]) -> ImageVolume:
         ) from exc
 
 
-def _read_image(path: Path, img: nib.Nifti1Image) -> ImageVolume:
+def _volumes_shape(path: Path, img: nib.Nifti1Image, collection: bool) -> tuple[int, ...]:
+    """The image's shape as ``(X, Y, Z)`` (one volume) or ``(X, Y, Z, T)`` (a collection of
+    ``T > 1`` volumes); a 4-D image of one volume is 3-D, and for a collection a 2-D image is
+    ``(X, Y, 1)``."""
     shape = tuple(int(n) for n in img.shape)
     if len(shape) == 4 and shape[3] == 1:
         shape = shape[:3]
-    if len(shape) != 3:
-        raise _error(path, f"image has shape {img.shape}; expected a 3-D volume")
+    if collection and len(shape) == 2:
+        shape = (*shape, 1)
+    if len(shape) != 3 and not (collection and len(shape) == 4):
+        expected = "a 2-D, 3-D or 4-D image" if collection else "a 3-D volume"
+        raise _error(path, f"image has shape {img.shape}; expected {expected}")
+    return shape
+
+
+def _read_image(
+    path: Path, img: nib.Nifti1Image, *, collection: bool, finite: bool
+) -> list[ImageVolume]:
+    shape = _volumes_shape(path, img, collection)
     if 0 in shape:
         raise _error(path, f"image has a zero-size dimension (shape {img.shape})")
     max_voxels = current_limits().max_voxels
@@ -171,28 +203,35 @@ def _read_image(path: Path, img: nib.Nifti1Image) -> ImageVolume:
         raise _error(path, "image affine is non-finite or singular")
 
     values = np.asarray(img.get_fdata(dtype=np.float32)).reshape(shape)
-    if not np.isfinite(values).all():
+    if finite and not np.isfinite(values).all():
         raise _error(path, "image contains non-finite values (NaN or Inf)")
 
-    canonical = nib.as_closest_canonical(nib.Nifti1Image(values, affine))
-    ras = np.asarray(canonical.dataobj, dtype=np.float32)
     header = img.header
     sform_code = int(header["sform_code"])
     qform_code = int(header["qform_code"])
     unit = header.get_xyzt_units()[0]
     suffix = _suffix(path) or ""
-    return ImageVolume(
-        name=path.name[: len(path.name) - len(suffix)],
-        source=path,
-        data=to_display(ras),
-        affine=affine,
-        ras_affine=np.asarray(canonical.affine, dtype=np.float64),
-        zooms=tuple(float(z) for z in canonical.header.get_zooms()[:3]),
-        ras_shape=tuple(int(n) for n in ras.shape),
-        axcodes=tuple(nib.aff2axcodes(affine)),
-        xform_code=sform_code if sform_code > 0 else qform_code,
-        spatial_unit=str(unit),
-    )
+    name = path.name[: len(path.name) - len(suffix)]
+    volumes = [values] if values.ndim == 3 else [values[..., t] for t in range(shape[3])]
+    result = []
+    for t, volume in enumerate(volumes):
+        canonical = nib.as_closest_canonical(nib.Nifti1Image(volume, affine))
+        ras = np.asarray(canonical.dataobj, dtype=np.float32)
+        result.append(
+            ImageVolume(
+                name=name if len(volumes) == 1 else f"{name}_t{t}",
+                source=path,
+                data=to_display(ras),
+                affine=affine,
+                ras_affine=np.asarray(canonical.affine, dtype=np.float64),
+                zooms=tuple(float(z) for z in canonical.header.get_zooms()[:3]),
+                ras_shape=tuple(int(n) for n in ras.shape),
+                axcodes=tuple(nib.aff2axcodes(affine)),
+                xform_code=sform_code if sform_code > 0 else qform_code,
+                spatial_unit=str(unit),
+            )
+        )
+    return result
 
 
 # ----------------------------------------------------------------------------- writing

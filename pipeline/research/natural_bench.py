@@ -353,7 +353,7 @@ def run_natural_bench(
 # ---------------------------------------------------------------------- outputs
 def markdown_report(result: NaturalBenchResult, command: str, figures: dict[str, Path]) -> str:
     """The Markdown report: command, conditions, the tasks, one table of every (task, method)."""
-    from sgilo.pipeline.research.bench import machine_description
+    from sgilo.pipeline.research.bench_report import machine_description
 
     config, rows = result.config, result.rows
     generative = any(r.method in GENERATIVE for r in rows)
@@ -370,7 +370,7 @@ def markdown_report(result: NaturalBenchResult, command: str, figures: dict[str,
         "channel_axis) per image on the clipped RGB image, averaged. Seconds per image: the "
         "method on the whole batch divided by the number of images, in one process with "
         f"{config.threads} torch thread(s). Classical parameters follow fixed rules "
-        "(pipeline/natural_baselines.py), never tuned on these images"
+        "(pipeline/research/natural_baselines.py), never tuned on these images"
         + (
             f"; CSGM, ILO and SGILO run with their defaults on the prior `{config.model}`."
             if generative

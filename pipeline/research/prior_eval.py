@@ -30,8 +30,8 @@ import torch.nn.functional as F
 
 from sgilo.operators.fft import fft2c
 from sgilo.operators.mri import SingleCoilMRI
+from sgilo.pipeline.data.training import scale_to_unit
 from sgilo.pipeline.metrics import psnr
-from sgilo.pipeline.training_data import scale_to_unit
 
 #: 5-tap binomial filter of the Gaussian pyramid
 _BINOMIAL = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0]) / 16.0
@@ -49,7 +49,7 @@ class InversionScore:
 
 def training_scaled(images: np.ndarray) -> np.ndarray:
     """Each image ``(N, H, W)`` divided by its own 99.5th percentile, clipped to [0, 1] — the
-    scaling the training images get (:func:`sgilo.pipeline.training_data.scale_to_unit`)."""
+    scaling the training images get (:func:`sgilo.pipeline.data.training.scale_to_unit`)."""
     out = [scale_to_unit(np.asarray(im, dtype=np.float64)) for im in images]
     return np.stack([np.zeros_like(images[0]) if o is None else o for o in out]).astype(np.float32)
 
@@ -224,7 +224,7 @@ def evaluate_prior(
     """All validation figures of a 1-channel prior on the bundled MNI152 slices (module
     docstring): ``{"inversion": {method: {...}}, "swd": {...}, "nearest_psnr": {...}}``."""
     from sgilo.pipeline.data.mni import mni_slices
-    from sgilo.pipeline.training_data import load_training_images
+    from sgilo.pipeline.data.training import load_training_images
 
     resolution = int(prior.generator.config.resolution)
     train, _ = load_training_images(["mni-train"], resolution)
@@ -276,7 +276,7 @@ def markdown_report(report: dict) -> str:
 def comparison_grid(prior: object, count: int = 8, seed: int = 0) -> np.ndarray:
     """Tiles for a sheet: ``count`` training slices (evenly spaced in z) above ``2·count``
     generator samples: ``(3·count, R, R)``."""
-    from sgilo.pipeline.training_data import load_training_images
+    from sgilo.pipeline.data.training import load_training_images
 
     resolution = int(prior.generator.config.resolution)
     train, _ = load_training_images(["mni-train"], resolution)

@@ -27,7 +27,7 @@ GRID: dict[str, tuple[str, tuple[float, ...]]] = {
     "l1-wavelet": ("lam", (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)),
     "tv": ("lam", (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1)),
     "cg-sense": ("iterations", (3, 5, 10, 20, 40, 80)),
-    # BART's pics (pipeline/bart.py; swept only when the bart command is installed)
+    # BART's pics (pipeline/research/bart.py; swept only when the bart command is installed)
     "bart-pics": ("lam", (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)),
 }
 

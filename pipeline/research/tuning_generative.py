@@ -25,7 +25,8 @@ from sgilo.pipeline.experiment import Setting, espirit_operator
 from sgilo.pipeline.methods import Prior, solve
 from sgilo.pipeline.metrics import psnr
 from sgilo.pipeline.simulate import simulate_acquisition
-from sgilo.pipeline.solvers.latent_common import MRIFitConfig, coil_support, make_consistent
+from sgilo.pipeline.solvers.consistency import coil_support, make_consistent
+from sgilo.pipeline.solvers.fit_config import MRIFitConfig
 
 #: config fields of the final data-consistency step alone: a sweep of one of them fits once
 FINAL_STEP_FIELDS = frozenset({"dc_wavelet", "dc_weight", "dc_iterations"})
@@ -130,7 +131,7 @@ def _sweep_final_step(
     log: Callable[[str], None],
 ) -> list[GenerativeTuningRow]:
     """A sweep of a field of the final data-consistency step: the method runs once without it,
-    then :func:`~sgilo.pipeline.solvers.latent_common.make_consistent` (and the coil-support mask,
+    then :func:`~sgilo.pipeline.solvers.consistency.make_consistent` (and the coil-support mask,
     as the solvers apply it) runs for every value. Same images as separate runs (the step acts on
     the unscaled model image, and the support mask commutes with it); ``seconds`` is the fit's
     time plus the step's."""

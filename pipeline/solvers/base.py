@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 
 from sgilo.operators.base import LinearOperator
+from sgilo.pipeline.solvers.diagnostics import Diagnostics, diagnostics_record
 
 #: progress callback: (step done, total steps, message)
 Progress = Callable[[int, int, str], None]
@@ -27,13 +28,21 @@ class ReconResult:
     - ``image``: complex ``(B, H, W)`` (``magnitude`` gives ``|image|`` as float32 numpy);
     - ``history``: per-iteration objective or measurement loss (may be empty);
     - ``seconds``: wall time of the solve;
-    - ``params``: the resolved parameters actually used (absolute λ, iterations, …).
+    - ``diagnostics``: what the solver ran with and what it did, typed per solver family
+      (:mod:`sgilo.pipeline.solvers.diagnostics`; λ, iterations, the resolved config, per-slice
+      losses, …); ``None`` when a solver reports nothing.
     """
 
     image: torch.Tensor
     history: list[float] = field(default_factory=list)
     seconds: float = 0.0
-    params: dict[str, float | int | str] = field(default_factory=dict)
+    diagnostics: Diagnostics | None = None
+
+    def diagnostics_dict(self) -> dict[str, Any]:
+        """``diagnostics`` as a flat JSON-able dict (real lists, no JSON text): the one
+        serialization of a result's diagnostics, for run records and file attributes
+        (:func:`sgilo.pipeline.solvers.diagnostics.diagnostics_record`)."""
+        return diagnostics_record(self.diagnostics)
 
     @property
     def magnitude(self):  # -> np.ndarray float32 (B, H, W)

@@ -11,7 +11,9 @@ docs/CLASSICAL_TUNING.md), never on the slices being scored.
 - zero-filled: ``|A^H y|`` per coil combined by root-sum-of-squares (Cartesian; the fastMRI
   baseline), or the density-compensated gridding ``A^H (w ⊙ y)`` with its scale fitted to ``y``
   (non-Cartesian);
-- CG-SENSE: conjugate gradients on ``(A^H A + μ I) x = A^H y`` in torch, batched over slices;
+- CG-SENSE: conjugate gradients on ``(A^H A + μ I) x = A^H y`` in torch, batched over slices
+  (:mod:`sgilo.pipeline.algorithms.conjugate_gradient`; FISTA and the power iteration below are
+  :mod:`sgilo.pipeline.algorithms.fista` and :mod:`sgilo.pipeline.algorithms.power_iteration`);
 - ℓ1-wavelet: ``argmin ½‖A x − y‖² + λ‖Ψ x‖₁`` (Daubechies-4, sigpy's ``Wavelet``) by FISTA with
   cycle spinning: in iteration ``k`` the wavelet shrinkage acts on the image circularly shifted by
   a random ``s_k ∈ [0, 16)²`` pixels and is shifted back, ``x ← S_k⁻¹ Ψ^H soft_{tλ}(Ψ S_k (z − t
@@ -26,7 +28,6 @@ docs/CLASSICAL_TUNING.md), never on the slices being scored.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -36,8 +37,11 @@ import torch
 
 from sgilo.operators.base import LinearOperator
 from sgilo.operators.fft import ifft2c
-from sgilo.operators.mri import MultiCoilMRI, NonCartesianMRI, SingleCoilMRI
+from sgilo.pipeline.algorithms.conjugate_gradient import conjugate_gradient
+from sgilo.pipeline.algorithms.fista import fista
+from sgilo.pipeline.algorithms.power_iteration import power_iteration
 from sgilo.pipeline.solvers.base import Progress, ReconResult
+from sgilo.pipeline.solvers.diagnostics import ClassicalDiagnostics
 
 #: relative regularisation weights per (method, single- or multi-coil data), chosen on MNI
 #: training slices by `sgilo tune-classical` (docs/CLASSICAL_TUNING.md)
@@ -54,8 +58,7 @@ WARM_START_ITERATIONS = 10
 
 def coil_kind(op: LinearOperator) -> str:
     """ "multi-coil" for operators with coil maps, else "single-coil"."""
-    multi = isinstance(op, MultiCoilMRI) or getattr(op, "maps", None) is not None
-    return "multi-coil" if multi else "single-coil"
+    return "single-coil" if op.coil_maps is None else "multi-coil"
 
 
 def default_lambda(method: str, op: LinearOperator) -> float:
@@ -64,7 +67,7 @@ def default_lambda(method: str, op: LinearOperator) -> float:
 
 
 def _check_op(op: LinearOperator) -> None:
-    if not isinstance(op, SingleCoilMRI | MultiCoilMRI | NonCartesianMRI):
+    if op.kind != "mri":
         raise ValueError(f"classical solvers need an MRI operator, got {type(op).__name__}")
 
 
@@ -81,10 +84,11 @@ def zero_filled(
     density compensation for non-Cartesian data."""
     _check_op(op)
     start = time.perf_counter()
-    if isinstance(op, MultiCoilMRI):
-        coil_images = ifft2c(op.mask.to(y.real.dtype) * y)
+    mask = op.sampling_mask
+    if mask is not None and op.coil_maps is not None:
+        coil_images = ifft2c(mask.unsqueeze(-3).to(y.real.dtype) * y)
         image = coil_images.abs().pow(2).sum(dim=1).sqrt().to(y.dtype)
-    elif isinstance(op, NonCartesianMRI):
+    elif mask is None:  # non-Cartesian
         weighted = y if dcf is None else y * dcf.to(y.real.dtype)
         image = op.A_adjoint(weighted)
         # fit the overall scale c of c·A^H(w y) to the measurements (not to any reference)
@@ -94,7 +98,9 @@ def zero_filled(
         image = image * c.view(-1, 1, 1)
     else:
         image = op.A_adjoint(y)
-    return ReconResult(image=image, seconds=time.perf_counter() - start, params={})
+    return ReconResult(
+        image=image, seconds=time.perf_counter() - start, diagnostics=ClassicalDiagnostics()
+    )
 
 
 def cg_sense(
@@ -120,38 +126,22 @@ def cg_sense(
     def normal(v: torch.Tensor) -> torch.Tensor:
         return op.normal(v) + mu * v
 
-    x = torch.zeros_like(b)
-    r = b.clone()
-    p = r.clone()
-    rs = batch_dot(r, r)
-    floor = tolerance**2 * rs
-    history = []
-    for it in range(iterations):
-        active = rs > floor
-        if not bool(active.any()):
-            break
-        ap = normal(p)
-        alpha = torch.where(active, rs / batch_dot(p, ap).clamp_min(1e-30), torch.zeros_like(rs))
-        x = x + alpha.view(-1, 1, 1) * p
-        r = r - alpha.view(-1, 1, 1) * ap
-        rs_new = batch_dot(r, r)
-        history.append(float(rs_new.sum().sqrt()))
-        beta = torch.where(active, rs_new / rs.clamp_min(1e-30), torch.zeros_like(rs))
-        p = r + beta.view(-1, 1, 1) * p
-        rs = rs_new
+    history: list[float] = []
+
+    def record(k: int, rs: torch.Tensor) -> None:
+        history.append(float(rs.sum().sqrt()))
         if callback:
-            callback(it + 1, iterations, "cg-sense")
+            callback(k, iterations, "cg-sense")
+
+    x = conjugate_gradient(
+        normal, b, iterations=iterations, tolerance=tolerance, on_iteration=record
+    )
     return ReconResult(
         image=x,
         history=history,
         seconds=time.perf_counter() - start,
-        params={"iterations": len(history), "damping": damping},
+        diagnostics=ClassicalDiagnostics(iterations=len(history), damping=damping),
     )
-
-
-def batch_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Per-slice real inner product ``Re <a, b>`` over all but the first axis: ``(B,)``."""
-    return (a.conj() * b).real.reshape(a.shape[0], -1).sum(dim=1)
 
 
 def data_scale(y: torch.Tensor, op: LinearOperator) -> torch.Tensor:
@@ -175,33 +165,25 @@ def seeded_numpy(seed: int = 0) -> Iterator[None]:
 
 
 def _sigpy_problem(op: LinearOperator, y: torch.Tensor, b: int) -> dict:
-    """The per-slice (y, maps, weights, coord) that sigpy's MRI apps expect."""
+    """The per-slice (y, maps, weights, coord) that sigpy's MRI apps expect: a single-coil
+    operator gets one coil of ones, a Cartesian one its mask as weights, a non-Cartesian one its
+    trajectory."""
     yb = y[b].detach().cpu().numpy().astype(np.complex128)
-    if isinstance(op, SingleCoilMRI):
-        mask = op.mask if op.mask.ndim == 2 else op.mask[b]
-        return {
-            "y": yb[None],
-            "mps": np.ones((1, *op.ishape), dtype=np.complex128),
-            "weights": mask.cpu().numpy().astype(np.float64),
-            "coord": None,
-        }
-    if isinstance(op, MultiCoilMRI):
-        mask = op.mask[..., 0, :, :]
-        mask = mask if mask.ndim == 2 else mask[b]
-        maps = op.maps if op.maps.ndim == 3 else op.maps[b]
-        return {
-            "y": yb,
-            "mps": maps.cpu().numpy().astype(np.complex128),
-            "weights": mask.cpu().numpy().astype(np.float64),
-            "coord": None,
-        }
-    assert isinstance(op, NonCartesianMRI)
-    if op.maps is None:
+    maps, mask, coord = op.coil_maps, op.sampling_mask, op.trajectory
+    if maps is None:
         mps, yb = np.ones((1, *op.ishape), dtype=np.complex128), yb[None]
     else:
-        maps = op.maps if op.maps.ndim == 3 else op.maps[b]
+        maps = maps if maps.ndim == 3 else maps[b]
         mps = maps.cpu().numpy().astype(np.complex128)
-    return {"y": yb, "mps": mps, "weights": None, "coord": op.coord.cpu().numpy()}
+    if mask is not None:
+        mask = mask if mask.ndim == 2 else mask[b]
+        mask = mask.cpu().numpy().astype(np.float64)
+    return {
+        "y": yb,
+        "mps": mps,
+        "weights": mask,
+        "coord": None if coord is None else coord.cpu().numpy(),
+    }
 
 
 def _sigpy_regularized(
@@ -242,7 +224,11 @@ def _sigpy_regularized(
     return ReconResult(
         image=image,
         seconds=time.perf_counter() - start,
-        params={"lambda_rel": lam, "iterations": iterations},
+        diagnostics=ClassicalDiagnostics(
+            iterations=iterations,
+            lambda_rel=[float(lam)] * y.shape[0],
+            lambda_abs=[float(lam * s) for s in scale],
+        ),
     )
 
 
@@ -261,22 +247,31 @@ def _l1_wavelet_fista(
 
     a = mr.linop.Sense(problem["mps"], coord=problem["coord"], weights=problem["weights"])
     psi = sp.linop.Wavelet(a.ishape, wave_name="db4")
-    with seeded_numpy():  # the start of sigpy's power iteration
-        lipschitz = float(sp.app.MaxEig(a.N, dtype=np.complex128, show_pbar=False).run())
+    lipschitz = float(power_iteration(_numpy_map(a.N), _sigpy_start(a.ishape))[0])
     step = 1.0 / max(lipschitz, 1e-12)
     rng = np.random.default_rng(seed)
     y = problem["y"]
-    x = warm.astype(np.complex128)
-    z, t = x.copy(), 1.0
-    for _ in range(iterations):
-        g = z - step * a.H(a(z) - y)
-        s = tuple(int(v) for v in rng.integers(0, SHIFT_RANGE, size=2)) if shifts else (0, 0)
-        coefficients = sp.soft_thresh(step * lam, psi(np.roll(g, s, axis=(0, 1))))
-        x_next = np.roll(psi.H(coefficients), (-s[0], -s[1]), axis=(0, 1))
-        t_next = (1 + np.sqrt(1 + 4 * t * t)) / 2
-        z = x_next + ((t - 1) / t_next) * (x_next - x)
-        x, t = x_next, t_next
-    return x
+
+    def shrink(v: np.ndarray, t: float) -> np.ndarray:
+        s = tuple(int(k) for k in rng.integers(0, SHIFT_RANGE, size=2)) if shifts else (0, 0)
+        coefficients = sp.soft_thresh(t * lam, psi(np.roll(v, s, axis=(0, 1))))
+        return np.roll(psi.H(coefficients), (-s[0], -s[1]), axis=(0, 1))
+
+    return fista(lambda z: a.H(a(z) - y), shrink, step, warm.astype(np.complex128), iterations)
+
+
+def _sigpy_start(shape: tuple[int, ...], seed: int = 0) -> torch.Tensor:
+    """``(1, *shape)`` complex128: the start of sigpy's ``MaxEig`` after ``np.random.seed(seed)``
+    (normal real and imaginary parts of variance ½), so the step size is the one sigpy's app
+    gave (drawn from a private ``RandomState``: the global one is left alone)."""
+    rs = np.random.RandomState(seed)  # noqa: NPY002 - the legacy stream sigpy draws from
+    draw = rs.normal(size=(*shape, 2), scale=1 / 2**0.5).view(np.complex128).reshape(shape)
+    return torch.from_numpy(draw)[None]
+
+
+def _numpy_map(linop: Callable[[np.ndarray], np.ndarray]) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A numpy map of one slice as a torch map of a batch of one ``(1, *shape)``."""
+    return lambda v: torch.from_numpy(np.asarray(linop(v[0].numpy())))[None]
 
 
 def l1_wavelet(
@@ -302,7 +297,7 @@ def l1_wavelet(
     reconstruction of the residual data ``y − A x_c`` (λ still relative to the scale of ``y``).
     This is the sparse-deviation model of a generative image (Dhar et al., ICML 2018) that the
     generative solvers' final data-consistency step uses
-    (:mod:`sgilo.pipeline.solvers.latent_common`).
+    (:mod:`sgilo.pipeline.solvers.consistency`).
     """
     _check_op(op)
     lam = default_lambda("l1-wavelet", op) if lam is None else lam
@@ -325,11 +320,12 @@ def l1_wavelet(
     return ReconResult(
         image=image,
         seconds=time.perf_counter() - start,
-        params={
-            "lambda_rel": lams[0] if len(set(lams)) == 1 else json.dumps(lams),
-            "iterations": iterations,
-            "shifts": int(shifts),
-        },
+        diagnostics=ClassicalDiagnostics(
+            iterations=iterations,
+            lambda_rel=[float(v) for v in lams],
+            lambda_abs=[float(v * s) for v, s in zip(lams, scale, strict=True)],
+            shifts=bool(shifts),
+        ),
     )
 
 

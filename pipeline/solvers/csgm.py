@@ -1,4 +1,4 @@
-"""CSGM for MRI (docs ALGORITHMS.md §2, with the MRI specifics of §5).
+"""CSGM for MRI (docs/ALGORITHMS.md §2, with the MRI specifics of §5).
 
     ẑ = argmin_z  ‖A(c ⊙ x(z)) − y/s‖² / m + λ ‖z‖²,      x̂ = s · c ⊙ x(ẑ)   (then data consistency)
 
@@ -21,7 +21,7 @@ per slice, batched over the ``B`` slices of ``y``:
   ``‖A(c ⊙ x) − y/s‖²/m`` over all steps and restarts is kept (never a ground truth);
 - early stop (``early_stop``, on by default): a restart ends once no slice's measurement loss has
   improved on its lowest value of the restart by a relative ``1e-3`` for ``patience`` steps, as
-  ILO's rounds do (``params["steps_run"]``: the Adam steps of each restart). The defaults, 2
+  ILO's rounds do (``diagnostics.steps_run``: the Adam steps of each restart). The defaults, 2
   restarts of at most 300 steps stopped early, were chosen on training slices
   (docs/GENERATIVE_TUNING.md): the PSNR of 3 full restarts at 2.2× less time;
 - data consistency (optional, default on), after the fit: by default the sparse deviation
@@ -44,7 +44,6 @@ resampled to ``min(H, W)`` pixels square and centred on the grid, zero outside
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Sequence
@@ -56,14 +55,15 @@ from pydantic import ConfigDict, Field
 
 from sgilo.operators.base import LinearOperator
 from sgilo.pipeline.solvers.base import Progress, ReconResult
-from sgilo.pipeline.solvers.latent_common import (
+from sgilo.pipeline.solvers.diagnostics import CSGMDiagnostics
+from sgilo.pipeline.solvers.fit_config import MRIFitConfig
+from sgilo.pipeline.solvers.generator_state import frozen
+from sgilo.pipeline.solvers.problem import (
     ImageProblem,
-    MRIFitConfig,
     Problem,
     check_inputs,
-    config_params,
+    final_step_lambdas,
     finish_image,
-    frozen,
     prepare_problem,
 )
 
@@ -102,7 +102,7 @@ class LatentGenerator(Protocol):
 
 
 class CSGMConfig(MRIFitConfig):
-    """CSGM parameters (all recorded in ``ReconResult.params``)."""
+    """CSGM parameters (all recorded in ``ReconResult.diagnostics``)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -161,17 +161,22 @@ def csgm(
         x = input_latent_image(problem, generator, fit.z)
 
     x = finish_image(problem, x, config)
-    params: dict[str, float | int | str] = {
-        **config_params(config, problem),
-        "measurement_loss": float(fit.loss.mean()),
-        "measurement_losses": json.dumps([float(v) for v in fit.loss]),
-        "chosen_restart": json.dumps([int(v) for v in fit.restart]),
-        "restart_losses": json.dumps(fit.restart_losses),
-        "steps_run": json.dumps(fit.steps_run),
-        "data_scale": json.dumps([float(v) for v in problem.scale]),
-    }
+    diagnostics = CSGMDiagnostics(
+        config=config,
+        phase=problem.phase_model,
+        dc_lambdas=final_step_lambdas(problem, config),
+        measurement_loss=float(fit.loss.mean()),
+        measurement_losses=[float(v) for v in fit.loss],
+        chosen_restart=[int(v) for v in fit.restart],
+        restart_losses=fit.restart_losses,
+        steps_run=fit.steps_run,
+        data_scale=[float(v) for v in problem.scale],
+    )
     return ReconResult(
-        image=x, history=fit.history, seconds=time.perf_counter() - start_time, params=params
+        image=x,
+        history=fit.history,
+        seconds=time.perf_counter() - start_time,
+        diagnostics=diagnostics,
     )
 
 

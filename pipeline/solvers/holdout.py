@@ -19,7 +19,7 @@ fully sampled centre (every slice its own random draw, from ``holdout_seed``) is
 "Columns" are the entries of the last axis of ``y`` (the phase-encoding lines of the Cartesian
 operators of :mod:`sgilo.operators.mri`); for the non-Cartesian operator they are single samples,
 drawn from all of them. A column counts as measured when its mask has a non-zero entry; the centre
-run (:func:`sgilo.pipeline.solvers.latent_common.centre_columns`) is never held out: it carries
+run (:meth:`sgilo.operators.base.LinearOperator.calibration_region`) is never held out: it carries
 most of the energy and the phase. At least one column is held out and at least one outer column is
 fitted (for a mask with at least two outer columns in every slice; otherwise there is nothing to
 hold out, and the solver warns and keeps the measurement-loss rule for that batch). Natural-image
@@ -29,14 +29,13 @@ problems have no hold-out.
 from __future__ import annotations
 
 import dataclasses
+import math
 import warnings
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from sgilo.operators.mri import NonCartesianMRI
-from sgilo.pipeline.solvers.latent_common import Problem, centre_columns
-from sgilo.pipeline.solvers.sampling import cartesian_mask
+from sgilo.pipeline.solvers.problem import Problem
 
 
 class HoldoutConfig(BaseModel):
@@ -60,12 +59,12 @@ def candidate_columns(problem: Problem) -> torch.Tensor:
     the fully sampled centre; every sample for the non-Cartesian operator)."""
     op, batch = problem.op, problem.batch
     length = problem.y.shape[-1]
-    if isinstance(op, NonCartesianMRI):
+    mask = op.slice_masks(batch)
+    centre = op.calibration_region(batch)
+    if mask is None or centre is None:  # non-Cartesian: every sample
         return torch.ones(batch, length, dtype=torch.bool, device=problem.y.device)
-    mask = cartesian_mask(op, batch)
     measured = (mask > 0).any(dim=-2)  # (B, W)
-    centre = torch.stack([centre_columns(mask[b]).bool() for b in range(batch)])
-    return (measured & ~centre).to(problem.y.device)
+    return (measured & ~centre.to(measured.device)).to(problem.y.device)
 
 
 def too_few_columns(problem: Problem) -> str | None:
@@ -126,11 +125,11 @@ def with_holdout(problem: Problem, fraction: float, seed: int) -> Problem:
 def _measured_per_column(problem: Problem) -> torch.Tensor:
     """``(B, L)``: measurements per last-axis entry of ``y`` (rows sampled × coils)."""
     op, y = problem.op, problem.y
-    if isinstance(op, NonCartesianMRI):
+    mask = op.slice_masks(problem.batch)
+    if mask is None:  # non-Cartesian: every entry of y
         per = y[0].numel() // y.shape[-1]
         return torch.full(
             (problem.batch, y.shape[-1]), float(per), dtype=problem.m.dtype, device=y.device
         )
-    coils = y.shape[1] if y.ndim == 4 else 1
-    mask = cartesian_mask(op, problem.batch)
+    coils = math.prod(op.oshape[:-2])  # the entries of y per k-space location
     return ((mask > 0).sum(dim=-2) * coils).to(dtype=problem.m.dtype, device=y.device)

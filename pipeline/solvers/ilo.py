@@ -1,4 +1,4 @@
-"""ILO, intermediate layer optimisation, for MRI (docs ALGORITHMS.md §3, MRI specifics of §5).
+"""ILO, intermediate layer optimisation, for MRI (docs/ALGORITHMS.md §3, MRI specifics of §5).
 
 Variables, per slice (batched over the ``B`` slices of ``y``):
 
@@ -15,13 +15,14 @@ Round ``k = 0 … len(steps) − 1`` (``len(steps) ≤ num_blocks``):
 
 1. for ``k ≥ 1``, ``h_{k−1}`` is initialised by running block ``k − 1`` on the previous round's
    final iterate (from the constant for ``k = 1``, from the previous ``h_{k−2}`` otherwise; see
-   :func:`init_round_state`), so the round starts from exactly the image the previous one ended
-   with; the image is ``x = G_{≥k}(h_{k−1}; w(z), noises)`` (``synthesize(..., start=k, h=h)``);
+   :func:`~sgilo.pipeline.solvers.rounds.init_round_state`), so the round starts from exactly the
+   image the previous one ended with; the image is ``x = G_{≥k}(h_{k−1}; w(z), noises)``
+   (``synthesize(..., start=k, h=h)``);
 2. optimised: all rows of ``z``, the noise maps of blocks ``k … k + noise_blocks_ahead`` and
    ``h_{k−1}``; a fresh Adam (``lr``), learning-rate warm-up over the first ``lr_rampup`` of the
    steps and a cosine ramp-down over the last ``lr_rampdown``;
 3. loss per slice ``‖A(c ⊙ x) − y/s‖² / m + geocross_weight · GeoCross(z)``, GeoCross over the
-   rows of ``z`` (:func:`geocross`) in every round;
+   rows of ``z`` (:func:`~sgilo.pipeline.solvers.rounds.geocross`) in every round;
 4. after each Adam step: sphere projection (each row of ``z`` and each optimised noise map back to
    its ℓ2 norm at round start), then ``v ← v₀ + Π_{‖·‖₁ ≤ r}(v − v₀)`` for ``z``, each optimised
    noise map, and the features and the skip image of ``h`` (separate balls), per slice, ``v₀`` the
@@ -33,7 +34,7 @@ Round ``k = 0 … len(steps) − 1`` (``len(steps) ≤ num_blocks``):
 
 Early stop (``early_stop``, on by default): a round ends once no slice's measurement loss has
 improved on its lowest value of the round by a relative ``1e-3`` for ``patience`` steps; the
-iterate it stops at is the round's final one (``params["steps_run"]`` per round). On training
+iterate it stops at is the round's final one (``diagnostics.steps_run`` per round). On training
 slices it is 3–5× faster and no worse on average (docs/GENERATIVE_TUNING.md): with a weak prior
 the late steps of a round mostly fit noise and aliasing.
 
@@ -53,38 +54,45 @@ consistency are those of :mod:`sgilo.pipeline.solvers.csgm`.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Annotated, Literal
 
 import torch
 from pydantic import ConfigDict, Field, model_validator
 
-from sgilo.models.stylegan2.checkpoint import LatentStats, gaussianized_to_w
-from sgilo.models.stylegan2.generator import Generator, SynthesisState
+from sgilo.models.stylegan2.checkpoint import LatentStats
+from sgilo.models.stylegan2.generator import Generator
 from sgilo.operators.base import LinearOperator
 from sgilo.pipeline.solvers.base import Progress, ReconResult
+from sgilo.pipeline.solvers.diagnostics import ILODiagnostics
+from sgilo.pipeline.solvers.fit_config import MRIFitConfig
+from sgilo.pipeline.solvers.generator_state import frozen
 from sgilo.pipeline.solvers.holdout import HoldoutConfig, with_holdout
-from sgilo.pipeline.solvers.latent_common import (
+from sgilo.pipeline.solvers.problem import (
     ImageProblem,
-    MRIFitConfig,
     Problem,
     check_inputs,
-    config_params,
+    final_step_lambdas,
     finish_image,
-    frozen,
     prepare_problem,
 )
-from sgilo.pipeline.solvers.projections import l1_ball_project_around_, sphere_project_
+from sgilo.pipeline.solvers.projections import l1_ball_project_around_
 from sgilo.pipeline.solvers.radius import resolve_radius_fraction
+from sgilo.pipeline.solvers.rounds import (
+    EarlyStop,
+    Round,
+    RoundsResult,
+    heldout_choice,
+    latent_stats_on,
+    run_rounds,
+)
 from sgilo.pipeline.solvers.warm_start import WarmStartConfig, csgm_start
 
 
 class ILOConfig(MRIFitConfig, WarmStartConfig, HoldoutConfig):
-    """ILO parameters (all recorded in ``ReconResult.params``)."""
+    """ILO parameters (all recorded in ``ReconResult.diagnostics``)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -145,39 +153,6 @@ class ILOConfig(MRIFitConfig, WarmStartConfig, HoldoutConfig):
 
 
 # ---------------------------------------------------------------------- pure pieces
-def geocross(z: torch.Tensor) -> torch.Tensor:
-    """PULSE's GeoCross over the rows of ``z`` ``(B, n, D)`` → ``(B,)``: the mean over row pairs
-    ``i < j`` of the squared geodesic angle ``(2·atan2(‖z_i − z_j‖, ‖z_i + z_j‖))²``."""
-    n = z.shape[1]
-    if n < 2:
-        return z.new_zeros(z.shape[0])
-    i, j = torch.triu_indices(n, n, offset=1, device=z.device)
-    a, b = z[:, i], z[:, j]
-    angle = 2 * torch.atan2((a - b).norm(dim=-1), (a + b).norm(dim=-1))
-    return angle.pow(2).mean(dim=1)
-
-
-def init_round_state(
-    generator: Generator,
-    ws: torch.Tensor,
-    noises: Sequence[torch.Tensor],
-    k: int,
-    h_prev: SynthesisState | None = None,
-) -> SynthesisState | None:
-    """``h_{k−1}`` for round ``k`` from the previous round's solution (``ws``, ``noises`` and, for
-    ``k ≥ 2``, its optimised ``h_prev = h_{k−2}``): block ``k − 1`` run on it. ``None`` for
-    ``k = 0``. Then ``synthesize(ws, noises, start=k, h=result)`` is the previous round's image."""
-    if k == 0:
-        return None
-    if k == 1:
-        return generator.block_output(0, ws, noises)
-    if h_prev is None:
-        raise ValueError(f"round {k} needs the previous round's h_{k - 2}")
-    state = generator.synthesize(ws, noises, start=k - 1, end=k, h=h_prev)
-    assert isinstance(state, SynthesisState)
-    return state
-
-
 def round_learning_rate(config: ILOConfig, steps: int, step: int) -> float:
     """Linear warm-up over the first ``lr_rampup``, cosine ramp-down over the last
     ``lr_rampdown`` of the round's steps (PULSE/ILO schedule)."""
@@ -215,261 +190,6 @@ def _ball(v: torch.Tensor, v0: torch.Tensor, radius: torch.Tensor) -> None:
     """In place: ``v ← v0 + Π_{‖·‖₁ ≤ radius}(v − v0)`` per batch element (elements inside their
     ball are left as they are)."""
     l1_ball_project_around_(v, v0, radius)
-
-
-def latent_stats_on(
-    latent_stats: LatentStats, generator: Generator, dtype: torch.dtype, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``μ, σ`` of the Gaussianized latent on the latent's dtype/device; ``ValueError`` unless
-    both are ``(style_dim,)`` vectors."""
-    mu = latent_stats.mu.to(device=device, dtype=dtype)
-    sigma = latent_stats.sigma.to(device=device, dtype=dtype)
-    if mu.shape != (generator.style_dim,) or sigma.shape != (generator.style_dim,):
-        raise ValueError(
-            f"latent_stats must be ({generator.style_dim},) vectors, got "
-            f"{tuple(mu.shape)} and {tuple(sigma.shape)}"
-        )
-    return mu, sigma
-
-
-# ---------------------------------------------------------------------- the round loop
-@dataclass(frozen=True)
-class EarlyStop:
-    """End a round when no slice's measurement loss has improved by the relative ``tol`` (on its
-    lowest value of the round) for ``patience`` steps."""
-
-    patience: int
-    tol: float = 1e-3
-
-
-@dataclass
-class Round:
-    """The variables of round ``k`` (``variables = [z, *active noise maps, *h]``), their
-    round-start values ``starts`` and the ℓ2 norms the sphere projection restores."""
-
-    k: int
-    z: torch.Tensor
-    noises: list[torch.Tensor]
-    active: list[int]
-    h: SynthesisState | None
-    variables: list[torch.Tensor]
-    starts: list[torch.Tensor]
-    z_norms: torch.Tensor
-    noise_norms: list[torch.Tensor]
-
-    @torch.no_grad()
-    def sphere_project(self) -> None:
-        """In place: each row of ``z`` and each optimised noise map back to its start norm."""
-        sphere_project_(self.z, self.z_norms)
-        for j, i in enumerate(self.active):
-            sphere_project_(self.noises[i], self.noise_norms[j])
-
-
-@dataclass
-class RoundsResult:
-    """Of :func:`run_rounds`: the kept image (normalised units) and its loss ``(B,)``, the mean
-    loss at the end/start of every round, the last round's per-iterate losses, the step
-    counter after the run and the per-slice ``(B,)`` losses at the end/start of every round;
-    with a hold-out, the kept iterate's held-out loss and round ``(B,)``."""
-
-    best_x: torch.Tensor
-    best_loss: torch.Tensor
-    round_losses: list[float]
-    round_start_losses: list[float]
-    last_round_losses: list[list[float]]
-    done: int
-    round_slice_losses: list[torch.Tensor] = field(default_factory=list)
-    round_start_slice_losses: list[torch.Tensor] = field(default_factory=list)
-    steps_run: list[int] = field(default_factory=list)
-    best_heldout: torch.Tensor | None = None
-    best_round: torch.Tensor | None = None
-    best_step: torch.Tensor | None = None
-
-
-def run_rounds(
-    problem: Problem,
-    generator: Generator,
-    mu: torch.Tensor,
-    sigma: torch.Tensor,
-    z: torch.Tensor,
-    *,
-    steps: Sequence[int],
-    lr: float,
-    geocross_weight: float,
-    noise_blocks_ahead: int,
-    after_step: Callable[[Round], Callable[[], None]],
-    learning_rate: Callable[[int, int], float] | None = None,
-    keep_last: bool = False,
-    stop_at: Sequence[int] | None = None,
-    keep_at: torch.Tensor | None = None,
-    history: list[float],
-    slice_history: list[torch.Tensor] | None = None,
-    early_stop: EarlyStop | None = None,
-    callback: Progress | None = None,
-    total: int = 0,
-    done: int = 0,
-    label: str = "ilo",
-) -> RoundsResult:
-    """ILO's rounds (see the module docstring) from the initial latent ``z``.
-
-    ``after_step(round)`` is called once at the start of each round and returns the hook run
-    (under ``no_grad``) after every Adam step of that round; ``learning_rate(steps, step)`` the
-    step's learning rate (``None``: constant ``lr``); ``keep_last``: keep the last round's final
-    iterate instead of its lowest-loss one; otherwise, when the problem holds measurements out
-    (its ``image_and_losses`` returns a held-out loss), the iterate of any round with the lowest
-    held-out loss is kept. ``stop_at[k]``: end round ``k`` after that many steps (its schedule
-    still that of ``steps[k]``; rounds beyond ``len(stop_at)`` are not run); ``keep_at``
-    ``(B, 2)``: keep, per slice, the iterate at (round, step) ``keep_at[b]`` (a hold-out run's
-    choice, replayed on all measurements). The per-step mean measurement loss is appended to
-    ``history`` (at the end of each round: no per-step host read-out), and the per-slice losses
-    ``(B,)`` to ``slice_history`` when given; ``callback(done, total, f"{label} round {k}")``
-    after every step. ``early_stop``: end a round once every slice's measurement loss has not
-    improved by the relative ``tol`` for ``patience`` steps (that iterate is then the round's
-    final one); the steps each round ran are in ``RoundsResult.steps_run``."""
-    batch = problem.batch
-    dtype, device = z.dtype, z.device
-    noises = [
-        n.detach().to(dtype).expand(batch, -1, -1, -1).clone() for n in generator.noise_buffers()
-    ]
-    h: SynthesisState | None = None
-    rounds = len(steps)
-    round_losses: list[float] = []
-    round_start_losses: list[float] = []
-    round_slice_losses: list[torch.Tensor] = []
-    round_start_slice_losses: list[torch.Tensor] = []
-    last_round_losses: list[list[float]] = []
-    steps_run: list[int] = []
-    best_loss = torch.full((batch,), math.inf, dtype=torch.float64, device=device)
-    best_x = torch.zeros(batch, *problem.op.ishape, dtype=problem.y.dtype, device=device)
-    best_heldout = torch.full((batch,), math.inf, dtype=torch.float64, device=device)
-    best_round = torch.full((batch,), -1, dtype=torch.long, device=device)
-    best_step = torch.full((batch,), -1, dtype=torch.long, device=device)
-    by_heldout = False
-    if stop_at is not None:
-        steps = list(steps)[: len(stop_at)]
-        rounds = len(steps)
-    for k, round_steps in enumerate(steps):
-        last = k == rounds - 1
-        with torch.no_grad():
-            h = init_round_state(generator, gaussianized_to_w(z, mu, sigma), noises, k, h)
-        active = sorted(
-            {
-                i
-                for b in range(k, min(k + noise_blocks_ahead + 1, generator.num_blocks))
-                for i in generator.block_noise_indices(b)
-            }
-        )
-        z = z.detach().clone().requires_grad_(True)
-        noises = [n.detach().clone() for n in noises]
-        for i in active:
-            noises[i].requires_grad_(True)
-        variables: list[torch.Tensor] = [z, *(noises[i] for i in active)]
-        if h is not None:
-            h = SynthesisState(
-                h.features.detach().clone().requires_grad_(True),
-                h.skip.detach().clone().requires_grad_(True),
-            )
-            variables += [h.features, h.skip]
-        starts = [v.detach().clone() for v in variables]
-        z_norms = starts[0].norm(dim=-1)  # (B, n_latent)
-        noise_norms = [starts[1 + j].reshape(batch, -1).norm(dim=1) for j in range(len(active))]
-        hook = after_step(Round(k, z, noises, active, h, variables, starts, z_norms, noise_norms))
-        optimizer = torch.optim.Adam(variables, lr=lr, foreach=True)
-        iterate_losses: list[torch.Tensor] = []
-        step_losses: list[torch.Tensor] = []  # this round's history, read out once at its end
-        lowest = torch.full((batch,), math.inf, dtype=torch.float64, device=device)
-        stalled = torch.zeros(batch, dtype=torch.long, device=device)
-        for step in range(round_steps + 1):
-            g = generator.synthesize(gaussianized_to_w(z, mu, sigma), noises, start=k, h=h)
-            assert isinstance(g, torch.Tensor)
-            x, data, held = problem.image_and_losses(g)
-            current = data.detach().to(torch.float64)
-            by_heldout = held is not None and not keep_last
-            if by_heldout:
-                assert held is not None
-                score = held.detach().to(torch.float64)
-                wins = score < best_heldout
-                best_heldout = torch.where(wins, score, best_heldout)
-                best_loss = torch.where(wins, current, best_loss)
-                best_round = torch.where(wins, k, best_round)
-                best_step = torch.where(wins, step, best_step)
-                best_x = torch.where(wins.view(-1, *([1] * (x.ndim - 1))), x.detach(), best_x)
-            final = step == round_steps or (stop_at is not None and step == stop_at[k])
-            if keep_at is not None:
-                hit = (keep_at[:, 0] == k) & (keep_at[:, 1] == step)
-                best_loss = torch.where(hit, current, best_loss)
-                best_x = torch.where(hit.view(-1, *([1] * (x.ndim - 1))), x.detach(), best_x)
-            if early_stop is not None and not final:
-                improved = current < lowest * (1 - early_stop.tol)
-                lowest = torch.minimum(lowest, current)
-                stalled = torch.where(improved, 0, stalled + 1)
-                final = bool((stalled >= early_stop.patience).all())
-            if step == 0:
-                round_start_losses.append(float(current.mean()))
-                round_start_slice_losses.append(current)
-            if last:
-                iterate_losses.append(current)
-            if last and not by_heldout and keep_at is None:
-                keep = (
-                    torch.as_tensor(final, device=device).expand(batch)
-                    if keep_last
-                    else current < best_loss
-                )
-                best_loss = torch.where(keep, current, best_loss)
-                best_x = torch.where(keep.view(-1, *([1] * (x.ndim - 1))), x.detach(), best_x)
-            if final:  # the final iterate is evaluated, not stepped
-                steps_run.append(step)
-                round_losses.append(float(current.mean()))
-                round_slice_losses.append(current)
-                break
-            step_losses.append(current.mean())
-            if slice_history is not None:
-                slice_history.append(current)
-            if learning_rate is not None:
-                for group in optimizer.param_groups:
-                    group["lr"] = learning_rate(round_steps, step)
-            loss = (data + geocross_weight * geocross(z).to(data.dtype)).sum()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            with torch.no_grad():
-                hook()
-            done += 1
-            if callback:
-                callback(done, total, f"{label} round {k}")
-        if step_losses:
-            history.extend(torch.stack(step_losses).tolist())
-        if last:
-            stacked = torch.stack(iterate_losses, dim=1)  # (B, steps + 1)
-            last_round_losses = [[float(v) for v in row] for row in stacked]
-    return RoundsResult(
-        best_x,
-        best_loss,
-        round_losses,
-        round_start_losses,
-        last_round_losses,
-        done,
-        round_slice_losses,
-        round_start_slice_losses,
-        steps_run,
-        best_heldout if by_heldout else None,
-        best_round if by_heldout else None,
-        best_step if by_heldout else None,
-    )
-
-
-def heldout_params(result: RoundsResult) -> dict[str, str]:
-    """``ReconResult.params`` entries of a hold-out run: the kept iterates' held-out losses,
-    rounds and steps per slice (none without a hold-out)."""
-    if result.best_heldout is None or result.best_round is None:
-        return {}
-    params = {
-        "heldout_losses": json.dumps([float(v) for v in result.best_heldout]),
-        "selected_rounds": json.dumps([int(v) for v in result.best_round]),
-    }
-    if result.best_step is not None:
-        params["selected_steps"] = json.dumps([int(v) for v in result.best_step])
-    return params
 
 
 def ball_hook(config: ILOConfig, fraction: torch.Tensor) -> Callable[[Round], Callable[[], None]]:
@@ -588,7 +308,7 @@ def ilo(
         return result, history
 
     result, history = fit(split, 0)
-    chosen = heldout_params(result)
+    chosen = heldout_choice(result)
     if refit:
         assert rng is not None and rng_state is not None
         assert result.best_round is not None and result.best_step is not None
@@ -599,19 +319,24 @@ def ilo(
 
     x = finish_image(problem, result.best_x, config)
     best_loss = result.best_loss
-    params: dict[str, float | int | str] = {
-        **config_params(config, problem),
-        "rounds": config.rounds,
-        "measurement_loss": float(best_loss.mean()),
-        "measurement_losses": json.dumps([float(v) for v in best_loss]),
-        "round_losses": json.dumps(result.round_losses),
-        "round_start_losses": json.dumps(result.round_start_losses),
-        "steps_run": json.dumps(result.steps_run),
-        "last_round_losses": json.dumps(result.last_round_losses),
-        "data_scale": json.dumps([float(v) for v in problem.scale]),
-        "radius_fractions": json.dumps([float(v) for v in fraction]),
-        **chosen,
-    }
+    diagnostics = ILODiagnostics(
+        config=config,
+        phase=problem.phase_model,
+        dc_lambdas=final_step_lambdas(problem, config),
+        rounds=config.rounds,
+        measurement_loss=float(best_loss.mean()),
+        measurement_losses=[float(v) for v in best_loss],
+        round_losses=result.round_losses,
+        round_start_losses=result.round_start_losses,
+        steps_run=result.steps_run,
+        last_round_losses=result.last_round_losses,
+        data_scale=[float(v) for v in problem.scale],
+        radius_fractions=[float(v) for v in fraction],
+        heldout=chosen,
+    )
     return ReconResult(
-        image=x, history=history, seconds=time.perf_counter() - start_time, params=params
+        image=x,
+        history=history,
+        seconds=time.perf_counter() - start_time,
+        diagnostics=diagnostics,
     )

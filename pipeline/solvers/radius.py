@@ -25,7 +25,7 @@ from typing import Literal
 import torch
 
 from sgilo.pipeline.solvers import sampling
-from sgilo.pipeline.solvers.latent_common import ImageProblem, Problem
+from sgilo.pipeline.solvers.problem import ImageProblem, Problem
 
 RADIUS_AT_8X = 0.003
 RADIUS_AT_4X = 0.03

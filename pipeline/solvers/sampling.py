@@ -14,8 +14,9 @@ a geometric interpolation between the two measured anchors, constant outside the
 extrapolation beyond what was measured).
 
 ``f`` is the fraction of sampled k-space locations of a Cartesian mask (the same for every coil),
-and ``K / (H · W)`` for ``K`` non-Cartesian samples per coil (a Nyquist-rate radial acquisition has
-``f ≈ π/2``, so only strongly undersampled trajectories count as such).
+and ``K / (H · W)`` for ``K`` non-Cartesian samples per coil
+(:meth:`sgilo.operators.base.LinearOperator.sampled_fraction`; a Nyquist-rate radial acquisition
+has ``f ≈ π/2``, so only strongly undersampled trajectories count as such).
 """
 
 from __future__ import annotations
@@ -25,26 +26,15 @@ import math
 import torch
 
 from sgilo.operators.base import LinearOperator
-from sgilo.operators.mri import NonCartesianMRI, SingleCoilMRI
 
 FRACTION_8X = 1 / 8
 FRACTION_4X = 1 / 4
 
 
-def cartesian_mask(op: LinearOperator, batch: int) -> torch.Tensor:
-    """The real ``(B, H, W)`` sampling mask of a Cartesian operator."""
-    mask = op.mask if isinstance(op, SingleCoilMRI) else op.mask[..., 0, :, :]
-    return mask.expand(batch, *op.ishape)
-
-
 def sampled_fraction(op: LinearOperator, batch: int) -> torch.Tensor:
     """``(B,)`` float64 per-coil fraction of the k-space grid that ``op`` measures in each of
-    ``batch`` slices (held-out measurements included)."""
-    h, w = op.ishape
-    if isinstance(op, NonCartesianMRI):
-        return torch.full((batch,), op.oshape[-1] / (h * w), dtype=torch.float64)
-    mask = cartesian_mask(op, batch) > 0
-    return mask.reshape(batch, -1).to(torch.float64).mean(dim=1).cpu()
+    ``batch`` slices (held-out measurements included): ``op.sampled_fraction(batch)``."""
+    return op.sampled_fraction(batch)
 
 
 def interpolate_by_fraction(fraction: torch.Tensor, at_8x: float, at_4x: float) -> torch.Tensor:

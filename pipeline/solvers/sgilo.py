@@ -1,9 +1,9 @@
-"""SGILO, score-guided intermediate layer optimisation, for MRI (docs ALGORITHMS.md §4).
+"""SGILO, score-guided intermediate layer optimisation, for MRI (docs/ALGORITHMS.md §4).
 
 ILO's rounds (:mod:`sgilo.pipeline.solvers.ilo`: the same variables ``z``, noise maps of blocks
 ``k … k + noise_blocks_ahead`` and ``h_{k−1}``, the same round hand-over
-:func:`~sgilo.pipeline.solvers.ilo.init_round_state`, the same loss with
-:func:`~sgilo.pipeline.solvers.ilo.geocross`, the same scale/phase/data-consistency conventions)
+:func:`~sgilo.pipeline.solvers.rounds.init_round_state`, the same loss with
+:func:`~sgilo.pipeline.solvers.rounds.geocross`, the same scale/phase/data-consistency conventions)
 with ILO's hand-made ℓ1 ball replaced by a learned prior:
 
 - Adam with a constant learning rate (``lr`` 0.05), a fresh optimiser per round;
@@ -36,7 +36,7 @@ Score models: ``score_models`` maps a space to a model with ``data_shape`` and
 ``"block<k>"``), the output ``h_k`` of block ``k`` (data shape ``(C_k, r_k, r_k)``, features only,
 or ``(C_k + C_img, r_k, r_k)``, features and skip image), used in round ``k + 1``, so only a
 schedule of at least ``k + 2`` rounds reaches it (the default, ILO's four rounds, reaches blocks
-0–2). ``params["prior_spaces"]`` lists the models given, ``params["prior_spaces_used"]`` those
+0–2). ``diagnostics.prior_spaces`` lists the models given, ``diagnostics.prior_spaces_used`` those
 the schedule reaches (:func:`used_spaces`); a run with models, a non-zero ``λ`` or ``τ`` and none
 reached warns (it would be ILO's fit with no prior step).
 
@@ -60,7 +60,6 @@ in the units of ``y``.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import time
@@ -76,26 +75,27 @@ from sgilo.models.stylegan2.checkpoint import LatentStats
 from sgilo.models.stylegan2.generator import Generator, SynthesisState
 from sgilo.operators.base import LinearOperator
 from sgilo.pipeline.solvers.base import Progress, ReconResult
+from sgilo.pipeline.solvers.diagnostics import SGILODiagnostics
+from sgilo.pipeline.solvers.fit_config import MRIFitConfig
+from sgilo.pipeline.solvers.generator_state import frozen
 from sgilo.pipeline.solvers.holdout import HoldoutConfig, with_holdout
-from sgilo.pipeline.solvers.ilo import (
-    EarlyStop,
-    Round,
-    heldout_params,
-    latent_stats_on,
-    run_rounds,
-    size_scaled_radius,
-)
-from sgilo.pipeline.solvers.latent_common import (
-    MRIFitConfig,
+from sgilo.pipeline.solvers.ilo import size_scaled_radius
+from sgilo.pipeline.solvers.problem import (
     Problem,
     check_inputs,
-    config_params,
+    final_step_lambdas,
     finish_image,
-    frozen,
     prepare_problem,
 )
 from sgilo.pipeline.solvers.projections import l1_ball_project_around_
 from sgilo.pipeline.solvers.radius import resolve_radius_fraction
+from sgilo.pipeline.solvers.rounds import (
+    EarlyStop,
+    Round,
+    heldout_choice,
+    latent_stats_on,
+    run_rounds,
+)
 from sgilo.pipeline.solvers.warm_start import WarmStartConfig, csgm_start
 
 
@@ -116,7 +116,7 @@ class PriorModel(Protocol):
 
 
 class SGILOConfig(MRIFitConfig, WarmStartConfig, HoldoutConfig):
-    """SGILO parameters (all recorded in ``ReconResult.params``)."""
+    """SGILO parameters (all recorded in ``ReconResult.diagnostics``)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -265,10 +265,10 @@ def check_score_models(
 
 class ChainBatch:
     """``K`` copies of a solver problem as one batch of ``K·B`` (chain-major: row ``c·B + b`` is
-    chain ``c``, slice ``b``), for :func:`sgilo.pipeline.solvers.ilo.run_rounds`. The image and the
-    loss are computed chain by chain with the problem's own per-slice tensors (scale, phase carrier,
-    gain, the operator's per-slice mask/maps), so no operator needs to know about chains; the
-    generator, the backward pass, Adam and the prior steps see one batch."""
+    chain ``c``, slice ``b``), for :func:`sgilo.pipeline.solvers.rounds.run_rounds`. The image and
+    the loss are computed chain by chain with the problem's own per-slice tensors (scale, phase
+    carrier, gain, the operator's per-slice mask/maps), so no operator needs to know about chains;
+    the generator, the backward pass, Adam and the prior steps see one batch."""
 
     def __init__(self, problem: Problem, chains: int) -> None:
         self.problem, self.chains = problem, chains
@@ -472,27 +472,27 @@ def sgilo(
 
     stacked = torch.stack(samples)  # (K, B, H, W)
     std = (stacked.abs() if stacked.is_complex() else stacked).std(dim=0, correction=0)
-    params: dict[str, float | int | str] = {
-        **config_params(config, problem),
-        "rounds": config.rounds,
-        "prior_spaces": json.dumps(sorted(models, key=str)),
-        "prior_spaces_used": json.dumps(acting),
-        "measurement_loss": float(torch.tensor(chain_losses).mean()),
-        "measurement_losses": json.dumps(chain_losses),
-        "round_losses": json.dumps(chain_round_losses),
-        "round_start_losses": json.dumps(chain_round_start_losses),
-        "steps_run": json.dumps(result.steps_run),
-        "data_scale": json.dumps([float(v) for v in problem.scale]),
-        "radius_fractions": json.dumps(
-            [] if fraction is None else [float(v) for v in fraction[:batch]]
-        ),
-        **heldout_params(result),
-    }
+    diagnostics = SGILODiagnostics(
+        config=config,
+        phase=problem.phase_model,
+        dc_lambdas=final_step_lambdas(problem, config),
+        rounds=config.rounds,
+        prior_spaces=sorted(models, key=str),
+        prior_spaces_used=acting,
+        measurement_loss=float(torch.tensor(chain_losses).mean()),
+        measurement_losses=chain_losses,
+        round_losses=chain_round_losses,
+        round_start_losses=chain_round_start_losses,
+        steps_run=result.steps_run,
+        data_scale=[float(v) for v in problem.scale],
+        radius_fractions=[] if fraction is None else [float(v) for v in fraction[:batch]],
+        heldout=heldout_choice(result),
+    )
     return SGILOResult(
         image=stacked.mean(dim=0),
         history=history,
         seconds=time.perf_counter() - start_time,
-        params=params,
+        diagnostics=diagnostics,
         samples=stacked,
         std=std,
     )

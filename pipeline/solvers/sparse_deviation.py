@@ -2,7 +2,7 @@
 
 A generator's image ``x̂`` (after CSGM, ILO or SGILO) is wrong wherever the anatomy lies outside
 the generator's range: a lesion, a fold the training set never showed, fine cortex a small prior
-cannot draw. Exact data consistency (:func:`sgilo.pipeline.solvers.latent_common.data_consistency`)
+cannot draw. Exact data consistency (:func:`sgilo.pipeline.solvers.consistency.data_consistency`)
 puts the measured k-space back but leaves the unmeasured k-space of ``x̂`` as it is, so at 4×
 undersampling such errors stay, and a sparsity prior beats the generator there. Following the
 sparse-deviation model of Dhar, Grover & Ermon ("Modeling sparse deviations for compressed

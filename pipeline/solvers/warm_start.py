@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sgilo.models.stylegan2.generator import Generator
 from sgilo.pipeline.solvers.base import Progress
 from sgilo.pipeline.solvers.csgm import CSGMConfig, InputLatentFit, fit_input_latent
-from sgilo.pipeline.solvers.latent_common import ImageProblem, Problem
+from sgilo.pipeline.solvers.problem import ImageProblem, Problem
 
 
 class WarmStartConfig(BaseModel):

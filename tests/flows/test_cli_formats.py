@@ -216,7 +216,7 @@ def test_std_map_is_its_own_volume_and_series(tmp_path):
     (study,) = read_input(_nifti_input(tmp_path), acceleration=4, center_fraction=0.08)
     magnitude = np.abs(study.target)
     std = np.full_like(magnitude, 0.5)
-    recon = StudyReconstruction("head", magnitude, "sgilo", 1.0, {"chains": 2}, None, std)
+    recon = StudyReconstruction("head", magnitude, "sgilo", 1.0, None, None, std)
     with StagedOutputs(tmp_path / "out") as stage:
         export_study(
             stage, study, recon, h5_name="head.h5", stem="head", formats=("h5", "nifti", "dicom")

@@ -162,12 +162,29 @@ def test_generative_bad_cases(files, tmp_path, capsys, monkeypatch):
 
 def test_solver_note_says_what_the_fit_ran():
     from sgilo.pipeline.reconstruct import solver_note
+    from sgilo.pipeline.solvers.diagnostics import ClassicalDiagnostics, SGILODiagnostics
+    from sgilo.pipeline.solvers.sgilo import SGILOConfig
 
-    assert solver_note({"seconds": 1.0}) == ""
-    assert solver_note({"steps_run": "[38, 34]"}) == "steps run [38, 34]"
-    unreached = {"steps_run": "[5, 5]", "prior_spaces": "[1]", "prior_spaces_used": "[]"}
-    assert "no round reached the score model(s) of [1]" in solver_note(unreached)
-    assert "no score model" in solver_note({"prior_spaces": "[]", "prior_spaces_used": "[]"})
-    reached = {"prior_spaces": "[0]", "prior_spaces_used": "[0]", "lam": 0.1, "tau": 0.025}
-    assert solver_note(reached) == "score-model prior steps in space(s) [0]"
-    assert "no prior step" in solver_note(reached | {"lam": 0.0, "tau": 0.0})
+    def sgilo_run(given: list, used: list, **config) -> SGILODiagnostics:
+        return SGILODiagnostics(
+            config=SGILOConfig(steps=(5, 5), **config),
+            phase="none",
+            rounds=2,
+            prior_spaces=given,
+            prior_spaces_used=used,
+            measurement_loss=0.1,
+            measurement_losses=[[0.1]],
+            round_losses=[[0.2, 0.1]],
+            round_start_losses=[[0.3, 0.2]],
+            steps_run=[5, 5],
+            data_scale=[1.0],
+            radius_fractions=[],
+        )
+
+    assert solver_note(None) == "" and solver_note(ClassicalDiagnostics(iterations=3)) == ""
+    assert solver_note(sgilo_run([0], [0])) == (
+        "steps run [5, 5]; score-model prior steps in space(s) [0]"
+    )
+    assert "no round reached the score model(s) of [1]" in solver_note(sgilo_run([1], []))
+    assert "no score model" in solver_note(sgilo_run([], []))
+    assert "no prior step" in solver_note(sgilo_run([0], [0], lam=0.0, tau=0.0))

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-import sgilo.flows.cli
+import sgilo.flows.cli.batch
 from sgilo.flows.cli import main
 
 
@@ -58,7 +58,7 @@ def test_watch_pass_picks_up_settled_studies_once(prefect_api, studies, tmp_path
 
 
 def test_serve_without_a_server_says_how_to_start_one(monkeypatch, tmp_path, capsys):
-    monkeypatch.setattr(sgilo.flows.cli, "_prefect_api_url", lambda: None)
+    monkeypatch.setattr(sgilo.flows.cli.batch, "prefect_api_url", lambda: None)
     (tmp_path / "watch").mkdir()
     args = ["serve", "--watch", str(tmp_path / "watch"), "--out", str(tmp_path / "out")]
     assert main([*args, "--method", "zero-filled"]) == 2

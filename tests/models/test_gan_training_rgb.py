@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 import sgilo.models.stylegan2.train as train
-import sgilo.pipeline.training_data as training_data
+import sgilo.pipeline.data.training as training_data
 from sgilo.flows.cli import main
 from sgilo.models.stylegan2 import GeneratorConfig, load_generator
 from sgilo.models.stylegan2.augment import AugmentConfig, augment_batch, augment_images

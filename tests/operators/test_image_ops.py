@@ -257,3 +257,49 @@ def test_sigma_for_snr_round_trips(snr_db: float, is_complex: bool) -> None:
     eta = noise(signal, gen(9)) - signal
     measured = 10 * math.log10(power / float(eta.abs().pow(2).mean()))
     assert abs(measured - snr_db) < 0.05  # 100k samples: relative power error ≈ 0.5-1 %
+
+
+# -- what the solvers ask about: every property on every operator, odd sizes ----------------------
+SMALL_OPERATORS: dict[str, Callable[[], LinearOperator]] = {
+    "inpaint": lambda: Inpainting.random_pixels((3, 7, 5), 0.4, gen(), dtype=F64),
+    "sr-3": lambda: SuperResolution((1, 9, 3), 3, dtype=F64),
+    "gaussian-cs": lambda: GaussianCompressedSensing((1, 7, 5), 13, gen(), dtype=F64),
+    "circulant": lambda: PartialCirculant((1, 7, 5), 17, gen(), dtype=F64),
+    "colorization": lambda: Colorization((3, 7, 5), dtype=F64),
+    "denoising": lambda: Identity((3, 7, 5)),
+}
+
+
+@pytest.mark.parametrize("name", list(OPERATORS))
+def test_solver_properties(name: str) -> None:
+    op = OPERATORS[name]()
+    assert op.kind == "image" and not op.runs_on_cpu_only
+    assert op.sampling_mask is None and op.coil_maps is None and op.trajectory is None
+    assert op.calibration_region(2) is None and op.num_coils == 1
+    # the entries of y that can be non-zero (for a positive image) are the measurements
+    nonzero = (op.A(rand_image(2, *op.ishape) + 0.1) != 0).reshape(2, -1).sum(dim=1).double()
+    assert torch.equal(op.num_measurements(2), nonzero)
+    fraction = op.num_measurements(2) / math.prod(op.ishape)
+    assert torch.equal(op.sampled_fraction(2), fraction)
+
+
+@pytest.mark.parametrize("name", list(SMALL_OPERATORS))
+def test_normal_norm_against_dense_eigenvalues(name: str) -> None:
+    op = SMALL_OPERATORS[name]()
+    n = math.prod(op.ishape)
+    dense = op.A(torch.eye(n, dtype=F64).reshape(n, *op.ishape)).reshape(n, -1).T  # (m, n)
+    largest = float(np.linalg.eigvalsh((dense.T @ dense).numpy()).max())
+    got = op.normal_norm(2, F64)
+    assert got.shape == (2,) and got.dtype == F64
+    if name in ("inpaint", "colorization", "denoising"):  # analytic
+        np.testing.assert_allclose(got.numpy(), largest, rtol=1e-12)
+    else:  # the power iteration: from below, converging to the top eigenvalue
+        assert bool((got <= largest * (1 + 1e-9)).all())
+        converged = op.normal_norm(1, F64, iterations=2000)
+        np.testing.assert_allclose(converged.numpy(), largest, rtol=1e-6)
+
+
+def test_real_identity_on_images_is_an_image_operator_and_others_are_not() -> None:
+    assert Identity((3, 5, 7)).kind == "image"
+    assert Identity((5, 7)).kind == "generic"
+    assert Identity((3, 5, 7), complex_data=True).kind == "generic"

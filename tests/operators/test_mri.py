@@ -172,3 +172,101 @@ def test_composition_and_adjoint_operator():
 def test_bad_input_is_refused(build, message):
     with pytest.raises(ValueError, match=message):
         build()
+
+
+# -- what the solvers ask about: every property on every MRI operator, odd sizes ------------------
+SMALL = (7, 5)
+
+
+def _small_operators() -> dict:
+    """Every MRI operator kind on a 7×5 grid (float64/complex128)."""
+    g = torch.Generator().manual_seed(3)
+    maps = torch.randn(2, *SMALL, generator=g, dtype=torch.complex128)
+    mask = torch.tensor([1.0, 0, 1, 1, 0], dtype=torch.float64)  # centre column 2 sampled
+    per_slice = torch.stack([mask, torch.tensor([0.0, 1, 1, 0, 1], dtype=torch.float64)])
+    coord = torch.from_numpy(radial_trajectory(4, 6, SMALL))
+    return {
+        "single": SingleCoilMRI(mask, SMALL),
+        "single-per-slice": SingleCoilMRI(per_slice[:, None, :].expand(2, *SMALL)),
+        "multi": MultiCoilMRI(maps, mask),
+        "multi-full": MultiCoilMRI(maps, torch.ones(SMALL[1], dtype=torch.float64)),
+        "multi-per-slice": MultiCoilMRI(maps, per_slice[:, None, :].expand(2, *SMALL)),
+        "radial-single": NonCartesianMRI(coord, image_shape=SMALL),
+        "radial-multi": NonCartesianMRI(coord, maps=maps),
+    }
+
+
+def _dense_normal_largest(op, batch: int) -> np.ndarray:
+    """The largest eigenvalue of the dense AᴴA of every slice ``(batch,)``, by numpy's eigvalsh."""
+    n = int(np.prod(op.ishape))
+    basis = torch.eye(n, dtype=torch.complex128).reshape(n, *op.ishape)
+    out = []
+    for b in range(batch):
+        cols = []
+        for e in basis:
+            x = torch.zeros(batch, *op.ishape, dtype=torch.complex128)
+            x[b] = e
+            cols.append(op.normal(x)[b].reshape(-1).numpy())
+        out.append(np.linalg.eigvalsh(np.stack(cols, axis=1)).max())
+    return np.array(out)
+
+
+@pytest.mark.parametrize("name", list(_small_operators()))
+def test_solver_properties(name):
+    op = _small_operators()[name]
+    batch = 2
+    cartesian = name.startswith(("single", "multi"))
+    assert op.kind == "mri"
+    assert op.runs_on_cpu_only is (not cartesian)
+    assert (op.coil_maps is None) is (name in ("single", "single-per-slice", "radial-single"))
+    assert op.num_coils == (1 if op.coil_maps is None else 2)
+    assert (op.trajectory is None) is cartesian
+    # the entries of y that can be non-zero are the measurements
+    x = torch.from_numpy(crandn(batch, *SMALL, seed=4))
+    nonzero = (op.A(x) != 0).reshape(batch, -1).sum(dim=1).double()
+    assert torch.equal(op.num_measurements(batch), nonzero)
+    per_coil = op.num_measurements(batch) / (op.num_coils * SMALL[0] * SMALL[1])
+    assert torch.allclose(op.sampled_fraction(batch), per_coil)
+    if cartesian:
+        masks = op.slice_masks(batch)
+        assert masks.shape == (batch, *SMALL)
+        assert torch.equal(op.sampled_fraction(batch), (masks > 0).double().mean(dim=(1, 2)))
+        # y is zero exactly where the mask is
+        zero = (op.A(x) == 0).reshape(batch, -1, *SMALL).all(dim=1)
+        assert torch.equal(zero, masks == 0)
+        region = op.calibration_region(batch)
+        assert region.dtype == torch.bool and region.shape == (batch, SMALL[1])
+        expected = [[False, False, True, True, False]] * batch
+        if name.endswith("per-slice"):  # the second slice's run is columns 1..2
+            expected = [expected[0], [False, True, True, False, False]]
+        if name == "multi-full":
+            expected = [[True] * SMALL[1]] * batch
+        assert region.tolist() == expected
+    else:
+        assert op.sampling_mask is None and op.calibration_region(batch) is None
+        assert float(op.sampled_fraction(1)[0]) == op.oshape[-1] / (SMALL[0] * SMALL[1])
+
+
+@pytest.mark.parametrize("name", list(_small_operators()))
+def test_normal_norm_against_dense_eigenvalues(name):
+    op = _small_operators()[name]
+    largest = _dense_normal_largest(op, 2)
+    got = op.normal_norm(2, torch.complex128).numpy()
+    if name.startswith("single") or name == "multi-full":  # analytic and exact
+        np.testing.assert_allclose(got, largest, rtol=1e-12)
+    elif name.startswith("multi"):  # the analytic bound max M² · max Σ|S|²
+        assert (got >= largest * (1 - 1e-12)).all()
+        peak = op.coil_maps.abs().pow(2).sum(dim=0).max().item()
+        np.testing.assert_allclose(got, peak, rtol=1e-12)
+    else:  # the power iteration: from below, converging to the top eigenvalue
+        assert (got <= largest * (1 + 1e-9)).all()
+        converged = op.normal_norm(2, torch.complex128, iterations=500).numpy()
+        np.testing.assert_allclose(converged, largest, rtol=1e-6)
+
+
+def test_composition_and_adjoint_pass_on_cpu_only():
+    coord = torch.from_numpy(radial_trajectory(4, 6, SMALL))
+    nufft = NonCartesianMRI(coord, image_shape=SMALL)
+    cartesian = SingleCoilMRI(torch.ones(SMALL[1]), SMALL)
+    assert nufft.H.runs_on_cpu_only and (nufft @ cartesian).runs_on_cpu_only
+    assert not cartesian.H.runs_on_cpu_only and cartesian.H.kind == "generic"

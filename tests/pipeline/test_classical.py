@@ -104,7 +104,7 @@ def test_cg_sense_recovers_fully_sampled_noise_free_image(phantom):
     for iterations in (1, 10):
         result = cg_sense(y, op, iterations=iterations)
         assert _rel(result.image.numpy(), acq.image) < 1e-4, iterations
-        assert len(result.history) == 1 and result.params["iterations"] == 1
+        assert len(result.history) == 1 and result.diagnostics.iterations == 1
 
 
 def test_cg_sense_converged_slice_is_left_alone_while_others_continue(phantom):
@@ -331,3 +331,23 @@ def test_cg_sense_non_cartesian_converges_and_matches_sigpy(radial_truth):
         y[0].numpy(), maps, coord=coord.reshape(-1, 2), max_iter=10, show_pbar=False
     ).run()
     assert _rel(image, ref) < 1e-4
+
+
+def test_l1_wavelet_step_size_is_sigpys_max_eig(phantom):
+    """The ℓ1-wavelet step 1/L comes from the package's one power iteration, started where sigpy's
+    ``MaxEig`` starts after ``np.random.seed(0)``: the same L as sigpy's app (float rounding)."""
+    import sigpy.mri as mr
+
+    from sgilo.operators.power_iteration import power_iteration
+    from sgilo.pipeline.solvers.classical import _numpy_map, _sigpy_start, seeded_numpy
+
+    acq = simulate_acquisition(
+        phantom[None], acceleration=4, center_fraction=0.08, num_coils=4, seed=3
+    )
+    mask = np.broadcast_to(acq.mask, (H, W)).astype(np.float64)
+    a = mr.linop.Sense(acq.maps.astype(np.complex128), weights=mask)
+    ours = float(power_iteration(_numpy_map(a.N), _sigpy_start(a.ishape))[0])
+    with seeded_numpy():
+        ref = float(sp.app.MaxEig(a.N, dtype=np.complex128, show_pbar=False).run())
+    assert abs(ours - ref) < 1e-12 * ref
+    assert 0.9 < ref < 1.0  # not converged to the bound 1: the start matters

@@ -10,6 +10,8 @@ import pytest
 
 from sgilo.pipeline.data import dicom_examples, mni
 from sgilo.pipeline.data.natural import natural_image, natural_image_names
+from sgilo.pipeline.io.dicom import read_dicom
+from sgilo.pipeline.io.types import InputError
 
 # ---------------------------------------------------------------------------------------------
 # MNI152
@@ -127,8 +129,8 @@ def test_mr_example_paths_are_local_decodable_mr_files() -> None:
     for path in paths:
         assert isinstance(path, Path) and path.is_file()
         assert pydicom.dcmread(path, stop_before_pixels=True).Modality == "MR"
-        pixels = dicom_examples.dicom_pixels(path)
-        assert pixels.ndim == 2 and min(pixels.shape) >= 32 and pixels.dtype == np.float32
+        (series,) = read_dicom(path)  # each is one MR image of the project's DICOM reader
+        assert series.data.shape[0] == 1 and min(series.data.shape[1:]) >= 32
     assert len(dicom_examples.mr_example_paths(min_size=1)) > len(paths)  # 16×16 thumbnails
 
 
@@ -142,16 +144,16 @@ def test_mr_small_pixels() -> None:
     assert np.isfinite(image).all() and image.max() > image.min()
 
 
-def test_rescale_slope_and_intercept_are_applied(tmp_path: Path) -> None:
+def test_examples_leave_out_what_the_reader_refuses() -> None:
+    """The list is what read_dicom reads: a CT file next to MR ones is not an MR example."""
     import pydicom
 
-    ds = pydicom.dcmread(dicom_examples.bundled_test_files_dir() / "MR_small.dcm")
-    raw = ds.pixel_array.astype(np.float64)
-    ds.RescaleSlope = "2.5"
-    ds.RescaleIntercept = "-100"
-    path = tmp_path / "rescaled.dcm"
-    ds.save_as(path)
-    np.testing.assert_allclose(dicom_examples.dicom_pixels(path), 2.5 * raw - 100.0, rtol=1e-6)
+    root = dicom_examples.bundled_test_files_dir()
+    names = {p.name for p in dicom_examples.mr_example_paths(min_size=1)}
+    assert "CT_small.dcm" not in names
+    assert pydicom.dcmread(root / "CT_small.dcm", stop_before_pixels=True).Modality == "CT"
+    with pytest.raises(InputError, match="modality is 'CT'"):
+        read_dicom(root / "CT_small.dcm")
 
 
 # ---------------------------------------------------------------------------------------------

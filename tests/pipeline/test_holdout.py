@@ -5,7 +5,6 @@ measurement."""
 from __future__ import annotations
 
 import dataclasses
-import json
 
 import numpy as np
 import pytest
@@ -14,8 +13,9 @@ import torch
 from sgilo.operators.fft import fft2c
 from sgilo.operators.mri import MultiCoilMRI, NonCartesianMRI, SingleCoilMRI
 from sgilo.pipeline.solvers.holdout import candidate_columns, heldout_columns, with_holdout
-from sgilo.pipeline.solvers.ilo import EarlyStop, ILOConfig, ilo, run_rounds
-from sgilo.pipeline.solvers.latent_common import Problem, prepare_problem
+from sgilo.pipeline.solvers.ilo import ILOConfig, ilo
+from sgilo.pipeline.solvers.problem import Problem, prepare_problem
+from sgilo.pipeline.solvers.rounds import EarlyStop, run_rounds
 from sgilo.pipeline.solvers.sgilo import SGILOConfig, sgilo
 
 R = 16  # the resolution of the `gen_stats` generator (tests/pipeline/conftest.py)
@@ -162,9 +162,9 @@ def test_ilo_with_holdout_still_honours_every_measurement(gen_stats):
     # exact data consistency (dc_wavelet=0), so every measured column must come back unchanged
     config = ILOConfig(steps=(6, 4), init_steps=5, init_restarts=1, holdout=0.34, dc_wavelet=0)
     res = ilo(y, op, generator=gen, latent_stats=stats, config=config)
-    rounds = json.loads(res.params["selected_rounds"])
+    rounds = res.diagnostics.heldout.rounds
     assert len(rounds) == 2 and all(0 <= k < 2 for k in rounds)
-    assert len(json.loads(res.params["heldout_losses"])) == 2
+    assert len(res.diagnostics.heldout.losses) == 2
     # single-coil data consistency replaces every measured column, the held-out ones included
     k = fft2c(res.image)
     sampled = (op.mask > 0).expand(2, R, R)
@@ -173,7 +173,7 @@ def test_ilo_with_holdout_still_honours_every_measurement(gen_stats):
     plain = ilo(
         y, op, generator=gen, latent_stats=stats, config=config.model_copy(update={"holdout": 0.0})
     )
-    assert "selected_rounds" not in plain.params
+    assert plain.diagnostics.heldout is None
 
 
 def test_sgilo_chains_select_on_the_heldout_loss(gen_stats):
@@ -185,8 +185,8 @@ def test_sgilo_chains_select_on_the_heldout_loss(gen_stats):
     )
     res = sgilo(y, op, generator=gen, latent_stats=stats, config=config)
     assert res.samples.shape == (2, 2, R, R)
-    assert len(json.loads(res.params["heldout_losses"])) == 4  # K · B
-    assert np.isfinite(json.loads(res.params["heldout_losses"])).all()
+    assert len(res.diagnostics.heldout.losses) == 4  # K · B
+    assert np.isfinite(res.diagnostics.heldout.losses).all()
 
 
 def test_non_cartesian_samples_can_be_held_out(gen_stats):
@@ -214,7 +214,7 @@ def test_too_few_outer_columns_keep_the_measurement_loss_rule(gen_stats):
     config = ILOConfig(holdout=0.2, steps=(2,), init_steps=2, init_restarts=1)
     with pytest.warns(UserWarning, match="holdout skipped: slice 0 has 1 measured column"):
         res = ilo(y, op, generator=gen, latent_stats=stats, config=config)
-    assert "selected_rounds" not in res.params
+    assert res.diagnostics.heldout is None
     with pytest.raises(ValueError, match="slice 0 has 1 measured column"):
         heldout_columns(_problem(gen, op, y), 0.2, seed=0)
 
@@ -242,13 +242,13 @@ def test_refit_keeps_the_chosen_step_of_a_run_on_all_measurements(gen_stats):
         rng=torch.Generator().manual_seed(3),
     )
     (k,), (step,) = (
-        json.loads(res.params["selected_rounds"]),
-        json.loads(res.params["selected_steps"]),
+        res.diagnostics.heldout.rounds,
+        res.diagnostics.heldout.steps,
     )
     # the second pass ran on every measurement, up to the chosen round
-    runs = json.loads(res.params["steps_run"])
+    runs = res.diagnostics.steps_run
     assert runs == list(config.steps[: k + 1])
-    loss = json.loads(res.params["measurement_losses"])[0]
+    loss = res.diagnostics.measurement_losses[0]
     m = float((op.mask > 0).sum())
     assert np.isclose(float((op.A(res.image) - y).abs().pow(2).sum() / m), loss, rtol=1e-4)
     # ... and the kept image is that pass's iterate at (k, step): its loss is in the history
@@ -264,6 +264,6 @@ def test_refit_keeps_the_chosen_step_of_a_run_on_all_measurements(gen_stats):
         config=config.model_copy(update={"holdout_refit": False}),
         rng=torch.Generator().manual_seed(3),
     )
-    assert json.loads(once.params["selected_rounds"]) == [k]
-    assert json.loads(once.params["selected_steps"]) == [step]
+    assert once.diagnostics.heldout.rounds == [k]
+    assert once.diagnostics.heldout.steps == [step]
     assert not torch.allclose(once.image, res.image)

@@ -3,7 +3,6 @@ the comparison with CSGM on a problem whose truth is a generator sample, and inp
 
 from __future__ import annotations
 
-import json
 import math
 
 import numpy as np
@@ -15,7 +14,8 @@ from sgilo.models.stylegan2.generator import SynthesisState
 from sgilo.operators.masks import column_mask
 from sgilo.operators.mri import SingleCoilMRI
 from sgilo.pipeline.solvers.csgm import CSGMConfig, csgm
-from sgilo.pipeline.solvers.ilo import ILOConfig, geocross, ilo, init_round_state
+from sgilo.pipeline.solvers.ilo import ILOConfig, ilo
+from sgilo.pipeline.solvers.rounds import geocross, init_round_state
 
 R = 16  # the resolution of the `gen_stats` generator (tests/pipeline/conftest.py)
 
@@ -65,8 +65,8 @@ def test_rounds_continue_in_the_solver(gen_stats):
     y = op.A(_truth(gen))
     res = ilo(y, op, generator=gen, latent_stats=stats, config=_config(steps=(6, 5, 4)))
     ends, starts = (
-        json.loads(res.params["round_losses"]),
-        json.loads(res.params["round_start_losses"]),
+        res.diagnostics.round_losses,
+        res.diagnostics.round_start_losses,
     )
     assert len(ends) == len(starts) == 3 and len(res.history) == 15
     for k in (1, 2):
@@ -86,7 +86,7 @@ def test_zero_radii_keep_the_initial_image(gen_stats):
         g = gen.synthesize(gaussianized_to_w(z0, *stats), None)
     x0 = ((g[:, 0] + 1) / 2).to(torch.complex64)
     assert torch.allclose(res.image, x0, atol=1e-5)
-    losses = json.loads(res.params["round_losses"])
+    losses = res.diagnostics.round_losses
     assert max(losses) - min(losses) < 1e-6 * max(1.0, max(losses))
 
 
@@ -103,8 +103,8 @@ def test_early_stop_ends_stalled_rounds(gen_stats):
         return ilo(y, op, generator=gen, latent_stats=stats, config=cfg, rng=rng)
 
     full, stopped = run(), run(early_stop=True, patience=4)
-    assert json.loads(full.params["steps_run"]) == [12, 9]
-    assert json.loads(stopped.params["steps_run"]) == [4, 4]
+    assert full.diagnostics.steps_run == [12, 9]
+    assert stopped.diagnostics.steps_run == [4, 4]
     assert len(stopped.history) == 8 and len(full.history) == 21
     assert torch.allclose(stopped.image, full.image, atol=1e-6)
     moving = ilo(
@@ -115,7 +115,7 @@ def test_early_stop_ends_stalled_rounds(gen_stats):
         config=_config(steps=(12, 9), early_stop=True, patience=50),
         rng=torch.Generator().manual_seed(7),
     )
-    assert json.loads(moving.params["steps_run"]) == [12, 9]  # patience longer than the rounds
+    assert moving.diagnostics.steps_run == [12, 9]  # patience longer than the rounds
 
 
 def test_geocross_brute_force():
@@ -144,8 +144,8 @@ def test_returned_iterate_is_the_last_rounds_minimum(gen_stats):
         config=_config(steps=(5, 8)),
         rng=torch.Generator().manual_seed(4),
     )
-    per_slice = json.loads(res.params["last_round_losses"])
-    chosen = json.loads(res.params["measurement_losses"])
+    per_slice = res.diagnostics.last_round_losses
+    chosen = res.diagnostics.measurement_losses
     assert len(per_slice) == 2 and all(len(row) == 9 for row in per_slice)
     for row, c in zip(per_slice, chosen, strict=True):
         assert c == min(row)
@@ -183,8 +183,8 @@ def test_ilo_fits_measurements_at_least_as_well_as_csgm(gen_stats):
         ),
         rng=torch.Generator().manual_seed(0),
     )
-    loss_ilo = res_ilo.params["measurement_loss"]
-    loss_csgm = res_csgm.params["measurement_loss"]
+    loss_ilo = res_ilo.diagnostics.measurement_loss
+    loss_csgm = res_csgm.diagnostics.measurement_loss
     print(f"ILO {loss_ilo:.3e}  CSGM {loss_csgm:.3e}")
     assert loss_ilo <= loss_csgm
     assert all(p.requires_grad for p in gen.parameters())  # unfrozen afterwards

@@ -14,6 +14,7 @@ from pydicom.data import get_testdata_file
 
 from sgilo.pipeline.io.dicom import DicomSeries
 from sgilo.pipeline.io.fastmri import write_kspace
+from sgilo.pipeline.io.formats import sniff_format
 from sgilo.pipeline.io.geometry import dicom_display_affine, display_affine, nifti_display_affine
 from sgilo.pipeline.io.ingest import detect_format, read_input
 from sgilo.pipeline.io.ismrmrd import write_ismrmrd
@@ -66,6 +67,26 @@ def test_detects_every_format(tmp_path):
     shutil.copy(MR_SMALL, plain)  # DICOM by content (DICM prefix), no suffix
     assert detect_format(plain) == "dicom"
     assert detect_format(_dicom_series(tmp_path / "series")) == "dicom"
+
+
+def test_training_only_kinds_are_unknown_to_reconstruct(tmp_path):
+    """PNG/JPEG and .npy files are sniffed (for the training loader) but refused by reconstruct
+    with the one line of any unknown file; and they never take a file reconstruct reads."""
+    for name, kind in (("p.png", "picture"), ("p.JPEG", "picture"), ("a.npy", "npy")):
+        path = tmp_path / name
+        path.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))
+        assert sniff_format(path) == kind
+        assert _error(lambda p=path: detect_format(p)) == (
+            f"{name}: unknown file type (expected fastMRI or ISMRMRD HDF5, DICOM, or NIfTI "
+            ".nii/.nii.gz)"
+        )
+    k = np.ones((1, 8, 8), np.complex64)
+    hdf5 = write_kspace(tmp_path / "k.h5", k).rename(tmp_path / "k.npy")
+    shutil.copy(MR_SMALL, tmp_path / "slice.png")
+    for path, fmt in ((hdf5, "fastmri"), (tmp_path / "slice.png", "dicom")):
+        assert sniff_format(path) == detect_format(path) == fmt
+    (tmp_path / "notes.txt").write_text("hello")
+    assert "PNG/JPEG" in _error(lambda: sniff_format(tmp_path / "notes.txt"))
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ import pytest
 import skimage.data
 from PIL import Image
 
-import sgilo.pipeline.training_data as training_data
+import sgilo.pipeline.data.training as training_data
 from sgilo.pipeline.data import natural
 from sgilo.pipeline.data.natural import (
     TRAINING_IMAGES,
@@ -16,7 +16,7 @@ from sgilo.pipeline.data.natural import (
     natural_train_patches,
     natural_validation_patches,
 )
-from sgilo.pipeline.training_data import load_training_images, natural_train_count
+from sgilo.pipeline.data.training import load_training_images, natural_train_count
 
 
 def test_split_is_by_image_disjoint_and_rgb() -> None:

@@ -4,7 +4,6 @@ rounds solvers, and the checks that keep MRI and natural-image inputs apart."""
 
 from __future__ import annotations
 
-import json
 import types
 
 import pytest
@@ -24,7 +23,7 @@ from sgilo.operators.image import (
 )
 from sgilo.pipeline.methods import Prior, solve
 from sgilo.pipeline.solvers.csgm import CSGMConfig, csgm
-from sgilo.pipeline.solvers.latent_common import ImageProblem, is_image_operator, prepare_problem
+from sgilo.pipeline.solvers.problem import ImageProblem, prepare_problem
 
 R = 8
 D = 6
@@ -82,13 +81,13 @@ def test_csgm_recovers_the_known_answer_for_every_natural_operator(channels):
     _, x = _truth(gen)
     config = CSGMConfig(steps=600, latent_weight=0.0, restarts=1)
     for name, op in _operators(channels).items():
-        assert is_image_operator(op), name
+        assert op.kind == "image", name
         res = csgm(op.A(x), op, generator=gen, config=config, rng=torch.Generator().manual_seed(1))
         assert res.image.shape == x.shape and res.image.dtype == torch.float64, name
         err = float((res.image - x).norm() / x.norm())
         assert err < 1e-3, (name, err)
-        assert res.params["phase"] == "none"
-        assert json.loads(res.params["data_scale"]) == [1.0, 1.0]
+        assert res.diagnostics.phase == "none"
+        assert res.diagnostics.data_scale == [1.0, 1.0]
 
 
 def test_the_problem_uses_y_as_is_and_counts_every_measurement():
@@ -118,7 +117,7 @@ def test_mismatched_inputs_are_refused():
     with pytest.raises(ValueError, match="the generator makes"):
         big = Identity((3, 2 * R, 2 * R))
         csgm(torch.zeros(1, 3, 2 * R, 2 * R, dtype=torch.float64), big, generator=gen)
-    assert not is_image_operator(Identity((R, R), complex_data=True))
+    assert Identity((R, R), complex_data=True).kind != "image"
 
 
 def _gaussian_model(shape) -> ScoreModel:
@@ -158,7 +157,7 @@ def test_generative_methods_fit_an_rgb_inpainting_problem(rgb_prior, method):
     images = res.samples if method == "sgilo" else res.image[None]  # (K, B, 3, 16, 16)
     fit = (op.A(images.flatten(0, 1)) - y.repeat(len(images), 1, 1, 1)).pow(2)
     fit = fit.mean(dim=(1, 2, 3)).reshape(len(images), -1)
-    chosen = torch.tensor(json.loads(res.params["measurement_losses"]), dtype=fit.dtype)
+    chosen = torch.tensor(res.diagnostics.measurement_losses, dtype=fit.dtype)
     assert torch.allclose(fit, chosen.reshape(fit.shape), rtol=1e-4)
     assert float(fit.mean()) < res.history[0]
     if method == "sgilo":

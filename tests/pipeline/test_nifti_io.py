@@ -11,10 +11,12 @@ import numpy as np
 import pytest
 
 from sgilo.pipeline.data.mni import axial_display_slice
+from sgilo.pipeline.io.limits import input_limits
 from sgilo.pipeline.io.nifti import (
     ImageVolume,
     from_display,
     read_nifti,
+    read_nifti_volumes,
     to_display,
     write_nifti,
 )
@@ -152,6 +154,33 @@ def test_bad_inputs_raise_one_line_input_error(tmp_path, kind):
     message = str(info.value)
     assert path.name in message
     assert "\n" not in message
+
+
+def test_volumes_of_a_collection(tmp_path):
+    """read_nifti_volumes: a 4-D file gives each volume as read_nifti reads it alone (same
+    orientation, geometry and limits); a 2-D file is one slice; NaN only when asked."""
+    vols = [_volume(seed=t) for t in range(3)]
+    read = read_nifti_volumes(_save(tmp_path / "four.nii", np.stack(vols, -1)))
+    assert [v.name for v in read] == ["four_t0", "four_t1", "four_t2"]
+    for t, got in enumerate(read):
+        alone = read_nifti(_save(tmp_path / f"v{t}.nii", vols[t]))
+        np.testing.assert_array_equal(got.data, alone.data)
+        np.testing.assert_array_equal(got.ras_affine, alone.ras_affine)
+        assert got.zooms == alone.zooms and got.xform_code == alone.xform_code
+    (one,) = read_nifti_volumes(_save(tmp_path / "flat.nii", _volume((6, 5)), np.eye(4)))
+    np.testing.assert_array_equal(one.data[0], axial_display_slice(_volume((6, 5))[..., None], 0))
+    (same,) = read_nifti_volumes(tmp_path / "v0.nii")
+    np.testing.assert_array_equal(same.data, read_nifti(tmp_path / "v0.nii").data)
+    nan = _save(tmp_path / "nan.nii", np.where(vols[0] > 50, np.nan, 1.0).astype(np.float32))
+    with pytest.raises(InputError, match="non-finite"):
+        read_nifti_volumes(nan)
+    (kept,) = read_nifti_volumes(nan, finite=False)
+    assert np.isnan(kept.data).any()
+    with pytest.raises(InputError, match="expected a 2-D, 3-D or 4-D image"):
+        read_nifti_volumes(_save(tmp_path / "five.nii", _volume((3, 3, 3, 2, 2))))
+    limit = 2 * int(np.prod(SHAPE))
+    with input_limits(max_voxels=limit), pytest.raises(InputError, match="voxels"):
+        read_nifti_volumes(tmp_path / "four.nii")  # the limit counts every volume
 
 
 def test_write_is_atomic_on_failure(tmp_path, monkeypatch):

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 import torch
 
-import sgilo.pipeline.solvers.latent_common as latent_common
+import sgilo.operators.base as operator_base
 from sgilo.operators.masks import column_mask
 from sgilo.operators.mri import SingleCoilMRI
 from sgilo.pipeline.io.fastmri import read_fastmri, retrospective_undersample, write_kspace
 from sgilo.pipeline.reconstruct import study_operator
-from sgilo.pipeline.solvers.latent_common import prepare_problem
+from sgilo.pipeline.solvers.problem import prepare_problem
 
 R = 16  # the tiny generator's resolution (tests/pipeline/conftest.py)
 
@@ -62,7 +62,7 @@ def test_solver_step_on_odd_grid_is_fft_only(gen_stats, monkeypatch, grid, ffts)
     def refuse(*_args, **_kwargs):
         raise AssertionError("the per-step path ran a power iteration")
 
-    monkeypatch.setattr(latent_common, "normal_norm", refuse)
+    monkeypatch.setattr(operator_base, "power_iteration", refuse)
     mask = torch.from_numpy(column_mask("random", grid[1], 0.16, 4, seed=0).astype(np.float32))
     op = SingleCoilMRI(mask, shape=grid)
     with torch.no_grad():

@@ -3,7 +3,6 @@ the sampled fraction of each kind of operator, and that the solvers really use i
 
 from __future__ import annotations
 
-import json
 import math
 
 import numpy as np
@@ -14,7 +13,7 @@ from sgilo.operators.image import Inpainting
 from sgilo.operators.masks import column_mask
 from sgilo.operators.mri import MultiCoilMRI, NonCartesianMRI, SingleCoilMRI
 from sgilo.pipeline.solvers.ilo import ILOConfig, ilo
-from sgilo.pipeline.solvers.latent_common import prepare_problem
+from sgilo.pipeline.solvers.problem import prepare_problem
 from sgilo.pipeline.solvers.radius import (
     IMAGE_RADIUS_FRACTION,
     RADIUS_AT_4X,
@@ -115,4 +114,4 @@ def test_solvers_use_the_rule(gen_stats, method):
     auto, anchor, wider = run("auto"), run(RADIUS_AT_8X), run(RADIUS_AT_4X)
     assert torch.equal(auto.image, anchor.image)
     assert not torch.allclose(auto.image, wider.image)
-    assert json.loads(auto.params["radius_fractions"]) == pytest.approx([RADIUS_AT_8X] * 2)
+    assert auto.diagnostics.radius_fractions == pytest.approx([RADIUS_AT_8X] * 2)

@@ -3,8 +3,6 @@ ball (λ = τ = 0), chains (samples, std map) and input errors, with a tiny rand
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import torch
@@ -174,7 +172,7 @@ def test_zero_lam_tau_equals_ilo_with_infinite_radii(gen_stats):
     assert isinstance(res, SGILOResult)
     assert torch.allclose(res.image, ref.image, atol=3e-5)  # measured 3.2e-6
     assert np.allclose(res.history, ref.history, rtol=1e-4, atol=1e-7)
-    assert json.loads(res.params["prior_spaces"]) == [0, "z"]
+    assert res.diagnostics.prior_spaces == [0, "z"]
 
 
 def test_chains_std_and_samples(gen_stats):
@@ -213,7 +211,7 @@ def test_chains_std_and_samples(gen_stats):
     assert torch.allclose(noisy.image, noisy.samples.mean(dim=0))
     assert torch.allclose(noisy.std, noisy.samples.abs().std(dim=0, correction=0))
     assert len(noisy.history) == 3 * sum(steps)
-    assert len(json.loads(noisy.params["measurement_losses"])) == 3
+    assert len(noisy.diagnostics.measurement_losses) == 3
 
 
 def test_batched_chains_draw_their_own_z(gen_stats):
@@ -239,7 +237,7 @@ def test_batched_chains_draw_their_own_z(gen_stats):
     assert np.allclose(three.history[:5], one.history, rtol=1e-4, atol=1e-7)
     assert not torch.allclose(three.samples[1], three.samples[0], atol=1e-3)
     assert not torch.allclose(three.samples[2], three.samples[1], atol=1e-3)
-    assert len(json.loads(three.params["round_losses"])) == 3
+    assert len(three.diagnostics.round_losses) == 3
 
 
 def test_bad_inputs(gen_stats):
@@ -326,9 +324,9 @@ def test_a_block_model_acts_only_when_its_round_runs(gen_stats):
 
     bare = run((3, 3, 3), {}, lam=0.0, tau=0.0)
     guided = run((3, 3, 3), block1, lam=0.5, tau=0.0)
-    assert json.loads(guided.params["prior_spaces_used"]) == [1]
+    assert guided.diagnostics.prior_spaces_used == [1]
     assert not torch.allclose(guided.image, bare.image)
     with pytest.warns(UserWarning, match="needs at least k \\+ 2 rounds"):
         short = run((3, 3), block1, lam=0.5, tau=0.0)
-    assert json.loads(short.params["prior_spaces_used"]) == []
+    assert short.diagnostics.prior_spaces_used == []
     assert torch.equal(short.image, run((3, 3), {}, lam=0.0, tau=0.0).image)

@@ -8,8 +8,8 @@ from pydantic import ValidationError
 from sgilo.operators.fft import fft2c
 from sgilo.operators.mri import MultiCoilMRI, SingleCoilMRI
 from sgilo.pipeline.solvers.classical import l1_wavelet
+from sgilo.pipeline.solvers.consistency import data_consistency
 from sgilo.pipeline.solvers.csgm import CSGMConfig
-from sgilo.pipeline.solvers.latent_common import data_consistency
 from sgilo.pipeline.solvers.sparse_deviation import (
     DEFAULT_DC_WAVELET,
     resolve_dc_wavelet,

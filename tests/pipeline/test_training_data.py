@@ -1,5 +1,6 @@
 """Training images from MNI and folders of PNG/JPEG, NIfTI and DICOM files: shapes, ranges,
-orientation, the shared intensity rule, per-source counts, skipped files and bad sources."""
+orientation, the shared intensity rule, per-source counts, skipped files and bad sources; one
+format sniffer shared with ``sgilo reconstruct``, and NIfTI/DICOM read by the io readers."""
 
 from __future__ import annotations
 
@@ -9,13 +10,20 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pydicom
 import pytest
 from PIL import Image
 from skimage.transform import resize
 
 from sgilo.pipeline.data import mni
-from sgilo.pipeline.data.dicom_examples import bundled_test_files_dir, dicom_pixels
-from sgilo.pipeline.training_data import load_training_images, prepare_image, scale_to_unit
+from sgilo.pipeline.data.dicom_examples import bundled_test_files_dir
+from sgilo.pipeline.data.training import load_training_images, prepare_image, scale_to_unit
+from sgilo.pipeline.io.fastmri import write_kspace
+from sgilo.pipeline.io.formats import FORMATS, detect_format, sniff_format
+from sgilo.pipeline.io.ingest import read_input
+from sgilo.pipeline.io.ismrmrd import write_ismrmrd
+from sgilo.pipeline.io.limits import input_limits
+from sgilo.pipeline.io.types import InputError
 
 SIZE = 32
 
@@ -118,7 +126,8 @@ def test_nifti_slices_oriented_like_mni(mixed):
 
 def test_dicom_with_and_without_extension(mixed):
     images, _, _ = mixed
-    want = prepare_image(dicom_pixels(bundled_test_files_dir() / "MR_small.dcm"), SIZE)
+    raw = pydicom.dcmread(bundled_test_files_dir() / "MR_small.dcm").pixel_array  # no rescale
+    want = prepare_image(raw.astype(np.float64), SIZE)
     np.testing.assert_allclose(images[-2], want, atol=1e-6)  # series/IM0001
     np.testing.assert_allclose(images[-1], want, atol=1e-6)  # series/e_slice.dcm
 
@@ -172,8 +181,6 @@ def test_bad_sources(tmp_path):
 def test_npy_stacks_equal_the_mni_source(tmp_path):
     """mni-train written with np.save and read back as a folder source: every slice of the stack
     (and the single-image file) goes through the common preparation, nothing else."""
-    from sgilo.pipeline.training_data import prepare_image
-
     mni, _ = load_training_images(["mni-train"], 32)
     np.save(tmp_path / "stack.npy", mni)
     np.save(tmp_path / "one.npy", mni[0])
@@ -185,3 +192,105 @@ def test_npy_stacks_equal_the_mni_source(tmp_path):
     expected = np.stack([prepare_image(m.astype(np.float64), 32) for m in mni])
     np.testing.assert_allclose(got[1:], expected, atol=1e-6)
     np.testing.assert_allclose(got[0], expected[0], atol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------
+# one format sniffer, one reader per format
+
+
+def _every_kind(root: Path) -> dict[str, str]:
+    """A file of each kind in ``root``: its name → the kind the sniffer must give it."""
+    root.mkdir()
+    write_kspace(root / "k.h5", np.ones((1, 8, 8), np.complex64))
+    write_ismrmrd(root / "raw.h5", np.ones((1, 8, 8), np.complex64))
+    nib.save(nib.Nifti1Image(nifti_volume(), np.eye(4)), root / "vol.nii.gz")
+    shutil.copy(bundled_test_files_dir() / "MR_small.dcm", root / "slice.dcm")
+    shutil.copy(bundled_test_files_dir() / "MR_small.dcm", root / "IM0001")  # by DICM prefix
+    Image.fromarray(grey_picture()).save(root / "pic.png")
+    Image.fromarray(grey_picture()).save(root / "pic.jpg")
+    np.save(root / "stack.npy", np.ones((2, 9, 9)))
+    (root / "notes.txt").write_text("no image\n")
+    return {
+        "k.h5": "fastmri",
+        "raw.h5": "ismrmrd",
+        "vol.nii.gz": "nifti",
+        "slice.dcm": "dicom",
+        "IM0001": "dicom",
+        "pic.png": "picture",
+        "pic.jpg": "picture",
+        "stack.npy": "npy",
+    }
+
+
+def test_training_and_reconstruct_agree_on_every_kind(tmp_path):
+    root = tmp_path / "every"
+    kinds = _every_kind(root)
+    with pytest.warns(UserWarning, match="skipped"):
+        _, summary = load_training_images([str(root)], SIZE)
+    unknown = str(pytest.raises(InputError, detect_format, root / "notes.txt").value)
+    assert unknown.startswith("notes.txt: unknown file type")
+    for name, kind in kinds.items():
+        assert sniff_format(root / name) == kind, name
+        if kind in FORMATS:  # reconstruct reads it as the same format
+            assert detect_format(root / name) == kind, name
+        else:  # reconstruct refuses it, with the one line it gives any unknown file
+            for call in (detect_format, read_input):
+                message = str(pytest.raises(InputError, call, root / name).value)
+                assert message == unknown.replace("notes.txt", name)
+    # training reads the image kinds, and skips k-space and the unknown file, with the reason
+    got = summary["sources"][str(root)]
+    assert got["files_by_type"] == {"image": 2, "nifti": 1, "dicom": 2, "npy": 1}
+    reasons = {Path(s["path"]).name: s["reason"] for s in summary["skipped"]}
+    unknown_any = reasons["notes.txt"]
+    assert reasons["k.h5"] == "fastmri k-space data, not an image"
+    assert reasons["raw.h5"] == "ismrmrd k-space data, not an image"
+    assert unknown_any.startswith("unknown file type (") and "PNG/JPEG" in unknown_any
+    assert len(reasons) == 3
+
+
+def test_nifti_and_dicom_go_through_the_io_readers(tmp_path):
+    """The input limits and the readers' refusals apply to training files: a NIfTI and a DICOM
+    file above the voxel limit are skipped with the reader's reason (a picture is not limited),
+    and so is a CT file (the DICOM reader reads MR only); a rescaled DICOM file is rescaled."""
+    root = tmp_path / "limited"
+    root.mkdir()
+    nib.save(nib.Nifti1Image(nifti_volume(), np.eye(4)), root / "vol.nii")  # 720 voxels
+    ds = pydicom.dcmread(bundled_test_files_dir() / "MR_small.dcm")  # 64 x 64 voxels
+    ds.RescaleSlope, ds.RescaleIntercept = "2.5", "-100"
+    ds.save_as(root / "rescaled.dcm")
+    shutil.copy(bundled_test_files_dir() / "CT_small.dcm", root / "ct.dcm")
+    Image.fromarray(grey_picture()).save(root / "pic.png")
+    with input_limits(max_voxels=500), pytest.warns(UserWarning, match="skipped"):
+        images, summary = load_training_images([str(root)], SIZE)
+    reasons = {Path(s["path"]).name: s["reason"] for s in summary["skipped"]}
+    assert sorted(reasons) == ["ct.dcm", "rescaled.dcm", "vol.nii"] and len(images) == 1
+    assert "--max-input-voxels" in reasons["vol.nii"]
+    assert "--max-input-voxels" in reasons["rescaled.dcm"]
+    assert "modality is 'CT'" in reasons["ct.dcm"]
+    with pytest.warns(UserWarning, match="ct.dcm: skipped"):
+        images, summary = load_training_images([str(root)], SIZE)
+    assert summary["sources"][str(root)]["files_by_type"] == {
+        "image": 1,
+        "nifti": 1,
+        "dicom": 1,
+        "npy": 0,
+    }
+    raw = ds.pixel_array.astype(np.float64)
+    np.testing.assert_allclose(images[1], prepare_image(2.5 * raw - 100.0, SIZE), atol=1e-6)
+
+
+def test_nifti_collections_4d_2d_and_nan(tmp_path):
+    """Every volume of a 4-D file, a 2-D file as one slice, and NaN counted and read as 0."""
+    vol = nifti_volume()
+    nib.save(nib.Nifti1Image(vol, np.eye(4)), tmp_path / "a_3d.nii")
+    nib.save(nib.Nifti1Image(np.stack([vol, 2 * vol], -1), np.eye(4)), tmp_path / "b_4d.nii")
+    nib.save(nib.Nifti1Image(vol[:, :, 1], np.eye(4)), tmp_path / "c_2d.nii")
+    nan = np.where(vol == 0, np.nan, vol).astype(np.float32)
+    nib.save(nib.Nifti1Image(nan, np.eye(4)), tmp_path / "d_nan.nii")
+    images, summary = load_training_images([str(tmp_path)], SIZE)
+    assert len(images) == 3 + 6 + 1 + 3 and summary["skipped"] == []
+    three = images[:3]
+    np.testing.assert_allclose(images[3:6], three, atol=1e-6)  # volume 0
+    np.testing.assert_allclose(images[6:9], three, atol=1e-6)  # volume 1 = 2 x volume 0
+    np.testing.assert_array_equal(images[9], three[0])  # the 2-D file is slice z = 1
+    np.testing.assert_array_equal(images[10:], three)  # NaN = 0: z = 0 and 5 stay empty

@@ -57,7 +57,8 @@ def test_ilo_first_round_starts_from_csgm_image(gen_stats):
         rng=torch.Generator().manual_seed(9),
     )
     assert torch.allclose(res.image, ref.image, atol=1e-5)
-    assert res.params["measurement_loss"] == pytest.approx(ref.params["measurement_loss"], rel=1e-4)
+    loss, ref_loss = res.diagnostics.measurement_loss, ref.diagnostics.measurement_loss
+    assert loss == pytest.approx(ref_loss, rel=1e-4)
 
 
 def test_ilo_refines_the_csgm_start(gen_stats):
@@ -81,4 +82,4 @@ def test_ilo_refines_the_csgm_start(gen_stats):
         ),
         rng=torch.Generator().manual_seed(4),
     )
-    assert res.params["measurement_loss"] < ref.params["measurement_loss"]
+    assert res.diagnostics.measurement_loss < ref.diagnostics.measurement_loss

@@ -27,7 +27,7 @@ args=(--data .gpu/mni_train_128.npy --out "$RUN" --resolution 128 --style-dim 12
       --channel-base 512 --channel-max 128 --channel-min 16 --batch "${BATCH:-8}"
       --steps 1000000 --checkpoint-every 1000 --max-minutes "$GAN_MINUTES" --device "$DEVICE")
 [ "${RESUME:-0}" = 1 ] && args+=(--resume)
-python3 -m flows.cli train-gan "${args[@]}"
+python3 -m sgilo.flows.cli train-gan "${args[@]}"
 # the GAN's outputs first: a later step that fails or runs out of time loses nothing
 mkdir -p "$OUT"
 cp "$RUN/generator.pt" "$RUN/log.jsonl" "$OUT/"
@@ -35,14 +35,14 @@ cp "$(ls "$RUN"/samples/*.png | tail -1)" "$OUT/last_samples.png"
 split -b 15M "$RUN/checkpoint.pt" "$OUT/checkpoint.pt.part-"
 if [ "$SCORE_STEPS" -gt 0 ]; then
     for space in 1 0; do
-        python3 -m flows.cli train-score --generator "$RUN/generator.pt" --space "$space" \
+        python3 -m sgilo.flows.cli train-score --generator "$RUN/generator.pt" --space "$space" \
             --out "$RUN/score-block$space" --steps "$SCORE_STEPS" --batch 128 --device "$DEVICE"
         cp "$RUN/score-block$space/score_model.pt" "$OUT/score_block$space.pt"
     done
 fi
 # TIMING=1: seconds per slice of CSGM/ILO/SGILO with the shipped prior (docs/SPEED.md §4)
 if [ "${TIMING:-0}" = 1 ]; then
-    timeout "${TIMING_SECONDS:-120}" python3 -m pipeline.device_timing \
+    timeout "${TIMING_SECONDS:-120}" python3 -m sgilo.pipeline.research.device_timing \
         --images .gpu/mni_train_128.npy --out "$OUT/device_timing.json" --device "$DEVICE" || true
 fi
 ls -la "$OUT"

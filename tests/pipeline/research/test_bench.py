@@ -55,7 +55,8 @@ def test_bench_smoke_writes_tables_plots_and_json(tmp_path, capsys, monkeypatch)
 
 
 def test_bench_report_is_marked_partial_until_every_cell_is_done(tmp_path):
-    from sgilo.pipeline.research.bench import BenchConfig, BenchRow, markdown_tables
+    from sgilo.pipeline.research.bench import BenchConfig, BenchRow
+    from sgilo.pipeline.research.bench_report import markdown_tables
 
     config = BenchConfig(methods=["zero-filled"], num_slices=1)
     row = BenchRow("single-coil 4x", "zero-filled", 20.0, 0.5, 0.1, 0.01, 100.0, 1)
@@ -76,7 +77,8 @@ def test_bench_runs_bart_pics_as_a_reference_row(tmp_path, capsys, monkeypatch):
 
 
 def test_summary_compares_generative_methods_with_the_best_classical_one():
-    from sgilo.pipeline.research.bench import BenchRow, summary_lines
+    from sgilo.pipeline.research.bench import BenchRow
+    from sgilo.pipeline.research.bench_report import summary_lines
 
     psnrs = {"zero-filled": 14.0, "tv": 15.0, "bart-pics": 16.0, "csgm": 15.5, "ilo": 14.5}
     rows = [BenchRow("single-coil 8x", m, p, 0.3, 0.1, 1.0, 1.0, 4) for m, p in psnrs.items()]

@@ -1,4 +1,5 @@
-"""`sgilo tune-classical`'s sweep restricted to chosen methods and values (pipeline/tuning.py)."""
+"""`sgilo tune-classical`'s sweep restricted to chosen methods and values
+(pipeline/research/tuning.py)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""Glue shared by the latent-space solvers (CSGM, ILO, SGILO): input checks, the data scale,
-generator freezing, measurement counts, the phase estimated from the calibration region, the
-generator output convention and the final unscaling + data-consistency step.
+"""A latent-space solver's checked input (CSGM, ILO, SGILO): the input checks, the data scale
+and normalised data, the phase carrier, the generator output convention (:meth:`Problem.image`),
+the measurement loss and the final unscaling + data-consistency step (:func:`finish_image`).
 
 Two kinds of problem reach the solvers, and :func:`prepare_problem` returns the matching object:
 
@@ -16,188 +16,23 @@ Two kinds of problem reach the solvers, and :func:`prepare_problem` returns the 
 
 from __future__ import annotations
 
-import json
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 
-from sgilo.operators.base import Identity, LinearOperator
-from sgilo.operators.fft import fft2c, ifft2c
-from sgilo.operators.image import (
-    Colorization,
-    GaussianCompressedSensing,
-    Inpainting,
-    PartialCirculant,
-    SuperResolution,
-)
-from sgilo.operators.mri import MultiCoilMRI, NonCartesianMRI, SingleCoilMRI
-from sgilo.pipeline.solvers.classical import batch_dot, data_scale
+from sgilo.operators.base import LinearOperator
+from sgilo.pipeline.solvers.calibration import calibration_phase, num_measurements
+from sgilo.pipeline.solvers.classical import data_scale
+from sgilo.pipeline.solvers.consistency import coil_support, make_consistent
+from sgilo.pipeline.solvers.fit_config import MRIFitConfig, PhaseModel, resolve_phase
+from sgilo.pipeline.solvers.generator_state import latent_dtype_device
 from sgilo.pipeline.solvers.resample import GridPlacement
-from sgilo.pipeline.solvers.sampling import cartesian_mask
-from sgilo.pipeline.solvers.sparse_deviation import (
-    DCWaveletSetting,
-    resolve_dc_wavelet,
-    sparse_deviation,
-)
+from sgilo.pipeline.solvers.sparse_deviation import resolve_dc_wavelet
 
-PhaseModel = Literal["auto", "none", "from-calibration"]
 #: the bounds of the fitted intensity gain (``Problem.gain``)
 GAIN_RANGE = (0.5, 2.0)
-
-
-def latent_dtype_device(generator: object, y: torch.Tensor) -> tuple[torch.dtype, torch.device]:
-    if isinstance(generator, torch.nn.Module):
-        for p in generator.parameters():
-            return p.dtype, p.device
-    return y.real.dtype, y.device
-
-
-def freeze(generator: object) -> list[tuple[torch.nn.Parameter, bool]]:
-    if not isinstance(generator, torch.nn.Module):
-        return []
-    flags = [(p, p.requires_grad) for p in generator.parameters()]
-    for p, _ in flags:
-        p.requires_grad_(False)
-    return flags
-
-
-def unfreeze(generator: object, flags: list[tuple[torch.nn.Parameter, bool]]) -> None:
-    for p, flag in flags:
-        p.requires_grad_(flag)
-
-
-def num_measurements(op: LinearOperator, y: torch.Tensor) -> torch.Tensor:
-    """``m`` per slice ``(B,)``: sampled entries × coils (Cartesian), else all of ``y``."""
-    batch = y.shape[0]
-    if isinstance(op, NonCartesianMRI):
-        return torch.full((batch,), float(y[0].numel()), dtype=y.real.dtype, device=y.device)
-    coils = op.num_coils if isinstance(op, MultiCoilMRI) else 1
-    count = (cartesian_mask(op, batch) > 0).reshape(batch, -1).sum(dim=1) * coils
-    return count.clamp_min(1).to(y.real.dtype)
-
-
-def centre_columns(mask: torch.Tensor) -> torch.Tensor:
-    """``(W,)`` 0/1: the contiguous run of fully sampled columns around the centre ``W // 2``."""
-    full = (mask > 0).all(dim=0)
-    width = full.shape[0]
-    window = torch.zeros_like(full)
-    centre = width // 2
-    if not bool(full[centre]):
-        return window
-    lo = hi = centre
-    while lo > 0 and bool(full[lo - 1]):
-        lo -= 1
-    while hi < width - 1 and bool(full[hi + 1]):
-        hi += 1
-    window[lo : hi + 1] = True
-    return window
-
-
-def calibration_phase(y: torch.Tensor, op: LinearOperator) -> torch.Tensor:
-    """``e^{iφ}`` ``(B, H, W)``, φ the phase of the image of the fully sampled centre columns
-    (coils combined with the conjugate maps for SENSE)."""
-    if isinstance(op, NonCartesianMRI):
-        raise ValueError(
-            "phase='from-calibration' needs a Cartesian operator; use phase='none' for "
-            "non-Cartesian data"
-        )
-    batch = y.shape[0]
-    mask = cartesian_mask(op, batch)
-    windows = torch.stack([centre_columns(mask[b]) for b in range(batch)])  # (B, W)
-    if not bool(windows.any(dim=1).all()):
-        raise ValueError(
-            "phase='from-calibration' needs fully sampled centre columns in every slice's mask"
-        )
-    window = windows[:, None, :].to(y.real.dtype)  # (B, 1, W) → broadcasts over rows
-    if isinstance(op, MultiCoilMRI):
-        coil_images = ifft2c(window[:, None] * y)
-        maps = op.maps.to(y.dtype)
-        low = (maps.conj() * coil_images).sum(dim=1)
-    else:
-        low = ifft2c(window * y)
-    mag = low.abs()
-    return torch.where(mag > 0, low / mag.clamp_min(torch.finfo(mag.dtype).tiny), 1.0).to(y.dtype)
-
-
-def data_consistency(
-    x: torch.Tensor,
-    y: torch.Tensor,
-    op: LinearOperator,
-    *,
-    weight: float = 1e-3,
-    iterations: int = 50,
-) -> torch.Tensor:
-    """Make ``x`` (complex ``(B, H, W)``) consistent with the measurements ``y``.
-
-    Single-coil Cartesian: exact k-space replacement, ``F x ← y`` where sampled. Otherwise
-    (SENSE, non-Cartesian): ``iterations`` CG steps from ``x̂ = x`` on
-    ``(A^H A + μ I) x = A^H y + μ x̂`` with ``μ = weight · ‖A^H A‖``: ``‖A^H A‖`` is 1 for the
-    Cartesian operators (normalised maps, 0/1 mask), and for the non-Cartesian one, whose
-    ``A^H A`` scales with the number of samples (no density compensation), its largest
-    eigenvalue per slice (:func:`normal_norm`), so ``weight`` means the same for both.
-    """
-    if isinstance(op, SingleCoilMRI):
-        mask = cartesian_mask(op, x.shape[0]).to(y.real.dtype)
-        k = fft2c(x)
-        measured = y / mask.clamp_min(torch.finfo(mask.dtype).tiny)
-        return ifft2c(torch.where(mask > 0, measured, k))
-    # (A^H A + μ I) x = A^H y + μ x̂ by CG, started from x̂
-    mu: float | torch.Tensor = weight
-    if isinstance(op, NonCartesianMRI):
-        mu = weight * normal_norm(op, x).view(-1, 1, 1)
-    b = op.A_adjoint(y) + mu * x
-    sol = x.clone()
-    r = b - (op.normal(sol) + mu * sol)
-    p = r.clone()
-    rs = batch_dot(r, r)
-    for _ in range(iterations):
-        ap = op.normal(p) + mu * p
-        alpha = rs / batch_dot(p, ap).clamp_min(1e-30)
-        sol = sol + alpha.view(-1, 1, 1) * p
-        r = r - alpha.view(-1, 1, 1) * ap
-        rs_new = batch_dot(r, r)
-        p = r + (rs_new / rs.clamp_min(1e-30)).view(-1, 1, 1) * p
-        rs = rs_new
-    return sol
-
-
-def normal_norm(op: LinearOperator, like: torch.Tensor, iterations: int = 30) -> torch.Tensor:
-    """The largest eigenvalue of ``A^H A`` per slice ``(B,)`` (real), by ``iterations`` power
-    iterations from a fixed random start shaped like ``like`` ``(B, *op.ishape)``."""
-    g = torch.Generator().manual_seed(0)
-    v = torch.randn(like.shape, generator=g, dtype=like.dtype).to(like.device)
-    norm = torch.ones(like.shape[0], dtype=like.real.dtype, device=like.device)
-    with torch.no_grad():
-        for _ in range(iterations):
-            v = op.normal(v)
-            norm = v.reshape(v.shape[0], -1).norm(dim=1)
-            v = v / norm.clamp_min(torch.finfo(norm.dtype).tiny).view(-1, *([1] * (v.ndim - 1)))
-    return norm
-
-
-# ---------------------------------------------------------------------- solver input / output
-#: the natural-image operators of the papers' baseline suite (real images, real measurements)
-IMAGE_OPERATORS = (
-    Inpainting,
-    SuperResolution,
-    GaussianCompressedSensing,
-    PartialCirculant,
-    Colorization,
-)
-
-
-def is_image_operator(op: LinearOperator) -> bool:
-    """True for a natural-image operator: one of :data:`IMAGE_OPERATORS` or a real
-    :class:`sgilo.operators.base.Identity` on a ``(C, H, W)`` image (denoising)."""
-    if isinstance(op, IMAGE_OPERATORS):
-        return True
-    return isinstance(op, Identity) and not op.complex_input and len(op.ishape) == 3
-
 
 def _check_image_inputs(
     y: torch.Tensor, op: LinearOperator, generator: Any, solver: str, rounds: int | None
@@ -233,12 +68,13 @@ def check_inputs(
     2-channel. The operator's image grid may differ from the generator's resolution: the
     generator's image is then placed on it by
     :class:`sgilo.pipeline.solvers.resample.GridPlacement`. Natural images: ``op`` a natural-image
-    operator (:func:`is_image_operator`) on exactly the generator's ``(C, R, R)``, ``y`` real ``(B,
-    *op.oshape)``."""
-    if is_image_operator(op):
+    operator (``op.kind == "image"``: :mod:`sgilo.operators.image`, or a real
+    :class:`sgilo.operators.base.Identity` on a ``(C, H, W)`` image) on exactly the generator's
+    ``(C, R, R)``, ``y`` real ``(B, *op.oshape)``."""
+    if op.kind == "image":
         _check_image_inputs(y, op, generator, solver, rounds)
         return
-    if not isinstance(op, SingleCoilMRI | MultiCoilMRI | NonCartesianMRI):
+    if op.kind != "mri":
         raise ValueError(
             f"{solver} needs an MRI operator or a natural-image operator, got {type(op).__name__}"
         )
@@ -260,53 +96,6 @@ def check_inputs(
             f"{rounds} rounds need as many synthesis blocks; the generator has "
             f"{generator.num_blocks}"
         )
-
-
-def resolve_phase(phase: PhaseModel, channels: int) -> str:
-    """``"auto"`` → from-calibration (1 channel) / none (2 channels); from-calibration is refused
-    for 2-channel generators."""
-    if phase == "auto":
-        phase = "from-calibration" if channels == 1 else "none"
-    if phase == "from-calibration" and channels == 2:
-        raise ValueError("phase='from-calibration' is for 1-channel generators only")
-    return phase
-
-
-class MRIFitConfig(BaseModel):
-    """The MRI options every latent-space solver shares: phase model, scale normalisation,
-    intensity gain and the final data-consistency step (fields of CSGM/ILO/SGILO configs)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    phase: PhaseModel = Field(
-        "auto",
-        description="phase of a 1-channel (magnitude) generator: 'from-calibration' "
-        "(e^{iφ} of the centre-of-k-space image) or 'none'; 'auto' = from-calibration for "
-        "1-channel and none for 2-channel generators",
-    )
-    normalize: bool = Field(True, description="divide y by the data scale s, multiply back")
-    fit_gain: bool = Field(
-        True,
-        description="scale the model image by a per-slice gain a ∈ [0.5, 2] fitted in closed "
-        "form (corrects s, which undershoots the image's scale at high acceleration)",
-    )
-    data_consistency: bool = Field(True, description="final data-consistency step")
-    dc_wavelet: DCWaveletSetting = Field(
-        "auto",
-        description="relative λ of the final step's sparse deviation from the model image, "
-        "x = argmin ½‖Ax − y‖² + λ‖Ψ(x − x̂)‖₁ (0: exact data consistency; 'auto': per kind "
-        "of data and sampled fraction, chosen on training slices; "
-        "pipeline/solvers/sparse_deviation.py)",
-    )
-    dc_iterations: int = Field(
-        50, ge=1, description="CG steps of multi-coil data consistency (about converged at μ)"
-    )
-    dc_weight: float = Field(
-        1e-3,
-        gt=0,
-        description="μ of the multi-coil data consistency (chosen on training slices, "
-        "docs/GENERATIVE_TUNING.md)",
-    )
 
 
 @dataclass
@@ -470,7 +259,7 @@ def prepare_problem(
     (:func:`check_inputs`); ``ValueError`` for a phase model the generator cannot use. For a
     natural-image operator an :class:`ImageProblem` (the MRI options ``phase``, ``normalize`` and
     ``fit_gain`` do not apply and are ignored)."""
-    if is_image_operator(op):
+    if op.kind == "image":
         batch = y.shape[0]
         dtype, device = latent_dtype_device(generator, y)
         m = torch.full((batch,), float(math.prod(op.oshape)), dtype=y.dtype, device=y.device)
@@ -518,57 +307,11 @@ def finish_image(
     return out.detach()
 
 
-def make_consistent(
-    x: torch.Tensor, y: torch.Tensor, op: LinearOperator, config: MRIFitConfig
-) -> torch.Tensor:
-    """The final step on a model image ``x`` (complex ``(B, H, W)``, units of ``y``): the sparse
-    deviation ``x + ν`` (:func:`sgilo.pipeline.solvers.sparse_deviation.sparse_deviation`) when
-    ``config.dc_wavelet`` resolves to λ > 0 (``"auto"`` always does), else exact data consistency
-    (:func:`data_consistency` with ``config.dc_weight``, ``config.dc_iterations``)."""
-    lam = resolve_dc_wavelet(config.dc_wavelet, op, x.shape[0])
-    if bool((lam > 0).all()):
-        return sparse_deviation(x, y, op, lam)
-    return data_consistency(x, y, op, weight=config.dc_weight, iterations=config.dc_iterations)
-
-
-def coil_support(op: LinearOperator) -> torch.Tensor | None:
-    """Where the coil maps see the image, ``Σ_c |S_c|² > 0``: bool ``(H, W)`` or ``(B, H, W)``
-    (``None`` for operators without maps). Outside it the measurements carry no information
-    (ESPIRiT zeroes its maps outside the object), so a model image there is pure prior: a
-    generator asked for a brain where a slice has almost none leaves one there that no amount
-    of data consistency removes. SENSE reconstructions are 0 there; so are ours."""
-    maps = getattr(op, "maps", None)
-    if not isinstance(op, MultiCoilMRI | NonCartesianMRI) or maps is None:
+def final_step_lambdas(problem: Problem | ImageProblem, config: MRIFitConfig) -> list[float] | None:
+    """The relative λ of :func:`finish_image`'s data-consistency step per slice ``(B,)`` (0 =
+    exact consistency; ``LatentDiagnostics.dc_lambdas``), ``None`` when there is no such step (a
+    natural-image problem, or ``config.data_consistency`` off)."""
+    if not isinstance(problem, Problem) or not config.data_consistency:
         return None
-    return maps.abs().pow(2).sum(dim=-3) > 0
-
-
-def config_params(
-    config: BaseModel, problem: Problem | ImageProblem
-) -> dict[str, float | int | str]:
-    """A solver config as ``ReconResult.params`` entries (``None`` and tuples as JSON), with the
-    resolved ``phase`` of ``problem`` and, for an MRI problem with data consistency, the relative
-    λ of the final step per slice (``dc_lambdas``, JSON; 0 = exact consistency)."""
-    params: dict[str, float | int | str] = {
-        **{
-            key: (json.dumps(v) if v is None or isinstance(v, tuple) else v)
-            for key, v in config.model_dump().items()
-            if key != "phase"
-        },
-        "phase": problem.phase_model,
-    }
-    if isinstance(problem, Problem) and isinstance(config, MRIFitConfig):
-        if config.data_consistency:
-            lam = resolve_dc_wavelet(config.dc_wavelet, problem.op, problem.batch)
-            params["dc_lambdas"] = json.dumps([float(v) for v in lam])
-    return params
-
-
-@contextmanager
-def frozen(generator: object) -> Iterator[None]:
-    """The generator's parameters frozen (``requires_grad`` off) inside, restored on exit."""
-    flags = freeze(generator)
-    try:
-        yield
-    finally:
-        unfreeze(generator, flags)
+    lam = resolve_dc_wavelet(config.dc_wavelet, problem.op, problem.batch)
+    return [float(v) for v in lam]

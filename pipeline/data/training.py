@@ -6,19 +6,24 @@ A source is
 
 - ``"mni-train"``: the bundled MNI152 training slices (:func:`sgilo.pipeline.data.mni.mni_slices`);
   the validation slices are never offered;
-- a folder (searched recursively, hidden files ignored, sorted) or a single file, holding
-  - PNG/JPEG (``.png``, ``.jpg``, ``.jpeg``; via ``skimage.io``; colour → grey with
+- a folder (searched recursively, hidden files ignored, sorted) or a single file, holding files
+  of these kinds, as decided by the one format sniffer
+  :func:`sgilo.pipeline.io.formats.sniff_format` (the same that decides ``sgilo reconstruct``'s
+  inputs; a file of another kind, k-space included, is skipped with its reason):
+  - ``picture``, PNG/JPEG (``.png``, ``.jpg``, ``.jpeg``; via ``skimage.io``; colour → grey with
     ``skimage.color.rgb2gray``, alpha dropped): one image per file;
-  - NIfTI (``.nii``, ``.nii.gz``; via nibabel): each 3-D volume (every volume of a 4-D file) is
-    reoriented to RAS+ (``nibabel.as_closest_canonical``), and every axial slice with more than
-    5 % non-zero pixels (``mni.BRAIN_FRACTION``) is taken in the MNI display orientation
-    (:func:`sgilo.pipeline.data.mni.axial_display_slice`), resampled to square pixels when the
+  - ``nifti`` (``.nii``, ``.nii.gz``): read by :func:`sgilo.pipeline.io.nifti.read_nifti_volumes`
+    (the reconstruct reader's checks and input limits; every volume of a 4-D file, a 2-D file as
+    one slice, NaN kept), i.e. reoriented to RAS+ and in the display orientation of
+    :func:`sgilo.pipeline.io.nifti.to_display` (= :func:`sgilo.pipeline.data.mni.
+    axial_display_slice`); every axial slice with more than 5 % non-zero pixels
+    (``mni.BRAIN_FRACTION``, NaN counted as 0) is taken, resampled to square pixels when the
     in-plane voxel sizes differ;
-  - DICOM (``.dcm``, or any other file pydicom recognises): single-frame pixels with
-    RescaleSlope/Intercept applied (:func:`sgilo.pipeline.data.dicom_examples.dicom_pixels`);
-    in-plane pixels are taken as square;
-  - NumPy arrays (``.npy``, real, no pickles): ``(H, W)`` is one image, ``(N, H, W)`` is N
-    images (e.g. a stack exported from another pipeline, or ``mni-train`` itself written with
+  - ``dicom`` (a ``DICM`` prefix or a ``.dcm``/``.ima``/``.dicom`` name): one image per file,
+    read by :func:`sgilo.pipeline.io.dicom.read_dicom` (MR, single-frame, RescaleSlope/Intercept
+    applied, input limits); in-plane pixels are taken as square;
+  - ``npy``, NumPy arrays (``.npy``, real, no pickles): ``(H, W)`` is one image, ``(N, H, W)`` is
+    N images (e.g. a stack exported from another pipeline, or ``mni-train`` itself written with
     ``np.save`` for a machine without nilearn).
 
 Every image, whatever its source, goes through the same steps: NaN → 0; zero-padded to a centred
@@ -61,7 +66,8 @@ from typing import Any
 import numpy as np
 
 from sgilo.pipeline.data import mni
-from sgilo.pipeline.data.dicom_examples import dicom_pixels
+from sgilo.pipeline.io.formats import sniff_format
+from sgilo.pipeline.io.limits import shown_name
 
 MNI_TRAIN = "mni-train"
 NATURAL_TRAIN = "natural-train"
@@ -70,9 +76,9 @@ NATURAL_TRAIN_PATCHES = 6000
 NATURAL_TRAIN_MAX_BYTES = 300 * 2**20
 #: per-image scaling: this percentile of the resized image maps to 1
 PERCENTILE = 99.5
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
-NPY_SUFFIXES = (".npy",)
-NIFTI_SUFFIXES = (".nii", ".nii.gz")
+#: the kinds of :func:`sgilo.pipeline.io.formats.sniff_format` read here, by their name in the
+#: summary's ``files_by_type``
+KIND_NAMES = {"picture": "image", "nifti": "nifti", "dicom": "dicom", "npy": "npy"}
 
 
 def scale_to_unit(image: np.ndarray) -> np.ndarray | None:
@@ -139,30 +145,13 @@ def _picture_pixels(path: Path) -> np.ndarray:
     return pixels
 
 
-def _kind(path: Path) -> str:
-    name = path.name.lower()
-    if name.endswith(IMAGE_SUFFIXES):
-        return "image"
-    if name.endswith(NIFTI_SUFFIXES):
-        return "nifti"
-    if name.endswith(NPY_SUFFIXES):
-        return "npy"
-    return "dicom"  # .dcm, or whatever pydicom recognises
-
-
 def _read_picture(path: Path) -> Iterator[np.ndarray]:
-    from skimage import io
+    """A PNG/JPEG as one grey image (H, W), float64 (RGB → ``rgb2gray``)."""
     from skimage.color import rgb2gray
 
-    pixels = np.asarray(io.imread(path))
-    if pixels.ndim == 3 and pixels.shape[-1] in (2, 4):  # grey+alpha, RGBA: drop alpha
-        pixels = pixels[..., :-1]
-    if pixels.ndim == 3 and pixels.shape[-1] == 1:
-        pixels = pixels[..., 0]
-    if pixels.ndim == 3 and pixels.shape[-1] == 3:
+    pixels = _picture_pixels(path)
+    if pixels.ndim == 3:
         pixels = rgb2gray(pixels.astype(np.float64))
-    if pixels.ndim != 2:
-        raise ValueError(f"unsupported image shape {pixels.shape}")
     yield pixels.astype(np.float64)
 
 
@@ -179,36 +168,24 @@ def _square_pixels(image: np.ndarray, spacing: tuple[float, float]) -> np.ndarra
 
 
 def _read_nifti(path: Path) -> Iterator[np.ndarray]:
-    import nibabel as nib
+    """The slices with enough foreground of every volume, display-oriented, square pixels;
+    float64 (H, W), NaN → 0."""
+    from sgilo.pipeline.io.nifti import read_nifti_volumes
 
-    img = nib.as_closest_canonical(nib.load(path))
-    data = np.asarray(img.dataobj, dtype=np.float64)
-    if data.ndim == 2:
-        data = data[:, :, None]
-    if data.ndim == 3:
-        data = data[..., None]
-    if data.ndim != 4:
-        raise ValueError(f"expected a 2-D, 3-D or 4-D volume, got shape {data.shape}")
-    zooms = img.header.get_zooms()
-    spacing = (float(zooms[1]), float(zooms[0])) if len(zooms) >= 2 else (1.0, 1.0)
-    data = np.nan_to_num(data)
-    for t in range(data.shape[3]):
-        volume = data[..., t]
-        plane = volume.shape[0] * volume.shape[1]
-        for z in range(volume.shape[2]):
-            if np.count_nonzero(volume[:, :, z]) / plane > mni.BRAIN_FRACTION:
-                yield _square_pixels(mni.axial_display_slice(volume, z), spacing)
+    for volume in read_nifti_volumes(path, finite=False):
+        spacing = (volume.zooms[1], volume.zooms[0])  # rows along y, columns along x
+        for display in volume.data:
+            image = np.nan_to_num(display.astype(np.float64))
+            if np.count_nonzero(image) / image.size > mni.BRAIN_FRACTION:
+                yield _square_pixels(image, spacing)
 
 
 def _read_dicom(path: Path) -> Iterator[np.ndarray]:
-    import pydicom
-    from pydicom.errors import InvalidDicomError
+    """One DICOM file's pixels (rescale applied), float32 (H, W)."""
+    from sgilo.pipeline.io.dicom import read_dicom
 
-    try:
-        pydicom.dcmread(path, stop_before_pixels=True)
-    except (InvalidDicomError, EOFError, OSError, ValueError, TypeError) as exc:
-        raise ValueError("not a PNG/JPEG, NIfTI or DICOM file") from exc
-    yield dicom_pixels(path)
+    for series in read_dicom(path):
+        yield from series.data
 
 
 def _read_npy(path: Path) -> Iterator[np.ndarray]:
@@ -222,7 +199,16 @@ def _read_npy(path: Path) -> Iterator[np.ndarray]:
     yield from (s.astype(np.float64) for s in data)
 
 
-_READERS = {"image": _read_picture, "nifti": _read_nifti, "dicom": _read_dicom, "npy": _read_npy}
+_READERS = {"picture": _read_picture, "nifti": _read_nifti, "dicom": _read_dicom, "npy": _read_npy}
+
+
+def _kind(path: Path) -> str:
+    """The file's kind (:func:`sgilo.pipeline.io.formats.sniff_format`), one of
+    :data:`KIND_NAMES`; ValueError for any other (k-space data, an unknown file)."""
+    kind = sniff_format(path)
+    if kind not in KIND_NAMES:
+        raise ValueError(f"{kind} k-space data, not an image")
+    return kind
 
 
 def _files(root: Path) -> list[Path]:
@@ -248,21 +234,23 @@ def _load_folder(
     if not files:
         raise ValueError(f"{source}: empty folder (no files)")
     images: list[np.ndarray] = []
-    counts = {"image": 0, "nifti": 0, "dicom": 0, "npy": 0}
+    counts = dict.fromkeys(KIND_NAMES.values(), 0)
     n_skipped = 0
     for path in files:
-        kind = _kind(path)
+        kind = ""
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # reader chatter (pydicom, imageio)
+                kind = _kind(path)
                 if channels == 1:
                     slices = [prepare_image(s, size) for s in _READERS[kind](path)]
-                elif kind == "image":
+                elif kind == "picture":
                     slices = [_prepare_rgb(_picture_pixels(path), size)]
                 else:
                     raise ValueError(f"{kind} images are grey MRI data: not used for channels=3")
         except Exception as exc:  # any unreadable file: skip it, report it
-            reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            reason = reason.removeprefix(f"{shown_name(path)}: ")[:160]  # the path is listed
             skipped.append({"path": str(path), "reason": reason})
             warnings.warn(f"{path}: skipped ({reason})", stacklevel=3)
             n_skipped += 1
@@ -275,7 +263,7 @@ def _load_folder(
             n_skipped += 1
             continue
         images.extend(kept)
-        counts[kind] += 1
+        counts[KIND_NAMES[kind]] += 1
     if not images:
         first = skipped[-n_skipped]["reason"] if n_skipped else "none"
         raise ValueError(

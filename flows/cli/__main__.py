@@ -1,0 +1,7 @@
+"""``python -m sgilo.flows.cli``: the ``sgilo`` command."""
+
+import sys
+
+from sgilo.flows.cli import main
+
+sys.exit(main())

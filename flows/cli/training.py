@@ -1,0 +1,433 @@
+"""Training commands: ``train-gan`` (a StyleGAN-2 prior), ``train-score`` (a latent score model),
+``invert-training`` (ILO latents of training images for ``train-score --latents``) and ``sample``
+(a sample sheet). Their defaults come from the training configs and, for the generator's
+architecture, from the shipped prior's preset (:mod:`sgilo.models.stylegan2.presets`)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from sgilo.flows.cli.parser import add_device, add_mirrored, cuda_missing, stderr
+
+
+def _populate_train_gan(gan: argparse.ArgumentParser) -> None:
+    from sgilo.models.stylegan2.presets import PRESETS, TRAIN_GAN_PRESET
+    from sgilo.models.stylegan2.train import TrainConfig
+
+    arch = PRESETS[TRAIN_GAN_PRESET]
+    gan.add_argument("--data", action="append", required=True, metavar="SRC")
+    gan.add_argument("--out", type=Path, required=True)
+    gan.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    add_mirrored(gan, "--resolution", source=arch, field="resolution", type=int, help="output side")
+    add_mirrored(
+        gan,
+        "--channels",
+        "--image-channels",
+        dest="image_channels",
+        source=arch,
+        field="image_channels",
+        type=int,
+        choices=(1, 2, 3),
+        help="1: magnitude; 2: real/imaginary with phase augmentation; 3: RGB (natural images)",
+    )
+    add_mirrored(
+        gan,
+        "--style-dim",
+        source=arch,
+        field="style_dim",
+        type=int,
+        help="width of the style vectors w",
+    )
+    add_mirrored(
+        gan, "--channel-max", source=arch, field="channel_max", type=int, help="most channels"
+    )
+    add_mirrored(
+        gan,
+        "--channel-base",
+        source=arch,
+        field="channel_base",
+        type=int,
+        help="channels at side r: clamp(2·base/r, channel-min, channel-max)",
+    )
+    add_mirrored(
+        gan,
+        "--channel-min",
+        source=arch,
+        field="channel_min",
+        type=int,
+        help="fewest channels at any side (the high-resolution blocks; the main cost on a CPU)",
+    )
+    add_mirrored(gan, "--batch", source=TrainConfig, field="batch_size", type=int)
+    add_mirrored(gan, "--steps", source=TrainConfig, field="total_steps", type=int)
+    add_mirrored(gan, "--checkpoint-every", source=TrainConfig, field="checkpoint_every", type=int)
+    from sgilo.flows.cli.parser import positive_float
+
+    gan.add_argument(
+        "--max-minutes",
+        type=positive_float,
+        default=None,
+        help="a time budget: stop (with a checkpoint) after this many minutes; --resume goes on",
+    )
+    add_mirrored(gan, "--seed", source=TrainConfig, field="seed", type=int)
+    add_device(gan)
+
+
+def _populate_train_score(score: argparse.ArgumentParser) -> None:
+    from sgilo.models.score.network import ConvScoreNetConfig, MLPScoreNetConfig
+    from sgilo.models.score.train import ScoreTrainConfig
+
+    conv, mlp = ConvScoreNetConfig.model_fields, MLPScoreNetConfig.model_fields
+    score.add_argument("--generator", type=Path, required=True, help="a generator.pt")
+    score.add_argument("--space", required=True, help="'z' or a block index")
+    score.add_argument("--out", type=Path, required=True)
+    score.add_argument("--resume", action="store_true")
+    add_mirrored(score, "--steps", source=ScoreTrainConfig, field="steps", type=int)
+    add_mirrored(score, "--batch", source=ScoreTrainConfig, field="batch", type=int)
+    for name in ("hidden", "depth"):
+        what = "network width" if name == "hidden" else "network depth (residual blocks)"
+        block, z = conv[name].default, mlp[name].default
+        shown = f"{block}" if block == z else f"{block} for a block space, {z} for z"
+        score.add_argument(f"--{name}", type=int, default=None, help=f"{what} (default {shown})")
+    add_mirrored(score, "--seed", source=ScoreTrainConfig, field="seed", type=int)
+    add_device(score)
+    score.add_argument(
+        "--latents",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="train on these block-K latents (from `sgilo invert-training`) instead of GAN "
+        "samples; the file's block and shape must match --space and the generator",
+    )
+
+
+def _populate_invert_training(inv: argparse.ArgumentParser) -> None:
+    from sgilo.pipeline.inversions import DEFAULT_STEPS, invert_images
+
+    shown = ",".join(str(s) for s in DEFAULT_STEPS[:4])
+    inv.add_argument("--model", required=True, help="a shipped prior name or a generator file")
+    inv.add_argument("--data", action="append", required=True, metavar="SRC")
+    inv.add_argument("--space", type=int, required=True, help="the block index K")
+    inv.add_argument("--out", type=Path, required=True, help="the latents file to write (.pt)")
+    inv.add_argument("--limit", type=int, default=None, help="at most N images, evenly spaced")
+    inv.add_argument(
+        "--steps",
+        default=None,
+        help="Adam steps per ILO round, comma-separated, at least K+2 of them "
+        f"(default {shown},...)",
+    )
+    add_mirrored(
+        inv, "--batch", source=invert_images, field="batch", type=int, help="images fitted together"
+    )
+    inv.add_argument(
+        "--include-skip",
+        action="store_true",
+        help="append the skip image to the features as extra channels",
+    )
+    add_mirrored(inv, "--seed", source=invert_images, field="seed", type=int)
+    add_device(inv)
+
+
+def _populate_sample(show: argparse.ArgumentParser) -> None:
+    from sgilo.models.score.show import prior_refined_samples
+
+    show.add_argument("--generator", type=Path, required=True)
+    show.add_argument("--score", type=Path, default=None, help="a score_model.pt for block K")
+    show.add_argument("--block", type=int, default=None)
+    add_mirrored(
+        show,
+        "--t",
+        source=prior_refined_samples,
+        field="t",
+        type=float,
+        help="denoiser time (VP-SDE t)",
+    )
+    add_mirrored(
+        show,
+        "--steps",
+        source=prior_refined_samples,
+        field="steps",
+        type=int,
+        help="denoising steps",
+    )
+    show.add_argument("--n", type=int, default=8)
+    show.add_argument("--seed", type=int, default=0)
+    show.add_argument("--out", type=Path, required=True, help="PNG file")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``train-gan``, ``train-score``, ``invert-training`` and ``sample``."""
+    sub.add_parser(
+        "train-gan",
+        help="train a StyleGAN-2 prior on MNI training slices and/or folders of images",
+        description="Train a StyleGAN-2 on magnitude images. --data takes 'mni-train' (the "
+        "bundled MNI152 training slices) or a folder of PNG/JPEG, NIfTI or DICOM files; repeat "
+        "it to mix sources. With --channels 3 it trains an RGB prior on 'natural-train' "
+        "(patches of scikit-image's bundled photographs) and/or folders of PNG/JPEG. The "
+        "architecture defaults to the shipped brain-t1-128 prior's "
+        "(models/stylegan2/presets.py). Checkpoints go to --out every --checkpoint-every steps; "
+        "run the same command with --resume (and a larger --steps if you like) to continue "
+        "exactly.",
+        populate=_populate_train_gan,
+    )
+    sub.add_parser(
+        "train-score",
+        help="train a latent score model on a generator's latents (z or a block output)",
+        description="Train a VP-SDE score model on latents of GAN samples: 'z' (the w+ rows' "
+        "Gaussianized latents) or the output of synthesis block K; with --latents, on ILO "
+        "inversions of training images (`sgilo invert-training`). Resumable with --resume.",
+        populate=_populate_train_score,
+    )
+    sub.add_parser(
+        "invert-training",
+        help="ILO inversions of training images: block-K latents for `train-score --latents`",
+        description="Fit each training image with ILO (a denoising problem on the generator's "
+        "grid) and save the output of synthesis block K at the end of the round that optimises "
+        "it. --data as for train-gan ('mni-train', folders or files; 'natural-train' for an "
+        "RGB prior). Progress goes to stderr.",
+        populate=_populate_invert_training,
+    )
+    sub.add_parser(
+        "sample",
+        help="a sample sheet: GAN samples, and with --score the same samples after the latent "
+        "score model denoised their block-K output",
+        populate=_populate_sample,
+    )
+
+
+def cmd_train_gan(args: argparse.Namespace) -> int:
+    import torch
+
+    from sgilo.models.stylegan2.generator import GeneratorConfig
+    from sgilo.models.stylegan2.train import TrainConfig, train_gan
+    from sgilo.pipeline.data.training import load_training_images
+
+    if cuda_missing(args.device):
+        stderr("sgilo train-gan: --device cuda requested but no CUDA device is available")
+        return 2
+    try:
+        channels = 3 if args.image_channels == 3 else 1
+        images, summary = load_training_images(args.data, args.resolution, channels=channels)
+        generator = GeneratorConfig(
+            resolution=args.resolution,
+            style_dim=args.style_dim,
+            image_channels=args.image_channels,
+            channel_base=args.channel_base,
+            channel_max=args.channel_max,
+            channel_min=min(args.channel_min, args.channel_max),
+        )
+        config = TrainConfig(
+            generator=generator,
+            batch_size=args.batch,
+            total_steps=args.steps,
+            checkpoint_every=args.checkpoint_every,
+            sample_every=args.checkpoint_every,
+            seed=args.seed,
+            phase_augmentation=args.image_channels == 2,
+        )
+    except ValueError as exc:
+        stderr(f"sgilo train-gan: error: {' '.join(str(exc).split())}")
+        return 2
+    for source, info in summary["sources"].items():
+        stderr(f"data: {source}: {info['images']} images")
+    for skipped in summary["skipped"]:
+        stderr(f"data: skipped {skipped['path']}: {skipped['reason']}")
+
+    def progress(p: dict) -> None:
+        losses = " ".join(f"{k} {v:.3f}" for k, v in p["losses"].items() if v is not None)
+        stderr(
+            f"step {p['step']}/{p['total']}  kimg {p['kimg']:.2f}  {losses}  "
+            f"{p['images_per_s']:.1f} img/s"
+        )
+
+    try:
+        result = train_gan(
+            config,
+            torch.from_numpy(images),
+            args.out,
+            resume=args.resume,
+            progress=progress,
+            device=args.device,
+            max_seconds=None if args.max_minutes is None else 60 * args.max_minutes,
+        )
+    except (FileExistsError, ValueError) as exc:
+        stderr(f"sgilo train-gan: error: {' '.join(str(exc).split())}")
+        return 2
+    # the Gaussianized-latent statistics (docs/ALGORITHMS.md §3), fitted once per generator and
+    # stored
+    from sgilo.models.stylegan2.checkpoint import fit_latent_stats, load_generator, save_generator
+
+    g_ema, info = load_generator(args.out / "generator.pt")
+    stats = fit_latent_stats(
+        g_ema, n=100_000, generator_rng=torch.Generator().manual_seed(args.seed)
+    )
+    save_generator(args.out / "generator.pt", g_ema, latent_stats=stats, extra=info.extra)
+    stderr(f"done: step {result.step}, {result.images_seen} images seen; {args.out}")
+    return 0
+
+
+def cmd_train_score(args: argparse.Namespace) -> int:
+    import torch
+
+    from sgilo.models.score.network import default_network_config
+    from sgilo.models.score.sources import gan_latent_source
+    from sgilo.models.score.train import ScoreTrainConfig, train_score
+    from sgilo.models.stylegan2.checkpoint import CheckpointError, load_generator
+
+    if cuda_missing(args.device):
+        stderr("sgilo train-score: --device cuda requested but no CUDA device is available")
+        return 2
+    try:
+        generator, info = load_generator(args.generator, device=args.device)
+        space: str | int = "z" if args.space == "z" else int(args.space)
+        if args.latents is not None:
+            from sgilo.models.score.sources import TensorSource
+            from sgilo.pipeline.inversions import check_inversions, load_inversions
+            from sgilo.pipeline.provenance import sha256_file
+
+            latents, record = load_inversions(args.latents)
+            check_inversions(
+                latents, record, generator, space, sha256_file(args.generator), args.latents
+            )
+            source = TensorSource(latents.to(args.device))
+            stderr(f"training on {latents.shape[0]} inverted latents from {args.latents}")
+        else:
+            source = gan_latent_source(generator, space, latent_stats=info.latent_stats)
+        sample = source(2, torch.Generator().manual_seed(0))
+        config = ScoreTrainConfig(
+            network=default_network_config(
+                tuple(sample.shape[1:]),
+                **{k: v for k, v in (("hidden", args.hidden), ("depth", args.depth)) if v},
+            ),
+            space=f"block{space}" if space != "z" else "z",
+            batch=args.batch,
+            steps=args.steps,
+            seed=args.seed,
+        )
+    except (CheckpointError, ValueError) as exc:
+        stderr(f"sgilo train-score: error: {' '.join(str(exc).split())}")
+        return 2
+
+    def progress(record: dict) -> None:
+        stderr(
+            " ".join(
+                f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()
+            )
+        )
+
+    try:
+        train_score(
+            config, source, args.out, resume=args.resume, progress=progress, device=args.device
+        )
+    except (FileExistsError, ValueError) as exc:
+        stderr(f"sgilo train-score: error: {' '.join(str(exc).split())}")
+        return 2
+    stderr(f"done: {args.out / 'score_model.pt'}")
+    return 0
+
+
+def cmd_invert_training(args: argparse.Namespace) -> int:
+    import time
+
+    from sgilo.pipeline.data.training import load_training_images
+    from sgilo.pipeline.inversions import (
+        DEFAULT_STEPS,
+        evenly_spaced,
+        inversion_rounds,
+        invert_images,
+        save_inversions,
+    )
+    from sgilo.pipeline.methods import load_prior
+    from sgilo.pipeline.provenance import sha256_file
+
+    if cuda_missing(args.device):
+        stderr("sgilo invert-training: --device cuda requested but no CUDA device is available")
+        return 2
+    try:
+        steps = None
+        if args.steps is not None:
+            try:
+                steps = tuple(int(s) for s in args.steps.replace("-", ",").split(","))
+            except ValueError:
+                raise ValueError(
+                    f"--steps must be integers, e.g. 100,50,50, got {args.steps!r}"
+                ) from None
+        if args.batch < 1:
+            raise ValueError(f"--batch must be >= 1, got {args.batch}")
+        prior = load_prior(args.model, device=args.device)
+        config = prior.generator.config
+        channels = 3 if int(config.image_channels) == 3 else 1
+        images, _ = load_training_images(args.data, int(config.resolution), channels=channels)
+        images = images[evenly_spaced(len(images), args.limit)]
+        stderr(f"inverting {len(images)} images at block {args.space} with {prior.path}")
+        t0 = time.perf_counter()
+
+        def progress(done: int, total: int, message: str) -> None:
+            stderr(f"invert-training: {message}")
+
+        latents = invert_images(
+            images,
+            prior,
+            args.space,
+            batch=args.batch,
+            steps=steps,
+            include_skip=args.include_skip,
+            seed=args.seed,
+            progress=progress,
+        )
+        seconds = time.perf_counter() - t0
+        rounds = inversion_rounds(prior.generator, args.space)
+        info = {
+            "space": args.space,
+            "generator_sha256": sha256_file(prior.path),
+            "sources": [str(s) for s in args.data],
+            "limit": args.limit,
+            "steps": list((steps or DEFAULT_STEPS)[:rounds]),
+            "include_skip": bool(args.include_skip),
+            "seed": args.seed,
+            "seconds_per_image": round(seconds / len(images), 3),
+        }
+        save_inversions(args.out, latents, info)
+    except ValueError as exc:
+        stderr(f"sgilo invert-training: error: {' '.join(str(exc).split())}")
+        return 2
+    per = seconds / len(images)
+    stderr(f"done: {tuple(latents.shape)} latents, {per:.1f} s/image; {args.out}")
+    return 0
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    import torch
+
+    from sgilo.models.score.model import ScoreCheckpointError, load_score_model
+    from sgilo.models.score.show import prior_refined_samples
+    from sgilo.models.stylegan2.checkpoint import CheckpointError, load_generator
+    from sgilo.models.stylegan2.grid import save_grid
+    from sgilo.models.stylegan2.train import network_to_image
+
+    if (args.score is None) != (args.block is None):
+        stderr("sgilo sample: --score and --block go together")
+        return 2
+    rng = torch.Generator().manual_seed(args.seed)
+    try:
+        generator, _ = load_generator(args.generator)
+        if args.score is None:
+            with torch.no_grad():
+                z = torch.randn(args.n, generator.config.style_dim, generator=rng)
+                rows = [generator(z)]
+        else:
+            score_model = load_score_model(args.score)
+            rows = list(
+                prior_refined_samples(
+                    generator, score_model, args.block, args.n, args.t, args.steps, rng
+                )
+            )
+    except (CheckpointError, ScoreCheckpointError, ValueError) as exc:
+        stderr(f"sgilo sample: error: {' '.join(str(exc).split())}")
+        return 2
+    images = torch.cat([network_to_image(r) for r in rows]).clamp(0, 1)
+    tiles = (images if images.shape[1] == 3 else images[:, 0]).numpy()  # RGB or grey tiles
+    save_grid(args.out, tiles, cols=args.n)
+    what = "top: GAN samples; bottom: after the score model" if len(rows) == 2 else "GAN samples"
+    stderr(f"wrote {args.out} ({what})")
+    return 0
