@@ -1,7 +1,7 @@
 """Classical reconstructions: zero-filled, CG-SENSE, ℓ1-wavelet and total variation.
 
 All take ``y`` and an MRI operator of :mod:`sgilo.operators.mri` (batched over slices) and return a
-:class:`ReconResult`. Regularisation weights are *relative*: the absolute weight passed to sigpy is
+:class:`ReconResult`. Regularisation weights are *relative*: the absolute weight is
 ``λ = λ_rel · s`` with ``s`` the 99th percentile of the zero-filled magnitude of the slice
 (:func:`data_scale`), so a default carries over between scanners and intensity units. (Both terms
 of ``½‖A x − y‖² + λ R(x)`` scale as ``s²`` when ``R`` is replaced by ``s·R``; hence λ ∝ s.) The
@@ -12,8 +12,9 @@ docs/CLASSICAL_TUNING.md), never on the slices being scored.
   baseline), or the density-compensated gridding ``A^H (w ⊙ y)`` with its scale fitted to ``y``
   (non-Cartesian);
 - CG-SENSE: conjugate gradients on ``(A^H A + μ I) x = A^H y`` in torch, batched over slices
-  (:mod:`sgilo.pipeline.algorithms.conjugate_gradient`; FISTA and the power iteration below are
-  :mod:`sgilo.pipeline.algorithms.fista` and :mod:`sgilo.pipeline.algorithms.power_iteration`);
+  (:mod:`sgilo.pipeline.algorithms.conjugate_gradient`; FISTA, the power iteration and PDHG
+  below are :mod:`sgilo.pipeline.algorithms.fista`,
+  :mod:`sgilo.pipeline.algorithms.power_iteration` and :mod:`sgilo.pipeline.algorithms.pdhg`);
 - ℓ1-wavelet: ``argmin ½‖A x − y‖² + λ‖Ψ x‖₁`` (Daubechies-4, sigpy's ``Wavelet``) by FISTA with
   cycle spinning: in iteration ``k`` the wavelet shrinkage acts on the image circularly shifted by
   a random ``s_k ∈ [0, 16)²`` pixels and is shifted back, ``x ← S_k⁻¹ Ψ^H soft_{tλ}(Ψ S_k (z − t
@@ -22,15 +23,18 @@ docs/CLASSICAL_TUNING.md), never on the slices being scored.
   training slices at single-coil 4× it gains about 2 dB over the unshifted iteration (sigpy's
   ``L1WaveletRecon``, which gives the same images as ``shifts=False``; docs/CLASSICAL_TUNING.md).
   The shifts come from a fixed seed, so a reconstruction is a function of its input;
-- TV: ``argmin ½‖A x − y‖² + λ‖∇ x‖₁``, sigpy ``TotalVariationRecon``;
+- TV: ``argmin ½‖A x − y‖² + λ‖G x‖₁``, ``G`` the circular finite differences and ``|·|`` the
+  complex modulus of each, by the package's PDHG with the steps of sigpy's ``TotalVariationRecon``
+  (``σ = 1``, ``τ = 1/λ_max(AᴴA + GᴴG)`` per slice, ``θ = 1``), batched over slices in complex128:
+  sigpy's images to rounding (:func:`total_variation`,
+  :func:`sgilo.pipeline.algorithms.total_variation.anisotropic_tv_least_squares`);
   both started from 10 CG-SENSE iterations (for single-coil Cartesian data: the zero-filled image).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -40,6 +44,7 @@ from sgilo.operators.fft import ifft2c
 from sgilo.pipeline.algorithms.conjugate_gradient import conjugate_gradient
 from sgilo.pipeline.algorithms.fista import fista
 from sgilo.pipeline.algorithms.power_iteration import power_iteration
+from sgilo.pipeline.algorithms.total_variation import anisotropic_tv_least_squares
 from sgilo.pipeline.solvers.base import Progress, ReconResult
 from sgilo.pipeline.solvers.diagnostics import ClassicalDiagnostics
 
@@ -151,19 +156,6 @@ def data_scale(y: torch.Tensor, op: LinearOperator) -> torch.Tensor:
     return torch.where(s > 0, s, mag.max(dim=1).values.clamp_min(1e-30)).to(y.real.dtype)
 
 
-@contextmanager
-def seeded_numpy(seed: int = 0) -> Iterator[None]:
-    """numpy's global random state seeded with ``seed`` inside, put back on exit. sigpy draws the
-    start of its power iterations from it; seeding makes a reconstruction a function of its input
-    only, and putting it back leaves the caller's random stream alone."""
-    state = np.random.get_state()  # noqa: NPY002
-    np.random.seed(seed)  # noqa: NPY002
-    try:
-        yield
-    finally:
-        np.random.set_state(state)  # noqa: NPY002
-
-
 def _sigpy_problem(op: LinearOperator, y: torch.Tensor, b: int) -> dict:
     """The per-slice (y, maps, weights, coord) that sigpy's MRI apps expect: a single-coil
     operator gets one coil of ones, a Cartesian one its mask as weights, a non-Cartesian one its
@@ -184,52 +176,6 @@ def _sigpy_problem(op: LinearOperator, y: torch.Tensor, b: int) -> dict:
         "weights": mask,
         "coord": None if coord is None else coord.cpu().numpy(),
     }
-
-
-def _sigpy_regularized(
-    app_name: str,
-    y: torch.Tensor,
-    op: LinearOperator,
-    lam: float | None,
-    iterations: int,
-    callback: Progress | None,
-) -> ReconResult:
-    import sigpy.mri.app as apps
-
-    _check_op(op)
-    lam = default_lambda(app_name, op) if lam is None else lam
-    start = time.perf_counter()
-    scale = data_scale(y, op).cpu().numpy().astype(np.float64)
-    # warm start from a few CG-SENSE iterations: sigpy's first-order solvers converge slowly from
-    # zero (measured on training slices, 8-coil 4×, TV 100 iterations: 27.8 dB cold, 30.8 warm)
-    warm = cg_sense(y, op, iterations=WARM_START_ITERATIONS).image.detach().cpu().numpy()
-    out = []
-    for b in range(y.shape[0]):
-        problem = _sigpy_problem(op, y, b)
-        with seeded_numpy():  # the start of sigpy's step-size power iteration
-            app = apps.TotalVariationRecon(
-                problem["y"],
-                problem["mps"],
-                float(lam * scale[b]),
-                weights=problem["weights"],
-                coord=problem["coord"],
-                max_iter=iterations,
-                show_pbar=False,
-                x=warm[b].astype(np.complex128),
-            )
-            out.append(torch.from_numpy(np.asarray(app.run())))
-        if callback:
-            callback(b + 1, y.shape[0], app_name)
-    image = torch.stack(out).to(y.dtype)
-    return ReconResult(
-        image=image,
-        seconds=time.perf_counter() - start,
-        diagnostics=ClassicalDiagnostics(
-            iterations=iterations,
-            lambda_rel=[float(lam)] * y.shape[0],
-            lambda_abs=[float(lam * s) for s in scale],
-        ),
-    )
 
 
 #: cycle spinning of the ℓ1-wavelet solver: shifts are drawn from [0, SHIFT_RANGE) per axis
@@ -338,9 +284,56 @@ def total_variation(
     rng: torch.Generator | None = None,
     callback: Progress | None = None,
 ) -> ReconResult:
-    """Total-variation reconstruction (sigpy ``TotalVariationRecon``), slice by slice; ``lam`` is
-    relative (``None``: the tuned default for the data's kind, :func:`default_lambda`)."""
-    return _sigpy_regularized("tv", y, op, lam, iterations, callback)
+    """Total-variation reconstruction ``argmin ½‖A x − y‖² + λ‖G x‖₁`` (module docstring),
+    batched over slices; ``lam`` is relative (``None``: the tuned default for the data's kind,
+    :func:`default_lambda`). ``rng`` is unused (the step-size start is fixed).
+
+    The iteration is sigpy's ``TotalVariationRecon`` run by the package's own PDHG
+    (:func:`sgilo.pipeline.algorithms.total_variation.anisotropic_tv_least_squares`): circular
+    finite differences, ``σ = 1``, ``τ = 1/λ_max(AᴴA + GᴴG)`` per slice from the power iteration
+    started where sigpy's ``MaxEig`` starts after ``np.random.seed(0)``, ``θ = 1``, from 10
+    CG-SENSE iterations, in complex128 as sigpy (the image is returned in ``y``'s dtype). It gives
+    sigpy's images to rounding (a relative 1e-7 for complex64 data, the rounding of the output;
+    tests/pipeline/test_classical.py) for the cases sigpy's app covers the same way: a 0/1
+    Cartesian mask, which sigpy applies as data weights (its ``√M ⊙ (F S x − y)`` is
+    ``M ⊙ F S x − M ⊙ y``), and non-Cartesian data without density compensation (sigpy's app
+    weights nothing when given a trajectory). The operator's own mask is used as it is, so a
+    non-binary weighting mask gives the operator's ``½‖M ⊙ F S x − y‖²``, not sigpy's
+    ``½‖√M ⊙ (F S x − y)‖²``.
+    """
+    _check_op(op)
+    lam = default_lambda("tv", op) if lam is None else lam
+    start = time.perf_counter()
+    scale = data_scale(y, op).to(torch.float64)
+    lam_abs = float(lam) * scale
+    # warm start from a few CG-SENSE iterations: the first-order solver converges slowly from
+    # zero (measured on training slices, 8-coil 4×, TV 100 iterations: 27.8 dB cold, 30.8 warm)
+    warm = cg_sense(y, op, iterations=WARM_START_ITERATIONS).image.detach()
+    dtype = torch.complex128
+    step_start = _sigpy_start(op.ishape).expand(y.shape[0], *op.ishape)
+
+    def progress(k: int, x: torch.Tensor) -> None:
+        if callback:
+            callback(k, iterations, "tv")
+
+    image = anisotropic_tv_least_squares(
+        y.detach().to(dtype),
+        op,
+        lam_abs.to(y.device),
+        warm.to(dtype),
+        iterations,
+        start=step_start.to(y.device),
+        on_iteration=progress,
+    )
+    return ReconResult(
+        image=image.to(y.dtype),
+        seconds=time.perf_counter() - start,
+        diagnostics=ClassicalDiagnostics(
+            iterations=iterations,
+            lambda_rel=[float(lam)] * y.shape[0],
+            lambda_abs=lam_abs.tolist(),
+        ),
+    )
 
 
 CLASSICAL: dict[str, Callable[..., ReconResult]] = {
