@@ -31,7 +31,6 @@ from sgilo.pipeline.report import (
     metrics_markdown,
     reconstruction_figure,
 )
-from sgilo.pipeline.simulate import simulate_acquisition
 
 
 class DemoConfig(BaseModel):
@@ -121,14 +120,7 @@ def prepare_slices(config: DemoConfig, work: Path) -> Path:
 def simulate(config: DemoConfig, setting: Setting, slices_path: Path, work: Path) -> Path:
     """Simulate one setting's acquisition (and ESPIRiT maps for multi-coil); writes an npz."""
     target = np.load(slices_path)["target"]
-    acq = simulate_acquisition(
-        target,
-        acceleration=setting.acceleration,
-        center_fraction=setting.center_fraction,
-        num_coils=setting.coils,
-        snr_db=config.snr_db,
-        seed=config.seed,
-    )
+    acq = setting.simulate(target, snr_db=config.snr_db, seed=config.seed)
     path = work / f"acq_{_slug(setting)}.npz"
     save_acquisition(path, acq)
     return path

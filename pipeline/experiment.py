@@ -15,8 +15,9 @@ import numpy as np
 import torch
 
 from sgilo.operators.base import LinearOperator
+from sgilo.operators.masks import Seed
 from sgilo.operators.mri import MultiCoilMRI, SingleCoilMRI
-from sgilo.pipeline.simulate import Acquisition
+from sgilo.pipeline.simulate import Acquisition, simulate_acquisition
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,21 @@ class Setting:
     def label(self) -> str:
         coils = "single-coil" if self.coils is None else f"{self.coils}-coil"
         return f"{coils} {self.acceleration:g}x"
+
+    def simulate(
+        self, images: np.ndarray, *, snr_db: float | None = 30.0, seed: Seed = 0
+    ) -> Acquisition:
+        """This protocol's acquisition of the magnitudes ``images`` (float ``(S, H, W)``):
+        :func:`sgilo.pipeline.simulate.simulate_acquisition` with its coils, acceleration and
+        centre fraction, complex noise at ``snr_db`` and the random mask of ``seed``."""
+        return simulate_acquisition(
+            images,
+            acceleration=self.acceleration,
+            center_fraction=self.center_fraction,
+            num_coils=self.coils,
+            snr_db=snr_db,
+            seed=seed,
+        )
 
 
 DEFAULT_SETTINGS = [

@@ -234,16 +234,8 @@ def work_dir(config: BenchConfig) -> Path:
 
 
 def _simulate(config: BenchConfig, setting: Setting, target: np.ndarray, path: Path) -> None:
-    from sgilo.pipeline.simulate import simulate_acquisition
 
-    acq = simulate_acquisition(
-        target,
-        acceleration=setting.acceleration,
-        center_fraction=setting.center_fraction,
-        num_coils=setting.coils,
-        snr_db=config.snr_db,
-        seed=config.seed,
-    )
+    acq = setting.simulate(target, snr_db=config.snr_db, seed=config.seed)
     save_acquisition(path, acq)
 
 

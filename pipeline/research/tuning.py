@@ -19,7 +19,6 @@ import torch
 
 from sgilo.pipeline.experiment import Setting, espirit_operator
 from sgilo.pipeline.metrics import psnr
-from sgilo.pipeline.simulate import simulate_acquisition
 from sgilo.pipeline.solvers.classical import CLASSICAL
 
 #: method → (the parameter swept, its values)
@@ -54,13 +53,7 @@ def sweep(
     """PSNR of zero-filling and of every (method, setting, λ_rel) on ``slices`` (``(S, H, W)``)."""
     rows = []
     for setting in settings:
-        acq = simulate_acquisition(
-            slices,
-            acceleration=setting.acceleration,
-            center_fraction=setting.center_fraction,
-            num_coils=setting.coils,
-            seed=seed,
-        )
+        acq = setting.simulate(slices, seed=seed)
         y, op = espirit_operator(acq)
         zf = CLASSICAL["zero-filled"](y, op)
         rows.append(TuningRow("zero-filled", setting.label, 0.0, psnr(acq.target, zf.magnitude)))

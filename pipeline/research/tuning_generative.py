@@ -24,7 +24,6 @@ from sgilo.operators.base import LinearOperator
 from sgilo.pipeline.experiment import Setting, espirit_operator
 from sgilo.pipeline.methods import Prior, solve
 from sgilo.pipeline.metrics import psnr
-from sgilo.pipeline.simulate import simulate_acquisition
 from sgilo.pipeline.solvers.consistency import coil_support, make_consistent
 from sgilo.pipeline.solvers.fit_config import MRIFitConfig
 
@@ -73,13 +72,7 @@ def sweep_generative(
 
     rows = []
     for setting in settings:
-        acq = simulate_acquisition(
-            slices,
-            acceleration=setting.acceleration,
-            center_fraction=setting.center_fraction,
-            num_coils=setting.coils,
-            seed=seed,
-        )
+        acq = setting.simulate(slices, seed=seed)
         y, op = espirit_operator(acq)
         for reference in ("zero-filled", "tv"):
             start = time.perf_counter()
