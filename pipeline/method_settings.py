@@ -125,10 +125,17 @@ def check_settings(method: str, settings: dict[str, Any]) -> dict[str, Any]:
     try:
         config = model(**settings)
     except ValidationError as exc:
-        error = exc.errors()[0]
-        loc = error.get("loc") or ()
+        errors = exc.errors()
+        loc = errors[0].get("loc") or ()
         field = str(loc[0]) if loc else ""
-        message = " ".join(str(error.get("msg", exc)).split())
+        # a union (``float | Literal["auto"] | None``) fails once per member: say each
+        messages: list[str] = []
+        for error in errors:
+            where = error.get("loc") or ()
+            text = " ".join(str(error.get("msg", exc)).split())
+            if (str(where[0]) if where else "") == field and text not in messages:
+                messages.append(text)
+        message = ", or ".join(messages)
         where = f"{method} field {field!r}" if field else method
         raise SettingError(field, f"{where}: {message}") from None
     return config.model_dump(mode="json", include=set(settings))

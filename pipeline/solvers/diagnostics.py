@@ -34,6 +34,18 @@ class ClassicalDiagnostics:
     - ``shifts``: whether ℓ1-wavelet cycle-spun its wavelet grid;
     - ``lambda_abs``: the weight actually used per slice, ``λ_rel · s`` with ``s`` the slice's
       data scale (:func:`sgilo.pipeline.solvers.classical.data_scale`).
+
+    With ``lam="auto"`` (λ from held-out k-space, :mod:`sgilo.pipeline.solvers.kspace_cv`),
+    ``lambda_rel`` is the choice per slice and these say how it was made (all ``None`` for a
+    fixed λ):
+
+    - ``lambda_grid``: the relative weights tried ``(G,)``;
+    - ``heldout_errors``: ``(B, G)`` the mean squared error on the held-out samples of the fit
+      with each grid weight, ``‖M_h ⊙ (A x − y)‖² / n_h``; the choice is each row's minimum;
+    - ``heldout_fraction``: the fraction of the measured outer columns held out;
+    - ``lambda_note``: why no choice was made (too few columns to hold out: the default λ);
+    - ``noise_sigma``: the noise level per slice ``(B,)`` estimated from the k-space periphery
+      (:func:`sgilo.pipeline.solvers.kspace_cv.estimate_noise_sigma`), in the units of ``y``.
     """
 
     lambda_rel: list[float] | None = None
@@ -41,6 +53,11 @@ class ClassicalDiagnostics:
     damping: float | None = None
     shifts: bool | None = None
     lambda_abs: list[float] | None = None
+    lambda_grid: list[float] | None = None
+    heldout_errors: list[list[float]] | None = None
+    heldout_fraction: float | None = None
+    lambda_note: str | None = None
+    noise_sigma: list[float] | None = None
 
 
 @dataclass(frozen=True)

@@ -29,12 +29,12 @@ problems have no hold-out.
 from __future__ import annotations
 
 import dataclasses
-import math
 import warnings
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from sgilo.pipeline.solvers import heldout_columns as columns
 from sgilo.pipeline.solvers.problem import Problem
 
 
@@ -56,47 +56,26 @@ class HoldoutConfig(BaseModel):
 
 def candidate_columns(problem: Problem) -> torch.Tensor:
     """``(B, L)`` bool: the last-axis entries of ``y`` that may be held out (measured, outside
-    the fully sampled centre; every sample for the non-Cartesian operator)."""
-    op, batch = problem.op, problem.batch
-    length = problem.y.shape[-1]
-    mask = op.slice_masks(batch)
-    centre = op.calibration_region(batch)
-    if mask is None or centre is None:  # non-Cartesian: every sample
-        return torch.ones(batch, length, dtype=torch.bool, device=problem.y.device)
-    measured = (mask > 0).any(dim=-2)  # (B, W)
-    return (measured & ~centre.to(measured.device)).to(problem.y.device)
+    the fully sampled centre; every sample for the non-Cartesian operator;
+    :func:`sgilo.pipeline.solvers.heldout_columns.candidate_columns`)."""
+    return columns.candidate_columns(problem.op, problem.y)
 
 
 def too_few_columns(problem: Problem) -> str | None:
     """Why no column can be held out of ``problem`` (a slice with fewer than 2 candidate
     columns), or ``None``."""
-    for b, count in enumerate(candidate_columns(problem).sum(dim=1).tolist()):
-        if count < 2:
-            return (
-                f"slice {b} has {count} measured column(s) outside the fully sampled centre; "
-                "at least 2 are needed to hold one out"
-            )
-    return None
+    return columns.too_few_columns(problem.op, problem.y)
 
 
 def heldout_columns(problem: Problem, fraction: float, seed: int) -> torch.Tensor:
     """``(B, L)`` bool: per slice, ``max(1, round(fraction · n))`` of its ``n`` candidate columns
     (:func:`candidate_columns`), at most ``n − 1``, drawn without replacement from a generator
-    seeded with ``seed`` (slice after slice)."""
-    candidates = candidate_columns(problem).cpu()
-    rng = torch.Generator().manual_seed(seed)
-    out = torch.zeros_like(candidates)
-    for b, row in enumerate(candidates):
-        index = row.nonzero().flatten()
-        n = index.numel()
-        if n < 2:
-            raise ValueError(
-                f"holdout: slice {b} has {n} measured column(s) outside the fully sampled centre; "
-                "at least 2 are needed to hold one out (use holdout=0)"
-            )
-        count = min(n - 1, max(1, round(fraction * n)))
-        out[b, index[torch.randperm(n, generator=rng)[:count]]] = True
-    return out.to(problem.y.device)
+    seeded with ``seed`` (slice after slice;
+    :func:`sgilo.pipeline.solvers.heldout_columns.draw_columns`)."""
+    try:
+        return columns.draw_columns(candidate_columns(problem), fraction, seed)
+    except ValueError as exc:
+        raise ValueError(f"holdout: {exc} (use holdout=0)") from None
 
 
 def with_holdout(problem: Problem, fraction: float, seed: int) -> Problem:
@@ -111,12 +90,12 @@ def with_holdout(problem: Problem, fraction: float, seed: int) -> Problem:
     if reason is not None:
         warnings.warn(f"holdout skipped: {reason}", stacklevel=3)
         return problem
-    columns = heldout_columns(problem, fraction, seed)
+    heldout = heldout_columns(problem, fraction, seed)
     counts = _measured_per_column(problem)  # (B, L)
-    held = (counts * columns).sum(dim=1)  # (B,)
+    held = (counts * heldout).sum(dim=1)  # (B,)
     return dataclasses.replace(
         problem,
-        heldout=columns,
+        heldout=heldout,
         m=(problem.m - held).clamp_min(1),
         m_heldout=held.clamp_min(1),
     )
@@ -124,12 +103,4 @@ def with_holdout(problem: Problem, fraction: float, seed: int) -> Problem:
 
 def _measured_per_column(problem: Problem) -> torch.Tensor:
     """``(B, L)``: measurements per last-axis entry of ``y`` (rows sampled × coils)."""
-    op, y = problem.op, problem.y
-    mask = op.slice_masks(problem.batch)
-    if mask is None:  # non-Cartesian: every entry of y
-        per = y[0].numel() // y.shape[-1]
-        return torch.full(
-            (problem.batch, y.shape[-1]), float(per), dtype=problem.m.dtype, device=y.device
-        )
-    coils = math.prod(op.oshape[:-2])  # the entries of y per k-space location
-    return ((mask > 0).sum(dim=-2) * coils).to(dtype=problem.m.dtype, device=y.device)
+    return columns.measured_per_column(problem.op, problem.y, problem.m.dtype)
