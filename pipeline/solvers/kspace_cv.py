@@ -36,8 +36,8 @@ from dataclasses import dataclass
 import torch
 
 from sgilo.operators.base import LinearOperator
-from sgilo.operators.mri import MultiCoilMRI, NonCartesianMRI, SingleCoilMRI
 from sgilo.pipeline.solvers import heldout_columns as columns
+from sgilo.pipeline.solvers.kspace_split import heldout_error, split_measurements
 
 #: the fraction of the measured outer columns held out, and the seed of the draw
 CV_FRACTION = 0.08
@@ -60,18 +60,6 @@ class LambdaChoice:
     errors: list[list[float]] | None = None
     fraction: float | None = None
     note: str | None = None
-
-
-@dataclass(frozen=True)
-class _Part:
-    """The split problem of the slices ``slices``, repeated ``G`` times (grid point major:
-    entry ``g · len(slices) + j`` is slice ``slices[j]`` at ``λ_g``)."""
-
-    slices: list[int]
-    fit_op: LinearOperator
-    fit_y: torch.Tensor
-    held_op: LinearOperator
-    held_y: torch.Tensor
 
 
 def choose_lambda(
@@ -106,14 +94,11 @@ def choose_lambda(
     grid = torch.tensor([default * f for f in GRID_FACTORS], dtype=torch.float64)
     errors = torch.empty(batch, grid.numel(), dtype=torch.float64)
     scale = scale.detach().to(torch.float64).cpu()
-    for part in _split(op, y, held, grid.numel()):
+    for part in split_measurements(op, y, held, grid.numel()):
         index = torch.tensor(part.slices)
         lam_abs = (grid[:, None] * (scale * kept.cpu())[index][None, :]).flatten()
         image = fit(part.fit_y, part.fit_op, lam_abs.to(y.device))
-        residual = part.held_op.A(image.to(y.dtype)) - part.held_y
-        sse = residual.abs().pow(2).reshape(residual.shape[0], -1).sum(dim=1).to(torch.float64)
-        sse = sse.cpu().view(grid.numel(), len(part.slices)).T  # (slices, G)
-        errors[index] = sse / n_held.cpu()[index, None]
+        errors[index] = heldout_error(part, image).T  # (slices, G)
     best = errors.argmin(dim=1)
     return LambdaChoice(
         lam_rel=grid[best].tolist(),
@@ -121,55 +106,6 @@ def choose_lambda(
         errors=errors.tolist(),
         fraction=float(fraction),
     )
-
-
-def _on_last_axis(keep: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """``(B, L)`` → broadcastable against ``y`` ``(B, …, L)``, in ``y``'s real dtype."""
-    shape = (keep.shape[0], *([1] * (y.ndim - 2)), keep.shape[-1])
-    return keep.view(shape).to(device=y.device, dtype=y.real.dtype)
-
-
-def _split(op: LinearOperator, y: torch.Tensor, held: torch.Tensor, copies: int) -> list[_Part]:
-    """The fitted and the held-out problems, each repeated ``copies`` times: one part for a
-    Cartesian operator (its mask restricted per slice), one per slice for a non-Cartesian one
-    (its trajectory restricted to the slice's samples)."""
-    batch = y.shape[0]
-    masks = op.slice_masks(batch)
-    maps = op.coil_maps
-    if masks is not None:
-        fit_mask = masks * _on_last_axis(~held, masks).to(masks.dtype)
-        held_mask = masks * _on_last_axis(held, masks).to(masks.dtype)
-        per_slice_maps = None if maps is None or maps.ndim == 3 else maps.repeat(copies, 1, 1, 1)
-
-        def cartesian(mask: torch.Tensor) -> LinearOperator:
-            mask = mask.repeat(copies, 1, 1)
-            if maps is None:
-                return SingleCoilMRI(mask)
-            return MultiCoilMRI(maps if per_slice_maps is None else per_slice_maps, mask)
-
-        def data(keep: torch.Tensor) -> torch.Tensor:
-            return (y * _on_last_axis(keep, y)).repeat(copies, *([1] * (y.ndim - 1)))
-
-        return [
-            _Part(list(range(batch)), cartesian(fit_mask), data(~held), cartesian(held_mask),
-                  data(held))
-        ]
-    coord = op.trajectory
-    if coord is None:
-        raise ValueError(f"{type(op).__name__}: no sampling mask and no trajectory to hold out")
-    parts = []
-    for b in range(batch):
-        slice_maps = None if maps is None else (maps if maps.ndim == 3 else maps[b])
-
-        def sub(keep: torch.Tensor, b: int = b, m: torch.Tensor | None = slice_maps) -> tuple:
-            sub_op = NonCartesianMRI(coord[keep.to(coord.device)], m, image_shape=op.ishape)
-            sub_y = y[b : b + 1][..., keep.to(y.device)]
-            return sub_op, sub_y.repeat(copies, *([1] * (y.ndim - 1)))
-
-        fit_op, fit_y = sub(~held[b])
-        held_op, held_y = sub(held[b])
-        parts.append(_Part([b], fit_op, fit_y, held_op, held_y))
-    return parts
 
 
 def estimate_noise_sigma(y: torch.Tensor, op: LinearOperator) -> torch.Tensor:
