@@ -9,16 +9,23 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from sgilo.pipeline.solvers.sparse_deviation import DCWaveletSetting
 
-PhaseModel = Literal["auto", "none", "from-calibration"]
+PhaseModel = Literal["auto", "none", "from-calibration", "from-sense"]
 
 
-def resolve_phase(phase: PhaseModel, channels: int) -> str:
-    """``"auto"`` → from-calibration (1 channel) / none (2 channels); from-calibration is refused
-    for 2-channel generators."""
+def resolve_phase(phase: PhaseModel, channels: int, multicoil: bool = False) -> str:
+    """``"auto"`` → for 1-channel generators from-sense with coil maps (``multicoil``),
+    from-calibration without; none for 2-channel generators. The carriers
+    (:mod:`sgilo.pipeline.solvers.calibration`) are refused for 2-channel generators, and
+    from-sense without coil maps."""
     if phase == "auto":
-        phase = "from-calibration" if channels == 1 else "none"
-    if phase == "from-calibration" and channels == 2:
-        raise ValueError("phase='from-calibration' is for 1-channel generators only")
+        if channels == 2:
+            phase = "none"
+        else:
+            phase = "from-sense" if multicoil else "from-calibration"
+    if phase in ("from-calibration", "from-sense") and channels == 2:
+        raise ValueError(f"phase={phase!r} is for 1-channel generators only")
+    if phase == "from-sense" and not multicoil:
+        raise ValueError("phase='from-sense' needs coil maps (multi-coil data)")
     return phase
 
 
@@ -31,8 +38,10 @@ class MRIFitConfig(BaseModel):
     phase: PhaseModel = Field(
         "auto",
         description="phase of a 1-channel (magnitude) generator: 'from-calibration' "
-        "(e^{iφ} of the centre-of-k-space image) or 'none'; 'auto' = from-calibration for "
-        "1-channel and none for 2-channel generators",
+        "(e^{iφ} of the centre-of-k-space image), 'from-sense' (e^{iφ} of the low-passed "
+        "CG-SENSE image; multi-coil) or 'none'; 'auto' = from-sense for multi-coil and "
+        "from-calibration for single-coil data with 1-channel generators, none for 2-channel "
+        "generators (pipeline/solvers/calibration.py)",
     )
     normalize: bool = Field(True, description="divide y by the data scale s, multiply back")
     fit_gain: bool = Field(

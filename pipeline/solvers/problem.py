@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from sgilo.operators.base import LinearOperator
-from sgilo.pipeline.solvers.calibration import calibration_phase, num_measurements
+from sgilo.pipeline.solvers.calibration import calibration_phase, num_measurements, sense_phase
 from sgilo.pipeline.solvers.classical import data_scale
 from sgilo.pipeline.solvers.consistency import coil_support, make_consistent
 from sgilo.pipeline.solvers.fit_config import MRIFitConfig, PhaseModel, resolve_phase
@@ -33,6 +33,7 @@ from sgilo.pipeline.solvers.sparse_deviation import resolve_dc_wavelet
 
 #: the bounds of the fitted intensity gain (``Problem.gain``)
 GAIN_RANGE = (0.5, 2.0)
+
 
 def _check_image_inputs(
     y: torch.Tensor, op: LinearOperator, generator: Any, solver: str, rounds: int | None
@@ -267,16 +268,17 @@ def prepare_problem(
         channels = int(generator.config.image_channels)
         return ImageProblem(y, op, y, ones, m, channels, dtype, device)
     channels = int(generator.config.image_channels)
-    phase_model = resolve_phase(phase, channels)
+    phase_model = resolve_phase(phase, channels, multicoil=op.coil_maps is not None)
     batch = y.shape[0]
     scale = data_scale(y, op) if normalize else torch.ones(batch, dtype=y.real.dtype)
     scale = scale.to(device=y.device, dtype=y.real.dtype)
     y_n = y / scale.view(-1, *([1] * (y.ndim - 1)))
-    carrier = (
-        calibration_phase(y_n, op)
-        if phase_model == "from-calibration"
-        else torch.ones(batch, *op.ishape, dtype=y.dtype, device=y.device)
-    )
+    if phase_model == "from-calibration":
+        carrier = calibration_phase(y_n, op)
+    elif phase_model == "from-sense":
+        carrier = sense_phase(y_n, op)
+    else:
+        carrier = torch.ones(batch, *op.ishape, dtype=y.dtype, device=y.device)
     m = num_measurements(op, y)
     dtype, device = latent_dtype_device(generator, y)
     placement = GridPlacement(int(generator.config.resolution), tuple(op.ishape))
