@@ -3,10 +3,18 @@ chooses ℓ1-wavelet's and TV's λ: PSNR at the default λ, at ``auto`` and at t
 grid (chosen per slice on the target: an upper bound no reconstruction can use), on MNI
 validation slices, single-coil and 8-coil (ESPIRiT maps), 4× and 8×, 20/30/40 dB SNR.
 
-    python -m sgilo.pipeline.research.kspace_cv_eval --size 64 --slices 8 --out cv.json
+Two ways: end to end (:func:`evaluate`, the solver's ``lam="auto"`` call and a fixed-λ call per
+grid point), or from the curves and target errors that
+:mod:`sgilo.pipeline.research.kspace_cv_rules` collected (:func:`score`; exact for the
+production rule, whose refit at a grid point is the full fit at that point, and cheaper: the
+held-out fits of 3 folds and the 7 full fits serve every rule):
 
-Prints one JSON row per (setting, SNR, method) as it goes and writes them all to ``--out``; the
-table in docs/CLASSICAL_TUNING.md ("λ from held-out k-space") was made with it.
+    python -m sgilo.pipeline.research.kspace_cv_eval --size 64 --slices 8 --out cv.json
+    python -m sgilo.pipeline.research.kspace_cv_rules --split validation --coarse --out val.json
+    python -m sgilo.pipeline.research.kspace_cv_eval --from val.json
+
+Prints one JSON row per (setting, SNR, method) and writes them all to ``--out``; the tables in
+docs/CLASSICAL_TUNING.md ("λ from held-out k-space") were made with it.
 """
 
 from __future__ import annotations
@@ -17,12 +25,14 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from sgilo.pipeline.data.mni import mni_slices
 from sgilo.pipeline.experiment import DEFAULT_SETTINGS, Setting, espirit_operator
 from sgilo.pipeline.metrics import psnr
 from sgilo.pipeline.solvers.classical import CLASSICAL
-from sgilo.pipeline.solvers.kspace_cv import GRID_FACTORS
+from sgilo.pipeline.solvers.kspace_cv import CV_FOLDS, GRID_FACTORS
+from sgilo.pipeline.solvers.lambda_rule import SE_WIDTH, choose_on_curve
 
 #: the grid index of the default λ (factor 1)
 DEFAULT_INDEX = GRID_FACTORS.index(1.0)
@@ -64,7 +74,7 @@ def evaluate(
                         "default": psnr(acq.target, fits[DEFAULT_INDEX]),
                         "auto": psnr(acq.target, auto.magnitude),
                         "oracle": psnr(acq.target, oracle),
-                        "auto_index": [int(np.argmin(e)) for e in auto.diagnostics.heldout_errors],
+                        "auto_index": [grid.index(v) for v in auto.diagnostics.lambda_rel],
                         "oracle_index": oracle_index.tolist(),
                         "seconds_auto": seconds_auto,
                         "seconds_fixed": seconds_fixed,
@@ -76,6 +86,50 @@ def evaluate(
     return rows
 
 
+def score(collected: list[dict], folds: int = CV_FOLDS, width: float = SE_WIDTH) -> list[dict]:
+    """The rows of the comparison from collected curves (module docstring): per (setting, SNR,
+    method) the mean over slices of the target MSE at the default (the grid's centre), at the
+    rule's choice (:func:`sgilo.pipeline.solvers.lambda_rule.choose_on_curve` on the held-out
+    columns of the first ``folds`` folds, with ``width``) and at the per-slice oracle, as PSNR
+    with the peak of each row's targets (``peak``, default 1)."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in collected:
+        groups.setdefault((r["setting"], r["snr"], r["method"]), []).append(r)
+    rows = []
+    for (setting, snr, method), records in groups.items():
+        chosen, default, oracle = [], [], []
+        for r in records:
+            mse = np.array(r["mse"])
+            step = (len(mse) - 1) // (len(GRID_FACTORS) - 1)  # 2 for the fine grid
+            coarse = mse[::step]
+            grid = torch.tensor([r["default"] * f for f in GRID_FACTORS], dtype=torch.float64)
+            columns = torch.tensor(r["fold"]) < folds
+            errors = torch.tensor(r["column_errors"], dtype=torch.float64)[:, columns]
+            lam = choose_on_curve(grid, errors, width=width)
+            index = int(np.argmin(np.abs(np.log(grid.numpy() / lam))))
+            chosen.append((index, coarse[index]))
+            default.append(coarse[DEFAULT_INDEX])
+            oracle.append(coarse.min())
+        peak = records[0].get("peak", 1.0)
+
+        def db(values: list[float], peak: float = peak) -> float:
+            return float(10 * np.log10(peak**2 / np.mean(values)))
+
+        rows.append(
+            {
+                "setting": setting,
+                "snr": snr,
+                "method": method,
+                "slices": len(records),
+                "default": db(default),
+                "auto": db([m for _, m in chosen]),
+                "oracle": db(oracle),
+                "auto_index": [i for i, _ in chosen],
+            }
+        )
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m sgilo.pipeline.research.kspace_cv_eval", description=__doc__
@@ -83,8 +137,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", type=int, default=64, help="slice side (pixels)")
     p.add_argument("--slices", type=int, default=8, help="validation slices (1-16)")
     p.add_argument("--out", type=Path, default=Path("kspace_cv_eval.json"))
+    p.add_argument("--from", dest="source", type=Path, nargs="+", help="collected curves")
+    p.add_argument("--folds", type=int, default=CV_FOLDS)
+    p.add_argument("--width", type=float, default=SE_WIDTH)
     args = p.parse_args(argv)
-    rows = evaluate(args.size, args.slices)
+    if args.source:
+        collected = [r for path in args.source for r in json.loads(path.read_text())]
+        rows = score(collected, args.folds, args.width)
+        for row in rows:
+            print(json.dumps(row))
+    else:
+        rows = evaluate(args.size, args.slices)
     args.out.write_text(json.dumps(rows, indent=1) + "\n")
     return 0
 

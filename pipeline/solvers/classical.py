@@ -32,8 +32,11 @@ docs/CLASSICAL_TUNING.md), never on the slices being scored.
 
 ``lam="auto"`` (ℓ1-wavelet and TV, opt-in): λ per slice from held-out k-space, by
 :mod:`sgilo.pipeline.solvers.kspace_cv` (a grid of 1/30 … 30 times the default, scored by the
-prediction error on 8 % of the outer columns held out of the fit), then a refit on every
-measurement; the grid, the held-out errors and the data's noise level go into the diagnostics.
+prediction error of each outer column held out of the fit, in disjoint folds of 8 %, and chosen by
+the one-standard-error rule towards the default, :mod:`sgilo.pipeline.solvers.lambda_rule`), then
+a refit on every measurement; the grid, the held-out errors and the data's noise level go into the
+diagnostics. A slice with fewer than two measured outer columns gets the noise-based λ
+(:func:`sgilo.pipeline.solvers.lambda_rule.noise_lambda`) and a ``lambda_note``.
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ from sgilo.pipeline.algorithms.total_variation import anisotropic_tv_least_squar
 from sgilo.pipeline.solvers.base import Progress, ReconResult
 from sgilo.pipeline.solvers.diagnostics import ClassicalDiagnostics
 from sgilo.pipeline.solvers.kspace_cv import LambdaChoice, choose_lambda, estimate_noise_sigma
+from sgilo.pipeline.solvers.lambda_rule import noise_lambda
 
 #: relative regularisation weights per (method, single- or multi-coil data), chosen on MNI
 #: training slices by `sgilo tune-classical` (docs/CLASSICAL_TUNING.md)
@@ -265,7 +269,13 @@ def l1_wavelet(
             return _l1_wavelet_images(v, sub, lam_abs.tolist(), iterations, shifts)
 
         choice = choose_lambda(
-            data, op, fit, default_lambda("l1-wavelet", op), torch.from_numpy(scale)
+            data,
+            op,
+            fit,
+            default_lambda("l1-wavelet", op),
+            torch.from_numpy(scale),
+            fallback=_noise_fallback("l1-wavelet", data, op, torch.from_numpy(scale)),
+            skip=_skip_heldout(op),
         )
         lam = torch.tensor(choice.lam_rel, dtype=torch.float64)
     lam = default_lambda("l1-wavelet", op) if lam is None else lam
@@ -312,6 +322,24 @@ def _l1_wavelet_images(
 def _check_auto(lam: str) -> None:
     if lam != "auto":
         raise ValueError(f"lam: expected a number, None or 'auto', got {lam!r}")
+
+
+def _noise_fallback(
+    method: str, y: torch.Tensor, op: LinearOperator, scale: torch.Tensor
+) -> torch.Tensor:
+    """The noise-based relative λ ``(B,)`` of ``lam="auto"`` when nothing can be held out:
+    :func:`sgilo.pipeline.solvers.lambda_rule.noise_lambda` of ``σ̂ / s``."""
+    sigma_rel = estimate_noise_sigma(y, op) / scale.detach().cpu().to(torch.float64)
+    return noise_lambda(method, coil_kind(op), default_lambda(method, op), sigma_rel)
+
+
+def _skip_heldout(op: LinearOperator) -> str | None:
+    """Why ``lam="auto"`` does not hold out k-space for ``op``'s data: single-coil data, where a
+    held-out column is predicted by the regulariser alone and its error does not tell λ
+    (docs/CLASSICAL_TUNING.md); ``None`` for multi-coil data."""
+    if coil_kind(op) == "single-coil":
+        return "single-coil data: a held-out column is predicted by the regulariser alone"
+    return None
 
 
 def _auto_fields(choice: LambdaChoice | None, y: torch.Tensor, op: LinearOperator) -> dict:
@@ -367,7 +395,10 @@ def total_variation(
         def fit(v: torch.Tensor, sub: LinearOperator, lam_abs: torch.Tensor) -> torch.Tensor:
             return _tv_images(v, sub, lam_abs, iterations)
 
-        choice = choose_lambda(y, op, fit, default_lambda("tv", op), scale)
+        fallback = _noise_fallback("tv", y, op, scale)
+        choice = choose_lambda(
+            y, op, fit, default_lambda("tv", op), scale, fallback=fallback, skip=_skip_heldout(op)
+        )
         lams = torch.tensor(choice.lam_rel, dtype=torch.float64)
         lam_abs = lams * scale.cpu()
     else:

@@ -80,3 +80,28 @@ def measured_per_column(op: LinearOperator, y: torch.Tensor, dtype: torch.dtype)
         return torch.full((batch, y.shape[-1]), float(per), dtype=dtype, device=y.device)
     coils = math.prod(op.oshape[:-2])  # the entries of y per k-space location
     return ((mask > 0).sum(dim=-2) * coils).to(dtype=dtype, device=y.device)
+
+
+def draw_folds(candidates: torch.Tensor, fraction: float, folds: int, seed: int) -> torch.Tensor:
+    """``(K, B, L)`` bool: ``K = folds`` disjoint held-out sets per slice, each of
+    ``c = max(1, round(fraction · n))`` of the slice's ``n`` ``candidates`` (``(B, L)`` bool), cut
+    in turn from one seeded permutation per slice (the permutation of :func:`draw_columns`, so
+    fold 0 is its draw). A fold is left empty for a slice whose candidates run out (at least one
+    candidate always stays fitted: fold ``k`` needs ``(k + 1) · c ≤ n − 1``; fold 0 gets
+    ``min(c, n − 1)``). Raises ``ValueError`` for a slice with ``n < 2``."""
+    rng = torch.Generator().manual_seed(seed)
+    out = torch.zeros(folds, *candidates.shape, dtype=torch.bool)
+    for b, row in enumerate(candidates.cpu()):
+        index = row.nonzero().flatten()
+        n = index.numel()
+        if n < 2:
+            raise ValueError(
+                f"slice {b} has {n} measured column(s) outside the fully sampled centre; "
+                "at least 2 are needed to hold one out"
+            )
+        count = min(n - 1, max(1, round(fraction * n)))
+        order = index[torch.randperm(n, generator=rng)]
+        for k in range(folds):
+            if k == 0 or (k + 1) * count <= n - 1:
+                out[k, b, order[k * count : (k + 1) * count]] = True
+    return out.to(candidates.device)

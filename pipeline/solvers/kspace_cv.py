@@ -4,27 +4,34 @@ noise level of the data.
 The classical solvers' ``lam="auto"`` (:mod:`sgilo.pipeline.solvers.classical`) chooses, per
 slice, the weight ``λ`` of ``argmin ½‖A x − y‖² + λ R(x)`` from the measurements alone:
 
-1. hold out a seeded random fraction ``f`` (``CV_FRACTION`` = 8 %) of the measured k-space columns
-   outside the fully sampled centre (:mod:`sgilo.pipeline.solvers.heldout_columns`: the same
-   candidates and draw as ILO's and SGILO's hold-out; single samples for non-Cartesian data);
-2. reconstruct from the other measurements for every ``λ_g`` of a log-spaced grid around the
-   default, ``λ_g = λ_default · 30^{(g − 3)/3}``, ``g = 0 … 6`` (1/30 … 30 times the default), all
-   grid points × slices as one batch (one per slice for non-Cartesian data, whose operator
-   shares one trajectory between slices);
-3. score each by the mean squared prediction error on the held-out samples,
-   ``e_{b,g} = ‖M_h ⊙ (A x_{b,g} − y_b)‖² / n_h`` (``M_h`` the held-out measured entries,
-   ``n_h`` their number, coils included), and keep ``λ_b = argmin_g e_{b,g}``;
-4. the caller refits on every measurement with ``λ_b``.
+1. hold out ``K = CV_FOLDS`` disjoint seeded random sets of the measured k-space columns outside
+   the fully sampled centre, each a fraction ``f`` (``CV_FRACTION`` = 8 %) of them
+   (:func:`sgilo.pipeline.solvers.heldout_columns.draw_folds`: the candidates and the draw of
+   ILO's and SGILO's hold-out, whose draw is the first fold; single samples for non-Cartesian
+   data);
+2. for each fold, reconstruct from the other measurements for every ``λ_g`` of a log-spaced grid
+   around the default, ``λ_g = λ_default · 30^{(g − 3)/3}``, ``g = 0 … 6`` (1/30 … 30 times the
+   default), all grid points × slices as one batch (one per slice for non-Cartesian data, whose
+   operator shares one trajectory between slices);
+3. score each held-out column ``j`` of each fold by its mean squared prediction error,
+   ``e_{g,j} = ‖M_j ⊙ (A x_{b,g} − y_b)‖² / n_j`` (``M_j`` the measured entries of column ``j``,
+   ``n_j`` their number, coils included); the recorded curve is their pooled mean
+   ``e_{b,g} = Σ_j n_j e_{g,j} / Σ_j n_j``;
+4. choose ``λ_b`` on the columns' errors by the one-standard-error rule towards the default
+   (:func:`sgilo.pipeline.solvers.lambda_rule.choose_on_curve`): a flat or noisy curve keeps the
+   default, a minimum that the held-out columns agree on moves it;
+5. the caller refits on every measurement with ``λ_b``.
 
 The fit in step 2 has a data term over ``m_fit`` of the ``m`` measurements, so it runs with
 ``λ_g · m_fit/m``: the weight per measurement of the refit (as the lasso's ``(1/2m)‖·‖² + λ‖·‖₁``
 carries its λ between sample sizes). The weights are relative, ``λ_abs = λ_rel · s`` with ``s`` the
 slice's data scale of *all* measurements (the caller's ``scale``), so the chosen relative λ is the
-one the refit uses.
+one the refit uses. Cost: ``7 K`` fits of the split data and the refit.
 
 With fewer than two candidate columns in a slice (a fully sampled or centre-only mask) nothing
-can be held out: every slice keeps the default λ and the choice says why (``note``); never an
-error.
+can be held out: every slice gets the caller's noise-based λ (``fallback``, from the estimated
+noise level :func:`estimate_noise_sigma`; :func:`sgilo.pipeline.solvers.lambda_rule.noise_lambda`)
+or, without one, the default, and the choice says so (``note``); never an error.
 """
 
 from __future__ import annotations
@@ -37,11 +44,14 @@ import torch
 
 from sgilo.operators.base import LinearOperator
 from sgilo.pipeline.solvers import heldout_columns as columns
-from sgilo.pipeline.solvers.kspace_split import heldout_error, split_measurements
+from sgilo.pipeline.solvers.kspace_split import heldout_column_errors, split_measurements
+from sgilo.pipeline.solvers.lambda_rule import choose_on_curve
 
 #: the fraction of the measured outer columns held out, and the seed of the draw
 CV_FRACTION = 0.08
 CV_SEED = 0
+#: the number of disjoint held-out folds whose errors are pooled
+CV_FOLDS = 1
 #: the relative grid: the default λ times these factors, 1/30 … 30 in 7 log-spaced steps
 GRID_FACTORS = tuple(30.0 ** ((g - 3) / 3) for g in range(7))
 #: a fit: ``(y, op, λ_abs (B,)) -> image (B, H, W)`` (the solver with absolute weights)
@@ -51,15 +61,67 @@ Fit = Callable[[torch.Tensor, LinearOperator, torch.Tensor], torch.Tensor]
 @dataclass(frozen=True)
 class LambdaChoice:
     """The λ chosen per slice and how: ``lam_rel`` ``(B,)``; ``grid`` ``(G,)`` the relative
-    weights tried; ``errors`` ``(B, G)`` their held-out errors ``e_{b,g}``; ``fraction`` the
-    held-out fraction of the outer columns; ``note`` why there was no choice (then ``grid``,
-    ``errors`` and ``fraction`` are ``None`` and ``lam_rel`` is the default)."""
+    weights tried; ``errors`` ``(B, G)`` their held-out errors ``e_{b,g}`` (all folds pooled);
+    ``column_errors`` per slice ``(G, J_b)`` the mean squared error of each of its ``J_b``
+    held-out columns (all folds); ``fraction`` the held-out fraction of the outer columns per
+    fold; ``folds`` their number; ``note`` how the choice was made when it was not from held-out
+    k-space (then ``grid``, ``errors``, ``column_errors`` and ``fraction`` are ``None``)."""
 
     lam_rel: list[float]
     grid: list[float] | None = None
     errors: list[list[float]] | None = None
+    column_errors: list[torch.Tensor] | None = None
     fraction: float | None = None
+    folds: int | None = None
     note: str | None = None
+
+
+def heldout_curves(
+    y: torch.Tensor,
+    op: LinearOperator,
+    fit: Fit,
+    grid: torch.Tensor,
+    scale: torch.Tensor,
+    *,
+    fraction: float = CV_FRACTION,
+    folds: int = CV_FOLDS,
+    seed: int = CV_SEED,
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The held-out error curves of every slice over the relative ``grid`` ``(G,)``: the mean
+    ``e_{b,g}`` float64 ``(B, G)`` and per slice the ``(G, J_b)`` mean squared error of each of its
+    held-out columns, pooled over ``folds`` disjoint held-out sets
+    (:func:`sgilo.pipeline.solvers.heldout_columns.draw_folds`; each fold's fit gets every other
+    measurement, with ``λ_g · s_b · m_fit/m``). Every slice needs 2 candidate columns."""
+    batch, size = y.shape[0], grid.numel()
+    held_folds = columns.draw_folds(columns.candidate_columns(op, y), fraction, folds, seed)
+    counts = columns.measured_per_column(op, y, torch.float64).cpu()  # (B, L)
+    scale = scale.detach().to(torch.float64).cpu()
+    sse = torch.zeros(batch, size, y.shape[-1], dtype=torch.float64)  # (B, G, L)
+    held_any = torch.zeros(batch, y.shape[-1], dtype=torch.bool)
+    for held in held_folds:
+        held_cpu = held.cpu()
+        if not held_cpu.any():
+            continue
+        kept = 1.0 - (counts * held_cpu).sum(dim=1) / counts.sum(dim=1)  # m_fit / m
+        for part in split_measurements(op, y, held, size):
+            index = torch.tensor(part.slices)
+            lam_abs = (grid[:, None] * (scale * kept)[index][None, :]).flatten()
+            image = fit(part.fit_y, part.fit_op, lam_abs.to(y.device))
+            per_column = heldout_column_errors(part, image)  # (G, n, L_part)
+            if per_column.shape[-1] == y.shape[-1]:  # Cartesian: columns of y
+                sse[index] += per_column.transpose(0, 1) * held_cpu[index][:, None, :]
+            else:  # non-Cartesian: the held-out samples of one slice
+                b = part.slices[0]
+                where = held_cpu[b].nonzero().flatten()
+                sse[b][:, where] += per_column[:, 0]
+        held_any |= held_cpu
+    per_slice, means = [], torch.empty(batch, size, dtype=torch.float64)
+    for b in range(batch):
+        where = held_any[b].nonzero().flatten()
+        n_column = counts[b, where]  # (J,)
+        means[b] = sse[b][:, where].sum(dim=1) / n_column.sum().clamp_min(1)
+        per_slice.append(sse[b][:, where] / n_column.clamp_min(1))
+    return means, per_slice
 
 
 def choose_lambda(
@@ -69,7 +131,10 @@ def choose_lambda(
     default: float,
     scale: torch.Tensor,
     *,
+    fallback: torch.Tensor | None = None,
+    skip: str | None = None,
     fraction: float = CV_FRACTION,
+    folds: int = CV_FOLDS,
     seed: int = CV_SEED,
 ) -> LambdaChoice:
     """Choose the relative λ per slice by k-space cross-validation (module docstring).
@@ -80,31 +145,33 @@ def choose_lambda(
         fit: the solver with absolute weights, ``(y', op', λ_abs (B',)) -> image (B', H, W)``.
         default: the relative λ at the centre of the grid.
         scale: ``(B,)`` the data scale ``s`` of every slice (of all measurements).
-        fraction, seed: the held-out fraction of the outer columns and the draw's seed.
+        fallback: ``(B,)`` the relative λ of the noise-based rule, used when nothing can be held
+            out (``None``: the default).
+        skip: why not to hold out at all (then the fallback is used and the note says why), or
+            ``None``.
+        fraction, folds, seed: the held-out fraction of the outer columns per fold, the number
+            of disjoint folds and the draw's seed.
     """
     batch = y.shape[0]
-    reason = columns.too_few_columns(op, y)
+    reason = skip or columns.too_few_columns(op, y)
     if reason is not None:
-        note = f"λ from held-out k-space skipped ({reason}): the default λ is used"
-        return LambdaChoice(lam_rel=[float(default)] * batch, note=note)
-    held = columns.draw_columns(columns.candidate_columns(op, y), fraction, seed)
-    counts = columns.measured_per_column(op, y, torch.float64)  # (B, L)
-    n_held = (counts * held).sum(dim=1)  # (B,)
-    kept = 1.0 - n_held / counts.sum(dim=1)  # m_fit / m
+        if fallback is None:
+            note = f"λ from held-out k-space skipped ({reason}): the default λ is used"
+            return LambdaChoice(lam_rel=[float(default)] * batch, note=note)
+        note = f"λ from held-out k-space skipped ({reason}): λ from the noise level σ̂"
+        return LambdaChoice(lam_rel=[float(v) for v in fallback.tolist()], note=note)
     grid = torch.tensor([default * f for f in GRID_FACTORS], dtype=torch.float64)
-    errors = torch.empty(batch, grid.numel(), dtype=torch.float64)
-    scale = scale.detach().to(torch.float64).cpu()
-    for part in split_measurements(op, y, held, grid.numel()):
-        index = torch.tensor(part.slices)
-        lam_abs = (grid[:, None] * (scale * kept.cpu())[index][None, :]).flatten()
-        image = fit(part.fit_y, part.fit_op, lam_abs.to(y.device))
-        errors[index] = heldout_error(part, image).T  # (slices, G)
-    best = errors.argmin(dim=1)
+    means, per_slice = heldout_curves(
+        y, op, fit, grid, scale, fraction=fraction, folds=folds, seed=seed
+    )
+    chosen = [choose_on_curve(grid, e) for e in per_slice]
     return LambdaChoice(
-        lam_rel=grid[best].tolist(),
+        lam_rel=chosen,
         grid=grid.tolist(),
-        errors=errors.tolist(),
+        errors=means.tolist(),
+        column_errors=per_slice,
         fraction=float(fraction),
+        folds=int(folds),
     )
 
 

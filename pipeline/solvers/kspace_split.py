@@ -102,3 +102,15 @@ def heldout_error(part: SplitPart, image: torch.Tensor) -> torch.Tensor:
     sse = residual.abs().pow(2).reshape(residual.shape[0], -1).sum(dim=1).to(torch.float64)
     counts = part.held_op.num_measurements(residual.shape[0]).clamp_min(1)
     return (sse.cpu() / counts).view(-1, n)
+
+
+def heldout_column_errors(part: SplitPart, image: torch.Tensor) -> torch.Tensor:
+    """The squared prediction error per held-out column of ``part`` for images
+    ``(copies · len(part.slices), H, W)`` fitted on its ``fit_y``: float64 ``(copies, n, L)`` on
+    the CPU, ``Σ_{coils, rows} |A x − y|²`` per last-axis entry ``l`` of ``held_y`` (0 outside the
+    held-out columns of a Cartesian mask; every entry of a non-Cartesian ``held_y`` is a held-out
+    sample). Summed over ``l`` it is :func:`heldout_error` times ``n_h``."""
+    residual = part.held_op.A(image.to(part.held_y.dtype)) - part.held_y
+    squared = residual.abs().pow(2).to(torch.float64)
+    per_column = squared.reshape(squared.shape[0], -1, squared.shape[-1]).sum(dim=1)
+    return per_column.cpu().view(-1, len(part.slices), per_column.shape[-1])
