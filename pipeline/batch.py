@@ -96,9 +96,9 @@ class BatchOptions(BaseModel):
 
     def generative(self) -> bool:
         """Whether the method needs a prior (``model``, or the default shipped prior)."""
-        from sgilo.pipeline.reconstruct import GENERATIVE
+        from sgilo.pipeline.methods import NEEDS_PRIOR
 
-        return self.method in GENERATIVE
+        return self.method in NEEDS_PRIOR
 
     def model_paths(self) -> list[Path]:
         """The model files this batch uses: the generator (a shipped prior's by name, or the

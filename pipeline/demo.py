@@ -52,8 +52,9 @@ class DemoConfig(BaseModel):
         default_factory=lambda: ["zero-filled", "cg-sense", "l1-wavelet", "tv"]
     )
     generative: list[str] = Field(
-        default_factory=lambda: ["csgm", "ilo", "sgilo"],
-        description="generative methods, run when a prior is installed",
+        default_factory=lambda: ["csgm", "ilo", "sgilo", "auto"],
+        description="generative methods (and auto, which chooses per slice between sgilo and "
+        "the classical ones), run when a prior is installed",
     )
     generative_settings: list[str] = Field(
         default_factory=lambda: ["single-coil 8x"],
@@ -64,6 +65,7 @@ class DemoConfig(BaseModel):
             "csgm": {"steps": 100, "restarts": 2},
             "ilo": {"steps": [100, 70, 35, 35]},
             "sgilo": {"steps": [100, 70, 35, 35]},
+            "auto": {"generative_settings": {"steps": [100, 70, 35, 35]}},
         },
         description="the demo's short schedules (about a third of the defaults' steps; "
         "`sgilo bench` runs the defaults)",
@@ -147,20 +149,25 @@ def write_kspace_file(acq_path: Path, setting: Setting, out: Path) -> Path:
 def reconstruct(acq_path: Path, method: str, work: Path, config: DemoConfig | None = None) -> Path:
     """Run one method on one acquisition; writes the magnitude, timing and (SGILO with K ≥ 2
     chains) the per-pixel std to an npz."""
-    from sgilo.pipeline.methods import GENERATIVE, load_prior, solve
+    from sgilo.pipeline.methods import NEEDS_PRIOR, load_prior, solve
 
     config = config or DemoConfig()
     acq, espirit = load_acquisition(acq_path)
     maps = None if espirit is None else torch.from_numpy(espirit)
     y, op = make_operator(acq, maps=maps)
-    prior = load_prior(config.model) if method in GENERATIVE else None
+    prior = load_prior(config.model) if method in NEEDS_PRIOR else None
     if prior is not None:
         prior.stats()
     start = time.perf_counter()
-    samples = config.samples if method == "sgilo" else 1
+    samples = config.samples if method in ("sgilo", "auto") else 1
     options = config.generative_options.get(method, {}) if prior is not None else {}
-    if prior is not None and "steps" in options and method in ("ilo", "sgilo"):
-        options = {**options, "steps": tuple(options["steps"])[: prior.generator.num_blocks]}
+    blocks = prior.generator.num_blocks if prior is not None else 0
+    if "steps" in options and method in ("ilo", "sgilo"):
+        options = {**options, "steps": tuple(options["steps"])[:blocks]}
+    inner = options.get("generative_settings", {})
+    if "steps" in inner and method == "auto":
+        inner = {**inner, "steps": tuple(inner["steps"])[:blocks]}
+        options = {**options, "generative_settings": inner}
     result = solve(
         y, op, method, prior=prior, samples=samples, seed=config.seed, solver_options=options
     )

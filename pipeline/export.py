@@ -62,11 +62,7 @@ def description(study: KSpaceStudy, recon: StudyReconstruction) -> str:
     """The method and its parameters, for DICOM series descriptions and figure titles: the
     solver's diagnostics (:meth:`StudyReconstruction.record`), a list whose entries are all equal
     (a per-slice λ) shown as its one value, other lists and ``None`` as JSON text."""
-    parts = [f"sgilo {recon.method}"]
-    if study.acceleration:
-        parts.append(f"R={study.acceleration:g}")
-    if study.num_low_frequencies:
-        parts.append(f"ACS={study.num_low_frequencies}")
+    parts = [headline(study, recon)]
     for key, value in recon.record().items():
         if isinstance(value, list) and value and all(v == value[0] for v in value):
             value = value[0] if isinstance(value[0], bool | int | float | str) else value
@@ -76,6 +72,29 @@ def description(study: KSpaceStudy, recon: StudyReconstruction) -> str:
             parts.append(f"{key}={value:.4g}")
         else:
             parts.append(f"{key}={json.dumps(value)}")
+    return " ".join(parts)
+
+
+def headline(study: KSpaceStudy, recon: StudyReconstruction) -> str:
+    """The first words of :func:`description`, ASCII, short enough for a DICOM
+    ``SeriesDescription`` (64) and a NIfTI ``descrip`` (80): method (with ``auto``'s choices),
+    acceleration, calibration size and the prior-fit ratio of a generative reconstruction
+    (:func:`sgilo.pipeline.prior_fit.ratio_text`)."""
+    from sgilo.pipeline.prior_fit import ratio_text
+
+    method = recon.method
+    choice = getattr(recon.diagnostics, "auto_choice", None)
+    if choice:
+        counts = {name: choice.count(name) for name in dict.fromkeys(choice)}
+        method += "(" + ",".join(f"{n} {k}" for n, k in counts.items()) + ")"
+    parts = [f"sgilo {method}"]
+    if study.acceleration:
+        parts.append(f"R={study.acceleration:g}")
+    if study.num_low_frequencies:
+        parts.append(f"ACS={study.num_low_frequencies}")
+    fit = ratio_text(getattr(recon.diagnostics, "prior_fit", None))
+    if fit:
+        parts.append(fit)
     return " ".join(parts)
 
 
@@ -106,7 +125,12 @@ def export_study(
         write_reconstruction(stage.path(h5_name), recon.magnitude, attrs=attrs, std=recon.std)
     if "nifti" in formats:
         for suffix, data in volumes.items():
-            write_nifti(stage.path(f"{stem}{suffix}.nii.gz"), data, volume_like(study, data))
+            write_nifti(
+                stage.path(f"{stem}{suffix}.nii.gz"),
+                data,
+                volume_like(study, data),
+                description=headline(study, recon) + (" std" if suffix else ""),
+            )
     if "dicom" in formats:
         for suffix, data in volumes.items():
             write_dicom_series(

@@ -1,10 +1,10 @@
 """The settings a user may give a reconstruction method, checked before anything is read.
 
 A method's settings are the fields of its config (``CSGMConfig``, ``ILOConfig``, ``SGILOConfig``;
-SGILO's ``chains`` is ``--samples``) or, for the classical solvers, the keyword arguments of their
-functions in :mod:`sgilo.pipeline.solvers.classical` that take plain values (``lam``,
-``iterations``, ...; not the generator, the callback or tensor arguments). They reach
-:func:`sgilo.pipeline.methods.solve` as ``solver_options``.
+SGILO's ``chains`` is ``--samples``; ``AutoConfig`` for ``auto``) or, for the classical solvers,
+the keyword arguments of their functions in :mod:`sgilo.pipeline.solvers.classical` that take
+plain values (``lam``, ``iterations``, ...; not the generator, the callback or tensor
+arguments). They reach :func:`sgilo.pipeline.methods.solve` as ``solver_options``.
 
 ``check_settings(method, {"lam": 3e-3})`` validates names and values with pydantic (for the
 classical solvers, a model built from the function's signature and type hints) and returns the
@@ -101,6 +101,10 @@ def settings_model(method: str) -> type[BaseModel]:
         from sgilo.pipeline.solvers.sgilo import SGILOConfig
 
         return SGILOConfig
+    if method == "auto":
+        from sgilo.pipeline.method_choice import AutoConfig
+
+        return AutoConfig
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
     return _classical_model(method)

@@ -20,9 +20,14 @@ from sgilo.operators.base import LinearOperator
 from sgilo.pipeline.solvers.base import Progress, ReconResult
 from sgilo.pipeline.solvers.classical import CLASSICAL
 
-#: methods that need a generative prior (``--model``)
+#: the latent-space methods (each needs a generative prior, ``--model``)
 GENERATIVE: tuple[str, ...] = ("csgm", "ilo", "sgilo")
-METHODS: tuple[str, ...] = tuple(CLASSICAL) + GENERATIVE
+#: per slice the classical or generative method that best predicts held-out k-space
+#: (:mod:`sgilo.pipeline.method_choice`)
+AUTO = "auto"
+METHODS: tuple[str, ...] = tuple(CLASSICAL) + GENERATIVE + (AUTO,)
+#: the methods that need a generative prior
+NEEDS_PRIOR: tuple[str, ...] = (*GENERATIVE, AUTO)
 
 
 @dataclass
@@ -101,9 +106,62 @@ def solve(
     solver_options: dict | None = None,
 ) -> ReconResult:
     """Reconstruct the slices ``y`` (``(B, *op.oshape)``) with ``method``; deterministic for a
-    given ``seed``. ``samples`` is SGILO's number of chains K."""
+    given ``seed``. ``samples`` is SGILO's number of chains K.
+
+    The generative methods on MRI data run with the prior-fit check unless
+    ``prior_fit=False`` (:mod:`sgilo.pipeline.prior_fit`: the latent fit leaves 10 % of the
+    outer k-space columns out, and the diagnostics say how well the prior predicted them against
+    the classical methods); ``auto`` chooses per slice (:mod:`sgilo.pipeline.method_choice`)."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+    if method in NEEDS_PRIOR and prior is None:
+        raise ValueError(f"{method} needs a generative prior (--model NAME|PATH)")
+    options = dict(solver_options or {})
+    if method == AUTO:
+        from sgilo.pipeline.method_choice import solve_auto
+
+        return solve_auto(
+            y, op, prior=prior, samples=samples, seed=seed, callback=callback, options=options
+        )
+    if method in GENERATIVE and op.kind == "mri" and options.get("prior_fit", True):
+        from sgilo.pipeline.prior_fit import checked_generative
+
+        result, _ = checked_generative(
+            y,
+            op,
+            method,
+            prior=prior,
+            samples=samples,
+            seed=seed,
+            callback=callback,
+            solver_options=options,
+        )
+        return result
+    return run_method(
+        y,
+        op,
+        method,
+        prior=prior,
+        samples=samples,
+        seed=seed,
+        callback=callback,
+        solver_options=options,
+    )
+
+
+def run_method(
+    y: torch.Tensor,
+    op: LinearOperator,
+    method: str,
+    *,
+    prior: Prior | None = None,
+    samples: int = 1,
+    seed: int = 0,
+    callback: Progress | None = None,
+    solver_options: dict | None = None,
+) -> ReconResult:
+    """One classical or latent-space solver on all of ``y``, as :func:`solve` but without the
+    prior-fit check (the ``prior_fit`` options are ignored) and without ``auto``."""
     if method in GENERATIVE and prior is None:
         raise ValueError(f"{method} needs a generative prior (--model NAME|PATH)")
     options = dict(solver_options or {})

@@ -26,11 +26,13 @@ from sgilo.pipeline.io.types import InputError, KSpaceStudy
 from sgilo.pipeline.methods import (  # noqa: F401  (re-exported: the public names of this module)
     GENERATIVE,
     METHODS,
+    NEEDS_PRIOR,
     Prior,
     load_prior,
     load_score_models,
     solve,
 )
+from sgilo.pipeline.prior_fit import mismatch_warning
 from sgilo.pipeline.solvers.base import Progress
 from sgilo.pipeline.solvers.diagnostics import (
     CSGMDiagnostics,
@@ -113,7 +115,7 @@ def reconstruct_study(
     generative methods need ``prior``."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
-    if method in GENERATIVE and prior is None:
+    if method in NEEDS_PRIOR and prior is None:
         raise ValueError(f"{method} needs a generative prior (--model PATH)")
     start = time.perf_counter()
     y, op, maps_source = study_operator(study, need_maps=method != "zero-filled")
@@ -272,7 +274,9 @@ def reconstruct_file(
                 "method": method,
                 "input_format": fmt,
                 **(
-                    {"model": str(prior.path)} if prior is not None and method in GENERATIVE else {}
+                    {"model": str(prior.path)}
+                    if prior is not None and method in NEEDS_PRIOR
+                    else {}
                 ),
                 "acceleration": float(study.acceleration or 1.0),
                 "seconds": round(recon.seconds, 3),
@@ -295,6 +299,15 @@ def reconstruct_file(
                 summary += " (" + ", ".join(f"{k} {v:.4g}" for k, v in recon.metrics.items()) + ")"
             note = solver_note(recon.diagnostics)
             log(summary + (f"; {note}" if note else ""))
+            warning = mismatch_warning(
+                getattr(recon.diagnostics, "prior_fit", None),
+                getattr(recon.diagnostics.config, "generative", method)
+                if method == "auto"
+                else method,
+                auto=method == "auto",
+            )
+            if warning:
+                log(f"{study.name}: {warning}")
             seconds += recon.seconds
             diagnostics.append(recon.record())
             if recon.metrics:
@@ -362,9 +375,21 @@ def output_clashes(paths: list[Path]) -> dict[int, str]:
 
 def solver_note(diagnostics: Diagnostics | None) -> str:
     """What a generative run did, for its summary line: the Adam steps each CSGM restart or
-    ILO/SGILO round ran (``steps_run``; fewer than the schedule when it stopped early) and the
-    spaces in which SGILO's score models took prior steps (``prior_spaces_used``). Empty for
-    the classical methods."""
+    ILO/SGILO round ran (``steps_run``; fewer than the schedule when it stopped early), the
+    spaces in which SGILO's score models took prior steps (``prior_spaces_used``) and the
+    prior-fit ratio (:func:`sgilo.pipeline.prior_fit.ratio_text`); for ``auto`` the method it
+    kept per slice. Empty for the classical methods."""
+    from sgilo.pipeline.method_choice import AutoDiagnostics, choice_summary
+    from sgilo.pipeline.prior_fit import ratio_text
+
+    if isinstance(diagnostics, AutoDiagnostics):
+        parts = [f"auto kept {choice_summary(diagnostics.auto_choice)} (held-out k-space error)"]
+        fit = ratio_text(diagnostics.prior_fit)
+        if fit:
+            parts.append(f"{diagnostics.config.generative} {fit}")
+        if diagnostics.auto_note:
+            parts.append(diagnostics.auto_note)
+        return "; ".join(parts)
     parts = []
     if isinstance(diagnostics, CSGMDiagnostics | ILODiagnostics | SGILODiagnostics):
         parts.append(f"steps run {diagnostics.steps_run}")
@@ -378,6 +403,10 @@ def solver_note(diagnostics: Diagnostics | None) -> str:
             parts.append(f"no prior step: no round reached the score model(s) of {given}")
         else:
             parts.append("no score model: no prior step")
+    if isinstance(diagnostics, CSGMDiagnostics | ILODiagnostics | SGILODiagnostics):
+        fit = ratio_text(diagnostics.prior_fit)
+        if fit:
+            parts.append(f"{fit}: held-out k-space error over the best classical method's")
     return "; ".join(parts)
 
 

@@ -30,7 +30,7 @@ def add_reconstruct_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model",
         default=None,
-        help="csgm/ilo/sgilo prior: a shipped name (default brain-t1-128) or a generator file "
+        help="csgm/ilo/sgilo/auto prior: a shipped name (default brain-t1-128) or a generator file "
         "(sgilo's generator.pt or a rosinality StyleGAN-2 file)",
     )
     parser.add_argument(
@@ -38,8 +38,8 @@ def add_reconstruct_options(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="PATH",
-        help="sgilo: a score_model.pt (repeat for z and block spaces); default: the shipped "
-        "prior's score models (none for a generator file: no prior step)",
+        help="sgilo (and auto): a score_model.pt (repeat for z and block spaces); default: the "
+        "shipped prior's score models (none for a generator file: no prior step)",
     )
     add_mirrored(
         parser,
@@ -47,7 +47,8 @@ def add_reconstruct_options(parser: argparse.ArgumentParser) -> None:
         source=SGILOConfig,
         field="chains",
         type=int,
-        help="sgilo: chains K; K >= 2 also writes the per-pixel std as reconstruction_std",
+        help="sgilo (and auto): chains K; K >= 2 also writes the per-pixel std as "
+        "reconstruction_std",
     )
     add_mirrored(parser, "--device", source=BatchOptions, field="device", choices=("cpu", "cuda"))
     parser.add_argument(
@@ -163,8 +164,8 @@ def check_reconstruct_options(args: argparse.Namespace, command: str) -> tuple[i
             stderr(f"{command}: --device cuda requested but no CUDA device is available")
             return 2, None
     prior = None
-    if args.samples < 1 or (args.samples > 1 and args.method != "sgilo"):
-        stderr(f"{command}: --samples K >= 1, and K > 1 only with --method sgilo")
+    if args.samples < 1 or (args.samples > 1 and args.method not in ("sgilo", "auto")):
+        stderr(f"{command}: --samples K >= 1, and K > 1 only with --method sgilo or auto")
         return 2, None
     args.solver_options, problem = solver_settings(args)
     if problem:
@@ -177,13 +178,13 @@ def check_reconstruct_options(args: argparse.Namespace, command: str) -> tuple[i
     except ValueError as exc:
         stderr(f"{command}: {exc}")
         return 2, None
-    if args.method in ("csgm", "ilo", "sgilo"):
+    if args.method in ("csgm", "ilo", "sgilo", "auto"):
         from sgilo.pipeline.reconstruct import load_prior, load_score_models
 
         try:
             _check_model_files(args)
             prior = load_prior(args.model, device=args.device)
-            if args.method == "sgilo" and args.score:
+            if args.method in ("sgilo", "auto") and args.score:
                 prior.score_models = load_score_models(args.score, device=args.device)
         except Exception as exc:  # noqa: BLE001 - any unreadable model is a usage error
             reason = " ".join(str(exc).split()) or type(exc).__name__

@@ -32,6 +32,21 @@ def cmd_tune(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     import shlex
 
+    if args.suite == "ood":
+        from sgilo.pipeline.research.ood_bench import run_cli as run_ood
+
+        return run_ood(
+            out=args.out,
+            smoke=args.smoke,
+            methods=args.methods,
+            model=args.model,
+            samples=args.samples,
+            threads=args.threads,
+            device=args.device,
+            fresh=args.fresh,
+            command="sgilo " + " ".join(shlex.quote(a) for a in args.argv),
+            log=stderr,
+        )
     if args.suite == "natural":
         from sgilo.pipeline.research.natural_bench import run_cli
 
@@ -48,7 +63,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             command="sgilo " + " ".join(shlex.quote(a) for a in args.argv),
             log=stderr,
         )
-    from sgilo.pipeline.methods import GENERATIVE, METHODS, load_prior
+    from sgilo.pipeline.methods import METHODS, NEEDS_PRIOR, load_prior
     from sgilo.pipeline.research.bart import bart_available
     from sgilo.pipeline.research.bench import (
         REFERENCE,
@@ -68,7 +83,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if REFERENCE in methods and not bart_available():
         stderr(f"sgilo bench: {REFERENCE} needs the bart command (Debian package 'bart')")
         return 2
-    if any(m in GENERATIVE for m in methods):
+    if any(m in NEEDS_PRIOR for m in methods):
         try:
             load_prior(args.model)
         except ValueError as exc:
@@ -76,7 +91,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                 stderr(f"sgilo bench: error: {' '.join(str(exc).split())}")
                 return 2
             stderr(f"sgilo bench: no prior ({' '.join(str(exc).split())}): classical only")
-            methods = [m for m in methods if m not in GENERATIVE]
+            methods = [m for m in methods if m not in NEEDS_PRIOR]
     fields = {"methods": methods, "model": args.model, "samples": args.samples}
     fields["threads"] = args.threads
     fields["device"] = args.device
@@ -282,10 +297,12 @@ def _populate_bench(bench: argparse.ArgumentParser) -> None:
     add_mirrored(bench, "--device", source=BenchConfig, field="device", choices=("cpu", "cuda"))
     bench.add_argument(
         "--suite",
-        choices=("mri", "natural"),
+        choices=("mri", "natural", "ood"),
         default="mri",
         help="mri (default): BENCHMARKS.md; natural: the ILO/SGILO papers' RGB tasks "
-        "(inpainting, denoising, super-resolution, CS, colorization), BENCHMARKS_NATURAL.md",
+        "(inpainting, denoising, super-resolution, CS, colorization), BENCHMARKS_NATURAL.md; "
+        "ood: every method on images the prior never saw (pipeline/data/ood.py), "
+        "BENCHMARKS_OOD.md",
     )
     bench.add_argument("--tasks", default=None, help="natural suite: comma-separated task labels")
     bench.add_argument("--images", type=int, default=None, help="natural suite: patches (1-64)")

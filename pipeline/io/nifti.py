@@ -237,7 +237,13 @@ def _read_image(
 # ----------------------------------------------------------------------------- writing
 
 
-def write_nifti(path: str | os.PathLike[str], data: np.ndarray, like: ImageVolume) -> Path:
+def write_nifti(
+    path: str | os.PathLike[str],
+    data: np.ndarray,
+    like: ImageVolume,
+    *,
+    description: str | None = None,
+) -> Path:
     """Write display-orientation slices ``data`` (real ``(slices, H, W)``, the shape of
     ``like.data``) as a float32 NIfTI-1 volume, atomically.
 
@@ -245,7 +251,8 @@ def write_nifti(path: str | os.PathLike[str], data: np.ndarray, like: ImageVolum
     ``like.ras_affine`` as both sform and qform, so the result overlays ``like``'s source in
     any viewer. Both xform codes are ``like.xform_code`` (1 scanner, 2 aligned, 3 Talairach,
     4 MNI: the source's coordinate system) or 1 (scanner) when the source had none; the spatial
-    unit is the source's. ``.nii.gz`` names are gzip-compressed. Returns the path.
+    unit is the source's. ``description`` (ASCII; cut to the header's 79 characters) goes into
+    the header's ``descrip`` field. ``.nii.gz`` names are gzip-compressed. Returns the path.
 
     Raises:
         ValueError: a name not ending in ``.nii`` / ``.nii.gz``, or ``data`` not real, finite
@@ -268,6 +275,9 @@ def write_nifti(path: str | os.PathLike[str], data: np.ndarray, like: ImageVolum
     code = like.xform_code if like.xform_code > 0 else DEFAULT_XFORM_CODE
     img.set_sform(affine, code=code)
     img.set_qform(affine, code=code)
+    if description:
+        text = description.encode("ascii", "replace")[:79]
+        img.header["descrip"] = text
     img.header.set_data_dtype(np.float32)
     img.header.set_xyzt_units(xyz=like.spatial_unit if like.spatial_unit != "unknown" else "mm")
     img.header["scl_slope"] = 1.0

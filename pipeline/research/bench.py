@@ -48,7 +48,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from sgilo.pipeline.experiment import DEFAULT_SETTINGS, Setting, save_acquisition
-from sgilo.pipeline.methods import GENERATIVE, METHODS
+from sgilo.pipeline.methods import METHODS, NEEDS_PRIOR
 
 #: the independent reference: BART's pics (pipeline/research/bart.py), run when ``bart`` is
 #: installed
@@ -136,7 +136,7 @@ def _cell(job: dict) -> None:
     acq, espirit = load_acquisition(Path(job["acquisition"]))
     maps = None if espirit is None else torch.from_numpy(espirit)
     y, op = make_operator(acq, maps=maps)
-    prior = load_prior(job["model"], device=job["device"]) if job["method"] in GENERATIVE else None
+    prior = load_prior(job["model"], device=job["device"]) if job["method"] in NEEDS_PRIOR else None
     if prior is not None:
         prior.stats()  # fitted once per generator: not part of the solve's time
     if job["method"] in ("l1-wavelet", "tv"):
@@ -217,7 +217,7 @@ def run_key(config: BenchConfig) -> str:
 
     conditions = config.model_dump(exclude={"methods", "settings"})
     models: list[str] = []
-    if any(m in GENERATIVE for m in config.methods):
+    if any(m in NEEDS_PRIOR for m in config.methods):
         files = resolve_model(config.model)
         models = [sha256_file(p) for p in [files.generator, *files.score_models]]
     blob = json.dumps(

@@ -58,6 +58,7 @@ from sgilo.pipeline.solvers.base import Progress, ReconResult
 from sgilo.pipeline.solvers.diagnostics import CSGMDiagnostics
 from sgilo.pipeline.solvers.fit_config import MRIFitConfig
 from sgilo.pipeline.solvers.generator_state import frozen
+from sgilo.pipeline.solvers.prior_fit_config import PriorFitConfig
 from sgilo.pipeline.solvers.problem import (
     ImageProblem,
     Problem,
@@ -101,7 +102,7 @@ class LatentGenerator(Protocol):
     ) -> torch.Tensor: ...
 
 
-class CSGMConfig(MRIFitConfig):
+class CSGMConfig(MRIFitConfig, PriorFitConfig):
     """CSGM parameters (all recorded in ``ReconResult.diagnostics``)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")

@@ -41,9 +41,12 @@ class ClassicalDiagnostics:
 
     - ``lambda_grid``: the relative weights tried ``(G,)``;
     - ``heldout_errors``: ``(B, G)`` the mean squared error on the held-out samples of the fit
-      with each grid weight, ``‖M_h ⊙ (A x − y)‖² / n_h``; the choice is each row's minimum;
-    - ``heldout_fraction``: the fraction of the measured outer columns held out;
-    - ``lambda_note``: why no choice was made (too few columns to hold out: the default λ);
+      with each grid weight, ``‖M_h ⊙ (A x − y)‖² / n_h``; the choice is the one-standard-error
+      rule towards the default on each held-out column's error
+      (:mod:`sgilo.pipeline.solvers.lambda_rule`);
+    - ``heldout_fraction``: the fraction of the measured outer columns held out (per fold);
+    - ``lambda_note``: why nothing was held out (single-coil data, or too few outer columns): λ
+      is then the noise-based rule's (:func:`sgilo.pipeline.solvers.lambda_rule.noise_lambda`);
     - ``noise_sigma``: the noise level per slice ``(B,)`` estimated from the k-space periphery
       (:func:`sgilo.pipeline.solvers.kspace_cv.estimate_noise_sigma`), in the units of ``y``.
     """
@@ -81,19 +84,54 @@ class HeldoutChoice:
         return out
 
 
+@dataclass(frozen=True)
+class PriorFit:
+    """How well the prior predicted k-space it did not fit (:mod:`sgilo.pipeline.prior_fit`).
+
+    - ``heldout_fraction``: the fraction of the measured outer columns held out (``None`` when
+      nothing was held out, then ``note`` says why);
+    - ``heldout_errors``: per method (the generative one and each classical candidate) the mean
+      squared error on the held-out samples per slice ``(B,)``, ``‖M_h ⊙ (A x − y)‖² / n_h``;
+    - ``best_classical``: per slice the classical candidate with the lowest error;
+    - ``ratio``: per slice the generative error over the best classical one (< 1: the prior
+      predicts unmeasured k-space better).
+    """
+
+    heldout_fraction: float | None
+    heldout_errors: dict[str, list[float]] | None = None
+    best_classical: list[str] | None = None
+    ratio: list[float] | None = None
+    note: str | None = None
+
+    def record(self) -> dict[str, Any]:
+        """The run record's ``prior_fit_*`` fields (those that apply)."""
+        out = {
+            "prior_fit_ratio": self.ratio,
+            "prior_fit_best_classical": self.best_classical,
+            "prior_fit_heldout_errors": self.heldout_errors,
+            "prior_fit_fraction": self.heldout_fraction,
+            "prior_fit_note": self.note,
+        }
+        return {k: v for k, v in out.items() if v is not None}
+
+
 @dataclass(frozen=True, kw_only=True)
 class LatentDiagnostics:
     """What every latent-space solver (CSGM, ILO, SGILO) reports.
 
     - ``config``: the solver's config object as it ran (phase still as given);
-    - ``phase``: the resolved phase model (``"from-calibration"`` or ``"none"``);
+    - ``phase``: the resolved phase model (``"from-calibration"``, ``"from-sense"`` or
+      ``"none"``);
     - ``dc_lambdas``: the relative λ of the final data-consistency step per slice ``(B,)`` (0:
-      exact consistency); ``None`` when there is no such step (switched off, natural images).
+      exact consistency); ``None`` when there is no such step (switched off, natural images);
+    - ``prior_fit``: how well the prior predicted held-out k-space against the classical methods
+      (:class:`PriorFit`; set by :mod:`sgilo.pipeline.prior_fit`, ``None`` when not run).
     """
 
     config: Any
     phase: str
     dc_lambdas: list[float] | None = None
+    prior_fit: PriorFit | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -179,7 +217,8 @@ def diagnostics_record(diagnostics: Diagnostics | None) -> dict[str, Any]:
     """A JSON-able flat dict of ``diagnostics`` (``{}`` for ``None``): the config's fields
     (``model_dump(mode="json")``, tuples as lists; ``phase`` replaced by the resolved one), then
     the diagnostic fields in declaration order, with :class:`HeldoutChoice` spread into
-    ``heldout_losses``/``selected_rounds``/``selected_steps``; diagnostic fields that are ``None``
+    ``heldout_losses``/``selected_rounds``/``selected_steps`` and :class:`PriorFit` into its
+    ``prior_fit_*`` fields; diagnostic fields that are ``None``
     (not applicable) are left out."""
     if diagnostics is None:
         return {}
@@ -191,7 +230,7 @@ def diagnostics_record(diagnostics: Diagnostics | None) -> dict[str, Any]:
         value = getattr(diagnostics, f.name)
         if f.name == "config" or value is None:
             continue
-        if isinstance(value, HeldoutChoice):
+        if isinstance(value, HeldoutChoice | PriorFit):
             out.update(value.record())
         else:
             out[f.name] = value

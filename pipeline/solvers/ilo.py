@@ -70,6 +70,7 @@ from sgilo.pipeline.solvers.diagnostics import ILODiagnostics
 from sgilo.pipeline.solvers.fit_config import MRIFitConfig
 from sgilo.pipeline.solvers.generator_state import frozen
 from sgilo.pipeline.solvers.holdout import HoldoutConfig, with_holdout
+from sgilo.pipeline.solvers.prior_fit_config import PriorFitConfig
 from sgilo.pipeline.solvers.problem import (
     ImageProblem,
     Problem,
@@ -91,7 +92,7 @@ from sgilo.pipeline.solvers.rounds import (
 from sgilo.pipeline.solvers.warm_start import WarmStartConfig, csgm_start
 
 
-class ILOConfig(MRIFitConfig, WarmStartConfig, HoldoutConfig):
+class ILOConfig(MRIFitConfig, WarmStartConfig, HoldoutConfig, PriorFitConfig):
     """ILO parameters (all recorded in ``ReconResult.diagnostics``)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")

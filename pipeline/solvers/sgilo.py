@@ -80,6 +80,7 @@ from sgilo.pipeline.solvers.fit_config import MRIFitConfig
 from sgilo.pipeline.solvers.generator_state import frozen
 from sgilo.pipeline.solvers.holdout import HoldoutConfig, with_holdout
 from sgilo.pipeline.solvers.ilo import size_scaled_radius
+from sgilo.pipeline.solvers.prior_fit_config import PriorFitConfig
 from sgilo.pipeline.solvers.problem import (
     Problem,
     check_inputs,
@@ -115,7 +116,7 @@ class PriorModel(Protocol):
     ) -> torch.Tensor: ...
 
 
-class SGILOConfig(MRIFitConfig, WarmStartConfig, HoldoutConfig):
+class SGILOConfig(MRIFitConfig, WarmStartConfig, HoldoutConfig, PriorFitConfig):
     """SGILO parameters (all recorded in ``ReconResult.diagnostics``)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")

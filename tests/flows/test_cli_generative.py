@@ -188,3 +188,30 @@ def test_solver_note_says_what_the_fit_ran():
     assert "no round reached the score model(s) of [1]" in solver_note(sgilo_run([1], []))
     assert "no score model" in solver_note(sgilo_run([], []))
     assert "no prior step" in solver_note(sgilo_run([0], [0], lam=0.0, tau=0.0))
+
+
+def test_auto_says_what_it_kept_and_records_every_error(files, tmp_path, capsys):
+    import json
+
+    model, small, _ = files
+    out = tmp_path / "out"
+    settings = '{"generative": "csgm", "generative_settings": {"steps": 5, "restarts": 1}}'
+    argv = ["reconstruct", str(small), "--method", "auto", "--model", str(model)]
+    code = main([*argv, "--config", _write(tmp_path / "auto.json", settings), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "auto kept " in err and "(held-out k-space error)" in err
+    record = json.loads((out / "run.json").read_text())
+    ((_, timing),) = record["timings"].items()
+    (diagnostics,) = timing["diagnostics"]
+    assert len(diagnostics["auto_choice"]) == 2
+    assert {"csgm", "l1-wavelet", "tv"} <= set(
+        diagnostics["prior_fit_heldout_errors"]
+    )
+    with h5py.File(out / small.name) as f:
+        assert f.attrs["method"] == "auto" and f["reconstruction"].shape == (2, 16, 16)
+
+
+def _write(path, text):
+    path.write_text(text)
+    return str(path)

@@ -1,0 +1,32 @@
+"""The prior margin's tuning (pipeline/research/auto_margin.py): the tuning set and the table."""
+
+import numpy as np
+import pytest
+
+from sgilo.pipeline.research.auto_margin import auto_pick, margin_table, tuning_images
+
+
+def _row(sgilo_error, classical_error, sgilo_psnr, classical_psnr):
+    return {
+        "psnr": {"sgilo": sgilo_psnr, "tv": classical_psnr, "l1-wavelet": classical_psnr - 1},
+        "errors": {"sgilo": sgilo_error, "tv": classical_error, "l1-wavelet": 2 * classical_error},
+    }
+
+
+def test_auto_pick_and_the_table_follow_the_margin():
+    in_domain = _row(1.1, 1.0, 30.0, 27.0)  # prior slightly worse on held-out k-space, +3 dB
+    unlike = _row(2.0, 1.0, 20.0, 24.0)  # prior far worse held out, -4 dB
+    assert auto_pick(in_domain, 1.0) == "tv" and auto_pick(in_domain, 1.2) == "sgilo"
+    assert auto_pick(unlike, 1.2) == "tv" and auto_pick(unlike, float("inf")) == "sgilo"
+    table = {t["tau"]: t for t in margin_table([in_domain, unlike], (1.0, 1.2, float("inf")))}
+    assert table[1.2]["mean_loss_to_best"] == 0.0
+    assert table[1.0]["mean_loss_to_best"] == pytest.approx(1.5)
+    assert table[float("inf")]["worst_loss_to_classical"] == pytest.approx(4.0)
+
+
+def test_tuning_images_are_eight_distinct_unit_range_slices():
+    images, names = tuning_images(64)
+    assert images.shape == (8, 64, 64) and len(set(names)) == 8
+    assert np.isfinite(images).all() and images.min() >= 0 and images.max() <= 1
+    flat = images.reshape(8, -1)
+    assert np.linalg.matrix_rank(flat) == 8

@@ -1,0 +1,159 @@
+"""The prior-fit check of the generative methods (pipeline/prior_fit.py) and ``--method auto``
+(pipeline/method_choice.py): what is held out, that the output still uses every measurement,
+the report's numbers, and auto's per-slice choice and refit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from sgilo.operators.fft import fft2c
+from sgilo.operators.mri import MultiCoilMRI, SingleCoilMRI
+from sgilo.pipeline.method_choice import AutoConfig, choice_summary
+from sgilo.pipeline.methods import Prior, run_method, solve
+from sgilo.pipeline.prior_fit import (
+    classical_candidates,
+    heldout_split,
+    mismatch_warning,
+    ratio_text,
+)
+from sgilo.pipeline.solvers.diagnostics import PriorFit
+from sgilo.pipeline.solvers.kspace_split import heldout_error
+
+R = 16
+#: the centre run 6…9 and six outer columns
+MEASURED = [0, 2, 4, 6, 7, 8, 9, 11, 13, 15]
+FAST = {"steps": 6, "restarts": 1}  # CSGM settings that keep the tests quick
+
+
+@pytest.fixture(scope="module")
+def prior(gen_stats) -> Prior:
+    gen, stats = gen_stats
+    return Prior(gen, stats, Path("tiny.pt"))
+
+
+def _mask(columns: list[int] = MEASURED) -> torch.Tensor:
+    mask = torch.zeros(R)
+    mask[columns] = 1
+    return mask
+
+
+def _images(batch: int = 2) -> torch.Tensor:
+    """Smooth blobs with a phase ramp: nothing like the tiny generator's samples."""
+    yy, xx = torch.meshgrid(torch.arange(R), torch.arange(R), indexing="ij")
+    out = []
+    for b in range(batch):
+        blob = torch.exp(-((yy - 6.0 - 2 * b) ** 2 + (xx - 8.0) ** 2) / 10.0)
+        out.append(blob * torch.exp(1j * 0.1 * xx))
+    return torch.stack(out).to(torch.complex64)
+
+
+def test_generative_output_uses_every_measurement_and_reports_the_fit(prior):
+    op = SingleCoilMRI(_mask(), shape=(R, R))
+    y = op.A(_images())
+    # exact single-coil data consistency: the output's measured k-space is y, held-out included
+    result = solve(y, op, "csgm", prior=prior, solver_options={**FAST, "dc_wavelet": 0})
+    sampled = (op.mask > 0).expand(2, R, R)
+    torch.testing.assert_close(fft2c(result.image)[sampled], y[sampled], rtol=1e-4, atol=1e-5)
+    report = result.diagnostics.prior_fit
+    assert report is not None and report.heldout_fraction == pytest.approx(0.1)
+    assert set(report.heldout_errors) == {"csgm", *classical_candidates(op)}
+    for b in range(2):
+        classical = {k: v[b] for k, v in report.heldout_errors.items() if k != "csgm"}
+        best = min(classical, key=classical.get)
+        assert report.best_classical[b] == best
+        assert report.ratio[b] == pytest.approx(report.heldout_errors["csgm"][b] / classical[best])
+    record = result.diagnostics_dict()
+    assert record["prior_fit_ratio"] == report.ratio and record["prior_fit"] is True
+
+
+def test_classical_errors_are_those_of_a_fit_without_the_heldout_columns(prior):
+    op = SingleCoilMRI(_mask(), shape=(R, R))
+    y = op.A(_images())
+    report = solve(y, op, "csgm", prior=prior, solver_options=FAST).diagnostics.prior_fit
+    fits = heldout_split(y, op, 0.1, 0)  # the same seeded draw
+    held = fits.part.held_op.slice_masks(2)[:, 0] > 0  # (B, W)
+    assert held.sum(dim=1).tolist() == [1, 1]  # 10 % of 6 outer columns: one per slice
+    assert not held[:, 6:10].any()  # never the fully sampled centre
+    tv = run_method(fits.part.fit_y, fits.part.fit_op, "tv")
+    expected = heldout_error(fits.part, tv.image)[0].tolist()
+    assert report.heldout_errors["tv"] == pytest.approx(expected, rel=1e-6)
+
+
+def test_prior_fit_off_is_the_plain_solver(prior):
+    op = SingleCoilMRI(_mask(), shape=(R, R))
+    y = op.A(_images())
+    off = solve(y, op, "csgm", prior=prior, solver_options={**FAST, "prior_fit": False})
+    plain = run_method(y, op, "csgm", prior=prior, solver_options=FAST)
+    assert off.diagnostics.prior_fit is None
+    torch.testing.assert_close(off.image, plain.image)
+
+
+def test_nothing_to_hold_out_runs_on_all_samples_with_a_note(prior):
+    op = SingleCoilMRI(_mask([6, 7, 8, 9, 13]), shape=(R, R))  # one outer column only
+    y = op.A(_images())
+    result = solve(y, op, "csgm", prior=prior, solver_options=FAST)
+    report = result.diagnostics.prior_fit
+    assert report.ratio is None and "at least 2 are needed" in report.note
+    auto = solve(y, op, "auto", prior=prior, solver_options={"generative": "csgm"})
+    assert auto.diagnostics.auto_choice == ["csgm", "csgm"]
+    assert "csgm on every slice" in auto.diagnostics.auto_note
+
+
+def test_auto_keeps_per_slice_the_lowest_heldout_error_and_refits_it(prior):
+    g = torch.Generator().manual_seed(3)
+    maps = torch.randn(3, R, R, generator=g) + 1j * torch.randn(3, R, R, generator=g)
+    maps = (maps / maps.abs().pow(2).sum(0).sqrt()).to(torch.complex64)
+    op = MultiCoilMRI(maps, _mask())
+    y = op.A(_images())
+    options = {"generative": "csgm", "generative_settings": FAST}
+    result = solve(y, op, "auto", prior=prior, solver_options=options)
+    d = result.diagnostics
+    errors = d.prior_fit.heldout_errors
+    assert set(errors) == {"csgm", "cg-sense", "l1-wavelet", "tv"}
+    margin = AutoConfig().margin
+    folds = d.classical_fold_errors
+    assert set(folds) == {"cg-sense", "l1-wavelet", "tv"}
+    for b, chosen in enumerate(d.auto_choice):
+        classical = min(v[b] for k, v in errors.items() if k != "csgm")
+        ranked = min(folds, key=lambda name: folds[name][b])  # the 4-fold ranking
+        expected = "csgm" if errors["csgm"][b] <= margin * classical else ranked
+        assert chosen == expected
+        if chosen != "csgm":  # a classical choice is refitted on every measurement
+            refit = run_method(y, op, chosen).image
+            torch.testing.assert_close(result.image[b], refit[b].to(result.image.dtype))
+    # the tiny random generator cannot draw smooth blobs: a classical method wins somewhere
+    assert any(c != "csgm" for c in d.auto_choice)
+    # margin 1e9: the generative method everywhere; a tiny margin: the best classical one
+    always = solve(y, op, "auto", prior=prior, solver_options={**options, "margin": 1e9})
+    assert always.diagnostics.auto_choice == ["csgm", "csgm"]
+    record = result.diagnostics_dict()
+    assert record["auto_choice"] == d.auto_choice and record["generative"] == "csgm"
+    assert record["generative_run"]["steps"] == 6
+
+
+def test_auto_config_checks_the_generative_settings():
+    with pytest.raises(ValueError, match="steps"):
+        AutoConfig(generative="csgm", generative_settings={"steps": -1})
+    with pytest.raises(ValueError, match="prior_fit"):
+        AutoConfig(generative_settings={"prior_fit": False})
+    assert AutoConfig().generative == "sgilo"
+
+
+def test_report_texts():
+    report = PriorFit(
+        heldout_fraction=0.1,
+        heldout_errors={"sgilo": [2.0, 0.5], "tv": [1.0, 1.0]},
+        best_classical=["tv", "tv"],
+        ratio=[2.0, 0.5],
+    )
+    assert ratio_text(report) == "prior-fit 1.25 (>1.2 on 1/2)"
+    line = mismatch_warning(report, "sgilo")
+    assert line.startswith("warning: sgilo's prior") and "1 of 2 slice(s)" in line
+    assert "--method auto" in line and "\n" not in line
+    good = PriorFit(heldout_fraction=0.1, ratio=[0.5], best_classical=["tv"])
+    assert mismatch_warning(good, "sgilo") is None
+    assert ratio_text(PriorFit(heldout_fraction=None, note="x")) is None
+    assert choice_summary(["tv", "sgilo", "tv"]) == "tv on 2 slices, sgilo on 1 slice"
