@@ -237,13 +237,13 @@ def mismatch_warning(report: PriorFit | None, method: str, *, auto: bool = False
         return None
     worst = max(worse, key=lambda i: report.ratio[i])
     advice = (
-        "auto kept the classical method there"
+        "auto kept a classical method there"
         if auto
-        else "--method auto keeps the better method per slice"
+        else "compare with a classical method, or use --method auto"
     )
     return (
-        f"warning: {method}'s prior predicts held-out k-space worse than "
-        f"{report.best_classical[worst]} on {len(worse)} of {len(report.ratio)} slice(s) "
-        f"(error ratio up to {report.ratio[worst]:.2f}): the data looks unlike the prior's "
-        f"training images; {advice}"
+        f"warning: {method}'s prior predicted held-out k-space more than {PRIOR_MARGIN:g}x worse "
+        f"than {report.best_classical[worst]} on {len(worse)} of {len(report.ratio)} slice(s) "
+        f"(ratio up to {report.ratio[worst]:.2f}): the data may be unlike the prior's training "
+        f"images (a noisy check at 8x, docs/GENERATIVE.md); {advice}"
     )

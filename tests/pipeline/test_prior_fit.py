@@ -152,7 +152,7 @@ def test_report_texts():
     assert ratio_text(report) == "prior-fit 1.25 (>1.2 on 1/2)"
     line = mismatch_warning(report, "sgilo")
     assert line.startswith("warning: sgilo's prior") and "1 of 2 slice(s)" in line
-    assert "--method auto" in line and "\n" not in line
+    assert "--method auto" in line and "more than 1.2x worse" in line and "\n" not in line
     good = PriorFit(heldout_fraction=0.1, ratio=[0.5], best_classical=["tv"])
     assert mismatch_warning(good, "sgilo") is None
     assert ratio_text(PriorFit(heldout_fraction=None, note="x")) is None
