@@ -207,8 +207,9 @@ def kfold_errors(
     y: torch.Tensor, op: LinearOperator, methods: tuple[str, ...], folds: int, seed: int
 ) -> torch.Tensor | None:
     """Float64 ``(B, N)``: per slice and method, the squared held-out error summed over ``folds``
-    folds that partition each slice's outer measured columns (a seeded permutation cut into
-    ``folds`` parts; each part held out once, the method fitted on the rest at its defaults).
+    folds that partition each slice's outer measured columns
+    (:func:`sgilo.pipeline.solvers.heldout_columns.partition_columns`; each part held out once,
+    the method fitted on the rest at its defaults).
     ``folds`` is capped by the smallest slice's number of candidate columns; ``None`` when that
     leaves fewer than two folds."""
     from sgilo.pipeline.methods import run_method
@@ -220,13 +221,7 @@ def kfold_errors(
     folds = min(folds, int(candidates.sum(dim=1).min()))
     if folds < 2:
         return None
-    rng = torch.Generator().manual_seed(seed)
-    parts = torch.zeros(folds, *candidates.shape, dtype=torch.bool)
-    for b in range(batch):
-        index = candidates[b].nonzero().flatten()
-        index = index[torch.randperm(index.numel(), generator=rng)]
-        for k, chunk in enumerate(torch.tensor_split(index, folds)):
-            parts[k, b, chunk] = True
+    parts = columns.partition_columns(candidates, folds, seed)
     total = torch.zeros(batch, len(methods), dtype=torch.float64)
     for k in range(folds):
         (part,) = split_measurements(op, y, parts[k].to(y.device))

@@ -51,12 +51,12 @@ def too_few_columns(op: LinearOperator, y: torch.Tensor) -> str | None:
     return None
 
 
-def draw_columns(candidates: torch.Tensor, fraction: float, seed: int) -> torch.Tensor:
-    """``(B, L)`` bool: per slice, ``max(1, round(fraction · n))`` of its ``n`` ``candidates``
-    (``(B, L)`` bool), at most ``n − 1``, drawn without replacement from a generator seeded with
-    ``seed`` (slice after slice). Raises ``ValueError`` for a slice with ``n < 2``."""
+def _permuted(candidates: torch.Tensor, seed: int) -> list[torch.Tensor]:
+    """Per slice, its candidate column indices in a seeded random order: one generator seeded
+    with ``seed``, one ``randperm`` per slice in turn. Raises ``ValueError`` for a slice with
+    fewer than 2 candidates."""
     rng = torch.Generator().manual_seed(seed)
-    out = torch.zeros_like(candidates, device="cpu")
+    orders = []
     for b, row in enumerate(candidates.cpu()):
         index = row.nonzero().flatten()
         n = index.numel()
@@ -65,8 +65,34 @@ def draw_columns(candidates: torch.Tensor, fraction: float, seed: int) -> torch.
                 f"slice {b} has {n} measured column(s) outside the fully sampled centre; "
                 "at least 2 are needed to hold one out"
             )
-        count = min(n - 1, max(1, round(fraction * n)))
-        out[b, index[torch.randperm(n, generator=rng)[:count]]] = True
+        orders.append(index[torch.randperm(n, generator=rng)])
+    return orders
+
+
+def draw_columns(candidates: torch.Tensor, fraction: float, seed: int) -> torch.Tensor:
+    """``(B, L)`` bool: per slice, ``max(1, round(fraction · n))`` of its ``n`` ``candidates``
+    (``(B, L)`` bool), at most ``n − 1``, drawn without replacement from a generator seeded with
+    ``seed`` (slice after slice). Raises ``ValueError`` for a slice with ``n < 2``."""
+    out = torch.zeros_like(candidates, device="cpu")
+    for b, order in enumerate(_permuted(candidates, seed)):
+        n = order.numel()
+        out[b, order[: min(n - 1, max(1, round(fraction * n)))]] = True
+    return out.to(candidates.device)
+
+
+def partition_columns(candidates: torch.Tensor, folds: int, seed: int) -> torch.Tensor:
+    """``(K, B, L)`` bool: ``K = folds`` disjoint sets per slice that together hold every one of
+    its candidates (``(B, L)`` bool): the seeded order of :func:`draw_columns` cut into ``folds``
+    consecutive parts of sizes differing by at most one (``torch.tensor_split``), so that each
+    candidate is held out exactly once over the folds. Needs ``2 ≤ folds ≤ n`` for every slice;
+    raises ``ValueError`` otherwise."""
+    counts = candidates.sum(dim=1)
+    if folds < 2 or folds > int(counts.min()):
+        raise ValueError(f"folds must lie in [2, {int(counts.min())}], got {folds}")
+    out = torch.zeros(folds, *candidates.shape, dtype=torch.bool)
+    for b, order in enumerate(_permuted(candidates, seed)):
+        for k, chunk in enumerate(torch.tensor_split(order, folds)):
+            out[k, b, chunk] = True
     return out.to(candidates.device)
 
 
@@ -89,18 +115,10 @@ def draw_folds(candidates: torch.Tensor, fraction: float, folds: int, seed: int)
     fold 0 is its draw). A fold is left empty for a slice whose candidates run out (at least one
     candidate always stays fitted: fold ``k`` needs ``(k + 1) · c ≤ n − 1``; fold 0 gets
     ``min(c, n − 1)``). Raises ``ValueError`` for a slice with ``n < 2``."""
-    rng = torch.Generator().manual_seed(seed)
     out = torch.zeros(folds, *candidates.shape, dtype=torch.bool)
-    for b, row in enumerate(candidates.cpu()):
-        index = row.nonzero().flatten()
-        n = index.numel()
-        if n < 2:
-            raise ValueError(
-                f"slice {b} has {n} measured column(s) outside the fully sampled centre; "
-                "at least 2 are needed to hold one out"
-            )
+    for b, order in enumerate(_permuted(candidates, seed)):
+        n = order.numel()
         count = min(n - 1, max(1, round(fraction * n)))
-        order = index[torch.randperm(n, generator=rng)]
         for k in range(folds):
             if k == 0 or (k + 1) * count <= n - 1:
                 out[k, b, order[k * count : (k + 1) * count]] = True

@@ -157,3 +157,20 @@ def test_report_texts():
     assert mismatch_warning(good, "sgilo") is None
     assert ratio_text(PriorFit(heldout_fraction=None, note="x")) is None
     assert choice_summary(["tv", "sgilo", "tv"]) == "tv on 2 slices, sgilo on 1 slice"
+
+
+def test_classical_folds_hold_out_every_outer_column_exactly_once():
+    from sgilo.pipeline.solvers.heldout_columns import draw_columns, partition_columns
+
+    candidates = torch.zeros(2, R, dtype=torch.bool)
+    candidates[0, [0, 2, 4, 11, 13, 15]] = True
+    candidates[1, [1, 3, 5, 12, 14]] = True
+    parts = partition_columns(candidates, 4, seed=0)
+    assert parts.shape == (4, 2, R)
+    assert torch.equal(parts.sum(dim=0), candidates.long())  # each candidate once, nothing else
+    assert parts.sum(dim=2).min() >= 1  # no empty fold
+    # the first part begins where the seeded draw of the prior-fit check begins
+    first = draw_columns(candidates, 0.1, seed=0)
+    assert (first & parts[0]).sum() == first.sum()
+    with pytest.raises(ValueError, match="folds"):
+        partition_columns(candidates, 6, seed=0)  # slice 1 has only 5 candidates
