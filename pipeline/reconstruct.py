@@ -58,12 +58,15 @@ class StudyReconstruction:
     metrics: dict | None = None
     std: np.ndarray | None = None
     maps: str = "none"
+    noise_std: float | None = None
 
     def record(self) -> dict[str, Any]:
         """The diagnostics as a flat JSON-able dict (real lists;
-        :func:`sgilo.pipeline.solvers.diagnostics.diagnostics_record`) plus ``maps``: what
-        ``run.json`` records per study."""
-        return {**diagnostics_record(self.diagnostics), "maps": self.maps}
+        :func:`sgilo.pipeline.solvers.diagnostics.diagnostics_record`) plus ``maps`` and, when
+        the input had a noise scan, ``noise_std`` (the study's): what ``run.json`` records per
+        study."""
+        noise = {} if self.noise_std is None else {"noise_std": self.noise_std}
+        return {**diagnostics_record(self.diagnostics), "maps": self.maps, **noise}
 
     def attributes(self) -> dict[str, bool | int | float | str]:
         """:meth:`record` as scalar file attributes (HDF5 attributes, DICOM series
@@ -91,7 +94,10 @@ def study_operator(
 
         try:
             mask_np = study.mask if study.mask is not None else study.sampling_mask()
-            maps_np = estimate_maps(study.kspace, mask_np)
+            if study.calibration is not None:  # a reference scan: its own calibration region
+                maps_np = estimate_maps(study.calibration, study.calibration_mask)
+            else:
+                maps_np = estimate_maps(study.kspace, mask_np)
         except ValueError as exc:
             raise InputError(f"{study.source.name}: cannot estimate coil maps: {exc}") from exc
         maps, source = torch.from_numpy(maps_np), "espirit"
@@ -145,6 +151,7 @@ def reconstruct_study(
         metrics,
         None if std is None or samples < 2 else std.detach().cpu().numpy(),
         maps_source,
+        study.noise_std,
     )
 
 
@@ -187,6 +194,7 @@ def reconstruct_file(
     max_input_voxels: int | str | None = None,
     claimed: dict[str, str] | None = None,
     solver_options: dict | None = None,
+    volumes: str | None = None,
 ) -> FileResult:
     """Read an input (fastMRI or ISMRMRD HDF5, DICOM file or folder, NIfTI; see
     :func:`sgilo.pipeline.io.ingest.read_input`), undersample it if asked, reconstruct every study
@@ -199,6 +207,10 @@ def reconstruct_file(
     (:func:`sgilo.pipeline.io.dicom.safe_file_stem`; a DICOM folder with several series has one
     study, and one set of outputs, per series). ``anonymize`` applies to DICOM outputs.
 
+    An ISMRMRD input with several volumes (contrasts, phases, repetitions, sets) gives one study
+    per volume, named ``<stem>_<counters>`` (``raw_r1``), each with its own outputs
+    (``<study name>.h5`` instead of the input file name).
+
     ``max_input_bytes`` / ``max_input_voxels`` override the input limits
     (:mod:`sgilo.pipeline.io.limits`; ``None``: the environment's or the defaults); the input is
     checked against them before anything is read. ``claimed`` maps the output stems
@@ -206,7 +218,9 @@ def reconstruct_file(
     outputs would overwrite another input's is refused before it is reconstructed, and the
     stems written here are added to it. ``solver_options`` set fields of the method's config
     (checked by :func:`sgilo.pipeline.method_settings.check_settings`; passed to
-    :func:`sgilo.pipeline.methods.solve`).
+    :func:`sgilo.pipeline.methods.solve`). ``volumes`` selects ISMRMRD volumes
+    (``"repetition=0,1;contrast=0"``, :func:`sgilo.pipeline.io.ismrmrd_dimensions.
+    parse_selection`; ``None``: all).
 
     All outputs of the input are staged and committed together: on any error nothing is
     written. Raises :class:`InputError` (one line, naming the file) for a bad input.
@@ -214,12 +228,13 @@ def reconstruct_file(
     from sgilo.pipeline.export import default_formats, export_study
     from sgilo.pipeline.io.dicom import safe_file_stem
     from sgilo.pipeline.io.ingest import detect_format, read_input
+    from sgilo.pipeline.io.ismrmrd_dimensions import volume_selection
     from sgilo.pipeline.io.limits import input_limits, shown_name
     from sgilo.pipeline.io.staging import StagedOutputs
 
     path = Path(path)
     out_dir = Path(out_dir)
-    with input_limits(max_input_bytes, max_input_voxels):
+    with input_limits(max_input_bytes, max_input_voxels), volume_selection(volumes):
         studies = read_input(
             path,
             acceleration=acceleration,
@@ -243,7 +258,9 @@ def reconstruct_file(
     diagnostics: list[dict[str, Any]] = []
     with StagedOutputs(out_dir, label=path.name) as stage:
         for study in studies:
-            stem = safe_file_stem(path.stem if hdf5_input else study.name, default="recon")
+            # an HDF5 input of one study keeps its name; ISMRMRD volumes are named by study
+            single = hdf5_input and len(studies) == 1 and study.name == path.stem
+            stem = safe_file_stem(path.stem if single else study.name, default="recon")
             owner = claimed.get(stem.lower())
             if owner is not None and owner != str(path):
                 raise InputError(
@@ -252,7 +269,7 @@ def reconstruct_file(
                     "another --out"
                 )
             mine.append(stem.lower())
-            h5_name = path.name if hdf5_input else f"{stem}.h5"
+            h5_name = path.name if single else f"{stem}.h5"
             target = out_dir / h5_name
             if target.exists() and target.resolve() == path.resolve():
                 raise InputError(

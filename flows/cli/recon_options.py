@@ -105,6 +105,14 @@ def add_reconstruct_options(parser: argparse.ArgumentParser) -> None:
         help="refuse an input of more k-space samples or image voxels than this; default "
         "$SGILO_MAX_INPUT_VOXELS or 2**28",
     )
+    parser.add_argument(
+        "--volumes",
+        type=parsed_by("sgilo.pipeline.io.ismrmrd_dimensions", "check_selection"),
+        default=None,
+        metavar="SPEC",
+        help="ISMRMRD inputs: reconstruct only these volumes, e.g. 'repetition=0,1;contrast=0' "
+        "(counters: contrast, phase, repetition, set); default all, one output set each",
+    )
 
 
 def solver_settings(args: argparse.Namespace) -> tuple[dict[str, Any], str | None]:

@@ -109,6 +109,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
                 max_input_voxels=args.max_input_voxels,
                 claimed=claimed,
                 solver_options=args.solver_options,
+                volumes=args.volumes,
             )
         except Exception as exc:  # noqa: BLE001 - every failure is one line; the rest go on
             line = printable(" ".join(failure_line(exc, shown_name(path)).split()))

@@ -10,9 +10,11 @@ Every reconstruction is ``(slices, H, W)`` in the project's display orientation.
 - a DICOM input: ``ImagePositionPatient`` of the first slice, the two
   ``ImageOrientationPatient`` directions scaled by ``PixelSpacing``, and the slice normal scaled
   by the slice spacing (else ``SliceThickness``, else 1 mm), LPS turned into RAS;
-- a k-space input: an axial grid (rows anterior → posterior, columns right → left, i.e. the
-  DICOM axial orientation ``1\\0\\0\\0\\1\\0``) centred on the origin, with spacing from the
-  ISMRMRD header (encoded FOV / encoded matrix: readout ``x`` along rows ``H``, phase encode
+- a k-space input with acquisition geometry (an ISMRMRD file's acquisition headers; the
+  study's ``affine``, :mod:`sgilo.pipeline.io.ismrmrd_geometry`): that affine;
+- another k-space input: an axial grid (rows anterior → posterior, columns right → left, i.e.
+  the DICOM axial orientation ``1\\0\\0\\0\\1\\0``) centred on the origin, with spacing from
+  the ISMRMRD header (encoded FOV / encoded matrix: readout ``x`` along rows ``H``, phase encode
   ``y`` along columns ``W``, slice ``z``) when it matches the grid, else 1 mm.
 """
 
@@ -63,7 +65,7 @@ def kspace_display_affine(study: KSpaceStudy) -> np.ndarray:
     """The display affine of a k-space study: axial, centred, spacing from its ISMRMRD header
     when the header's encoded matrix matches the grid (readout ``x`` = ``H`` or ``2 H``, phase
     ``y`` = ``W``), else :data:`DEFAULT_SPACING_MM`."""
-    from sgilo.pipeline.io.ismrmrd import header_geometry
+    from sgilo.pipeline.io.ismrmrd_header import header_geometry
 
     h, w = study.shape
     dr = dc = ds = DEFAULT_SPACING_MM
@@ -78,12 +80,15 @@ def kspace_display_affine(study: KSpaceStudy) -> np.ndarray:
 
 
 def display_affine(study: KSpaceStudy) -> np.ndarray:
-    """The display affine of a study, from its image source or its k-space header."""
+    """The display affine of a study, from its image source, its acquisition geometry or its
+    k-space header."""
     source = study.image_source
     if isinstance(source, ImageVolume):
         return nifti_display_affine(source)
     if isinstance(source, DicomSeries):
         return dicom_display_affine(source)
+    if study.affine is not None:
+        return np.asarray(study.affine, dtype=np.float64)
     return kspace_display_affine(study)
 
 
@@ -114,7 +119,8 @@ def volume_like(study: KSpaceStudy, data: np.ndarray) -> ImageVolume:
 def series_like(study: KSpaceStudy, data: np.ndarray) -> DicomSeries:
     """A :class:`DicomSeries` to write ``data`` with :func:`sgilo.pipeline.io.dicom.
     write_dicom_series`: the DICOM input itself, else a header-less series (new study, empty
-    patient module) whose per-slice geometry comes from :func:`display_affine`."""
+    patient module) whose per-slice geometry comes from :func:`display_affine` (in the study's
+    frame of reference when it has one)."""
     if isinstance(study.image_source, DicomSeries):
         return study.image_source
     lps = LPS_TO_RAS @ display_affine(study)
@@ -137,5 +143,5 @@ def series_like(study: KSpaceStudy, data: np.ndarray) -> DicomSeries:
         geometry=geometry,
         study_uid=None,
         series_uid=None,
-        frame_of_reference_uid=None,
+        frame_of_reference_uid=study.frame_of_reference_uid,
     )

@@ -5,7 +5,8 @@ Formats (decided by :func:`sgilo.pipeline.io.formats.detect_format`, the one for
 
 - ``fastmri``: :func:`sgilo.pipeline.io.fastmri.read_fastmri` (an HDF5 file that is neither
   fastMRI nor ISMRMRD, and a ``.h5`` file that is not HDF5, are reported by that reader);
-- ``ismrmrd``: :func:`sgilo.pipeline.io.ismrmrd.read_ismrmrd`;
+- ``ismrmrd``: :func:`sgilo.pipeline.io.ismrmrd.read_ismrmrd_volumes` (one study per volume:
+  contrast, phase, repetition, set);
 - ``dicom``: :func:`sgilo.pipeline.io.dicom.read_dicom` (a folder with several series gives one
   study each);
 - ``nifti``: :func:`sgilo.pipeline.io.nifti.read_nifti`.
@@ -60,9 +61,9 @@ def read_studies(path: str | os.PathLike[str], fmt: str | None = None) -> list[K
 
         return [read_fastmri(path)]
     if fmt == "ismrmrd":
-        from sgilo.pipeline.io.ismrmrd import read_ismrmrd
+        from sgilo.pipeline.io.ismrmrd import read_ismrmrd_volumes
 
-        return [read_ismrmrd(path)]
+        return read_ismrmrd_volumes(path)
     if fmt == "nifti":
         from sgilo.pipeline.io.nifti import read_nifti
 

@@ -41,6 +41,18 @@ class KSpaceStudy:
         image_source: for image inputs (NIfTI, DICOM) turned into k-space, the image record
             read from the file (its geometry, UIDs and headers are what the exports write
             with); ``None`` for k-space inputs.
+        affine: float64 4×4 display affine (RAS+ mm of column ``j``, row ``i``, slice ``k``;
+            :mod:`sgilo.pipeline.io.geometry`) from the acquisition's own geometry (ISMRMRD
+            acquisition headers), or ``None``.
+        frame_of_reference_uid: the patient coordinate system of ``affine`` (shared by the
+            volumes of one acquisition), or ``None``.
+        noise_std: std ``σ`` of the complex noise of one k-space sample of one coil
+            (``E|n|² = σ²``), measured from noise scans (the coils are then pre-whitened:
+            independent noise of equal variance), or ``None``.
+        calibration: complex64 ``(slices, coils, H, W)`` reference (parallel-imaging
+            calibration) k-space acquired apart from the imaging lines, zero where unsampled,
+            or ``None``; coil maps are estimated from it.
+        calibration_mask: bool ``(W,)``, the phase-encode lines of ``calibration``.
     """
 
     name: str
@@ -55,6 +67,11 @@ class KSpaceStudy:
     attrs: dict[str, Any] = field(default_factory=dict)
     ismrmrd_header: str | None = None
     image_source: ImageVolume | DicomSeries | None = field(default=None, repr=False)
+    affine: np.ndarray | None = field(default=None, repr=False)
+    frame_of_reference_uid: str | None = None
+    noise_std: float | None = None
+    calibration: np.ndarray | None = field(default=None, repr=False)
+    calibration_mask: np.ndarray | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self.source = Path(self.source)
@@ -80,6 +97,16 @@ class KSpaceStudy:
             self.target.ndim != 3 or self.target.shape[0] != self.num_slices
         ):
             raise ValueError(f"target must be ({self.num_slices}, H', W'), got {self.target.shape}")
+        if self.affine is not None and np.shape(self.affine) != (4, 4):
+            raise ValueError(f"affine must be 4x4, got {np.shape(self.affine)}")
+        if self.calibration is not None and (
+            self.calibration.shape != self.kspace.shape
+            or self.calibration_mask is None
+            or self.calibration_mask.shape != (w,)
+        ):
+            raise ValueError(
+                f"calibration must be {self.kspace.shape} with a ({w},) calibration_mask"
+            )
 
     @property
     def is_undersampled(self) -> bool:
