@@ -2,11 +2,13 @@
 :mod:`sgilo.pipeline.batch`.
 
 Tasks run one at a time in the flow's own thread by default (the main thread under ``sgilo
-batch``, where SIGTERM and Ctrl-C are raised: see :mod:`sgilo.pipeline.interrupt`), on a Dask
-LocalCluster with ``options["workers"]`` single-threaded worker processes, or on the Dask cluster
-at ``options["dask_address"]``. A task retries ``OSError``s (transient I/O trouble) but never a
-bad input (:class:`sgilo.pipeline.io.types.InputError`), which is reported in one line while the
-batch goes on. Finished inputs are skipped through done markers on disk (see
+batch``, where SIGTERM and Ctrl-C are raised: see :mod:`sgilo.pipeline.interrupt`), on a new
+local Dask cluster of ``options["workers"]`` single-threaded worker processes (one per GPU with
+``device="cuda"``: :mod:`sgilo.flows.dask_cluster`), or on the Dask cluster at
+``options["dask_address"]``; a task's record names the Dask worker that ran it. A task retries
+``OSError``s (transient I/O trouble) but never a bad input
+(:class:`sgilo.pipeline.io.types.InputError`), which is reported in one line while the batch goes
+on. Finished inputs are skipped through done markers on disk (see
 :mod:`sgilo.pipeline.markers`), so a re-run after a crash or SIGKILL redoes only unfinished
 work; the staging folders a killed run left are removed when the next run starts. The flow
 writes ``run.json`` (:mod:`sgilo.pipeline.provenance`, itself staged) and appends to
@@ -35,11 +37,10 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 from prefect.cache_policies import NO_CACHE
-from prefect.client.orchestration import get_client
 from prefect.futures import as_completed
 from prefect.runtime import task_run as current_task_run
-from prefect.task_runners import TaskRunner
 
+from sgilo.flows.dask_cluster import task_runner
 from sgilo.pipeline import interrupt
 from sgilo.pipeline.batch import BatchOptions, model_hashes, process_input
 from sgilo.pipeline.io.staging import remove_stale_staging
@@ -47,7 +48,6 @@ from sgilo.pipeline.io.types import InputError
 from sgilo.pipeline.markers import remove_stale_temporaries
 from sgilo.pipeline.reconstruct import output_clashes
 from sgilo.pipeline.runs import RunTally, failure_line
-from sgilo.pipeline.runtime import cache_dir
 
 
 def _detach_temporary_server() -> None:
@@ -132,42 +132,30 @@ def _task_name() -> str:
 def reconstruct_input(
     path: str, out_dir: str, options: dict[str, Any], models: dict[str, str]
 ) -> dict[str, Any]:
-    """Reconstruct one input (or skip it when its done marker is valid); returns its record."""
+    """Reconstruct one input (or skip it when its done marker is valid); returns its record,
+    with ``worker`` (the Dask worker's name) when it ran on a Dask worker."""
     logger = get_run_logger()
-    return process_input(
+    record = process_input(
         Path(path), Path(out_dir), BatchOptions(**options), models, log=logger.info
     )
+    worker = dask_worker_name()
+    return record if worker is None else {**record, "worker": worker}
+
+
+def dask_worker_name() -> str | None:
+    """The name of the Dask worker running this code (``dask worker --name``, else its address);
+    ``None`` outside a Dask worker."""
+    try:
+        from distributed import get_worker
+
+        return str(get_worker().name)
+    except (ImportError, ValueError):  # no distributed, or not in a worker
+        return None
 
 
 def sequential(options: BatchOptions) -> bool:
     """Whether the batch runs one input at a time in the flow's thread (no Dask)."""
     return options.workers is None and options.dask_address is None
-
-
-def task_runner(options: BatchOptions) -> TaskRunner:
-    """The Dask task runner for ``options``: a new LocalCluster, or an existing cluster's
-    address."""
-    from prefect_dask import DaskTaskRunner
-
-    if options.dask_address is not None:
-        return DaskTaskRunner(address=options.dask_address)
-    scratch = cache_dir() / "dask"
-    scratch.mkdir(parents=True, exist_ok=True)
-    # workers report to this flow's Prefect API (on a temporary server they would start their own)
-    with get_client(sync_client=True) as client:
-        api_url = str(client.api_url)
-    return DaskTaskRunner(
-        cluster_class="distributed.LocalCluster",
-        cluster_kwargs={
-            "n_workers": options.workers,
-            "threads_per_worker": 1,
-            "processes": True,
-            "host": "127.0.0.1",
-            "dashboard_address": ":0",
-            "local_directory": str(scratch),
-            "env": {"PREFECT_API_URL": api_url},
-        },
-    )
 
 
 class RunLog:
@@ -326,7 +314,7 @@ def _batch(inputs: list[str], out_dir: str, options: dict[str, Any]) -> dict[str
         f"{counts['failed']} failed, of {len(paths)} input(s); outputs in {out}"
     )
     for r in records:
-        entry = {k: r[k] for k in ("status", "seconds", "error", "diagnostics") if k in r}
+        entry = {k: r[k] for k in ("status", "seconds", "error", "diagnostics", "worker") if k in r}
         tally.finished(r["input"], entry, r.get("input_sha256"))
     tally.write(out, paths, opts.model_paths())  # a failed input is never opened again
     create_markdown_artifact(

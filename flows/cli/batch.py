@@ -75,7 +75,8 @@ def _add_runner_options(parser: argparse.ArgumentParser) -> None:
         source=BatchOptions,
         field="workers",
         type=int,
-        help="run on a Dask LocalCluster of N processes",
+        help="run on a Dask LocalCluster of N processes (with --device cuda: one per GPU, "
+        "round-robin when N exceeds the GPUs)",
     )
     add_mirrored(
         where,

@@ -7,8 +7,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sgilo.flows.cli.parser import add_device, add_mirrored, cuda_missing, stderr
+
+if TYPE_CHECKING:
+    from sgilo.models.data_parallel import DataParallel
 
 
 def _populate_train_gan(gan: argparse.ArgumentParser) -> None:
@@ -162,12 +166,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="train a StyleGAN-2 prior on MNI training slices and/or folders of images",
         description="Train a StyleGAN-2 on magnitude images. --data takes 'mni-train' (the "
         "bundled MNI152 training slices) or a folder of PNG/JPEG, NIfTI or DICOM files; repeat "
-        "it to mix sources. With --channels 3 it trains an RGB prior on 'natural-train' "
-        "(patches of scikit-image's bundled photographs) and/or folders of PNG/JPEG. The "
-        "architecture defaults to the shipped brain-t1-128 prior's "
+        "it to mix sources. 'synth-brain' (alone) generates varied brain images on the fly "
+        "from the template's tissue maps (orientations, deformations, contrasts, head, bias, "
+        "resolution, noise; docs/DATA.md). With --channels 3 it trains an RGB prior on "
+        "'natural-train' (patches of scikit-image's bundled photographs) and/or folders of "
+        "PNG/JPEG. The architecture defaults to the shipped brain-t1-128 prior's "
         "(models/stylegan2/presets.py). Checkpoints go to --out every --checkpoint-every steps; "
         "run the same command with --resume (and a larger --steps if you like) to continue "
-        "exactly.",
+        "exactly. Under torchrun it trains data-parallel, --batch being the global batch "
+        "(docs/SCALING.md).",
         populate=_populate_train_gan,
     )
     sub.add_parser(
@@ -175,7 +182,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="train a latent score model on a generator's latents (z or a block output)",
         description="Train a VP-SDE score model on latents of GAN samples: 'z' (the w+ rows' "
         "Gaussianized latents) or the output of synthesis block K; with --latents, on ILO "
-        "inversions of training images (`sgilo invert-training`). Resumable with --resume.",
+        "inversions of training images (`sgilo invert-training`). Resumable with --resume; "
+        "data-parallel under torchrun (docs/SCALING.md).",
         populate=_populate_train_score,
     )
     sub.add_parser(
@@ -195,19 +203,46 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
 
 
+def _train_gan_data(args: argparse.Namespace, channels: int) -> tuple:
+    """train-gan's images: a loaded set (:func:`sgilo.pipeline.data.training.
+    load_training_images`), or for ``--data synth-brain`` (alone, 1 or 2 channels) the on-the-fly
+    sampler :class:`sgilo.pipeline.data.synth_brain.SynthBrainSampler` on ``--device``."""
+    from sgilo.pipeline.data.training import SYNTH_BRAIN, load_training_images
+
+    if SYNTH_BRAIN not in args.data:
+        return load_training_images(args.data, args.resolution, channels=channels)
+    if len(args.data) != 1 or channels != 1:
+        raise ValueError(
+            f"{SYNTH_BRAIN}: generated on the fly, it is train-gan's only --data and needs "
+            "--channels 1 or 2 (magnitudes)"
+        )
+    from sgilo.pipeline.data.synth_brain import SynthBrainSampler
+
+    sampler = SynthBrainSampler(args.resolution, split="train", device=args.device)
+    info = {"images": "on the fly", "files": 0, "skipped": 0, "files_by_type": {}}
+    return sampler, {"total": None, "sources": {SYNTH_BRAIN: info}, "skipped": []}
+
+
 def cmd_train_gan(args: argparse.Namespace) -> int:
+    if cuda_missing(args.device):
+        stderr("sgilo train-gan: --device cuda requested but no CUDA device is available")
+        return 2
+    from sgilo.models.data_parallel import joined
+
+    # under torchrun: one of its data-parallel processes ("cuda" is then this rank's GPU)
+    with joined(args.device) as (parallel, device):
+        return _train_gan(args, parallel, device)
+
+
+def _train_gan(args: argparse.Namespace, parallel: DataParallel, device: str) -> int:
     import torch
 
     from sgilo.models.stylegan2.generator import GeneratorConfig
     from sgilo.models.stylegan2.train import TrainConfig, train_gan
-    from sgilo.pipeline.data.training import load_training_images
 
-    if cuda_missing(args.device):
-        stderr("sgilo train-gan: --device cuda requested but no CUDA device is available")
-        return 2
     try:
         channels = 3 if args.image_channels == 3 else 1
-        images, summary = load_training_images(args.data, args.resolution, channels=channels)
+        images, summary = _train_gan_data(args, channels)
         generator = GeneratorConfig(
             resolution=args.resolution,
             style_dim=args.style_dim,
@@ -228,9 +263,9 @@ def cmd_train_gan(args: argparse.Namespace) -> int:
     except ValueError as exc:
         stderr(f"sgilo train-gan: error: {' '.join(str(exc).split())}")
         return 2
-    for source, info in summary["sources"].items():
+    for source, info in summary["sources"].items() if parallel.writes else ():
         stderr(f"data: {source}: {info['images']} images")
-    for skipped in summary["skipped"]:
+    for skipped in summary["skipped"] if parallel.writes else ():
         stderr(f"data: skipped {skipped['path']}: {skipped['reason']}")
 
     def progress(p: dict) -> None:
@@ -243,16 +278,19 @@ def cmd_train_gan(args: argparse.Namespace) -> int:
     try:
         result = train_gan(
             config,
-            torch.from_numpy(images),
+            images if callable(images) else torch.from_numpy(images),
             args.out,
             resume=args.resume,
             progress=progress,
-            device=args.device,
+            device=device,
             max_seconds=None if args.max_minutes is None else 60 * args.max_minutes,
+            parallel=parallel,
         )
     except (FileExistsError, ValueError) as exc:
         stderr(f"sgilo train-gan: error: {' '.join(str(exc).split())}")
         return 2
+    if not parallel.writes:  # rank 0 finishes the generator file
+        return 0
     # the Gaussianized-latent statistics (docs/ALGORITHMS.md §3), fitted once per generator and
     # stored
     from sgilo.models.stylegan2.checkpoint import fit_latent_stats, load_generator, save_generator
@@ -267,6 +305,17 @@ def cmd_train_gan(args: argparse.Namespace) -> int:
 
 
 def cmd_train_score(args: argparse.Namespace) -> int:
+    if cuda_missing(args.device):
+        stderr("sgilo train-score: --device cuda requested but no CUDA device is available")
+        return 2
+    from sgilo.models.data_parallel import joined
+
+    # under torchrun: one of its data-parallel processes ("cuda" is then this rank's GPU)
+    with joined(args.device) as (parallel, device):
+        return _train_score(args, parallel, device)
+
+
+def _train_score(args: argparse.Namespace, parallel: DataParallel, device: str) -> int:
     import torch
 
     from sgilo.models.score.network import default_network_config
@@ -274,11 +323,8 @@ def cmd_train_score(args: argparse.Namespace) -> int:
     from sgilo.models.score.train import ScoreTrainConfig, train_score
     from sgilo.models.stylegan2.checkpoint import CheckpointError, load_generator
 
-    if cuda_missing(args.device):
-        stderr("sgilo train-score: --device cuda requested but no CUDA device is available")
-        return 2
     try:
-        generator, info = load_generator(args.generator, device=args.device)
+        generator, info = load_generator(args.generator, device=device)
         space: str | int = "z" if args.space == "z" else int(args.space)
         if args.latents is not None:
             from sgilo.models.score.sources import TensorSource
@@ -289,8 +335,9 @@ def cmd_train_score(args: argparse.Namespace) -> int:
             check_inversions(
                 latents, record, generator, space, sha256_file(args.generator), args.latents
             )
-            source = TensorSource(latents.to(args.device))
-            stderr(f"training on {latents.shape[0]} inverted latents from {args.latents}")
+            source = TensorSource(latents.to(device))
+            if parallel.writes:
+                stderr(f"training on {latents.shape[0]} inverted latents from {args.latents}")
         else:
             source = gan_latent_source(generator, space, latent_stats=info.latent_stats)
         sample = source(2, torch.Generator().manual_seed(0))
@@ -317,12 +364,19 @@ def cmd_train_score(args: argparse.Namespace) -> int:
 
     try:
         train_score(
-            config, source, args.out, resume=args.resume, progress=progress, device=args.device
+            config,
+            source,
+            args.out,
+            resume=args.resume,
+            progress=progress,
+            device=device,
+            parallel=parallel,
         )
     except (FileExistsError, ValueError) as exc:
         stderr(f"sgilo train-score: error: {' '.join(str(exc).split())}")
         return 2
-    stderr(f"done: {args.out / 'score_model.pt'}")
+    if parallel.writes:
+        stderr(f"done: {args.out / 'score_model.pt'}")
     return 0
 
 

@@ -25,6 +25,7 @@ train_score` resumes bit for bit by restoring the generator. Two kinds:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 import torch
@@ -63,6 +64,10 @@ class TensorSource:
 def tensor_source(data: Tensor) -> TensorSource:
     """A source sampling from a given tensor of latents (N, *shape)."""
     return TensorSource(data)
+
+
+def _all_rows(x: Tensor) -> Tensor:
+    return x
 
 
 def split_block_tensor(x: Tensor, image_channels: int) -> SynthesisState:
@@ -109,16 +114,25 @@ class GANLatentSource:
         return (c, r, r)
 
     @torch.no_grad()
-    def __call__(self, n: int, generator: torch.Generator) -> Tensor:
+    def __call__(
+        self,
+        n: int,
+        generator: torch.Generator,
+        rows: Callable[[Tensor], Tensor] | None = None,
+    ) -> Tensor:
         """(n, *sample_shape), float32 on the GAN's device.
 
         All random draws (z, then the noise maps that blocks ≤ k read, in index order) are made
         up front, so the result does not depend on ``chunk`` (the generator runs in chunks).
+        ``rows`` (e.g. :meth:`sgilo.models.data_parallel.DataParallel.shard`) selects rows of
+        those draws, (n, …) → (m, …), before the generator runs: the result is then those m rows
+        of the n-row result, at the cost of m (the random stream advances as for n).
         """
         g = self.generator
         dev = g.w_avg.device
+        pick = rows if rows is not None else _all_rows
         if self.space == "z":
-            return _randn((n, *self.sample_shape), generator, dev)
+            return pick(_randn((n, *self.sample_shape), generator, dev))
         k = int(self.space)
         if self.w_from == "mapping":
             z = _randn((n, g.style_dim), generator, dev)
@@ -129,6 +143,8 @@ class GANLatentSource:
             for i in range(2 * k + 1):  # the noise maps of blocks 0 … k
                 r = noise_resolution(i)
                 noises[i] = _randn((n, 1, r, r), generator, dev)
+        z, noises = pick(z), [None if x is None else pick(x) for x in noises]
+        n = len(z)
         parts = []
         for lo in range(0, n, self.chunk):
             sl = slice(lo, min(lo + self.chunk, n))

@@ -28,6 +28,12 @@ Files in ``out_dir`` (written atomically: temporary file + os.replace):
 
 Resume: the training state's config must equal the given one except ``steps`` (which may grow to
 extend a run); the data source must be the same pure function of (n, generator).
+
+Data parallel (``parallel``, :mod:`sgilo.models.data_parallel`; ``sgilo train-score`` under
+torchrun): ``batch`` is the global batch. Every process draws the whole batch (x_0, t, ε; so the
+generators stay in step with the single-process run), keeps its ``batch``/W rows, and the
+gradients and the loss are averaged over the processes before clipping and the Adam step; only
+rank 0 writes files and calls ``progress``.
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from torch import Tensor
 
+from sgilo.models.data_parallel import SINGLE, DataParallel
 from sgilo.models.score.model import (
     ScoreCheckpointError,
     ScoreModel,
@@ -54,8 +61,8 @@ from sgilo.models.score.model import (
     save_score_model,
 )
 from sgilo.models.score.network import NetworkConfig, build_network
-from sgilo.models.score.sde import VPSDE
-from sgilo.models.score.sources import TensorSource
+from sgilo.models.score.sde import VPSDE, expand_time, randn_like_from
+from sgilo.models.score.sources import GANLatentSource, TensorSource
 from sgilo.models.torch_io import atomic_torch_save
 
 Source = Callable[[int, torch.Generator], Tensor]
@@ -121,6 +128,33 @@ def _draw(source: Source, n: int, gen: torch.Generator, shape: tuple[int, ...]) 
     return x
 
 
+def _perturbed_rows(
+    source: Source,
+    config: ScoreTrainConfig,
+    model: ScoreModel,
+    data_gen: torch.Generator,
+    noise_gen: torch.Generator,
+    parallel: DataParallel,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """This process's rows (u_t, ε, t) of the global batch, (B/W, *shape) twice and (B/W,): the
+    random numbers of all B rows are drawn (x_0's, then t and ε, as in one process), and only
+    these rows are computed; a :class:`GANLatentSource` runs its generator for them alone."""
+    b, shape, sde = config.batch, config.network.data_shape, config.sde
+    device = model.shift.device
+    if isinstance(source, GANLatentSource):
+        x0 = source(b, data_gen, rows=parallel.shard)
+        if tuple(x0.shape) != (b // parallel.world_size, *shape):
+            raise ValueError(f"source returned {tuple(x0.shape)} rows of {(b, *shape)}")
+    else:
+        x0 = parallel.shard(_draw(source, b, data_gen, shape))
+    u0 = model.normalize(x0.to(device=device, dtype=torch.float32))
+    t = parallel.shard(sde.sample_time(b, noise_gen, device=device))
+    eps = parallel.shard(randn_like_from(u0.new_empty((b, *shape)), noise_gen))
+    # sde.perturb's x_t = m(t)·u_0 + s(t)·ε on these rows, with the whole batch's ε
+    u_t = expand_time(sde.mean_coeff(t), u0) * u0 + expand_time(sde.std(t), u0) * eps
+    return u_t, eps, t
+
+
 def _lr(config: ScoreTrainConfig, step: int) -> float:
     if config.warmup_steps == 0:
         return config.lr
@@ -180,6 +214,7 @@ def train_score(
     resume: bool = False,
     progress: Callable[[dict[str, Any]], None] | None = None,
     device: str | torch.device = "cpu",
+    parallel: DataParallel = SINGLE,
 ) -> ScoreModel:
     """Train (or resume) a score model; returns the EMA model (eval mode).
 
@@ -188,6 +223,8 @@ def train_score(
     FileExistsError: a run is never overwritten silently). progress: called with every log
     record. Randomness: network init from ``seed``; the data stream and the t/ε stream from two
     CPU generators seeded ``seed`` and ``seed + 2``; the global torch RNG is left untouched.
+    parallel: this process among data-parallel processes (see the module docstring); ``batch``
+    must be a multiple of their number (else ValueError).
     """
     out = Path(out_dir)
     state_path, log_path = out / STATE_FILE, out / LOG_FILE
@@ -196,6 +233,8 @@ def train_score(
     shape = config.network.data_shape
     if state_path.exists() and not resume:
         raise FileExistsError(f"{state_path}: a training state exists; pass resume=True")
+    parallel.check_batch(config.batch, what="batch (--batch)")
+    writes = parallel.writes
     out.mkdir(parents=True, exist_ok=True)
 
     with torch.random.fork_rng(devices=[]):
@@ -242,15 +281,17 @@ def train_score(
                 f"{state_path}: bad optimizer/RNG state ({first_line(exc)})"
             ) from None
         step, window = int(state["step"]), state["window"].double().clone()
-        _trim_log(log_path, step)
-    elif log_path.exists():
+        if writes:
+            _trim_log(log_path, step)
+    elif writes and log_path.exists():
         log_path.unlink()
     run_info = {
         "config": config.model_dump(mode="json"),
         "versions": {"python": platform.python_version(), "torch": torch.__version__},
         "resumed_at_step": step,
     }
-    (out / CONFIG_FILE).write_text(json.dumps(run_info, indent=2) + "\n")
+    if writes:
+        (out / CONFIG_FILE).write_text(json.dumps(run_info, indent=2) + "\n")
 
     def write(step: int) -> None:
         atomic_torch_save(
@@ -276,14 +317,23 @@ def train_score(
     sde, t0 = config.sde, time.perf_counter()
     model.train()
     while step < config.steps:
-        x0 = _draw(source, config.batch, data_gen, shape).to(device=device, dtype=torch.float32)
-        t = sde.sample_time(config.batch, noise_gen, device=device)
-        u_t, eps = sde.perturb(model.normalize(x0), t, noise_gen)
+        if parallel.active:  # this process's rows of the global batch
+            u_t, eps, t = _perturbed_rows(source, config, model, data_gen, noise_gen, parallel)
+        else:
+            x0 = _draw(source, config.batch, data_gen, shape)
+            x0 = x0.to(device=device, dtype=torch.float32)
+            t = sde.sample_time(config.batch, noise_gen, device=device)
+            u_t, eps = sde.perturb(model.normalize(x0), t, noise_gen)
         loss = (model.eps_normalized(u_t, t) - eps).pow(2).mean()
-        if not math.isfinite(loss.item()):
+        if not parallel.active and not math.isfinite(loss.item()):
             raise FloatingPointError(f"loss is {loss.item()} at step {step}")
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        if parallel.active:
+            (value,) = parallel.average(params, {"loss": loss}).values()
+            if not math.isfinite(value):  # the global mean: every process stops here
+                raise FloatingPointError(f"loss is {value} at step {step}")
+            loss = torch.tensor(value)
         if config.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(params, config.grad_clip, foreach=True)
         lr = _lr(config, step)
@@ -304,10 +354,11 @@ def train_score(
                 "elapsed_s": round(time.perf_counter() - t0, 3),
             }
             window.zero_()
-            with log_path.open("a") as f:
-                f.write(json.dumps(record) + "\n")
-        if step % config.checkpoint_every == 0 or step == config.steps:
+            if writes:
+                with log_path.open("a") as f:
+                    f.write(json.dumps(record) + "\n")
+        if writes and (step % config.checkpoint_every == 0 or step == config.steps):
             write(step)
-        if record is not None and progress is not None:
+        if writes and record is not None and progress is not None:
             progress(record)
     return ema.eval().requires_grad_(False)

@@ -34,6 +34,18 @@ steps therefore equals N steps + resume for N more, bit for bit (same device and
 sample grids use fixed latents and noise from a separate seed, and the checkpoint's
 ``latent_avg`` a separate fixed draw, so writing them never perturbs training.
 
+Data parallel (``parallel``; ``sgilo train-gan`` under torchrun, :mod:`sgilo.models.data_parallel`):
+``batch_size`` is the global batch B. Every process draws and augments the whole batch from the
+same generators and keeps its B/W rows, the rows of one minibatch-stddev group together (so
+the discriminator sees the same groups as in one process); D's, R1's and G's gradients and the
+logged losses are averaged over the processes before each Adam step. The run then follows the
+single-process run up to float rounding, and resumes exactly with the same number of processes.
+
+The parts: :mod:`~sgilo.models.stylegan2.train_config` (the config and what a resume may change),
+:mod:`~sgilo.models.stylegan2.train_state` (networks, optimizers, generators, checkpoint),
+:mod:`~sgilo.models.stylegan2.train_step` (one step, the real-image sampler),
+:mod:`~sgilo.models.stylegan2.pixels` (network pixels ↔ images); this module runs the loop.
+
 Files in ``out_dir``: ``checkpoint.pt`` (written atomically; keys ``g``, ``d``, ``g_ema``,
 ``g_optim``, ``d_optim`` as in rosinality's training checkpoints, plus ``step``, ``images_seen``,
 ``seconds``, ``rng``, ``train_config``, ``latent_avg``), ``generator.pt`` (the EMA generator in the
@@ -44,10 +56,8 @@ sgilo release format, :func:`sgilo.models.stylegan2.checkpoint.save_generator`),
 
 from __future__ import annotations
 
-import copy
 import json
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -56,102 +66,53 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from torch import Tensor
 
-from sgilo.models.stylegan2.augment import AugmentConfig, augment_batch
-from sgilo.models.stylegan2.checkpoint import save_generator
-from sgilo.models.stylegan2.discriminator import Discriminator, DiscriminatorConfig
-from sgilo.models.stylegan2.generator import Generator, GeneratorConfig, noise_resolution
+from sgilo.models.data_parallel import SINGLE, DataParallel
+from sgilo.models.stylegan2.discriminator import Discriminator
+from sgilo.models.stylegan2.generator import Generator, noise_resolution
 from sgilo.models.stylegan2.grid import save_grid
-from sgilo.models.torch_io import atomic_torch_save
+from sgilo.models.stylegan2.pixels import (
+    PIXEL_MAPPING,
+    network_to_image,
+    network_to_magnitude,
+    to_network,
+)
+from sgilo.models.stylegan2.train_config import (
+    BOOKKEEPING_FIELDS,
+    TrainConfig,
+    config_differences,
+)
+from sgilo.models.stylegan2.train_state import (
+    CHECKPOINT_FORMAT,
+    load_checkpoint,
+    new_run,
+    restore,
+    seeds,
+    set_latent_avg,
+    write_checkpoint,
+)
+from sgilo.models.stylegan2.train_step import (
+    BatchSampler,
+    as_sampler,
+    stddev_group,
+    train_step,
+)
 
-#: (batch size, torch.Generator) → real magnitudes, float32 (B, 1, R, R) in [0, 1] (RGB
-#: (B, 3, R, R) for a 3-channel generator); must draw all its randomness from the generator given
-#: (for exact resume)
-BatchSampler = Callable[[int, torch.Generator], Tensor]
-CHECKPOINT_FORMAT = "sgilo-stylegan2-training"
-#: config fields that may change on resume: they do not change the training trajectory
-BOOKKEEPING_FIELDS = ("checkpoint_every", "sample_every", "log_every", "progress_every")
-PIXEL_MAPPING = {
-    1: "magnitude = (x + 1) / 2",
-    2: "complex = x[:, 0] + 1j * x[:, 1]",
-    3: "rgb = (x + 1) / 2",
-}
-_RNG_NAMES = ("data", "augment", "latent")
-
-
-class TrainConfig(BaseModel):
-    """Everything that determines a training run (JSON-able via ``model_dump()``).
-
-    ``discriminator`` defaults to ``DiscriminatorConfig.matching(generator)``. The generator's
-    ``image_channels`` is 1 (magnitude), 2 (real, imaginary) or 3 (RGB); ``phase_augmentation``
-    requires 2.
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    generator: GeneratorConfig
-    discriminator: DiscriminatorConfig
-    batch_size: int = Field(8, ge=1)
-    lr: float = Field(0.002, gt=0)
-    betas: tuple[float, float] = (0.0, 0.99)
-    r1_gamma: float | None = Field(None, ge=0, description="None: 10·(R/1024)²")
-    r1_every: int = Field(16, ge=1)
-    mixing_prob: float = Field(0.9, ge=0, le=1)
-    ema_kimg: float = Field(10.0, ge=0, description="EMA half-life in thousands of images")
-    ema_rampup: float | None = Field(0.05, gt=0)
-    total_steps: int = Field(10_000, ge=1)
-    checkpoint_every: int = Field(500, ge=1)
-    sample_every: int = Field(500, ge=1)
-    log_every: int = Field(50, ge=1)
-    progress_every: int = Field(10, ge=1)
-    sample_count: int = Field(16, ge=1)
-    seed: int = Field(0, ge=0)
-    phase_augmentation: bool = False
-    augment: AugmentConfig = AugmentConfig()
-
-    @model_validator(mode="before")
-    @classmethod
-    def _derive_discriminator(cls, data: Any) -> Any:
-        if isinstance(data, dict) and data.get("discriminator") is None and "generator" in data:
-            try:
-                g = GeneratorConfig.model_validate(data["generator"])
-            except ValidationError:
-                return data  # reported by the field validation
-            data = {**data, "discriminator": DiscriminatorConfig.matching(g)}
-        return data
-
-    @model_validator(mode="after")
-    def _consistent(self) -> TrainConfig:
-        g, d = self.generator, self.discriminator
-        if g.image_channels not in (1, 2, 3):
-            raise ValueError(
-                "generator.image_channels must be 1 (magnitude), 2 (real, imag) or 3 (RGB)"
-            )
-        if (d.resolution, d.image_channels) != (g.resolution, g.image_channels):
-            raise ValueError("discriminator resolution/image_channels differ from the generator's")
-        if self.phase_augmentation and g.image_channels != 2:
-            raise ValueError("phase_augmentation needs generator.image_channels == 2")
-        if not all(0 <= b < 1 for b in self.betas):
-            raise ValueError(f"betas must lie in [0, 1), got {self.betas}")
-        return self
-
-    @property
-    def image_channels(self) -> int:
-        return self.generator.image_channels
-
-    @property
-    def effective_r1_gamma(self) -> float:
-        """γ of the R1 penalty: ``r1_gamma`` or 10·(R/1024)²."""
-        if self.r1_gamma is not None:
-            return self.r1_gamma
-        return 10.0 * (self.generator.resolution / 1024) ** 2
-
-    @property
-    def total_kimg(self) -> float:
-        return self.total_steps * self.batch_size / 1000
+__all__ = [
+    "BOOKKEEPING_FIELDS",
+    "CHECKPOINT_FORMAT",
+    "PIXEL_MAPPING",
+    "BatchSampler",
+    "TrainConfig",
+    "TrainResult",
+    "config_differences",
+    "network_to_image",
+    "network_to_magnitude",
+    "to_network",
+    "train_gan",
+    "write_sample_grid",
+]
 
 
 @dataclass
@@ -168,289 +129,9 @@ class TrainResult:
     log: Path
 
 
-@dataclass
-class _Run:
-    config: TrainConfig
-    g: Generator
-    d: Discriminator
-    g_ema: Generator
-    g_opt: torch.optim.Adam
-    d_opt: torch.optim.Adam
-    rngs: dict[str, torch.Generator]
-    step: int = 0
-    images_seen: int = 0
-    seconds: float = 0.0
-
-
-# ---------------------------------------------------------------------- pixels and data
-def to_network(x: Tensor, image_channels: int) -> Tensor:
-    """Augmented reals → network pixels. (B, 1, R, R) magnitudes in [0, 1] → 2m − 1 (1 channel)
-    or (m, 0) (2 channels); (B, 2, R, R) (real, imag) → unchanged; (B, 3, R, R) RGB in [0, 1]
-    → 2·rgb − 1 (3 channels)."""
-    if x.shape[1] == 2:
-        return x
-    if image_channels == 1 or (image_channels == 3 and x.shape[1] == 3):
-        return x * 2.0 - 1.0
-    return torch.cat((x, torch.zeros_like(x)), dim=1)
-
-
-def network_to_magnitude(y: Tensor) -> Tensor:
-    """Generator output (B, C, R, R) → magnitude (B, 1, R, R): (y + 1)/2 or |y₀ + i·y₁|.
-
-    MRI generators only (C = 1 or 2); an RGB output (C = 3) raises ValueError (use
-    :func:`network_to_image`).
-    """
-    if y.shape[1] == 3:
-        raise ValueError("an RGB generator output has no magnitude: use network_to_image")
-    if y.shape[1] == 1:
-        return (y + 1.0) / 2.0
-    return torch.hypot(y[:, :1], y[:, 1:2])
-
-
-def network_to_image(y: Tensor) -> Tensor:
-    """Generator output (B, C, R, R) → displayable image: RGB (B, 3, R, R) = (y + 1)/2 for
-    C = 3, else the magnitude (B, 1, R, R) (:func:`network_to_magnitude`). Not clipped."""
-    if y.shape[1] == 3:
-        return (y + 1.0) / 2.0
-    return network_to_magnitude(y)
-
-
-def _check_reals(x: Tensor, batch: int | None, resolution: int, channels: int = 1) -> Tensor:
-    want = (channels, resolution, resolution)
-    if x.dim() != 4 or tuple(x.shape[1:]) != want or (batch is not None and len(x) != batch):
-        n = "N" if batch is None else batch
-        raise ValueError(
-            f"expected real images ({n}, {channels}, {resolution}, {resolution}), "
-            f"got {tuple(x.shape)}"
-        )
-    if not torch.isfinite(x).all() or x.min() < 0 or x.max() > 1:
-        what = "RGB values" if channels == 3 else "magnitudes"
-        raise ValueError(f"real images must be finite {what} in [0, 1]")
-    return x
-
-
-def _real_channels(image_channels: int) -> int:
-    """Channels of the real images a generator with ``image_channels`` trains on: 3 for RGB, else
-    1 (magnitudes; the 2-channel layout is made by phase augmentation)."""
-    return 3 if image_channels == 3 else 1
-
-
-def _as_sampler(
-    images: Tensor | np.ndarray | BatchSampler, resolution: int, image_channels: int = 1
-) -> BatchSampler:
-    channels = _real_channels(image_channels)
-    if callable(images):
-        source = images
-
-        def checked(batch: int, generator: torch.Generator) -> Tensor:
-            x = torch.as_tensor(source(batch, generator), dtype=torch.float32)
-            return _check_reals(x, batch, resolution, channels)
-
-        return checked
-    x = torch.as_tensor(images, dtype=torch.float32)
-    if x.dim() == 3:
-        x = x[:, None]
-    x = _check_reals(x, None, resolution, channels)
-    if len(x) == 0:
-        raise ValueError("no training images")
-
-    def sample(batch: int, generator: torch.Generator) -> Tensor:
-        return x[torch.randint(len(x), (batch,), generator=generator)]
-
-    return sample
-
-
-# ---------------------------------------------------------------------- set-up and state
-def _seeds(seed: int) -> dict[str, int]:
-    names = ("init", *_RNG_NAMES, "samples", "latent_avg", "global")
-    states = np.random.SeedSequence(seed).generate_state(len(names), dtype=np.uint64)
-    return {n: int(s) & (2**63 - 1) for n, s in zip(names, states, strict=True)}
-
-
-def _new_run(config: TrainConfig, device: torch.device) -> _Run:
-    seeds = _seeds(config.seed)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seeds["init"])
-        g = Generator(config.generator)
-        d = Discriminator(config.discriminator)
-    g, d = g.to(device), d.to(device)
-    g_ema = copy.deepcopy(g).eval().requires_grad_(False)
-    gamma = config.effective_r1_gamma
-    c = config.r1_every / (config.r1_every + 1) if gamma > 0 else 1.0
-    b0, b1 = config.betas
-    g_opt = torch.optim.Adam(g.parameters(), lr=config.lr, betas=(b0, b1), eps=1e-8)
-    d_opt = torch.optim.Adam(d.parameters(), lr=config.lr * c, betas=(b0**c, b1**c), eps=1e-8)
-    rngs = {n: torch.Generator().manual_seed(seeds[n]) for n in _RNG_NAMES}
-    return _Run(config, g, d, g_ema, g_opt, d_opt, rngs)
-
-
-def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(value, dict):
-        out: dict[str, Any] = {}
-        for k, v in value.items():
-            out |= _flatten(v, f"{prefix}{k}.")
-        return out or {prefix.rstrip("."): {}}
-    return {prefix.rstrip("."): value}
-
-
-def config_differences(saved: dict[str, Any], wanted: TrainConfig) -> list[str]:
-    """Dotted names of the fields whose change forbids resuming (see :func:`train_gan`)."""
-    old, new = _flatten(saved), _flatten(wanted.model_dump())
-    differing = sorted(k for k in old.keys() | new.keys() if old.get(k, None) != new.get(k, None))
-    allowed = set(BOOKKEEPING_FIELDS)
-    if isinstance(old.get("total_steps"), int) and new["total_steps"] >= old["total_steps"]:
-        allowed.add("total_steps")
-    return [k for k in differing if k not in allowed]
-
-
-def _load_checkpoint(path: Path) -> dict[str, Any]:
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # corrupt, truncated, not a torch file, or needs arbitrary code
-        reason = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), "")
-        reason = reason[:160] or type(exc).__name__
-        raise ValueError(f"{path}: cannot read the training checkpoint ({reason})") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path}: not a sgilo StyleGAN-2 training checkpoint")
-    return ckpt
-
-
-def _restore(run: _Run, ckpt: dict[str, Any]) -> None:
-    run.g.load_state_dict(ckpt["g"])
-    run.d.load_state_dict(ckpt["d"])
-    run.g_ema.load_state_dict(ckpt["g_ema"])
-    run.g_opt.load_state_dict(ckpt["g_optim"])
-    run.d_opt.load_state_dict(ckpt["d_optim"])
-    for name in _RNG_NAMES:
-        run.rngs[name].set_state(ckpt["rng"][name])
-    torch.set_rng_state(ckpt["rng"]["torch_cpu"])
-    run.step, run.images_seen = int(ckpt["step"]), int(ckpt["images_seen"])
-    run.seconds = float(ckpt["seconds"])
-
-
-def _cpu(state: dict[str, Tensor]) -> dict[str, Tensor]:
-    return {k: v.detach().cpu() for k, v in state.items()}
-
-
-@torch.no_grad()
-def _set_latent_avg(g_ema: Generator, seed: int, n: int = 4096) -> None:
-    """g_ema.w_avg ← mean of mapping(z) over a fixed draw of n z (never the training RNGs)."""
-    z = torch.randn(n, g_ema.style_dim, generator=torch.Generator().manual_seed(seed))
-    g_ema.w_avg.copy_(g_ema.mapping(z.to(g_ema.w_avg.device)).mean(dim=0))
-
-
-def _write_checkpoint(run: _Run, out_dir: Path) -> None:
-    cfg = run.config
-    _set_latent_avg(run.g_ema, _seeds(cfg.seed)["latent_avg"])
-    dump = cfg.model_dump()
-    extra = {
-        "trainer": "sgilo.models.stylegan2.train",
-        "step": run.step,
-        "images_seen": run.images_seen,
-        "pixel_mapping": PIXEL_MAPPING[cfg.image_channels],
-        "train_config": dump,
-    }
-    tmp = out_dir / ".generator.pt.tmp"
-    save_generator(tmp, run.g_ema, extra=extra)
-    os.replace(tmp, out_dir / "generator.pt")
-    ckpt = {
-        "format": CHECKPOINT_FORMAT,
-        "format_version": 1,
-        "g": _cpu(run.g.state_dict()),
-        "d": _cpu(run.d.state_dict()),
-        "g_ema": _cpu(run.g_ema.state_dict()),
-        "g_optim": run.g_opt.state_dict(),
-        "d_optim": run.d_opt.state_dict(),
-        "step": run.step,
-        "images_seen": run.images_seen,
-        "seconds": run.seconds,
-        "rng": {n: run.rngs[n].get_state() for n in _RNG_NAMES}
-        | {"torch_cpu": torch.get_rng_state()},
-        "train_config": dump,
-        "latent_avg": run.g_ema.w_avg.detach().cpu(),
-    }
-    atomic_torch_save(ckpt, out_dir / "checkpoint.pt")
-
-
-# ---------------------------------------------------------------------- one step
-def _sample_ws(
-    g: Generator, batch: int, rng: torch.Generator, mixing_prob: float, device: torch.device
-) -> tuple[Tensor, list[Tensor]]:
-    """w+ (B, n_latent, D) with style mixing, and fresh noise maps; drawn on the CPU from rng."""
-    d, n = g.style_dim, g.n_latent
-    z = torch.randn(2 * batch, d, generator=rng)
-    mix = float(torch.rand((), generator=rng)) < mixing_prob
-    cut = int(torch.randint(1, n, (), generator=rng))
-    sides = [noise_resolution(i) for i in range(g.num_noises)]
-    noises = [torch.randn(batch, 1, r, r, generator=rng).to(device) for r in sides]
-    w = g.mapping(z.to(device)).view(2, batch, 1, d)
-    if mix:
-        ws = torch.cat((w[0].expand(-1, cut, -1), w[1].expand(-1, n - cut, -1)), dim=1)
-    else:
-        ws = w[0].expand(-1, n, -1)
-    return ws, noises
-
-
-def _ema_beta(config: TrainConfig, images_seen: int) -> float:
-    n = config.ema_kimg * 1000
-    if config.ema_rampup is not None:
-        n = min(n, images_seen * config.ema_rampup)
-    return 0.5 ** (config.batch_size / n) if n > 0 else 0.0
-
-
-def _train_step(run: _Run, sampler: BatchSampler, device: torch.device) -> dict[str, float]:
-    cfg, g, d = run.config, run.g, run.d
-    b = cfg.batch_size
-    # augmented where the networks run (its random numbers still come from the CPU generator):
-    # on a GPU the warp of a batch on the host would cost more than the step's networks
-    real = sampler(b, run.rngs["data"]).to(device)
-    real = augment_batch(real, run.rngs["augment"], cfg.augment, cfg.phase_augmentation)
-    real = to_network(real, cfg.image_channels)
-
-    with torch.no_grad():
-        fake = g.synthesize(*_sample_ws(g, b, run.rngs["latent"], cfg.mixing_prob, device))
-    real_logit, fake_logit = d(real), d(fake)
-    d_loss = F.softplus(fake_logit).mean() + F.softplus(-real_logit).mean()
-    run.d_opt.zero_grad(set_to_none=True)
-    d_loss.backward()
-    run.d_opt.step()
-    stats = {
-        "loss_d": d_loss.item(),
-        "d_real": real_logit.mean().item(),
-        "d_fake": fake_logit.mean().item(),
-    }
-
-    gamma = cfg.effective_r1_gamma
-    if gamma > 0 and run.step % cfg.r1_every == 0:
-        x = real.detach().requires_grad_(True)
-        (grad,) = torch.autograd.grad(d(x).sum(), x, create_graph=True)
-        r1 = grad.pow(2).flatten(1).sum(1).mean()
-        run.d_opt.zero_grad(set_to_none=True)
-        (r1 * (gamma / 2 * cfg.r1_every)).backward()
-        run.d_opt.step()
-        stats["r1"] = r1.item()
-
-    d.requires_grad_(False)
-    fake = g.synthesize(*_sample_ws(g, b, run.rngs["latent"], cfg.mixing_prob, device))
-    g_loss = F.softplus(-d(fake)).mean()
-    run.g_opt.zero_grad(set_to_none=True)
-    g_loss.backward()
-    run.g_opt.step()
-    d.requires_grad_(True)
-    stats["loss_g"] = g_loss.item()
-
-    beta = _ema_beta(cfg, run.images_seen)
-    with torch.no_grad():
-        for p_ema, p in zip(run.g_ema.parameters(), g.parameters(), strict=True):
-            p_ema.copy_(p.lerp(p_ema, beta))
-    run.step += 1
-    run.images_seen += b
-    return stats
-
-
 # ---------------------------------------------------------------------- outputs
 def _fixed_samples(config: TrainConfig, g: Generator) -> tuple[Tensor, list[Tensor]]:
-    rng = torch.Generator().manual_seed(_seeds(config.seed)["samples"])
+    rng = torch.Generator().manual_seed(seeds(config.seed)["samples"])
     n = config.sample_count
     z = torch.randn(n, g.style_dim, generator=rng)
     sides = [noise_resolution(i) for i in range(g.num_noises)]
@@ -499,6 +180,7 @@ def train_gan(
     progress: Callable[[dict[str, Any]], None] | None = None,
     device: str | torch.device = "cpu",
     max_seconds: float | None = None,
+    parallel: DataParallel = SINGLE,
 ) -> TrainResult:
     """Train G and D for ``config.total_steps`` steps, writing checkpoints, logs and samples.
 
@@ -517,6 +199,11 @@ def train_gan(
         max_seconds: stop after the first step that ends this many seconds after the call began
             (a time budget); the run then ends as at ``total_steps`` (log record, samples,
             checkpoint), and ``resume`` continues it exactly.
+        parallel: this process's place among data-parallel processes
+            (:mod:`sgilo.models.data_parallel`): each computes its share of the global batch
+            ``config.batch_size`` (which W × the minibatch-stddev group must divide, else
+            ValueError), and only rank 0 writes files and calls ``progress``. Every process
+            returns the same networks.
 
     Returns:
         :class:`TrainResult`. Checkpoints are written every ``checkpoint_every`` steps and at the
@@ -531,21 +218,25 @@ def train_gan(
     ckpt_path, log_path = out_dir / "checkpoint.pt", out_dir / "log.jsonl"
     if ckpt_path.exists() and not resume:
         raise FileExistsError(f"{ckpt_path} exists: pass resume=True or use another folder")
-    sampler = _as_sampler(images, config.generator.resolution, config.image_channels)
-    run = _new_run(config, device)
+    parallel.check_batch(config.batch_size, stddev_group(config), "batch (--batch)")
+    writes = parallel.writes
+    sampler = as_sampler(images, config.generator.resolution, config.image_channels)
+    run = new_run(config, device, parallel)
     if resume and ckpt_path.exists():
-        ckpt = _load_checkpoint(ckpt_path)
+        ckpt = load_checkpoint(ckpt_path)
         bad = config_differences(ckpt.get("train_config") or {}, config)
         if bad:
             raise ValueError(
                 f"{ckpt_path}: cannot resume, the config differs from the checkpoint's in "
                 f"{', '.join(bad)} (only total_steps may grow and the *_every intervals change)"
             )
-        _restore(run, ckpt)
-        _prepare_log(log_path, keep_until=run.step)
+        restore(run, ckpt)
+        if writes:
+            _prepare_log(log_path, keep_until=run.step)
     else:
-        torch.manual_seed(_seeds(config.seed)["global"])
-        _prepare_log(log_path, keep_until=None)
+        torch.manual_seed(seeds(config.seed)["global"])
+        if writes:
+            _prepare_log(log_path, keep_until=None)
     sample_z, sample_noises = _fixed_samples(config, run.g)
     result = TrainResult(
         run.g,
@@ -558,7 +249,7 @@ def train_gan(
         log_path,
     )
     if run.step >= config.total_steps:
-        _set_latent_avg(run.g_ema, _seeds(config.seed)["latent_avg"])
+        set_latent_avg(run.g_ema, seeds(config.seed)["latent_avg"])
         return result
 
     history: dict[str, list[float]] = {}
@@ -567,7 +258,7 @@ def train_gan(
     log_n = prog_n = 0
     while run.step < config.total_steps:
         t = time.perf_counter()
-        stats = _train_step(run, sampler, device)
+        stats = train_step(run, sampler, device)
         run.seconds += time.perf_counter() - t
         last |= stats
         for k, v in stats.items():
@@ -575,9 +266,11 @@ def train_gan(
         log_n += config.batch_size
         prog_n += config.batch_size
         out_of_time = max_seconds is not None and time.perf_counter() - call_t0 >= max_seconds
+        if max_seconds is not None:  # every process stops at the same step
+            out_of_time = parallel.any(out_of_time, device)
         step, done = run.step, run.step == config.total_steps or out_of_time
         kimg = run.images_seen / 1000
-        if step % config.log_every == 0 or done:
+        if writes and (step % config.log_every == 0 or done):
             now = time.perf_counter()
             record = {
                 "step": step,
@@ -590,7 +283,7 @@ def train_gan(
             with open(log_path, "a") as f:
                 f.write(json.dumps(record) + "\n")
             history, log_t0, log_n = {}, now, 0
-        if progress is not None and (step % config.progress_every == 0 or done):
+        if writes and progress is not None and (step % config.progress_every == 0 or done):
             now = time.perf_counter()
             losses = {"d": last["loss_d"], "g": last["loss_g"], "r1": last.get("r1")}
             progress(
@@ -603,13 +296,15 @@ def train_gan(
                 }
             )
             prog_t0, prog_n = now, 0
-        if step % config.sample_every == 0 or done:
+        if writes and (step % config.sample_every == 0 or done):
             write_sample_grid(
                 out_dir / "samples" / f"step_{step:06d}.png", run.g_ema, sample_z, sample_noises
             )
-        if step % config.checkpoint_every == 0 or done:
-            _write_checkpoint(run, out_dir)
+        if writes and (step % config.checkpoint_every == 0 or done):
+            write_checkpoint(run, out_dir)
         if out_of_time:
             break
+    if not writes:  # w_avg as rank 0 stores it with its checkpoint
+        set_latent_avg(run.g_ema, seeds(config.seed)["latent_avg"])
     result.step, result.images_seen = run.step, run.images_seen
     return result

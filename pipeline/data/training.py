@@ -6,6 +6,9 @@ A source is
 
 - ``"mni-train"``: the bundled MNI152 training slices (:func:`sgilo.pipeline.data.mni.mni_slices`);
   the validation slices are never offered;
+- (``"synth-brain"`` is refused here with ValueError: it is generated batch by batch,
+  :class:`sgilo.pipeline.data.synth_brain.SynthBrainSampler`, and ``sgilo train-gan`` takes it as
+  its only source);
 - a folder (searched recursively, hidden files ignored, sorted) or a single file, holding files
   of these kinds, as decided by the one format sniffer
   :func:`sgilo.pipeline.io.formats.sniff_format` (the same that decides ``sgilo reconstruct``'s
@@ -70,6 +73,8 @@ from sgilo.pipeline.io.formats import sniff_format
 from sgilo.pipeline.io.limits import shown_name
 
 MNI_TRAIN = "mni-train"
+#: the on-the-fly synthetic source (:mod:`sgilo.pipeline.data.synth_brain`): not a loaded set
+SYNTH_BRAIN = "synth-brain"
 NATURAL_TRAIN = "natural-train"
 #: the most natural-train patches generated (seed 0), and their memory cap in bytes (float32)
 NATURAL_TRAIN_PATCHES = 6000
@@ -333,6 +338,12 @@ def load_training_images(
             slices = [scale_to_unit(s) for s in mni.mni_slices("train", int(size))]
             images = [s for s in slices if s is not None]
             summary = {"images": len(images), "files": 0, "skipped": 0, "files_by_type": {}}
+        elif source == SYNTH_BRAIN:
+            raise ValueError(
+                f"{source}: synthetic images are generated on the fly, not loaded: `sgilo "
+                f"train-gan --data {SYNTH_BRAIN}` takes it as its only source "
+                "(pipeline/data/synth_brain.py)"
+            )
         elif source.startswith("mni-") and not Path(source).exists():
             raise ValueError(
                 f"{source}: unknown bundled source; only '{MNI_TRAIN}' is offered (the MNI "

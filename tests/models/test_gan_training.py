@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 import sgilo.models.stylegan2.train as train
+import sgilo.models.stylegan2.train_step as train_step
 from sgilo.models.stylegan2 import GeneratorConfig, load_generator
 from sgilo.models.stylegan2.augment import (
     AugmentConfig,
@@ -96,7 +97,7 @@ def full_run(tmp_path_factory, data):
 @pytest.fixture(scope="module")
 def initial() -> dict[str, dict[str, torch.Tensor]]:
     """The networks' weights before the first step (same seed as full_run)."""
-    run = train._new_run(tiny_config(4), torch.device("cpu"))
+    run = train.new_run(tiny_config(4), torch.device("cpu"))
     return {"g": run.g.state_dict(), "d": run.d.state_dict()}
 
 
@@ -121,10 +122,10 @@ def test_training_changes_weights_and_logs(full_run, initial):
 def test_discriminator_learns_on_fixed_generator(data):
     """With G frozen (lr → tiny), D's loss falls: the losses and updates point the right way."""
     cfg = tiny_config(12, lr=0.01, r1_gamma=0.0)
-    run = train._new_run(cfg, torch.device("cpu"))
+    run = train.new_run(cfg, torch.device("cpu"))
     run.g_opt.param_groups[0]["lr"] = 0.0
-    sampler = train._as_sampler(data, R)
-    losses = [train._train_step(run, sampler, torch.device("cpu"))["loss_d"] for _ in range(12)]
+    sampler = train_step.as_sampler(data, R)
+    losses = [train_step.train_step(run, sampler, torch.device("cpu"))["loss_d"] for _ in range(12)]
     assert np.mean(losses[-4:]) < np.mean(losses[:4])
 
 

@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 import sgilo.models.stylegan2.train as train
+import sgilo.models.stylegan2.train_step as train_step
 import sgilo.pipeline.data.training as training_data
 from sgilo.flows.cli import main
 from sgilo.models.stylegan2 import GeneratorConfig, load_generator
@@ -137,10 +138,10 @@ def test_rgb_config_checks(data, tmp_path) -> None:
 def test_rgb_discriminator_learns(data) -> None:
     """With G frozen, D's loss on RGB reals vs fakes falls within a few steps."""
     cfg = tiny_rgb_config(8, lr=0.01, r1_gamma=0.0)
-    run = train._new_run(cfg, torch.device("cpu"))
+    run = train.new_run(cfg, torch.device("cpu"))
     run.g_opt.param_groups[0]["lr"] = 0.0
-    sampler = train._as_sampler(data, R, 3)
-    losses = [train._train_step(run, sampler, torch.device("cpu"))["loss_d"] for _ in range(8)]
+    sampler = train_step.as_sampler(data, R, 3)
+    losses = [train_step.train_step(run, sampler, torch.device("cpu"))["loss_d"] for _ in range(8)]
     assert all(math.isfinite(v) for v in losses)
     assert np.mean(losses[-3:]) < np.mean(losses[:3])
 
