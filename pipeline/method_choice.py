@@ -11,8 +11,9 @@ slice is, through k-space cross-validation (:mod:`sgilo.pipeline.prior_fit`):
    other samples) and the classical candidates (CG-SENSE for multi-coil, ℓ1-wavelet, TV at
    their defaults, or ``candidates``) on the other samples;
 3. keep per slice the generative method unless its mean squared error on the held-out samples
-   exceeds ``margin`` (:data:`sgilo.pipeline.prior_fit.PRIOR_MARGIN`) times the lowest classical
-   one (why a margin above 1: :mod:`sgilo.pipeline.prior_fit`); else the classical candidate
+   exceeds ``margin`` (by default the slice's :func:`sgilo.pipeline.prior_fit.prior_margin`,
+   which grows with the acceleration) times the lowest classical one (why a margin above 1:
+   :mod:`sgilo.pipeline.prior_fit`); else the classical candidate
    with the lowest held-out error summed over ``classical_folds`` folds that together hold out
    every outer column once (the classical fits are cheap, and one fold of 10 % is one or two
    columns at 8×: too few to rank ℓ1-wavelet against TV, which differ by up to 5 dB on data
@@ -40,7 +41,6 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sgilo.operators.base import LinearOperator
 from sgilo.pipeline.prior_fit import (
     HELDOUT_FRACTION,
-    PRIOR_MARGIN,
     checked_generative,
     score_classical,
 )
@@ -67,11 +67,12 @@ class AutoConfig(BaseModel):
     classical_folds: int = Field(
         4, ge=1, description="folds over the outer columns that rank the classical candidates"
     )
-    margin: float = Field(
-        PRIOR_MARGIN,
+    margin: float | None = Field(
+        None,
         gt=0,
         description="keep the generative method on a slice unless its held-out error exceeds "
-        "margin × the best classical one (1: the lowest error wins)",
+        "margin × the best classical one (1: the lowest error wins; default: by the slice's "
+        "acceleration, 1.2 at 4x, docs/GENERATIVE.md)",
     )
     heldout_fraction: float = Field(
         HELDOUT_FRACTION,
@@ -171,7 +172,12 @@ def solve_auto(
             score_classical(fits, missing, seed=seed)
             report = _with_errors(report, fits.errors)
         classical = torch.stack([fits.errors[n] for n in candidates], dim=1)  # (B, N)
-        keep = fits.errors[generative] <= config.margin * classical.min(dim=1).values
+        margin = (
+            torch.full((batch,), config.margin, dtype=torch.float64)
+            if config.margin is not None
+            else torch.tensor(report.margin, dtype=torch.float64)
+        )
+        keep = fits.errors[generative] <= margin.to(classical) * classical.min(dim=1).values
         ranked = kfold_errors(y, op, candidates, config.classical_folds, seed)  # (B, N)
         if ranked is None:  # one fold: rank on the split above
             ranked = classical

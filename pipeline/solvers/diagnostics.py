@@ -94,7 +94,9 @@ class PriorFit:
       squared error on the held-out samples per slice ``(B,)``, ``‖M_h ⊙ (A x − y)‖² / n_h``;
     - ``best_classical``: per slice the classical candidate with the lowest error;
     - ``ratio``: per slice the generative error over the best classical one (< 1: the prior
-      predicts unmeasured k-space better).
+      predicts unmeasured k-space better);
+    - ``margin``: per slice the ratio above which the data counts as unlike the prior's
+      training images (:func:`sgilo.pipeline.prior_fit.prior_margin` of its acceleration).
     """
 
     heldout_fraction: float | None
@@ -102,6 +104,7 @@ class PriorFit:
     best_classical: list[str] | None = None
     ratio: list[float] | None = None
     note: str | None = None
+    margin: list[float] | None = None
 
     def record(self) -> dict[str, Any]:
         """The run record's ``prior_fit_*`` fields (those that apply)."""
@@ -111,6 +114,7 @@ class PriorFit:
             "prior_fit_heldout_errors": self.heldout_errors,
             "prior_fit_fraction": self.heldout_fraction,
             "prior_fit_note": self.note,
+            "prior_fit_margin": self.margin,
         }
         return {k: v for k, v in out.items() if v is not None}
 

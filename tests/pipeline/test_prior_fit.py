@@ -4,6 +4,8 @@ the report's numbers, and auto's per-slice choice and refit."""
 
 from __future__ import annotations
 
+import math
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -14,10 +16,13 @@ from sgilo.operators.mri import MultiCoilMRI, SingleCoilMRI
 from sgilo.pipeline.method_choice import AutoConfig, choice_summary
 from sgilo.pipeline.methods import Prior, run_method, solve
 from sgilo.pipeline.prior_fit import (
+    PRIOR_MARGINS,
     classical_candidates,
     heldout_split,
     mismatch_warning,
+    prior_margin,
     ratio_text,
+    slice_accelerations,
 )
 from sgilo.pipeline.solvers.diagnostics import PriorFit
 from sgilo.pipeline.solvers.kspace_split import heldout_error
@@ -113,13 +118,15 @@ def test_auto_keeps_per_slice_the_lowest_heldout_error_and_refits_it(prior):
     d = result.diagnostics
     errors = d.prior_fit.heldout_errors
     assert set(errors) == {"csgm", "cg-sense", "l1-wavelet", "tv"}
-    margin = AutoConfig().margin
+    assert AutoConfig().margin is None  # by default each slice's margin from its acceleration
+    margins = d.prior_fit.margin
+    assert margins == [prior_margin(r) for r in slice_accelerations(op, 2)]
     folds = d.classical_fold_errors
     assert set(folds) == {"cg-sense", "l1-wavelet", "tv"}
     for b, chosen in enumerate(d.auto_choice):
         classical = min(v[b] for k, v in errors.items() if k != "csgm")
         ranked = min(folds, key=lambda name: folds[name][b])  # the 4-fold ranking
-        expected = "csgm" if errors["csgm"][b] <= margin * classical else ranked
+        expected = "csgm" if errors["csgm"][b] <= margins[b] * classical else ranked
         assert chosen == expected
         if chosen != "csgm":  # a classical choice is refitted on every measurement
             refit = run_method(y, op, chosen).image
@@ -149,10 +156,16 @@ def test_report_texts():
         best_classical=["tv", "tv"],
         ratio=[2.0, 0.5],
     )
-    assert ratio_text(report) == "prior-fit 1.25 (>1.2 on 1/2)"
+    assert ratio_text(report) == "prior-fit 1.25 (above margin on 1/2)"
     line = mismatch_warning(report, "sgilo")
     assert line.startswith("warning: sgilo's prior") and "1 of 2 slice(s)" in line
     assert "--method auto" in line and "more than 1.2x worse" in line and "\n" not in line
+    # per-slice margins (an 8x slice may have a larger one): a ratio of 2 within a margin of 2.5
+    wide = replace(report, margin=[2.5, 1.2])
+    assert ratio_text(wide) == "prior-fit 1.25" and mismatch_warning(wide, "sgilo") is None
+    assert "more than 2.5x" in mismatch_warning(
+        replace(report, ratio=[3.0, 0.5], margin=[2.5, 1.2]), "sgilo"
+    )
     good = PriorFit(heldout_fraction=0.1, ratio=[0.5], best_classical=["tv"])
     assert mismatch_warning(good, "sgilo") is None
     assert ratio_text(PriorFit(heldout_fraction=None, note="x")) is None
@@ -174,3 +187,15 @@ def test_classical_folds_hold_out_every_outer_column_exactly_once():
     assert (first & parts[0]).sum() == first.sum()
     with pytest.raises(ValueError, match="folds"):
         partition_columns(candidates, 6, seed=0)  # slice 1 has only 5 candidates
+
+
+def test_prior_margin_by_acceleration():
+    (r_lo, t_lo), (r_hi, t_hi) = PRIOR_MARGINS[0], PRIOR_MARGINS[-1]
+    assert prior_margin(r_lo) == t_lo and prior_margin(r_hi) == t_hi
+    assert prior_margin(1.0) == t_lo and prior_margin(100.0) == t_hi  # constant outside
+    middle = prior_margin(math.sqrt(r_lo * r_hi))  # log-linear in R
+    assert middle == pytest.approx((t_lo + t_hi) / 2)
+    mask = torch.zeros(R, dtype=torch.bool)
+    mask[::4] = True  # every 4th column: R = 4
+    op = SingleCoilMRI(mask, (R, R))
+    assert slice_accelerations(op, 3) == pytest.approx([4.0] * 3)

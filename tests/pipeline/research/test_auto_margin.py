@@ -3,7 +3,12 @@
 import numpy as np
 import pytest
 
-from sgilo.pipeline.research.auto_margin import auto_pick, margin_table, tuning_images
+from sgilo.pipeline.research.auto_margin import (
+    auto_pick,
+    choose_margin,
+    margin_table,
+    tuning_images,
+)
 
 
 def _row(sgilo_error, classical_error, sgilo_psnr, classical_psnr):
@@ -24,9 +29,16 @@ def test_auto_pick_and_the_table_follow_the_margin():
     assert table[float("inf")]["worst_loss_to_classical"] == pytest.approx(4.0)
 
 
-def test_tuning_images_are_eight_distinct_unit_range_slices():
+def test_choose_margin_takes_the_lowest_loss_and_the_smaller_tau_on_ties():
+    in_domain = _row(1.6, 1.0, 30.0, 27.0)  # needs tau >= 1.6 to keep the prior (+3 dB)
+    unlike = _row(2.4, 1.0, 20.0, 24.0)  # tau >= 2.4 would keep the prior (-4 dB)
+    assert choose_margin([in_domain, unlike], (1.0, 1.5, 1.8, 2.0, 3.0)) == 1.8
+
+
+def test_tuning_images_are_twelve_distinct_unit_range_slices():
     images, names = tuning_images(64)
-    assert images.shape == (8, 64, 64) and len(set(names)) == 8
+    assert images.shape == (12, 64, 64) and len(set(names)) == 12
+    assert sum(n.startswith("unseen-axial") for n in names) == 4
     assert np.isfinite(images).all() and images.min() >= 0 and images.max() <= 1
-    flat = images.reshape(8, -1)
-    assert np.linalg.matrix_rank(flat) == 8
+    flat = images.reshape(12, -1)
+    assert np.linalg.matrix_rank(flat) == 12
