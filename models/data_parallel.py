@@ -85,6 +85,17 @@ class DataParallel:
         0-dim ``scalars``, returned as floats. One process: the scalars' values."""
         if not self.active:
             return {k: v.item() for k, v in scalars.items()}
+        averaged = self.average_tensors(params, scalars)
+        values = torch.stack(list(averaged.values())).tolist() if averaged else []
+        return dict(zip(averaged, values, strict=True))
+
+    def average_tensors(
+        self, params: Iterable[Tensor], scalars: dict[str, Tensor]
+    ) -> dict[str, Tensor]:
+        """:meth:`average` without reading the scalars back to the host: they come back as 0-dim
+        float32 tensors on the gradients' device (one process: the scalars, detached)."""
+        if not self.active:
+            return {k: v.detach() for k, v in scalars.items()}
         import torch.distributed as dist
 
         grads = [p.grad for p in params if p.grad is not None]
@@ -97,7 +108,7 @@ class DataParallel:
         for g in grads:
             g.copy_(flat[offset : offset + g.numel()].view_as(g))
             offset += g.numel()
-        return dict(zip(scalars, flat[offset:].tolist(), strict=True))
+        return dict(zip(scalars, flat[offset:].unbind(), strict=True))
 
     def any(self, flag: bool, device: torch.device | str = "cpu") -> bool:
         """Whether ``flag`` is true in any process (a collective: every process must call it)."""

@@ -75,6 +75,18 @@ def _populate_train_gan(gan: argparse.ArgumentParser) -> None:
     )
     add_mirrored(gan, "--seed", source=TrainConfig, field="seed", type=int)
     add_device(gan)
+    from sgilo.models.stylegan2.train_compile import COMPILE_MODES
+
+    gan.add_argument(
+        "--compile",
+        nargs="?",
+        const="default",
+        default=None,
+        choices=COMPILE_MODES,
+        metavar="MODE",
+        help="torch.compile the networks (MODE default; reduce-overhead adds CUDA graphs): "
+        "faster GPU steps after tens of seconds of compiling, results equal up to rounding",
+    )
 
 
 def _populate_train_score(score: argparse.ArgumentParser) -> None:
@@ -285,6 +297,7 @@ def _train_gan(args: argparse.Namespace, parallel: DataParallel, device: str) ->
             device=device,
             max_seconds=None if args.max_minutes is None else 60 * args.max_minutes,
             parallel=parallel,
+            compile_mode=args.compile,
         )
     except (FileExistsError, ValueError) as exc:
         stderr(f"sgilo train-gan: error: {' '.join(str(exc).split())}")

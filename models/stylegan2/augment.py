@@ -5,7 +5,8 @@ it and generated images are never augmented, unlike ADA). The transforms are mil
 plausible, so the generator may learn them as part of the data distribution ("leaking"): that is
 intended here. Every random number comes from the ``torch.Generator`` passed in, and each call
 draws the same count of numbers for a given batch size and config, whatever the pixel values, so a
-training run replays exactly from a saved generator state.
+training run replays exactly from a saved generator state. The numbers are drawn on the generator's
+device (a CUDA generator for a batch on the GPU: no host-to-device copy, no read-back).
 
 Transforms, in the order :func:`augment_magnitudes` applies them (per sample, independently):
 
@@ -70,7 +71,8 @@ class AugmentConfig(BaseModel):
 
 def _uniform(shape: tuple[int, ...], half_width: float, generator: torch.Generator) -> Tensor:
     """U[−half_width, half_width], float32 of the given shape (always draws, even if 0)."""
-    return (torch.rand(shape, generator=generator) * 2.0 - 1.0) * half_width
+    u = torch.rand(shape, generator=generator, device=generator.device)
+    return (u * 2.0 - 1.0) * half_width
 
 
 def _check_batch(x: Tensor, channels: int) -> None:
@@ -80,7 +82,7 @@ def _check_batch(x: Tensor, channels: int) -> None:
 
 def random_flip(x: Tensor, generator: torch.Generator, prob: float = 0.5) -> Tensor:
     """Flip each image left–right with probability ``prob``. x: (B, C, H, W) → same shape."""
-    flip = torch.rand(x.shape[0], generator=generator) < prob
+    flip = torch.rand(x.shape[0], generator=generator, device=generator.device) < prob
     return torch.where(flip.to(x.device)[:, None, None, None], x.flip(-1), x)
 
 
@@ -124,16 +126,17 @@ def random_smooth_phase(
     max_freq: int = 3,
     amplitude: float = math.pi,
 ) -> Tensor:
-    """Random smooth phase maps φ, float32 (B, 1, size, size), max|φ| ~ U[0, amplitude].
+    """Random smooth phase maps φ, float32 (B, 1, size, size) on the generator's device,
+    max|φ| ~ U[0, amplitude].
 
     φ = a · f / max|f| with f(y, x) = Re Σ_k c_k exp(2πi (k_y y + k_x x)/size) over
     |k_y|, |k_x| ≤ max_freq, c_k complex standard Gaussian, a ~ U[0, amplitude] per map.
     """
-    k = 2 * max_freq + 1
-    coef = torch.randn(batch, k, k, 2, generator=generator, dtype=torch.float64)
-    a = torch.rand(batch, generator=generator, dtype=torch.float64) * amplitude
-    freqs = torch.arange(-max_freq, max_freq + 1, dtype=torch.float64)
-    pos = torch.arange(size, dtype=torch.float64) / size
+    k, dev = 2 * max_freq + 1, generator.device
+    coef = torch.randn(batch, k, k, 2, generator=generator, dtype=torch.float64, device=dev)
+    a = torch.rand(batch, generator=generator, dtype=torch.float64, device=dev) * amplitude
+    freqs = torch.arange(-max_freq, max_freq + 1, dtype=torch.float64, device=dev)
+    pos = torch.arange(size, dtype=torch.float64, device=dev) / size
     basis = torch.exp(2j * math.pi * freqs[:, None] * pos[None, :])  # (K, size)
     c = torch.complex(coef[..., 0], coef[..., 1])  # (B, K_y, K_x)
     field = torch.einsum("ky,bkl,lx->byx", basis, c, basis).real

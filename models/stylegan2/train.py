@@ -17,6 +17,13 @@ noise. 2. Lazy R1 (every ``r1_every`` steps, counting from step 0): a separate D
    N = ``ema_kimg``·1000 images, ramped up as in StyleGAN2-ADA: N = min(N, images_seen ·
    ``ema_rampup``) (so the first steps copy g).
 
+Speed: a step never reads a value back to the host on an accelerator (random numbers drawn on
+the device, style mixing by a device mask, losses kept as device tensors until a log record or a
+progress report reads them, a callable sampler's value check read once per log interval), the EMA
+and Adam are multi-tensor updates (fused Adam on CUDA), and ``compile_mode`` compiles the networks
+(:mod:`~sgilo.models.stylegan2.train_compile`). On the CPU the results are those of the one-tensor,
+host-side version, bit for bit.
+
 Pixels (the networks see values in [−1, 1]): 1 channel: ``x = 2m − 1`` for magnitudes m ∈ [0, 1],
 so ``m = (G(z) + 1)/2``; 2 channels: ``x = (Re, Im)`` of ``m·exp(iφ)`` unscaled (already in
 [−1, 1], background 0, multiplication by a phase commutes with the layout), so the complex image is
@@ -26,13 +33,16 @@ so ``m = (G(z) + 1)/2``; 2 channels: ``x = (Re, Im)`` of ``m·exp(iφ)`` unscale
 (``extra["pixel_mapping"]``).
 
 Randomness: network initialization uses a seed derived from ``seed`` (inside ``fork_rng``);
-batches, augmentation and latents/noise each draw from their own CPU ``torch.Generator``, whose
-states are saved in every checkpoint together with the global CPU RNG state. The trainer itself
+batches, augmentation and latents/noise each draw from their own ``torch.Generator``: augmentation
+and latents/noise on the training device, batches on the training device for images in memory and
+on the CPU for a callable sampler (:mod:`~sgilo.models.stylegan2.train_state`). Their states are
+saved in every checkpoint together with the global CPU RNG state. The trainer itself
 never draws from the global RNG, but it owns it while it runs: a fresh run seeds it from ``seed``
 and a resumed run restores it, so even a batch sampler that uses it replays exactly. A run of 2N
-steps therefore equals N steps + resume for N more, bit for bit (same device and threads). The
-sample grids use fixed latents and noise from a separate seed, and the checkpoint's
-``latent_avg`` a separate fixed draw, so writing them never perturbs training.
+steps therefore equals N steps + resume for N more, bit for bit (same device and threads; on a GPU
+up to cuDNN's non-deterministic kernels, which ``cudnn.benchmark``, on while training on CUDA,
+picks by timing). The sample grids use fixed latents and noise from a separate seed, and the
+checkpoint's ``latent_avg`` a separate fixed draw, so writing them never perturbs training.
 
 Data parallel (``parallel``; ``sgilo train-gan`` under torchrun, :mod:`sgilo.models.data_parallel`):
 ``batch_size`` is the global batch B. Every process draws and augments the whole batch from the
@@ -78,6 +88,7 @@ from sgilo.models.stylegan2.pixels import (
     network_to_magnitude,
     to_network,
 )
+from sgilo.models.stylegan2.train_compile import autotuned, compiled_nets
 from sgilo.models.stylegan2.train_config import (
     BOOKKEEPING_FIELDS,
     TrainConfig,
@@ -85,6 +96,7 @@ from sgilo.models.stylegan2.train_config import (
 )
 from sgilo.models.stylegan2.train_state import (
     CHECKPOINT_FORMAT,
+    TrainRun,
     load_checkpoint,
     new_run,
     restore,
@@ -94,6 +106,8 @@ from sgilo.models.stylegan2.train_state import (
 )
 from sgilo.models.stylegan2.train_step import (
     BatchSampler,
+    CheckedSampler,
+    TensorSampler,
     as_sampler,
     stddev_group,
     train_step,
@@ -167,8 +181,17 @@ def _prepare_log(path: Path, keep_until: int | None) -> None:
     path.write_text("".join(f"{line}\n" for line in lines))
 
 
-def _mean(values: list[float]) -> float | None:
-    return sum(values) / len(values) if values else None
+#: the losses a log record holds (means over its steps; r1 over the R1 steps among them)
+LOGGED = ("loss_d", "loss_g", "r1", "d_real", "d_fake")
+
+
+def _mean(values: list[Tensor]) -> float | None:
+    """Mean of 0-dim device tensors, read back in one transfer (the values as ``.item()`` gives
+    them, summed in Python floats)."""
+    if not values:
+        return None
+    floats = torch.stack(values).tolist()
+    return sum(floats) / len(floats)
 
 
 # ---------------------------------------------------------------------- the loop
@@ -181,6 +204,7 @@ def train_gan(
     device: str | torch.device = "cpu",
     max_seconds: float | None = None,
     parallel: DataParallel = SINGLE,
+    compile_mode: str | None = None,
 ) -> TrainResult:
     """Train G and D for ``config.total_steps`` steps, writing checkpoints, logs and samples.
 
@@ -195,7 +219,8 @@ def train_gan(
             is refused (FileExistsError); with ``resume`` and none there, training starts afresh.
         progress: called every ``progress_every`` steps and at the end with ``{"step", "total",
             "kimg", "losses": {"d", "g", "r1"}, "images_per_s"}`` (r1: last value computed).
-        device: where the networks run; random numbers are always drawn on the CPU.
+        device: where the networks run and (but for a callable sampler's) the random numbers
+            are drawn.
         max_seconds: stop after the first step that ends this many seconds after the call began
             (a time budget); the run then ends as at ``total_steps`` (log record, samples,
             checkpoint), and ``resume`` continues it exactly.
@@ -204,6 +229,9 @@ def train_gan(
             ``config.batch_size`` (which W × the minibatch-stddev group must divide, else
             ValueError), and only rank 0 writes files and calls ``progress``. Every process
             returns the same networks.
+        compile_mode: None (default) or a ``torch.compile`` mode for the networks
+            (:mod:`~sgilo.models.stylegan2.train_compile`): equal results up to float rounding,
+            not part of the config (a resume may switch it).
 
     Returns:
         :class:`TrainResult`. Checkpoints are written every ``checkpoint_every`` steps and at the
@@ -220,8 +248,10 @@ def train_gan(
         raise FileExistsError(f"{ckpt_path} exists: pass resume=True or use another folder")
     parallel.check_batch(config.batch_size, stddev_group(config), "batch (--batch)")
     writes = parallel.writes
-    sampler = as_sampler(images, config.generator.resolution, config.image_channels)
-    run = new_run(config, device, parallel)
+    sampler = as_sampler(images, config.generator.resolution, config.image_channels, device)
+    run = new_run(config, device, parallel, data_device=sampler.rng_device)
+    if compile_mode is not None:  # lazy: compiles at the first step
+        run.nets = compiled_nets(run.g, run.d, compile_mode)
     if resume and ckpt_path.exists():
         ckpt = load_checkpoint(ckpt_path)
         bad = config_differences(ckpt.get("train_config") or {}, config)
@@ -251,9 +281,29 @@ def train_gan(
     if run.step >= config.total_steps:
         set_latent_avg(run.g_ema, seeds(config.seed)["latent_avg"])
         return result
+    with autotuned(device):
+        _loop(run, sampler, device, out_dir, progress, max_seconds, sample_z, sample_noises)
+    if not writes:  # w_avg as rank 0 stores it with its checkpoint
+        set_latent_avg(run.g_ema, seeds(config.seed)["latent_avg"])
+    result.step, result.images_seen = run.step, run.images_seen
+    return result
 
-    history: dict[str, list[float]] = {}
-    last: dict[str, float] = {}
+
+def _loop(
+    run: TrainRun,
+    sampler: TensorSampler | CheckedSampler,
+    device: torch.device,
+    out_dir: Path,
+    progress: Callable[[dict[str, Any]], None] | None,
+    max_seconds: float | None,
+    sample_z: Tensor,
+    sample_noises: list[Tensor],
+) -> None:
+    """Steps until ``total_steps`` or the time budget, with logs, samples and checkpoints."""
+    config, parallel, writes = run.config, run.parallel, run.parallel.writes
+    log_path = out_dir / "log.jsonl"
+    history: dict[str, list[Tensor]] = {}
+    last: dict[str, Tensor] = {}
     log_t0 = prog_t0 = call_t0 = time.perf_counter()
     log_n = prog_n = 0
     while run.step < config.total_steps:
@@ -270,22 +320,30 @@ def train_gan(
             out_of_time = parallel.any(out_of_time, device)
         step, done = run.step, run.step == config.total_steps or out_of_time
         kimg = run.images_seen / 1000
-        if writes and (step % config.log_every == 0 or done):
+        logs = step % config.log_every == 0 or done
+        if logs or step % config.checkpoint_every == 0:
+            sampler.verify()  # before anything is written from these batches
+        if logs:  # every process: the losses (device tensors) are read back and dropped here
+            means = {k: _mean(history.get(k, [])) for k in LOGGED}
             now = time.perf_counter()
-            record = {
-                "step": step,
-                "kimg": kimg,
-                "seconds": round(run.seconds, 3),
-                "images_per_s": log_n / max(now - log_t0, 1e-9),
-            }
-            for k in ("loss_d", "loss_g", "r1", "d_real", "d_fake"):
-                record[k] = _mean(history.get(k, []))
-            with open(log_path, "a") as f:
-                f.write(json.dumps(record) + "\n")
+            if writes:
+                record = {
+                    "step": step,
+                    "kimg": kimg,
+                    "seconds": round(run.seconds, 3),
+                    "images_per_s": log_n / max(now - log_t0, 1e-9),
+                } | means
+                with open(log_path, "a") as f:
+                    f.write(json.dumps(record) + "\n")
             history, log_t0, log_n = {}, now, 0
         if writes and progress is not None and (step % config.progress_every == 0 or done):
             now = time.perf_counter()
-            losses = {"d": last["loss_d"], "g": last["loss_g"], "r1": last.get("r1")}
+            r1 = last.get("r1")
+            losses = {
+                "d": last["loss_d"].item(),
+                "g": last["loss_g"].item(),
+                "r1": None if r1 is None else r1.item(),
+            }
             progress(
                 {
                     "step": step,
@@ -304,7 +362,3 @@ def train_gan(
             write_checkpoint(run, out_dir)
         if out_of_time:
             break
-    if not writes:  # w_avg as rank 0 stores it with its checkpoint
-        set_latent_avg(run.g_ema, seeds(config.seed)["latent_avg"])
-    result.step, result.images_seen = run.step, run.images_seen
-    return result
