@@ -19,6 +19,7 @@ import torch
 from sgilo.operators.base import LinearOperator
 from sgilo.pipeline.solvers.base import Progress, ReconResult
 from sgilo.pipeline.solvers.classical import CLASSICAL
+from sgilo.pipeline.solvers.random_source import solver_rng
 
 #: the latent-space methods (each needs a generative prior, ``--model``)
 GENERATIVE: tuple[str, ...] = ("csgm", "ilo", "sgilo")
@@ -168,6 +169,7 @@ def run_method(
     rng = torch.Generator().manual_seed(seed)
     if method in GENERATIVE:
         y, op = _on_prior_device(y, op, prior)
+        rng = solver_rng(seed, y.device)  # random numbers on the problem's device
     if method == "csgm":
         from sgilo.pipeline.solvers.csgm import CSGMConfig, csgm
 

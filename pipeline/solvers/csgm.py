@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -55,9 +55,11 @@ from pydantic import ConfigDict, Field
 
 from sgilo.operators.base import LinearOperator
 from sgilo.pipeline.solvers.base import Progress, ReconResult
+from sgilo.pipeline.solvers.compiled import CompileConfig, synthesis
 from sgilo.pipeline.solvers.diagnostics import CSGMDiagnostics
 from sgilo.pipeline.solvers.fit_config import MRIFitConfig
 from sgilo.pipeline.solvers.generator_state import frozen
+from sgilo.pipeline.solvers.host_sync import DeviceEarlyStop, HostSyncConfig, resolve_sync_every
 from sgilo.pipeline.solvers.prior_fit_config import PriorFitConfig
 from sgilo.pipeline.solvers.problem import (
     ImageProblem,
@@ -67,6 +69,7 @@ from sgilo.pipeline.solvers.problem import (
     finish_image,
     prepare_problem,
 )
+from sgilo.pipeline.solvers.random_source import randn_from
 
 
 class GeneratorGeometry(Protocol):
@@ -102,7 +105,7 @@ class LatentGenerator(Protocol):
     ) -> torch.Tensor: ...
 
 
-class CSGMConfig(MRIFitConfig, PriorFitConfig):
+class CSGMConfig(MRIFitConfig, PriorFitConfig, HostSyncConfig, CompileConfig):
     """CSGM parameters (all recorded in ``ReconResult.diagnostics``)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -205,12 +208,17 @@ def input_latent_image(
     return problem.image(input_latent_output(generator, z))
 
 
-def input_latent_output(generator: LatentGenerator, z: torch.Tensor) -> torch.Tensor:
+def input_latent_output(
+    generator: LatentGenerator,
+    z: torch.Tensor,
+    synthesize: Callable[..., torch.Tensor] | None = None,
+) -> torch.Tensor:
     """The generator's output ``(B, C, R, R)`` for input latents ``z`` ``(B, style_dim)``:
-    ``w = mapping(z)`` on every row of w+, the fixed noise buffers."""
+    ``w = mapping(z)`` on every row of w+, the fixed noise buffers (``synthesize``: the
+    generator's, or a compiled form of it, :mod:`sgilo.pipeline.solvers.compiled`)."""
     w = generator.mapping(z)
     ws = w[:, None, :].expand(-1, generator.n_latent, -1)
-    return generator.synthesize(ws, None)
+    return (synthesize or generator.synthesize)(ws, None)
 
 
 def fit_input_latent(
@@ -237,21 +245,20 @@ def fit_input_latent(
     best_restart = torch.zeros(batch, dtype=torch.long, device=device)
     restart_losses: list[list[float]] = []
     steps_run: list[int] = []
+    every = resolve_sync_every(config.host_sync_every, device)
+    synthesize = synthesis(generator, config.compile)
     with frozen(generator):
         for restart in range(config.restarts):
-            z0 = torch.randn(batch, generator.style_dim, generator=rng, dtype=dtype)
-            z = z0.to(device).requires_grad_(True)
+            shape = (batch, generator.style_dim)
+            z = randn_from(shape, rng, dtype=dtype, device=device).requires_grad_(True)
             optimizer = torch.optim.Adam([z], lr=config.lr)
             step_losses: list[torch.Tensor] = []  # this restart's history, read out at its end
-            run_loss = torch.full((batch,), math.inf, dtype=torch.float64, device=device)
-            stalled = torch.zeros(batch, dtype=torch.long, device=device)
+            stop = DeviceEarlyStop(batch, device, patience, every=every)
             for step in range(config.steps + 1):
-                _, data = problem.image_and_loss(input_latent_output(generator, z))
+                _, data = problem.image_and_loss(input_latent_output(generator, z, synthesize))
                 current = data.detach().to(torch.float64)
-                improved = current < run_loss * (1 - 1e-3)
-                stalled = torch.where(improved, 0, stalled + 1)
-                run_loss = torch.minimum(current, run_loss)
-                wins = current < best_loss
+                wins = (current < best_loss) & stop.active  # nothing counts past a stop
+                stop.observe(current)
                 best_loss = torch.where(wins, current, best_loss)
                 best_z = torch.where(wins[:, None], z.detach(), best_z)
                 best_restart = torch.where(
@@ -259,7 +266,8 @@ def fit_input_latent(
                 )
                 if step == config.steps:  # the final iterate is evaluated, not stepped
                     break
-                if patience is not None and bool((stalled >= patience).all()):
+                stop.advance(step)
+                if stop.check(step):  # a host read every `every` steps
                     break
                 step_losses.append(current.mean())
                 for group in optimizer.param_groups:
@@ -270,10 +278,12 @@ def fit_input_latent(
                 optimizer.step()
                 if callback:
                     callback(restart * config.steps + step + 1, total, f"{label} restart {restart}")
-            if step_losses:
-                history.extend(torch.stack(step_losses).tolist())
-            restart_losses.append([float(v) for v in run_loss])
-            steps_run.append(len(step_losses))
+            stopped = stop.stopped_at()
+            ran = len(step_losses) if stopped is None else stopped
+            if ran:
+                history.extend(torch.stack(step_losses[:ran]).tolist())
+            restart_losses.append([float(v) for v in stop.lowest])
+            steps_run.append(ran)
     return InputLatentFit(best_z, best_loss, best_restart, restart_losses, history, steps_run)
 
 

@@ -66,10 +66,12 @@ from sgilo.models.stylegan2.checkpoint import LatentStats
 from sgilo.models.stylegan2.generator import Generator
 from sgilo.operators.base import LinearOperator
 from sgilo.pipeline.solvers.base import Progress, ReconResult
+from sgilo.pipeline.solvers.compiled import synthesis
 from sgilo.pipeline.solvers.diagnostics import ILODiagnostics
 from sgilo.pipeline.solvers.fit_config import MRIFitConfig
 from sgilo.pipeline.solvers.generator_state import frozen
 from sgilo.pipeline.solvers.holdout import HoldoutConfig, with_holdout
+from sgilo.pipeline.solvers.host_sync import resolve_sync_every
 from sgilo.pipeline.solvers.prior_fit_config import PriorFitConfig
 from sgilo.pipeline.solvers.problem import (
     ImageProblem,
@@ -79,8 +81,13 @@ from sgilo.pipeline.solvers.problem import (
     finish_image,
     prepare_problem,
 )
-from sgilo.pipeline.solvers.projections import l1_ball_project_around_
+from sgilo.pipeline.solvers.projections import (
+    check_radius,
+    l1_ball_project_around_,
+    l1_ball_project_around_nosync_,
+)
 from sgilo.pipeline.solvers.radius import resolve_radius_fraction
+from sgilo.pipeline.solvers.random_source import randn_from
 from sgilo.pipeline.solvers.rounds import (
     EarlyStop,
     Round,
@@ -197,15 +204,20 @@ def ball_hook(config: ILOConfig, fraction: torch.Tensor) -> Callable[[Round], Ca
     """ILO's ``after_step`` for :func:`run_rounds`: per round, a hook doing the sphere
     projections, then the ℓ1 balls of ``config``'s radii around the round start (``fraction``
     ``(B,)``: the resolved radius fractions,
-    :func:`sgilo.pipeline.solvers.radius.resolve_radius_fraction`)."""
+    :func:`sgilo.pipeline.solvers.radius.resolve_radius_fraction`); without host reads when the
+    round reads the host only every few steps (``Round.sync_every > 1``)."""
 
     def balls(rnd: Round) -> Callable[[], None]:
         radii = [_radius(config, rnd.k, v0, fraction) for v0 in rnd.starts]
+        ball = _ball
+        if rnd.sync_every > 1:  # checked once here, not at every step
+            radii = [check_radius(r, v0) for r, v0 in zip(radii, rnd.starts, strict=True)]
+            ball = l1_ball_project_around_nosync_
 
         def project() -> None:
             rnd.sphere_project()
             for v, v0, r in zip(rnd.variables, rnd.starts, radii, strict=True):
-                _ball(v, v0, r)
+                ball(v, v0, r)
 
         return project
 
@@ -282,7 +294,7 @@ def ilo(
             )
         else:
             shape = (target.batch, generator.n_latent, generator.style_dim)
-            z = torch.randn(*shape, generator=rng, dtype=dtype).to(device)
+            z = randn_from(shape, rng, dtype=dtype, device=device)
         history: list[float] = []
         with frozen(generator):
             result = run_rounds(
@@ -299,6 +311,8 @@ def ilo(
                 learning_rate=lambda steps, step: round_learning_rate(config, steps, step),
                 history=history,
                 early_stop=EarlyStop(config.patience) if config.early_stop else None,
+                sync_every=resolve_sync_every(config.host_sync_every, device),
+                synthesize=synthesis(generator, config.compile),
                 stop_at=stop_at,
                 keep_at=keep_at,
                 callback=callback,

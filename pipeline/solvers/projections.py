@@ -4,6 +4,8 @@
   (the soft threshold of Duchi, Shalev-Shwartz, Singer & Chandra, ICML 2008, found without a sort
   by Michelot's active-set iteration, 1986); :func:`l1_ball_project_around_` the solvers' in-place
   form ``v ← c + Π(v − c)``, touching only the batch elements outside the ball;
+  :func:`l1_ball_project_around_nosync_` the same without reading device values on the host
+  (for GPU queues), the threshold always by the sort-based formula;
 - :func:`sphere_project`: rescale each batch element (or each row) to a prescribed ℓ2 norm.
 
 Both are plain tensor maps (computed under ``torch.no_grad``): they are applied to the
@@ -52,11 +54,7 @@ def _soft_threshold_level(mag: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
     Rows of at most :data:`SORT_BELOW` entries use the sort-based formula instead (one pass of a
     few kernels, cheaper there than Michelot's handful of passes)."""
     if mag.shape[1] <= SORT_BELOW:  # few entries: one sort costs fewer kernel launches
-        u = torch.sort(mag, dim=1, descending=True).values
-        excess = torch.cumsum(u, dim=1) - r[:, None]  # Σ_{i≤j} u_i − r
-        j = torch.arange(1, u.shape[1] + 1, dtype=mag.dtype, device=mag.device)
-        rho = ((u - excess / j) > 0).sum(dim=1).clamp_min(1)  # the prefix j = 1 … ρ
-        return (excess.gather(1, (rho - 1)[:, None]).squeeze(1) / rho.to(mag.dtype)).clamp_min(0)
+        return _sorted_level(mag, r)
     count = torch.full_like(r, mag.shape[1])
     theta = (mag.sum(dim=1) - r) / count
     active = torch.ones_like(mag, dtype=torch.bool)
@@ -71,6 +69,16 @@ def _soft_threshold_level(mag: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
         level = (torch.where(active, mag, 0).sum(dim=1) - r) / count.clamp_min(1)
         theta = torch.where(count > 0, torch.maximum(level, theta), theta)
     return theta.clamp_min(0)
+
+
+def _sorted_level(mag: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    """The threshold ``θ`` ``(B,)`` of :func:`_soft_threshold_level` by the sort-based formula
+    (Duchi et al.): a fixed sequence of kernels, no host read."""
+    u = torch.sort(mag, dim=1, descending=True).values
+    excess = torch.cumsum(u, dim=1) - r[:, None]  # Σ_{i≤j} u_i − r
+    j = torch.arange(1, u.shape[1] + 1, dtype=mag.dtype, device=mag.device)
+    rho = ((u - excess / j) > 0).sum(dim=1).clamp_min(1)  # the prefix j = 1 … ρ
+    return (excess.gather(1, (rho - 1)[:, None]).squeeze(1) / rho.to(mag.dtype)).clamp_min(0)
 
 
 @torch.no_grad()
@@ -139,6 +147,34 @@ def l1_ball_project_around_(
     new = center.reshape(batch, -1)[idx] + shrunk
     v.index_copy_(0, idx, new.view(-1, *v.shape[1:]))
     return v
+
+
+@torch.no_grad()
+def l1_ball_project_around_nosync_(
+    v: torch.Tensor, center: torch.Tensor, radius: torch.Tensor
+) -> torch.Tensor:
+    """:func:`l1_ball_project_around_` without a host read: every batch element is computed and
+    written back only where it is outside its ball, ``θ`` by the sort-based formula for rows of
+    any length. ``radius`` ``(B,)``, finite and ``≥ 0``, is not checked (a check reads it on the
+    host; the solvers check once per round, :func:`check_radius`). Equal to
+    :func:`l1_ball_project_around_` bit for bit for rows of at most :data:`SORT_BELOW` entries,
+    and up to float rounding of ``θ`` for longer ones (which use Michelot's iteration there).
+    Returns ``v``."""
+    batch = v.shape[0]
+    d = (v - center).reshape(batch, -1)
+    mag = d.abs()
+    outside = mag.sum(dim=1) > radius
+    theta = _sorted_level(mag, radius)
+    shrunk = torch.sign(d).mul_((mag - theta[:, None]).clamp_min_(0))
+    shrunk = torch.where((radius > 0)[:, None], shrunk, 0)
+    new = torch.add(center.reshape(batch, -1), shrunk)
+    return v.copy_(torch.where(outside[:, None], new, v.reshape(batch, -1)).view(v.shape))
+
+
+def check_radius(radius: float | torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """``radius`` as the ``(B,)`` tensor :func:`l1_ball_project_around_nosync_` takes, checked
+    (finite, ``≥ 0``; one host read) for a real ``v`` ``(B, ...)``."""
+    return _check_radius(radius, v)
 
 
 @torch.no_grad()

@@ -22,6 +22,7 @@ from sgilo.models.stylegan2.checkpoint import LatentStats, gaussianized_to_w
 from sgilo.models.stylegan2.generator import Generator, SynthesisState
 from sgilo.pipeline.solvers.base import Progress
 from sgilo.pipeline.solvers.diagnostics import HeldoutChoice
+from sgilo.pipeline.solvers.host_sync import DeviceEarlyStop, StopSnapshot
 from sgilo.pipeline.solvers.problem import Problem
 from sgilo.pipeline.solvers.projections import sphere_project_
 
@@ -97,6 +98,7 @@ class Round:
     starts: list[torch.Tensor]
     z_norms: torch.Tensor
     noise_norms: list[torch.Tensor]
+    sync_every: int = 1  # > 1: the hook must not read device values on the host
 
     @torch.no_grad()
     def sphere_project(self) -> None:
@@ -146,6 +148,9 @@ def run_rounds(
     history: list[float],
     slice_history: list[torch.Tensor] | None = None,
     early_stop: EarlyStop | None = None,
+    sync_every: int = 1,
+    rng: torch.Generator | None = None,
+    synthesize: Callable[..., torch.Tensor | SynthesisState] | None = None,
     callback: Progress | None = None,
     total: int = 0,
     done: int = 0,
@@ -166,7 +171,12 @@ def run_rounds(
     ``(B,)`` to ``slice_history`` when given; ``callback(done, total, f"{label} round {k}")``
     after every step. ``early_stop``: end a round once every slice's measurement loss has not
     improved by the relative ``tol`` for ``patience`` steps (that iterate is then the round's
-    final one); the steps each round ran are in ``RoundsResult.steps_run``."""
+    final one); the steps each round ran are in ``RoundsResult.steps_run``. The early stop is
+    decided on the device and read by the host every ``sync_every`` steps
+    (:mod:`sgilo.pipeline.solvers.host_sync`); a round that ran past its stop step is put back
+    to it (variables, losses, and ``rng``, the generator the hook draws from), so the result is
+    the same for every ``sync_every``. ``synthesize``: the generator's, or a compiled form of it
+    (:mod:`sgilo.pipeline.solvers.compiled`)."""
     batch = problem.batch
     dtype, device = z.dtype, z.device
     noises = [
@@ -174,8 +184,8 @@ def run_rounds(
     ]
     h: SynthesisState | None = None
     rounds = len(steps)
-    round_losses: list[float] = []
-    round_start_losses: list[float] = []
+    round_losses: list[torch.Tensor] = []  # 0-d, read out at the end
+    round_start_losses: list[torch.Tensor] = []
     round_slice_losses: list[torch.Tensor] = []
     round_start_slice_losses: list[torch.Tensor] = []
     last_round_losses: list[list[float]] = []
@@ -186,6 +196,7 @@ def run_rounds(
     best_round = torch.full((batch,), -1, dtype=torch.long, device=device)
     best_step = torch.full((batch,), -1, dtype=torch.long, device=device)
     by_heldout = False
+    synth = synthesize or generator.synthesize
     if stop_at is not None:
         steps = list(steps)[: len(stop_at)]
         rounds = len(steps)
@@ -214,22 +225,33 @@ def run_rounds(
         starts = [v.detach().clone() for v in variables]
         z_norms = starts[0].norm(dim=-1)  # (B, n_latent)
         noise_norms = [starts[1 + j].reshape(batch, -1).norm(dim=1) for j in range(len(active))]
-        hook = after_step(Round(k, z, noises, active, h, variables, starts, z_norms, noise_norms))
+        hook = after_step(
+            Round(k, z, noises, active, h, variables, starts, z_norms, noise_norms, sync_every)
+        )
         optimizer = torch.optim.Adam(variables, lr=lr, foreach=True)
         iterate_losses: list[torch.Tensor] = []
         step_losses: list[torch.Tensor] = []  # this round's history, read out once at its end
-        lowest = torch.full((batch,), math.inf, dtype=torch.float64, device=device)
-        stalled = torch.zeros(batch, dtype=torch.long, device=device)
+        stop = DeviceEarlyStop(
+            batch,
+            device,
+            None if early_stop is None else early_stop.patience,
+            every=sync_every,
+            tol=1e-3 if early_stop is None else early_stop.tol,
+        )
+        snapshot = StopSnapshot(variables, rng) if sync_every > 1 and early_stop else None
+        final_loss = torch.zeros(batch, dtype=torch.float64, device=device)
+        sliced = 0  # entries appended to slice_history in this round
         for step in range(round_steps + 1):
-            g = generator.synthesize(gaussianized_to_w(z, mu, sigma), noises, start=k, h=h)
+            g = synth(gaussianized_to_w(z, mu, sigma), noises, start=k, h=h)
             assert isinstance(g, torch.Tensor)
             x, data, held = problem.image_and_losses(g)
             current = data.detach().to(torch.float64)
+            counts = stop.active  # steps past an early stop change nothing
             by_heldout = held is not None and not keep_last
             if by_heldout:
                 assert held is not None
                 score = held.detach().to(torch.float64)
-                wins = score < best_heldout
+                wins = (score < best_heldout) & counts
                 best_heldout = torch.where(wins, score, best_heldout)
                 best_loss = torch.where(wins, current, best_loss)
                 best_round = torch.where(wins, k, best_round)
@@ -237,35 +259,34 @@ def run_rounds(
                 best_x = torch.where(wins.view(-1, *([1] * (x.ndim - 1))), x.detach(), best_x)
             final = step == round_steps or (stop_at is not None and step == stop_at[k])
             if keep_at is not None:
-                hit = (keep_at[:, 0] == k) & (keep_at[:, 1] == step)
+                hit = (keep_at[:, 0] == k) & (keep_at[:, 1] == step) & counts
                 best_loss = torch.where(hit, current, best_loss)
                 best_x = torch.where(hit.view(-1, *([1] * (x.ndim - 1))), x.detach(), best_x)
-            if early_stop is not None and not final:
-                improved = current < lowest * (1 - early_stop.tol)
-                lowest = torch.minimum(lowest, current)
-                stalled = torch.where(improved, 0, stalled + 1)
-                final = bool((stalled >= early_stop.patience).all())
+            now = stop.observe(current) if early_stop is not None and not final else None
+            ends = torch.full((), final, dtype=torch.bool, device=device) & counts
+            if now is not None:
+                ends = ends | now  # this iterate is the round's last
             if step == 0:
-                round_start_losses.append(float(current.mean()))
+                round_start_losses.append(current.mean())
                 round_start_slice_losses.append(current)
             if last:
                 iterate_losses.append(current)
             if last and not by_heldout and keep_at is None:
-                keep = (
-                    torch.as_tensor(final, device=device).expand(batch)
-                    if keep_last
-                    else current < best_loss
-                )
+                keep = ends.expand(batch) if keep_last else (current < best_loss) & counts
                 best_loss = torch.where(keep, current, best_loss)
                 best_x = torch.where(keep.view(-1, *([1] * (x.ndim - 1))), x.detach(), best_x)
+            final_loss = torch.where(ends, current, final_loss)
             if final:  # the final iterate is evaluated, not stepped
-                steps_run.append(step)
-                round_losses.append(float(current.mean()))
-                round_slice_losses.append(current)
+                break
+            if snapshot is not None:
+                snapshot.keep(now)
+            stop.advance(step)
+            if stop.check(step):  # a host read every `sync_every` steps
                 break
             step_losses.append(current.mean())
             if slice_history is not None:
                 slice_history.append(current)
+                sliced += 1
             if learning_rate is not None:
                 for group in optimizer.param_groups:
                     group["lr"] = learning_rate(round_steps, step)
@@ -278,16 +299,27 @@ def run_rounds(
             done += 1
             if callback:
                 callback(done, total, f"{label} round {k}")
-        if step_losses:
-            history.extend(torch.stack(step_losses).tolist())
+        ran = stop.stopped_at()
+        if ran is None:
+            ran = step
+        elif snapshot is not None:  # ran past the stop: back to the stop step
+            snapshot.restore(ran)
+        done -= len(step_losses) - ran
+        if slice_history is not None and sliced > ran:
+            del slice_history[len(slice_history) - (sliced - ran) :]
+        steps_run.append(ran)
+        round_losses.append(final_loss.mean())
+        round_slice_losses.append(final_loss)
+        if ran:
+            history.extend(torch.stack(step_losses[:ran]).tolist())
         if last:
-            stacked = torch.stack(iterate_losses, dim=1)  # (B, steps + 1)
-            last_round_losses = [[float(v) for v in row] for row in stacked]
+            stacked = torch.stack(iterate_losses[: ran + 1], dim=1)  # (B, steps + 1)
+            last_round_losses = stacked.tolist()  # one host read
     return RoundsResult(
         best_x,
         best_loss,
-        round_losses,
-        round_start_losses,
+        torch.stack(round_losses).tolist() if round_losses else [],
+        torch.stack(round_start_losses).tolist() if round_start_losses else [],
         last_round_losses,
         done,
         round_slice_losses,

@@ -75,10 +75,13 @@ from sgilo.models.stylegan2.checkpoint import LatentStats
 from sgilo.models.stylegan2.generator import Generator, SynthesisState
 from sgilo.operators.base import LinearOperator
 from sgilo.pipeline.solvers.base import Progress, ReconResult
+from sgilo.pipeline.solvers.chains import ChainBatch
+from sgilo.pipeline.solvers.compiled import synthesis
 from sgilo.pipeline.solvers.diagnostics import SGILODiagnostics
 from sgilo.pipeline.solvers.fit_config import MRIFitConfig
 from sgilo.pipeline.solvers.generator_state import frozen
 from sgilo.pipeline.solvers.holdout import HoldoutConfig, with_holdout
+from sgilo.pipeline.solvers.host_sync import resolve_sync_every
 from sgilo.pipeline.solvers.ilo import size_scaled_radius
 from sgilo.pipeline.solvers.prior_fit_config import PriorFitConfig
 from sgilo.pipeline.solvers.problem import (
@@ -88,8 +91,13 @@ from sgilo.pipeline.solvers.problem import (
     finish_image,
     prepare_problem,
 )
-from sgilo.pipeline.solvers.projections import l1_ball_project_around_
+from sgilo.pipeline.solvers.projections import (
+    check_radius,
+    l1_ball_project_around_,
+    l1_ball_project_around_nosync_,
+)
 from sgilo.pipeline.solvers.radius import resolve_radius_fraction
+from sgilo.pipeline.solvers.random_source import randn_from
 from sgilo.pipeline.solvers.rounds import (
     EarlyStop,
     Round,
@@ -111,7 +119,7 @@ class PriorModel(Protocol):
         v: torch.Tensor,
         lam: float,
         tau: float,
-        t: float = 0.01,
+        t: float | torch.Tensor = 0.01,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor: ...
 
@@ -196,10 +204,13 @@ def prior_step(
 ) -> torch.Tensor:
     """SGILO's prior step on ``v`` ``(B, *model.data_shape)`` (the solver's only use of a score
     model): ``v + λ·(D(v) − v) + τ·scale ⊙ ξ`` (:meth:`ScoreModel.sgilo_step`), ``ξ`` drawn from
-    ``rng``. Returns a new detached tensor; ``λ = τ = 0`` returns ``v`` unchanged."""
+    ``rng``. Returns a new detached tensor; ``λ = τ = 0`` returns ``v`` unchanged. ``t`` reaches
+    the model as a 0-d tensor on ``v``'s device (filled there: a Python number would be copied
+    from the host, which waits for a GPU's queue)."""
     if lam == 0 and tau == 0:
         return v.detach().clone()
-    return model.sgilo_step(v.detach(), lam, tau, t, generator=rng)
+    tt = torch.full((), t, dtype=v.dtype, device=v.device)
+    return model.sgilo_step(v.detach(), lam, tau, tt, generator=rng)
 
 
 def space_key(key: str | int, num_blocks: int) -> str | int:
@@ -262,56 +273,6 @@ def check_score_models(
             )
         out[k] = model
     return out
-
-
-class ChainBatch:
-    """``K`` copies of a solver problem as one batch of ``K·B`` (chain-major: row ``c·B + b`` is
-    chain ``c``, slice ``b``), for :func:`sgilo.pipeline.solvers.rounds.run_rounds`. The image and
-    the loss are computed chain by chain with the problem's own per-slice tensors (scale, phase
-    carrier, gain, the operator's per-slice mask/maps), so no operator needs to know about chains;
-    the generator, the backward pass, Adam and the prior steps see one batch."""
-
-    def __init__(self, problem: Problem, chains: int) -> None:
-        self.problem, self.chains = problem, chains
-        self.op, self.y = problem.op, problem.y
-
-    @property
-    def batch(self) -> int:
-        return self.chains * self.problem.batch
-
-    def image(self, g: torch.Tensor) -> torch.Tensor:
-        """Generator output ``(K·B, C, R, R)`` → the problem's image, ``(K·B, H, W)``."""
-        if self.chains == 1:
-            return self.problem.image(g)
-        return torch.cat([self.problem.image(part) for part in g.split(self.problem.batch)])
-
-    def measurement_loss(self, x: torch.Tensor) -> torch.Tensor:
-        """``(K·B,)``: the problem's per-slice measurement loss, chain by chain."""
-        if self.chains == 1:
-            return self.problem.measurement_loss(x)
-        parts = x.split(self.problem.batch)
-        return torch.cat([self.problem.measurement_loss(part) for part in parts])
-
-    def image_and_loss(self, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The problem's :meth:`~Problem.image_and_loss`, chain by chain."""
-        if self.chains == 1:
-            return self.problem.image_and_loss(g)
-        pairs = [self.problem.image_and_loss(part) for part in g.split(self.problem.batch)]
-        return torch.cat([x for x, _ in pairs]), torch.cat([loss for _, loss in pairs])
-
-    def image_and_losses(
-        self, g: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """The problem's :meth:`~Problem.image_and_losses`, chain by chain."""
-        if self.chains == 1:
-            return self.problem.image_and_losses(g)
-        parts = [self.problem.image_and_losses(part) for part in g.split(self.problem.batch)]
-        held = [h for _, _, h in parts]
-        return (
-            torch.cat([x for x, _, _ in parts]),
-            torch.cat([loss for _, loss, _ in parts]),
-            None if held[0] is None else torch.cat(held),  # type: ignore[arg-type]
-        )
 
 
 # ---------------------------------------------------------------------- the solver
@@ -377,7 +338,7 @@ def sgilo(
 
     def draw_z(count: int) -> torch.Tensor:
         shape = (count, batch, generator.n_latent, generator.style_dim)
-        return torch.randn(*shape, generator=rng, dtype=dtype).to(device)
+        return randn_from(shape, rng, dtype=dtype, device=device)
 
     def prior_on_h(h: SynthesisState, model: PriorModel) -> None:
         """In place: the prior step on h's features (and skip image, when the model covers it)."""
@@ -394,6 +355,10 @@ def sgilo(
         projections."""
         h_model = models.get(rnd.k - 1) if rnd.h is not None else None
         radii = [] if fraction is None else [size_scaled_radius(fraction, v0) for v0 in rnd.starts]
+        ball = l1_ball_project_around_
+        if radii and rnd.sync_every > 1:  # no host reads in the step; radii checked here
+            radii = [check_radius(r, v0) for r, v0 in zip(radii, rnd.starts, strict=True)]
+            ball = l1_ball_project_around_nosync_
 
         def step() -> None:
             if "z" in models:
@@ -403,7 +368,7 @@ def sgilo(
             rnd.sphere_project()
             if radii:
                 for v, v0, r in zip(rnd.variables, rnd.starts, radii, strict=True):
-                    l1_ball_project_around_(v, v0, r)
+                    ball(v, v0, r)
 
         return step
 
@@ -454,6 +419,9 @@ def sgilo(
             history=[],
             slice_history=step_losses,
             early_stop=EarlyStop(config.patience) if config.early_stop else None,
+            sync_every=resolve_sync_every(config.host_sync_every, device),
+            synthesize=synthesis(generator, config.compile),
+            rng=rng,
             callback=progress,
             total=sum(config.steps),
             label="sgilo",

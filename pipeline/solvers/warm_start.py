@@ -25,16 +25,19 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from sgilo.models.stylegan2.generator import Generator
 from sgilo.pipeline.solvers.base import Progress
+from sgilo.pipeline.solvers.compiled import CompileConfig
 from sgilo.pipeline.solvers.csgm import CSGMConfig, InputLatentFit, fit_input_latent
+from sgilo.pipeline.solvers.host_sync import HostSyncConfig
 from sgilo.pipeline.solvers.problem import ImageProblem, Problem
 
 
-class WarmStartConfig(BaseModel):
-    """The start of ILO's/SGILO's rounds (fields of their configs)."""
+class WarmStartConfig(HostSyncConfig, CompileConfig):
+    """The start of ILO's/SGILO's rounds (fields of their configs; ``host_sync_every`` and
+    ``compile`` are the rounds' and the start's)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -79,7 +82,12 @@ def csgm_start(
     """CSGM's fit of ``problem`` (the latent weight and learning-rate schedule of
     :class:`~sgilo.pipeline.solvers.csgm.CSGMConfig`'s defaults) and its Gaussianized w+ latent
     ``(B, n_latent, D)``, every row the same."""
-    csgm_config = CSGMConfig(steps=config.init_steps, restarts=config.init_restarts)
+    csgm_config = CSGMConfig(
+        steps=config.init_steps,
+        restarts=config.init_restarts,
+        host_sync_every=config.host_sync_every,
+        compile=config.compile,
+    )
     patience = config.init_patience if config.init_early_stop else None
     fit = fit_input_latent(
         problem, generator, csgm_config, rng=rng, callback=callback, label=label, patience=patience

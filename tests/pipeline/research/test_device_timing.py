@@ -1,5 +1,5 @@
-"""`sgilo.pipeline.research.device_timing` times the methods through `solve`; its command refuses
-bad images."""
+"""`sgilo.pipeline.research.device_timing` times the methods through `solve` on single- and
+multi-coil acquisitions of several grids; its command refuses bad images."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from sgilo.models.stylegan2.checkpoint import save_generator
-from sgilo.pipeline.research.device_timing import acquisition, main, run
+from sgilo.pipeline.research.device_timing import acquisition, coil_maps, main, run, slices
 
 
 def test_timing_record_has_a_row_per_batch_and_method(tmp_path, gen_stats):
@@ -52,3 +52,19 @@ def test_acquisition_is_an_8x_single_coil_sampling_of_distinct_slices():
     sampled = (y.abs().sum(dim=(0, 1)) > 0).float().mean().item()
     assert 1 / 8 - 0.05 < sampled < 1 / 8 + 0.05  # fraction of columns kept
     assert not torch.allclose(y[0], y[1])  # evenly spaced, different slices
+
+
+def test_coil_maps_are_normalised_and_distinct():
+    maps = coil_maps(8, 32)
+    assert maps.shape == (8, 32, 32) and maps.dtype == torch.complex64
+    assert torch.allclose(maps.abs().pow(2).sum(dim=0), torch.ones(32, 32), atol=1e-5)
+    assert not torch.allclose(maps[0].abs(), maps[4].abs(), atol=0.1)
+
+
+def test_multi_coil_acquisition_on_a_larger_grid():
+    images = np.random.default_rng(0).random((10, 16, 16)).astype(np.float32)
+    y, op = acquisition(images, 3, "cpu", size=32, coils=8)
+    assert y.shape == (3, 8, 32, 32) and op.ishape == (32, 32)
+    x = slices(images, 3, 32)
+    assert x.shape == (3, 32, 32) and 0 <= float(x.min()) and float(x.max()) <= 1
+    assert torch.allclose(y, op.A(x.to(torch.complex64)))
