@@ -6,6 +6,7 @@ architecture, from the shipped prior's preset (:mod:`sgilo.models.stylegan2.pres
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -235,15 +236,20 @@ def _train_gan_data(args: argparse.Namespace, channels: int) -> tuple:
     return sampler, {"total": None, "sources": {SYNTH_BRAIN: info}, "skipped": []}
 
 
-def cmd_train_gan(args: argparse.Namespace) -> int:
+def _data_parallel(args: argparse.Namespace, command: str, body: Callable[..., int]) -> int:
+    """``body(args, parallel, device)`` after the CUDA check, in torchrun's process group when
+    torchrun started this process (``"cuda"`` is then this rank's GPU), alone otherwise."""
     if cuda_missing(args.device):
-        stderr("sgilo train-gan: --device cuda requested but no CUDA device is available")
+        stderr(f"sgilo {command}: --device cuda requested but no CUDA device is available")
         return 2
     from sgilo.models.data_parallel import joined
 
-    # under torchrun: one of its data-parallel processes ("cuda" is then this rank's GPU)
     with joined(args.device) as (parallel, device):
-        return _train_gan(args, parallel, device)
+        return body(args, parallel, device)
+
+
+def cmd_train_gan(args: argparse.Namespace) -> int:
+    return _data_parallel(args, "train-gan", _train_gan)
 
 
 def _train_gan(args: argparse.Namespace, parallel: DataParallel, device: str) -> int:
@@ -318,14 +324,7 @@ def _train_gan(args: argparse.Namespace, parallel: DataParallel, device: str) ->
 
 
 def cmd_train_score(args: argparse.Namespace) -> int:
-    if cuda_missing(args.device):
-        stderr("sgilo train-score: --device cuda requested but no CUDA device is available")
-        return 2
-    from sgilo.models.data_parallel import joined
-
-    # under torchrun: one of its data-parallel processes ("cuda" is then this rank's GPU)
-    with joined(args.device) as (parallel, device):
-        return _train_score(args, parallel, device)
+    return _data_parallel(args, "train-score", _train_score)
 
 
 def _train_score(args: argparse.Namespace, parallel: DataParallel, device: str) -> int:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sgilo.operators.fft import centred_fft_axis
 from sgilo.pipeline.io.ismrmrd_header import IsmrmrdHeader, ismrmrd_error
 from sgilo.pipeline.io.ismrmrd_table import line_values
 
@@ -44,19 +45,12 @@ class Placed:
     partitions: tuple[int, int, int] | None
 
 
-def _centred(kspace: np.ndarray, axis: int, inverse: bool) -> np.ndarray:
-    """Centred orthonormal (inverse) FFT along one axis."""
-    fft = np.fft.ifft if inverse else np.fft.fft
-    shifted = np.fft.ifftshift(kspace, axes=axis)
-    return np.fft.fftshift(fft(shifted, axis=axis, norm="ortho"), axes=axis)
-
-
 def crop_readout(kspace: np.ndarray, size: int) -> np.ndarray:
     """Remove readout oversampling: centred orthonormal inverse FFT along ``H`` (axis -2), keep
     the central ``size`` rows, FFT back. ``kspace``: complex ``(S, C, H, W)``."""
-    image = _centred(kspace, -2, inverse=True)
+    image = centred_fft_axis(kspace, -2, inverse=True)
     start = (kspace.shape[-2] - size) // 2
-    return _centred(image[..., start : start + size, :], -2, inverse=False)
+    return centred_fft_axis(image[..., start : start + size, :], -2)
 
 
 def place_lines(
@@ -134,7 +128,7 @@ def place_lines(
     grid /= np.maximum(counts, 1)[:, None, :, :, None]
     partitions = None
     if nz > 1:
-        grid = _centred(grid, 2, inverse=True)
+        grid = centred_fft_axis(grid, 2, inverse=True)
         rz = hdr.recon[2]
         count = rz if 0 < rz < nz else nz
         first = (nz - count) // 2

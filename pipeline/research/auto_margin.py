@@ -26,7 +26,7 @@ and each classical method on all samples, and records per slice the PSNRs and th
 worst loss against the best classical one (the classical method picked by its single-fold error,
 as the ranking before the k-fold one was added: a pessimistic stand-in).
 
-    python -m sgilo.pipeline.research.auto_margin --out rows.json   # about 30 min on 2 cores
+    python -m sgilo.pipeline.research.auto_margin --out rows.json   # ~15 min on idle 2 cores (est.)
     python -m sgilo.pipeline.research.auto_margin --rows rows.json --out rows.json  # only the
                                                   # tuning slices missing from rows.json
 """
