@@ -56,10 +56,11 @@ def evaluate(
                 start = time.perf_counter()
                 auto = solve(y, op, lam="auto")
                 seconds_auto = (time.perf_counter() - start) / len(slices)
-                grid = auto.diagnostics.lambda_grid
+                grid = auto.diagnostics.lambda_grid  # (S, G): per slice
                 fits, seconds_fixed = [], 0.0
-                for g, lam in enumerate(grid):
+                for g in range(len(grid[0])):
                     start = time.perf_counter()
+                    lam = torch.tensor([row[g] for row in grid], dtype=torch.float64)
                     fits.append(solve(y, op, lam=lam).magnitude)
                     if g == DEFAULT_INDEX:
                         seconds_fixed = (time.perf_counter() - start) / len(slices)
@@ -74,7 +75,10 @@ def evaluate(
                         "default": psnr(acq.target, fits[DEFAULT_INDEX]),
                         "auto": psnr(acq.target, auto.magnitude),
                         "oracle": psnr(acq.target, oracle),
-                        "auto_index": [grid.index(v) for v in auto.diagnostics.lambda_rel],
+                        "auto_index": [
+                            row.index(v)
+                            for row, v in zip(grid, auto.diagnostics.lambda_rel, strict=True)
+                        ],
                         "oracle_index": oracle_index.tolist(),
                         "seconds_auto": seconds_auto,
                         "seconds_fixed": seconds_fixed,

@@ -50,14 +50,27 @@ def collect(
     fine: bool = True,
     split: str = "train",
     coils: tuple[int | None, ...] = (None, 8),
+    settings: tuple[str, ...] | None = None,
+    heldout: bool = True,
 ) -> list[dict]:
     """One record per (setting, SNR, method, slice): held-out column errors ``(G, J)`` with the
-    fold of each column, the target MSE of the fine grid, σ̂ and the data scale."""
-    slices = mni_slices(split, size=size)
-    pick = np.linspace(0, len(slices) - 1, count).round().astype(int)
-    slices = slices[pick]
+    fold of each column, the target MSE of the fine grid, σ̂ and the data scale. ``split`` is
+    ``train``/``validation`` (``count`` evenly spaced MNI axial slices) or ``tuning`` (the 12
+    images of :func:`sgilo.pipeline.research.auto_margin.tuning_images`, ``count`` ignored);
+    ``settings``: the labels to run (``None``: every one with the given coils); ``heldout=False``:
+    the full fits only (no held-out curves: ``column_errors`` and ``fold`` empty), for choosing the
+    default λ."""
+    if split == "tuning":
+        from sgilo.pipeline.research.auto_margin import tuning_images
+
+        slices, _ = tuning_images(size)
+    else:
+        slices = mni_slices(split, size=size)
+        pick = np.linspace(0, len(slices) - 1, count).round().astype(int)
+        slices = slices[pick]
     rows = []
-    for setting in [s for s in DEFAULT_SETTINGS if s.coils in coils]:
+    chosen = [s for s in DEFAULT_SETTINGS if s.coils in coils]
+    for setting in [s for s in chosen if settings is None or s.label in settings]:
         for snr in snrs:
             acq = setting.simulate(slices, snr_db=snr, seed=3)
             y, op = espirit_operator(acq)
@@ -65,12 +78,21 @@ def collect(
             sigma = estimate_noise_sigma(y, op)
             folds = draw_folds(candidate_columns(op, y), CV_FRACTION, FOLDS, CV_SEED).cpu()
             for method in ("l1-wavelet", "tv"):
-                default = classical.default_lambda(method, op)
+                default = classical.default_lambda(method, op, len(slices))  # (S,)
                 fit = _fit(method, iterations)
-                grid = torch.tensor([default * f for f in GRID_FACTORS], dtype=torch.float64)
-                _, per_slice = heldout_curves(
-                    y, op, fit, grid, scale, fraction=CV_FRACTION, folds=FOLDS, seed=CV_SEED
-                )
+                factors = torch.tensor(GRID_FACTORS, dtype=torch.float64)
+                per_slice = [torch.empty(len(factors), 0)] * len(slices)
+                if heldout:
+                    _, per_slice = heldout_curves(
+                        y,
+                        op,
+                        fit,
+                        factors,
+                        scale * default,
+                        fraction=CV_FRACTION,
+                        folds=FOLDS,
+                        seed=CV_SEED,
+                    )
                 mse = []
                 for f in FINE_FACTORS if fine else GRID_FACTORS:
                     image = fit(y, op, (default * f * scale).cpu()).abs().numpy()
@@ -78,14 +100,14 @@ def collect(
                 mse = np.array(mse)  # (13, S)
                 for b in range(len(slices)):
                     where = folds.any(dim=0)[b].nonzero().flatten()
-                    fold_of = folds[:, b, where].int().argmax(dim=0).tolist()
+                    fold_of = folds[:, b, where].int().argmax(dim=0).tolist() if heldout else []
                     rows.append(
                         {
                             "setting": setting.label,
                             "snr": snr,
                             "method": method,
                             "slice": int(b),
-                            "default": default,
+                            "default": float(default[b]),
                             "column_errors": per_slice[b].tolist(),
                             "fold": fold_of,
                             "mse": mse[:, b].tolist(),
@@ -103,9 +125,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--slices", type=int, default=6)
     p.add_argument("--snrs", type=float, nargs="+", default=[20, 30, 40])
-    p.add_argument("--split", default="train", choices=["train", "validation"])
+    p.add_argument("--split", default="train", choices=["train", "validation", "tuning"])
+    p.add_argument("--settings", nargs="+", help='labels, e.g. "8-coil 8x" (default: all)')
     p.add_argument("--coils", choices=["single", "multi", "both"], default="both")
     p.add_argument("--coarse", action="store_true", help="full fits on the 7-point grid only")
+    p.add_argument("--no-heldout", action="store_true", help="full fits only (the default λ)")
     p.add_argument("--out", type=Path, default=Path("kspace_cv_rules.json"))
     args = p.parse_args(argv)
     rows = collect(
@@ -115,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
         fine=not args.coarse,
         split=args.split,
         coils=COILS[args.coils],
+        settings=None if args.settings is None else tuple(args.settings),
+        heldout=not args.no_heldout,
     )
     args.out.write_text(json.dumps(rows) + "\n")
     return 0

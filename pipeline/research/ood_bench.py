@@ -247,7 +247,7 @@ def solve_cell(
     from sgilo.pipeline.solvers.classical import default_lambda
     from sgilo.pipeline.solvers.kspace_cv import GRID_FACTORS
 
-    default = default_lambda(variant.method, op)
+    default = default_lambda(variant.method, op, len(target))
     seconds, grid = 0.0, []
     for factor in GRID_FACTORS:
         start = time.perf_counter()
@@ -257,7 +257,7 @@ def solve_cell(
     best = [int(np.argmax([g[0][b] for g in grid])) for b in range(len(target))]
     psnr = [grid[k][0][b] for b, k in enumerate(best)]
     ssim = [grid[k][1][b] for b, k in enumerate(best)]
-    extra = {"oracle_factor": [GRID_FACTORS[k] for k in best], "default_lambda": default}
+    extra = {"oracle_factor": [GRID_FACTORS[k] for k in best], "default_lambda": default.tolist()}
     return psnr, ssim, seconds / len(target), extra
 
 

@@ -58,14 +58,19 @@ from sgilo.pipeline.solvers.base import Progress, ReconResult
 from sgilo.pipeline.solvers.diagnostics import ClassicalDiagnostics
 from sgilo.pipeline.solvers.kspace_cv import LambdaChoice, choose_lambda, estimate_noise_sigma
 from sgilo.pipeline.solvers.lambda_rule import noise_lambda
+from sgilo.pipeline.solvers.sampling import interpolate_by_fraction, sampled_fraction
 
-#: relative regularisation weights per (method, single- or multi-coil data), chosen on MNI
-#: training slices by `sgilo tune-classical` (docs/CLASSICAL_TUNING.md)
-DEFAULT_LAMBDA = {
-    ("l1-wavelet", "single-coil"): 0.003,
-    ("l1-wavelet", "multi-coil"): 3e-4,
-    ("tv", "single-coil"): 0.1,
-    ("tv", "multi-coil"): 0.003,
+#: relative regularisation weights per (method, single- or multi-coil data) as ``(λ at 8×,
+#: λ at 4×)``, set per slice from its sampled fraction
+#: (:func:`sgilo.pipeline.solvers.sampling.interpolate_by_fraction`: geometric between the two,
+#: constant outside). Single-coil: one value at both, chosen on MNI training slices by
+#: `sgilo tune-classical`; multi-coil: one per acceleration, chosen on the tuning set of
+#: :mod:`sgilo.pipeline.research.kspace_cv_rules` (docs/CLASSICAL_TUNING.md)
+DEFAULT_LAMBDA: dict[tuple[str, str], tuple[float, float]] = {
+    ("l1-wavelet", "single-coil"): (0.003, 0.003),
+    ("l1-wavelet", "multi-coil"): (1e-3, 3e-4),
+    ("tv", "single-coil"): (0.1, 0.1),
+    ("tv", "multi-coil"): (0.03, 0.01),
 }
 DEFAULT_ITERATIONS = {"cg-sense": 40, "l1-wavelet": 100, "tv": 100}
 #: CG-SENSE iterations that initialise the ℓ1-wavelet and TV solvers
@@ -77,9 +82,11 @@ def coil_kind(op: LinearOperator) -> str:
     return "single-coil" if op.coil_maps is None else "multi-coil"
 
 
-def default_lambda(method: str, op: LinearOperator) -> float:
-    """The tuned relative λ of ``method`` for the kind of data ``op`` models."""
-    return DEFAULT_LAMBDA[(method, coil_kind(op))]
+def default_lambda(method: str, op: LinearOperator, batch: int) -> torch.Tensor:
+    """The tuned relative λ of ``method`` per slice, float64 ``(B,)``: :data:`DEFAULT_LAMBDA`
+    for the kind of data ``op`` models at each slice's sampled fraction."""
+    at_8x, at_4x = DEFAULT_LAMBDA[(method, coil_kind(op))]
+    return interpolate_by_fraction(sampled_fraction(op, batch).cpu(), at_8x, at_4x)
 
 
 def _check_op(op: LinearOperator) -> None:
@@ -244,9 +251,10 @@ def l1_wavelet(
 ) -> ReconResult:
     """ℓ1-wavelet compressed sensing by FISTA with cycle spinning (module docstring), slice by
     slice from 10 CG-SENSE iterations; ``lam`` is relative (``None``: the tuned default for the
-    data's kind, :func:`default_lambda`; a ``(B,)`` tensor: one per slice; ``"auto"``: per slice
-    from held-out k-space, :func:`sgilo.pipeline.solvers.kspace_cv.choose_lambda`, then refitted
-    on every measurement); ``shifts=False``: the plain iteration (as sigpy's
+    data's kind and each slice's sampled fraction, :func:`default_lambda`; a ``(B,)`` tensor: one
+    per slice; ``"auto"``: per slice from held-out k-space,
+    :func:`sgilo.pipeline.solvers.kspace_cv.choose_lambda`, then refitted on every measurement);
+    ``shifts=False``: the plain iteration (as sigpy's
     ``L1WaveletRecon``). ``rng`` is unused: every slice gets the same fixed sequence of shifts,
     so a slice's image does not depend on the batch it is in.
 
@@ -272,13 +280,13 @@ def l1_wavelet(
             data,
             op,
             fit,
-            default_lambda("l1-wavelet", op),
+            default_lambda("l1-wavelet", op, y.shape[0]),
             torch.from_numpy(scale),
             fallback=_noise_fallback("l1-wavelet", data, op, torch.from_numpy(scale)),
             skip=_skip_heldout(op),
         )
         lam = torch.tensor(choice.lam_rel, dtype=torch.float64)
-    lam = default_lambda("l1-wavelet", op) if lam is None else lam
+    lam = default_lambda("l1-wavelet", op, y.shape[0]) if lam is None else lam
     lams = torch.as_tensor(lam, dtype=torch.float64).expand(y.shape[0]).tolist()
     lam_abs = [v * s for v, s in zip(lams, scale, strict=True)]
     image = _l1_wavelet_images(data, op, lam_abs, iterations, shifts, callback).to(y.dtype)
@@ -330,7 +338,8 @@ def _noise_fallback(
     """The noise-based relative λ ``(B,)`` of ``lam="auto"`` when nothing can be held out:
     :func:`sgilo.pipeline.solvers.lambda_rule.noise_lambda` of ``σ̂ / s``."""
     sigma_rel = estimate_noise_sigma(y, op) / scale.detach().cpu().to(torch.float64)
-    return noise_lambda(method, coil_kind(op), default_lambda(method, op), sigma_rel)
+    default = default_lambda(method, op, y.shape[0])
+    return noise_lambda(method, coil_kind(op), default, sigma_rel)
 
 
 def _skip_heldout(op: LinearOperator) -> str | None:
@@ -360,14 +369,15 @@ def total_variation(
     y: torch.Tensor,
     op: LinearOperator,
     *,
-    lam: float | Literal["auto"] | None = None,
+    lam: float | torch.Tensor | Literal["auto"] | None = None,
     iterations: int = DEFAULT_ITERATIONS["tv"],
     rng: torch.Generator | None = None,
     callback: Progress | None = None,
 ) -> ReconResult:
     """Total-variation reconstruction ``argmin ½‖A x − y‖² + λ‖G x‖₁`` (module docstring),
-    batched over slices; ``lam`` is relative (``None``: the tuned default for the data's kind,
-    :func:`default_lambda`; ``"auto"``: per slice from held-out k-space,
+    batched over slices; ``lam`` is relative (``None``: the tuned default for the data's kind and
+    each slice's sampled fraction, :func:`default_lambda`; a ``(B,)`` tensor: one per slice;
+    ``"auto"``: per slice from held-out k-space,
     :func:`sgilo.pipeline.solvers.kspace_cv.choose_lambda`, every grid point and slice as one
     batch, then refitted on every measurement). ``rng`` is unused (the step-size start is
     fixed).
@@ -396,15 +406,15 @@ def total_variation(
             return _tv_images(v, sub, lam_abs, iterations)
 
         fallback = _noise_fallback("tv", y, op, scale)
-        choice = choose_lambda(
-            y, op, fit, default_lambda("tv", op), scale, fallback=fallback, skip=_skip_heldout(op)
-        )
+        default = default_lambda("tv", op, y.shape[0])
+        skip = _skip_heldout(op)
+        choice = choose_lambda(y, op, fit, default, scale, fallback=fallback, skip=skip)
         lams = torch.tensor(choice.lam_rel, dtype=torch.float64)
         lam_abs = lams * scale.cpu()
     else:
-        lam = default_lambda("tv", op) if lam is None else lam
-        lams = torch.full((y.shape[0],), float(lam), dtype=torch.float64)
-        lam_abs = float(lam) * scale
+        lam = default_lambda("tv", op, y.shape[0]) if lam is None else lam
+        lams = torch.as_tensor(lam, dtype=torch.float64).expand(y.shape[0]).clone()
+        lam_abs = lams.to(scale.device) * scale
     image = _tv_images(y, op, lam_abs, iterations, callback)
     return ReconResult(
         image=image.to(y.dtype),

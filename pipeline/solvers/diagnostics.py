@@ -39,7 +39,8 @@ class ClassicalDiagnostics:
     ``lambda_rel`` is the choice per slice and these say how it was made (all ``None`` for a
     fixed λ):
 
-    - ``lambda_grid``: the relative weights tried ``(G,)``;
+    - ``lambda_grid``: the relative weights tried per slice ``(B, G)`` (each slice's default,
+      which depends on its acceleration, times the same factors);
     - ``heldout_errors``: ``(B, G)`` the mean squared error on the held-out samples of the fit
       with each grid weight, ``‖M_h ⊙ (A x − y)‖² / n_h``; the choice is the one-standard-error
       rule towards the default on each held-out column's error
@@ -56,7 +57,7 @@ class ClassicalDiagnostics:
     damping: float | None = None
     shifts: bool | None = None
     lambda_abs: list[float] | None = None
-    lambda_grid: list[float] | None = None
+    lambda_grid: list[list[float]] | None = None
     heldout_errors: list[list[float]] | None = None
     heldout_fraction: float | None = None
     lambda_note: str | None = None

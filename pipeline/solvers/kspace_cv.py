@@ -10,8 +10,9 @@ slice, the weight ``λ`` of ``argmin ½‖A x − y‖² + λ R(x)`` from the me
    ILO's and SGILO's hold-out, whose draw is the first fold; single samples for non-Cartesian
    data);
 2. for each fold, reconstruct from the other measurements for every ``λ_g`` of a log-spaced grid
-   around the default, ``λ_g = λ_default · 30^{(g − 3)/3}``, ``g = 0 … 6`` (1/30 … 30 times the
-   default), all grid points × slices as one batch (one per slice for non-Cartesian data, whose
+   around the slice's default (which depends on its acceleration),
+   ``λ_g = λ_default · 30^{(g − 3)/3}``, ``g = 0 … 6`` (1/30 … 30 times the default), all grid
+   points × slices as one batch (one per slice for non-Cartesian data, whose
    operator shares one trajectory between slices);
 3. score each held-out column ``j`` of each fold by its mean squared prediction error,
    ``e_{g,j} = ‖M_j ⊙ (A x_{b,g} − y_b)‖² / n_j`` (``M_j`` the measured entries of column ``j``,
@@ -60,15 +61,16 @@ Fit = Callable[[torch.Tensor, LinearOperator, torch.Tensor], torch.Tensor]
 
 @dataclass(frozen=True)
 class LambdaChoice:
-    """The λ chosen per slice and how: ``lam_rel`` ``(B,)``; ``grid`` ``(G,)`` the relative
-    weights tried; ``errors`` ``(B, G)`` their held-out errors ``e_{b,g}`` (all folds pooled);
+    """The λ chosen per slice and how: ``lam_rel`` ``(B,)``; ``grid`` ``(B, G)`` the relative
+    weights tried per slice (its default times :data:`GRID_FACTORS`); ``errors`` ``(B, G)`` their
+    held-out errors ``e_{b,g}`` (all folds pooled);
     ``column_errors`` per slice ``(G, J_b)`` the mean squared error of each of its ``J_b``
     held-out columns (all folds); ``fraction`` the held-out fraction of the outer columns per
     fold; ``folds`` their number; ``note`` how the choice was made when it was not from held-out
     k-space (then ``grid``, ``errors``, ``column_errors`` and ``fraction`` are ``None``)."""
 
     lam_rel: list[float]
-    grid: list[float] | None = None
+    grid: list[list[float]] | None = None
     errors: list[list[float]] | None = None
     column_errors: list[torch.Tensor] | None = None
     fraction: float | None = None
@@ -91,7 +93,8 @@ def heldout_curves(
     ``e_{b,g}`` float64 ``(B, G)`` and per slice the ``(G, J_b)`` mean squared error of each of its
     held-out columns, pooled over ``folds`` disjoint held-out sets
     (:func:`sgilo.pipeline.solvers.heldout_columns.draw_folds`; each fold's fit gets every other
-    measurement, with ``λ_g · s_b · m_fit/m``). Every slice needs 2 candidate columns."""
+    measurement, with ``λ_g · s_b · m_fit/m``; a per-slice default enters as a factor of
+    ``s_b``). Every slice needs 2 candidate columns."""
     batch, size = y.shape[0], grid.numel()
     held_folds = columns.draw_folds(columns.candidate_columns(op, y), fraction, folds, seed)
     counts = columns.measured_per_column(op, y, torch.float64).cpu()  # (B, L)
@@ -128,7 +131,7 @@ def choose_lambda(
     y: torch.Tensor,
     op: LinearOperator,
     fit: Fit,
-    default: float,
+    default: float | torch.Tensor,
     scale: torch.Tensor,
     *,
     fallback: torch.Tensor | None = None,
@@ -143,7 +146,7 @@ def choose_lambda(
         y: complex ``(B, *op.oshape)``, the measurements.
         op: the MRI operator (Cartesian with a mask, or non-Cartesian).
         fit: the solver with absolute weights, ``(y', op', λ_abs (B',)) -> image (B', H, W)``.
-        default: the relative λ at the centre of the grid.
+        default: the relative λ at the centre of the grid, one or per slice ``(B,)``.
         scale: ``(B,)`` the data scale ``s`` of every slice (of all measurements).
         fallback: ``(B,)`` the relative λ of the noise-based rule, used when nothing can be held
             out (``None``: the default).
@@ -153,21 +156,24 @@ def choose_lambda(
             of disjoint folds and the draw's seed.
     """
     batch = y.shape[0]
+    default = torch.as_tensor(default, dtype=torch.float64).cpu().expand(batch)
     reason = skip or columns.too_few_columns(op, y)
     if reason is not None:
         if fallback is None:
             note = f"λ from held-out k-space skipped ({reason}): the default λ is used"
-            return LambdaChoice(lam_rel=[float(default)] * batch, note=note)
+            return LambdaChoice(lam_rel=default.tolist(), note=note)
         note = f"λ from held-out k-space skipped ({reason}): λ from the noise level σ̂"
         return LambdaChoice(lam_rel=[float(v) for v in fallback.tolist()], note=note)
-    grid = torch.tensor([default * f for f in GRID_FACTORS], dtype=torch.float64)
+    factors = torch.tensor(GRID_FACTORS, dtype=torch.float64)
+    scaled = scale.detach().to(torch.float64).cpu() * default  # the grid's λ_g · s_b
     means, per_slice = heldout_curves(
-        y, op, fit, grid, scale, fraction=fraction, folds=folds, seed=seed
+        y, op, fit, factors, scaled, fraction=fraction, folds=folds, seed=seed
     )
-    chosen = [choose_on_curve(grid, e) for e in per_slice]
+    pairs = zip(default.tolist(), per_slice, strict=True)
+    chosen = [d * choose_on_curve(factors, e) for d, e in pairs]
     return LambdaChoice(
         lam_rel=chosen,
-        grid=grid.tolist(),
+        grid=(default[:, None] * factors[None, :]).tolist(),
         errors=means.tolist(),
         column_errors=per_slice,
         fraction=float(fraction),

@@ -73,8 +73,11 @@ NOISE_RULE = {
 }
 
 
-def noise_lambda(method: str, kind: str, default: float, sigma_rel: torch.Tensor) -> torch.Tensor:
+def noise_lambda(
+    method: str, kind: str, default: float | torch.Tensor, sigma_rel: torch.Tensor
+) -> torch.Tensor:
     """The noise-based relative λ per slice, float64 ``(B,)``: ``λ_default · (r / r_ref)^p``
+    (``default`` a number or per slice ``(B,)``)
     (:data:`NOISE_RULE`) with ``r = σ̂ / s`` ``(B,)`` the estimated noise level relative to the
     slice's data scale (:func:`sgilo.pipeline.solvers.kspace_cv.estimate_noise_sigma`); the ratio
     is clipped to ``[1/30, 30]`` (the span of the held-out grid)."""

@@ -31,11 +31,14 @@ from sgilo.pipeline.experiment import make_operator
 from sgilo.pipeline.simulate import simulate_acquisition
 from sgilo.pipeline.solvers.classical import (
     CLASSICAL,
+    DEFAULT_LAMBDA,
     cg_sense,
+    default_lambda,
     l1_wavelet,
     total_variation,
     zero_filled,
 )
+from sgilo.pipeline.solvers.sampling import interpolate_by_fraction
 
 H = W = 64
 
@@ -227,6 +230,34 @@ def test_relative_lambda_is_scale_invariant(single_coil_4x, solver):
     # the check has teeth: had λ stayed absolute, 1000·y would see a 1000× weaker regulariser
     weaker = run(y, 0.05 / 1000)
     assert _rel(np.abs(weaker), np.abs(base)) > 1e-2
+
+
+@pytest.mark.parametrize("name", ["l1-wavelet", "tv"])
+def test_default_lambda_follows_each_slices_acceleration(name):
+    """The multi-coil default λ is the table's value at each slice's acceleration: the tuned
+    value at 4× and 8×, geometric between them, held outside; the solvers use it per slice."""
+    maps = torch.ones(2, 32, 32, dtype=torch.complex64) / 2**0.5
+    cols = torch.arange(32)
+    masks = {r: (cols % r == 0).float() for r in (2, 4, 8, 16)}
+    at_8x, at_4x = DEFAULT_LAMBDA[(name, "multi-coil")]
+    assert at_8x != at_4x  # tuned apart (docs/CLASSICAL_TUNING.md)
+    per_r = {r: float(default_lambda(name, MultiCoilMRI(maps, m), 1)) for r, m in masks.items()}
+    assert per_r[4] == pytest.approx(at_4x) and per_r[8] == pytest.approx(at_8x)
+    assert per_r[2] == pytest.approx(at_4x) and per_r[16] == pytest.approx(at_8x)  # held outside
+    fraction = torch.tensor([32**-0.5], dtype=torch.float64)  # R = √32, halfway in log R
+    between = float(interpolate_by_fraction(fraction, at_8x, at_4x))
+    assert between == pytest.approx((at_8x * at_4x) ** 0.5)
+    # slices of one batch with different masks get their own default, and the solver uses it
+    batch_mask = torch.stack([masks[4], masks[8]])[:, None, :].expand(2, 32, 32)
+    op = MultiCoilMRI(maps, batch_mask)
+    assert default_lambda(name, op, 2).tolist() == pytest.approx([per_r[4], per_r[8]])
+    g = torch.Generator().manual_seed(0)
+    y = op.A(torch.randn(2, 32, 32, dtype=torch.complex64, generator=g))
+    used = CLASSICAL[name](y, op, iterations=2).diagnostics.lambda_rel
+    assert used == pytest.approx([per_r[4], per_r[8]])
+    # single-coil data keep one value at every acceleration
+    single = [float(default_lambda(name, SingleCoilMRI(m, (32, 32)), 1)) for m in masks.values()]
+    assert single == pytest.approx([DEFAULT_LAMBDA[(name, "single-coil")][1]] * len(masks))
 
 
 @pytest.mark.parametrize("name", ["l1-wavelet", "tv"])

@@ -80,9 +80,11 @@ def test_heldout_columns_avoid_the_calibration_region_and_are_seeded(slices):
 def test_the_choice_is_the_rule_on_the_heldout_columns_and_is_recorded(slices):
     _, y, op = _acquire(slices, 30)
     d = l1_wavelet(y, op, lam="auto", iterations=30).diagnostics
-    grid = d.lambda_grid
-    assert grid == pytest.approx([default_lambda("l1-wavelet", op) * f for f in GRID_FACTORS])
-    assert np.array(d.heldout_errors).shape == (2, len(grid))
+    grid = d.lambda_grid  # (B, G): each slice's default times the factors
+    default = default_lambda("l1-wavelet", op, 2)
+    expected = default[:, None] * torch.tensor(GRID_FACTORS, dtype=torch.float64)[None, :]
+    assert np.allclose(grid, expected.numpy(), rtol=1e-12)
+    assert np.array(d.heldout_errors).shape == (2, len(GRID_FACTORS))
     assert d.heldout_fraction == CV_FRACTION and d.lambda_note is None
     record = diagnostics_record(d)
     for key in ("lambda_grid", "heldout_errors", "heldout_fraction", "noise_sigma"):
@@ -98,8 +100,10 @@ def test_the_choice_is_the_rule_on_the_heldout_columns_and_is_recorded(slices):
     for b in range(2):
         errors = choice.column_errors[b]
         assert errors.shape == (len(GRID_FACTORS), int(folds[:, b].sum()))
-        grid = torch.tensor(choice.grid, dtype=torch.float64)
-        assert choice.lam_rel[b] == choose_on_curve(grid, errors)
+        grid = torch.tensor(choice.grid[b], dtype=torch.float64)
+        factors = torch.tensor(GRID_FACTORS, dtype=torch.float64)
+        assert grid == pytest.approx((0.003 * factors).tolist())
+        assert choice.lam_rel[b] == pytest.approx(0.003 * choose_on_curve(factors, errors))
         assert choice.errors[b] == pytest.approx(errors.mean(dim=1).tolist())
 
 
@@ -112,7 +116,7 @@ def test_a_default_far_off_moves_towards_the_data(slices, off):
     # a grid centred 100 times too low (too high) for 8-coil TV at 20 dB: the held-out columns of
     # 3 folds agree that larger (smaller) weights predict better, and the rule leaves the centre
     _, y, op = _acquire(slices, 20)
-    tuned = default_lambda("tv", op)
+    tuned = float(default_lambda("tv", op, 1))
     scale = data_scale(y, op).to(torch.float64)
     choice = choose_lambda(y, op, _tv_fit(30), tuned * off, scale, folds=3)
     chosen = np.array(choice.lam_rel)
@@ -142,7 +146,8 @@ def test_too_few_columns_or_one_coil_fall_back_to_the_noise_based_rule(slices, c
         sigma_rel = estimate_noise_sigma(y, op) / data_scale(y, op).to(torch.float64)
         for solve, method in ((l1_wavelet, "l1-wavelet"), (total_variation, "tv")):
             d = solve(y, op, lam="auto", iterations=3).diagnostics
-            expected = noise_lambda(method, kind, default_lambda(method, op), sigma_rel)
+            default = default_lambda(method, op, y.shape[0])
+            expected = noise_lambda(method, kind, default, sigma_rel)
             assert d.lambda_rel == pytest.approx(expected.tolist())
             assert d.lambda_grid is None and d.heldout_errors is None
             assert "skipped" in d.lambda_note and "noise level" in d.lambda_note
