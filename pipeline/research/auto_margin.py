@@ -29,6 +29,8 @@ as the ranking before the k-fold one was added: a pessimistic stand-in).
     python -m sgilo.pipeline.research.auto_margin --out rows.json   # ~15 min on idle 2 cores (est.)
     python -m sgilo.pipeline.research.auto_margin --rows rows.json --out rows.json  # only the
                                                   # tuning slices missing from rows.json
+    python -m sgilo.pipeline.research.auto_margin --rows rows.json --out rows.json \
+        --remeasure "8-coil 4x" "8-coil 8x"       # those settings again (new classical defaults)
 """
 
 from __future__ import annotations
@@ -93,6 +95,7 @@ def measure(
     snr_db: float = 30.0,
     seed: int = 3,
     skip: frozenset[str] = frozenset(),
+    settings: frozenset[str] | None = None,
 ) -> list[dict]:
     """One row per setting and tuning slice (except the names in ``skip``): SGILO's and each
     classical method's PSNR and the held-out errors of SGILO's prior-fit report."""
@@ -107,6 +110,8 @@ def measure(
     images, names = images[keep], [names[k] for k in keep]
     rows = []
     for setting in DEFAULT_SETTINGS:
+        if settings is not None and setting.label not in settings:
+            continue
         acq = setting.simulate(images, snr_db=snr_db, seed=seed)
         y, op = espirit_operator(acq)
         result = solve(y, op, "sgilo", prior=prior)
@@ -175,15 +180,27 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True, help="rows as JSON")
     parser.add_argument("--rows", type=Path, default=None, help="reuse measured rows")
+    parser.add_argument(
+        "--remeasure",
+        nargs="+",
+        default=[],
+        help='settings whose rows are measured again, e.g. "8-coil 8x" (after a change of the '
+        "classical defaults there)",
+    )
     args = parser.parse_args(argv)
     rows = json.loads(args.rows.read_text()) if args.rows is not None else []
     _, names = tuning_images(32)
-    rows = [r for r in rows if r["image"] in names]
+    again = frozenset(args.remeasure)
+    rows = [r for r in rows if r["image"] in names and r["setting"] not in again]
     missing = set(names) - {r["image"] for r in rows}
-    if missing:
+    if missing or again:
         from sgilo.pipeline.methods import load_prior
 
-        rows += measure(load_prior(None), skip=frozenset(set(names) - missing))
+        prior = load_prior(None)
+        if missing:
+            rows += measure(prior, skip=frozenset(set(names) - missing))
+        if again:
+            rows += measure(prior, settings=again)
     args.out.write_text(json.dumps(rows, indent=1))
     groups = {"all": rows}
     for acc in sorted({acceleration_of(r["setting"]) for r in rows}):
