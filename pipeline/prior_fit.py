@@ -280,8 +280,9 @@ def mismatch_warning(report: PriorFit | None, method: str, *, auto: bool = False
         if auto
         else "compare with a classical method, or use --method auto"
     )
+    how = "worse" if margin <= 1.0 else f"more than {margin:.2g}x worse"
     return (
-        f"warning: {method}'s prior predicted held-out k-space more than {margin:.2g}x worse "
+        f"warning: {method}'s prior predicted held-out k-space {how} "
         f"than {report.best_classical[worst]} on {len(worse)} of {len(report.ratio)} slice(s) "
         f"(ratio up to {report.ratio[worst]:.2f}): the data may be unlike the prior's training "
         f"images (a noisy check at 8x, docs/GENERATIVE.md); {advice}"
