@@ -64,8 +64,9 @@ from sgilo.pipeline.solvers.sampling import interpolate_by_fraction, sampled_fra
 #: λ at 4×)``, set per slice from its sampled fraction
 #: (:func:`sgilo.pipeline.solvers.sampling.interpolate_by_fraction`: geometric between the two,
 #: constant outside). Single-coil: one value at both, chosen on MNI training slices by
-#: `sgilo tune-classical`; multi-coil: one per acceleration, chosen on the tuning set of
-#: :mod:`sgilo.pipeline.research.kspace_cv_rules` (docs/CLASSICAL_TUNING.md)
+#: `sgilo tune-classical`; multi-coil: one per acceleration, chosen by
+#: :mod:`sgilo.pipeline.research.kspace_cv_rules` on the tuning images of
+#: :mod:`sgilo.pipeline.research.auto_margin` (docs/CLASSICAL_TUNING.md)
 DEFAULT_LAMBDA: dict[tuple[str, str], tuple[float, float]] = {
     ("l1-wavelet", "single-coil"): (0.003, 0.003),
     ("l1-wavelet", "multi-coil"): (1e-3, 3e-4),
