@@ -10,21 +10,34 @@ slice is, through k-space cross-validation (:mod:`sgilo.pipeline.prior_fit`):
 2. fit the generative method (``generative``, SGILO by default: its latent fit sees only the
    other samples) and the classical candidates (CG-SENSE for multi-coil, ℓ1-wavelet, TV at
    their defaults, or ``candidates``) on the other samples;
-3. keep per slice the generative method unless its mean squared error on the held-out samples
-   exceeds ``margin`` (by default the slice's :func:`sgilo.pipeline.prior_fit.prior_margin`,
-   which grows with the acceleration) times the lowest classical one (why a margin above 1:
-   :mod:`sgilo.pipeline.prior_fit`); else the classical candidate
-   with the lowest held-out error summed over ``classical_folds`` folds that together hold out
-   every outer column once (the classical fits are cheap, and one fold of 10 % is one or two
-   columns at 8×: too few to rank ℓ1-wavelet against TV, which differ by up to 5 dB on data
-   their defaults were not tuned for);
-4. refit it on every sample: the generative output applies the final data-consistency step with
-   all samples to the model image of step 2 (the latent fit is not repeated); a classical choice
-   is solved again on all samples.
+3. on a batch with a slice accelerated less than ``second_fit_below`` (6: 4× data, whose
+   ~20 outer columns per 128² slice give two or three to a 10 % draw), fit the generative method
+   a **second time**, holding out another quarter of the outer columns: part 1 of the
+   ``classical_folds``-fold partition below (part 0 contains the draw of step 1, so the two
+   held-out sets are disjoint). On those slices the statistic is the squared held-out error
+   summed over both held-out sets, the generative one against the lowest classical one on the
+   same samples, and its margin :data:`TWO_FIT_MARGIN`. On the 24 4× rows of the tuning set
+   (:mod:`sgilo.pipeline.research.auto_second_fit`) the second fit cut auto's mean loss to the
+   best single method from 0.40 to 0.25 dB (0.25 and 0.08 with either other part as the second
+   set); at 8× it did not help (0.39–0.51 against 0.39), so there the split of step 1 decides
+   alone (docs/GENERATIVE.md);
+4. keep per slice the generative method unless its held-out error exceeds the margin
+   (``margin``; by default :data:`TWO_FIT_MARGIN` with two fits, else the slice's
+   :func:`sgilo.pipeline.prior_fit.prior_margin`, which grows with the acceleration; why a
+   margin above 1: :mod:`sgilo.pipeline.prior_fit`) times the lowest classical one; else the
+   classical candidate with the lowest held-out error summed over ``classical_folds`` folds that
+   together hold out every outer column once (the classical fits are cheap, and one fold of 10 %
+   is one or two columns at 8×: too few to rank ℓ1-wavelet against TV, which differ by up to
+   5 dB on data their defaults were not tuned for);
+5. refit it on every sample: the generative output applies the final data-consistency step with
+   all samples to the model image of step 2 (the latent fit is not repeated; the second fit only
+   scores); a classical choice is solved again on all samples.
 
 The cost is one generative fit (as ``--method sgilo``, which measures the same held-out errors for
-its prior-fit report) plus the classical fits on the split and the chosen classical refits. The
-choice and every error are in the diagnostics (``auto_choice``, ``prior_fit_heldout_errors``).
+its prior-fit report), a second one on 4× data, plus the classical fits on the splits and the
+chosen classical refits. The choice, the statistic and every error are in the diagnostics
+(``auto_choice``, ``auto_ratio``, ``auto_margin``, ``prior_fit_heldout_errors``,
+``second_fit_errors``).
 Nothing to hold out (a slice with fewer than two measured outer columns, non-Cartesian data): the
 generative method on every slice, with a note.
 """
@@ -41,13 +54,27 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sgilo.operators.base import LinearOperator
 from sgilo.pipeline.prior_fit import (
     HELDOUT_FRACTION,
+    HELDOUT_SEED,
     checked_generative,
+    fit_on_split,
     score_classical,
+    slice_accelerations,
 )
 from sgilo.pipeline.solvers.base import Progress, ReconResult
 from sgilo.pipeline.solvers.diagnostics import PriorFit
+from sgilo.pipeline.solvers.kspace_split import SplitPart, heldout_error, split_measurements
 
 ClassicalName = Literal["zero-filled", "cg-sense", "l1-wavelet", "tv"]
+
+#: batches with a slice accelerated less than this get the second generative fit (step 3)
+SECOND_FIT_BELOW = 6.0
+#: the margin of the two-fit statistic, chosen on the 4× rows of the tuning set: the smallest τ
+#: within 0.05 dB of the lowest mean loss, averaged over the three parts that could be the second
+#: fit's (:mod:`sgilo.pipeline.research.auto_second_fit`, docs/GENERATIVE.md)
+TWO_FIT_MARGIN = 1.0
+#: the part of the outer-column partition that the second generative fit holds out (part 0
+#: holds the draw of the first fit)
+SECOND_FIT_PART = 1
 
 
 class AutoConfig(BaseModel):
@@ -71,8 +98,15 @@ class AutoConfig(BaseModel):
         None,
         gt=0,
         description="keep the generative method on a slice unless its held-out error exceeds "
-        "margin × the best classical one (1: the lowest error wins; default: by the slice's "
-        "acceleration, 1.0 at 4x and 1.8 at 8x, docs/GENERATIVE.md)",
+        "margin × the best classical one (1: the lowest error wins; default: 1.0 where a "
+        "second generative fit scored the slice, else by the slice's acceleration, 1.0 at 4x "
+        "and 1.8 at 8x, docs/GENERATIVE.md)",
+    )
+    second_fit_below: float = Field(
+        SECOND_FIT_BELOW,
+        ge=0,
+        description="fit the generative method a second time, holding out another quarter of "
+        "the outer columns, on batches with a slice accelerated less than this (0: never)",
     )
     heldout_fraction: float = Field(
         HELDOUT_FRACTION,
@@ -104,6 +138,13 @@ class AutoDiagnostics:
     - ``auto_choice``: the method kept per slice ``(B,)``;
     - ``prior_fit``: the held-out errors of every candidate per slice and the generative
       method's prior-fit ratio (:class:`sgilo.pipeline.solvers.diagnostics.PriorFit`);
+    - ``auto_ratio``, ``auto_margin``: per slice the statistic the choice compared (the
+      generative held-out error over the lowest classical one: on both held-out sets where the
+      second fit ran, else the prior-fit ratio) and the margin it was compared with (``None``
+      without a choice);
+    - ``second_fit_errors``: per method (the generative one and each classical candidate) the
+      mean squared held-out error per slice ``(B,)`` on the second fit's held-out columns
+      (``None`` where no second fit ran);
     - ``classical_fold_errors``: per classical candidate the squared held-out error per slice
       ``(B,)`` summed over the folds that rank them (``None`` without a choice);
     - ``generative_run``: the generative run's own record (its config, steps, losses);
@@ -113,6 +154,9 @@ class AutoDiagnostics:
     config: AutoConfig
     auto_choice: list[str]
     prior_fit: PriorFit | None
+    auto_ratio: list[float] | None = None
+    auto_margin: list[float] | None = None
+    second_fit_errors: dict[str, list[float]] | None = None
     classical_fold_errors: dict[str, list[float]] | None = None
     generative_run: dict[str, Any] = field(default_factory=dict)
     auto_note: str | None = None
@@ -161,7 +205,7 @@ def solve_auto(
     image = result.image.to(y.device).clone()
     std = getattr(result, "std", None)
     std = None if std is None or not std.numel() or samples < 2 else std.to(y.device).clone()
-    note, fold_errors = None, None
+    note, fold_errors, second, ratio, margins = None, None, None, None, None
     if fits is None:
         choice = [generative] * batch
         note = f"{report.note if report else 'nothing held out'}: {generative} on every slice"
@@ -171,16 +215,42 @@ def solve_auto(
         if missing:
             score_classical(fits, missing, seed=seed)
             report = _with_errors(report, fits.errors)
+        parts = outer_partition(y, op, config.classical_folds)
+        per_fold = None if parts is None else kfold_errors(y, op, candidates, parts)  # (K,B,N)
         classical = torch.stack([fits.errors[n] for n in candidates], dim=1)  # (B, N)
-        margin = (
-            torch.full((batch,), config.margin, dtype=torch.float64)
-            if config.margin is not None
-            else torch.tensor(report.margin, dtype=torch.float64)
-        )
-        keep = fits.errors[generative] <= margin.to(classical) * classical.min(dim=1).values
-        ranked = kfold_errors(y, op, candidates, config.classical_folds, seed)  # (B, N)
-        if ranked is None:  # one fold: rank on the split above
-            ranked = classical
+        ratio = fits.errors[generative] / classical.min(dim=1).values.clamp_min(1e-300)
+        margins = torch.tensor(report.margin, dtype=torch.float64)
+        accelerations = torch.tensor(slice_accelerations(op, batch), dtype=torch.float64)
+        two = accelerations < config.second_fit_below
+        if per_fold is not None and bool(two.any()):
+            held = per_fold_part(y, op, parts[SECOND_FIT_PART])
+            options = {**config.generative_settings, "prior_fit_fraction": config.heldout_fraction}
+            _, predicted = fit_on_split(
+                y,
+                op,
+                held,
+                generative,
+                prior=prior,
+                samples=samples if generative == "sgilo" else 1,
+                seed=seed,
+                callback=callback,
+                solver_options=options,
+            )
+            count0 = fits.part.held_op.num_measurements(batch)
+            count1 = held.held_op.num_measurements(batch)
+            error1 = heldout_error(held, predicted)[0]  # (B,)
+            both = (fits.errors[generative] * count0 + error1 * count1) / (
+                classical * count0[:, None] + per_fold[SECOND_FIT_PART]
+            ).min(dim=1).values.clamp_min(1e-300)
+            ratio = torch.where(two, both, ratio)
+            margins = torch.where(two, torch.full_like(margins, TWO_FIT_MARGIN), margins)
+            second = {generative: error1.tolist()}
+            for j, name in enumerate(candidates):
+                second[name] = (per_fold[SECOND_FIT_PART][:, j] / count1).tolist()
+        if config.margin is not None:
+            margins = torch.full((batch,), config.margin, dtype=torch.float64)
+        keep = ratio <= margins
+        ranked = classical if per_fold is None else per_fold.sum(dim=0)  # one fold: the split
         fold_errors = {n: ranked[:, j].tolist() for j, n in enumerate(candidates)}
         choice = [
             generative if k else candidates[i]
@@ -196,6 +266,9 @@ def solve_auto(
         config=config,
         auto_choice=choice,
         prior_fit=report,
+        auto_ratio=None if ratio is None else ratio.tolist(),
+        auto_margin=None if margins is None else margins.tolist(),
+        second_fit_errors=second,
         classical_fold_errors=fold_errors,
         generative_run=result.diagnostics_dict(),
         auto_note=note,
@@ -209,32 +282,43 @@ def solve_auto(
     )
 
 
-def kfold_errors(
-    y: torch.Tensor, op: LinearOperator, methods: tuple[str, ...], folds: int, seed: int
-) -> torch.Tensor | None:
-    """Float64 ``(B, N)``: per slice and method, the squared held-out error summed over ``folds``
-    folds that partition each slice's outer measured columns
-    (:func:`sgilo.pipeline.solvers.heldout_columns.partition_columns`; each part held out once,
-    the method fitted on the rest at its defaults).
-    ``folds`` is capped by the smallest slice's number of candidate columns; ``None`` when that
-    leaves fewer than two folds."""
-    from sgilo.pipeline.methods import run_method
+def outer_partition(y: torch.Tensor, op: LinearOperator, folds: int) -> torch.Tensor | None:
+    """``(K, B, L)`` bool: ``K`` parts per slice that together hold each of its outer measured
+    columns once (:func:`sgilo.pipeline.solvers.heldout_columns.partition_columns` with the
+    prior-fit check's seed, so part 0 contains that check's draw). ``K = folds``, capped by the
+    smallest slice's number of candidate columns; ``None`` when that leaves fewer than two."""
     from sgilo.pipeline.solvers import heldout_columns as columns
-    from sgilo.pipeline.solvers.kspace_split import heldout_error, split_measurements
 
     candidates = columns.candidate_columns(op, y).cpu()  # (B, L)
-    batch = y.shape[0]
     folds = min(folds, int(candidates.sum(dim=1).min()))
     if folds < 2:
         return None
-    parts = columns.partition_columns(candidates, folds, seed)
-    total = torch.zeros(batch, len(methods), dtype=torch.float64)
-    for k in range(folds):
-        (part,) = split_measurements(op, y, parts[k].to(y.device))
+    return columns.partition_columns(candidates, folds, HELDOUT_SEED).to(y.device)
+
+
+def per_fold_part(y: torch.Tensor, op: LinearOperator, held: torch.Tensor) -> SplitPart:
+    """The split of ``y`` that holds out the columns ``held`` (``(B, L)`` bool)."""
+    (part,) = split_measurements(op, y, held)
+    return part
+
+
+def kfold_errors(
+    y: torch.Tensor, op: LinearOperator, methods: tuple[str, ...], parts: torch.Tensor
+) -> torch.Tensor:
+    """Float64 ``(K, B, N)``: per part of ``parts`` (``(K, B, L)``, :func:`outer_partition`),
+    slice and method, the squared held-out error summed over that part's held-out samples, the
+    method fitted at its defaults on the other samples; summed over the parts, every outer
+    column has been held out once."""
+    from sgilo.pipeline.methods import run_method
+
+    batch = y.shape[0]
+    total = torch.zeros(parts.shape[0], batch, len(methods), dtype=torch.float64)
+    for k in range(parts.shape[0]):
+        part = per_fold_part(y, op, parts[k])
         count = part.held_op.num_measurements(batch)
         for j, name in enumerate(methods):
             image = run_method(part.fit_y, part.fit_op, name).image
-            total[:, j] += heldout_error(part, image)[0] * count
+            total[k, :, j] = heldout_error(part, image)[0] * count
     return total
 
 

@@ -156,6 +156,56 @@ def _finish(x: torch.Tensor, y: torch.Tensor, op: LinearOperator, config: object
     return out.detach()
 
 
+def fit_on_split(
+    y: torch.Tensor,
+    op: LinearOperator,
+    part: SplitPart,
+    method: str,
+    *,
+    prior: object,
+    samples: int = 1,
+    seed: int = 0,
+    callback: Progress | None = None,
+    solver_options: dict | None = None,
+) -> tuple[ReconResult, torch.Tensor]:
+    """Steps 2–3 of the module docstring for one split ``part`` of ``y``: the latent fit of the
+    generative ``method`` on the fitted samples, then the final data-consistency step on the
+    same model image(s) twice. Returns the result whose image is the output on *all* samples
+    (the chains' mean with their spread in ``std`` for SGILO with several chains; its config
+    says the data consistency it used) and the prediction from the fitted samples only
+    (complex ``(B, H, W)``, the chains' mean), which :func:`heldout_error` scores."""
+    from sgilo.pipeline.methods import run_method
+
+    options = dict(solver_options or {})
+    model = run_method(
+        part.fit_y,
+        part.fit_op,
+        method,
+        prior=prior,
+        samples=samples,
+        seed=seed,
+        callback=callback,
+        solver_options={**options, "data_consistency": False},
+    )
+    config = model.diagnostics.config.model_copy(
+        update={"data_consistency": options.get("data_consistency", True)}
+    )
+    # the final step on the CPU data (the model images come back from the prior's device)
+    chains = getattr(model, "samples", None)
+    if chains is not None and chains.numel():
+        chains = chains.to(y.device)
+        on_split = torch.stack([_finish(x, part.fit_y, part.fit_op, config) for x in chains])
+        on_all = torch.stack([_finish(x, y, op, config) for x in chains])
+        std = (on_all.abs() if on_all.is_complex() else on_all).std(dim=0, correction=0)
+        model = replace(model, image=on_all.mean(dim=0), samples=on_all, std=std)
+        predicted = on_split.mean(dim=0)
+    else:
+        x = model.image.to(y.device)
+        predicted = _finish(x, part.fit_y, part.fit_op, config)
+        model = replace(model, image=_finish(x, y, op, config))
+    return replace(model, diagnostics=replace(model.diagnostics, config=config)), predicted
+
+
 def checked_generative(
     y: torch.Tensor,
     op: LinearOperator,
@@ -191,33 +241,17 @@ def checked_generative(
         return _with_report(result, report), None
     fits = heldout_split(y, op, fraction, HELDOUT_SEED)
     part = fits.part
-    model = run_method(
-        part.fit_y,
-        part.fit_op,
+    model, predicted = fit_on_split(
+        y,
+        op,
+        part,
         method,
         prior=prior,
         samples=samples,
         seed=seed,
         callback=callback,
-        solver_options={**options, "data_consistency": False},
+        solver_options=options,
     )
-    config = model.diagnostics.config.model_copy(
-        update={"data_consistency": options.get("data_consistency", True)}
-    )
-    # the final step on the CPU data (the model images come back from the prior's device)
-    chains = getattr(model, "samples", None)
-    if chains is not None and chains.numel():
-        chains = chains.to(y.device)
-        on_split = torch.stack([_finish(x, part.fit_y, part.fit_op, config) for x in chains])
-        on_all = torch.stack([_finish(x, y, op, config) for x in chains])
-        std = (on_all.abs() if on_all.is_complex() else on_all).std(dim=0, correction=0)
-        model = replace(model, image=on_all.mean(dim=0), samples=on_all, std=std)
-        predicted = on_split.mean(dim=0)
-    else:
-        x = model.image.to(y.device)
-        predicted = _finish(x, part.fit_y, part.fit_op, config)
-        model = replace(model, image=_finish(x, y, op, config))
-    model = replace(model, diagnostics=replace(model.diagnostics, config=config))
     fits.errors[method] = heldout_error(part, predicted)[0]
     candidates = classical_candidates(op)
     score_classical(fits, candidates, seed=seed)

@@ -13,11 +13,20 @@ import torch
 
 from sgilo.operators.fft import fft2c
 from sgilo.operators.mri import MultiCoilMRI, SingleCoilMRI
-from sgilo.pipeline.method_choice import AutoConfig, choice_summary
+from sgilo.pipeline.method_choice import (
+    SECOND_FIT_BELOW,
+    SECOND_FIT_PART,
+    TWO_FIT_MARGIN,
+    AutoConfig,
+    choice_summary,
+    outer_partition,
+    per_fold_part,
+)
 from sgilo.pipeline.methods import Prior, run_method, solve
 from sgilo.pipeline.prior_fit import (
     PRIOR_MARGINS,
     classical_candidates,
+    fit_on_split,
     heldout_split,
     mismatch_warning,
     prior_margin,
@@ -118,16 +127,33 @@ def test_auto_keeps_per_slice_the_lowest_heldout_error_and_refits_it(prior):
     d = result.diagnostics
     errors = d.prior_fit.heldout_errors
     assert set(errors) == {"csgm", "cg-sense", "l1-wavelet", "tv"}
-    assert AutoConfig().margin is None  # by default each slice's margin from its acceleration
-    margins = d.prior_fit.margin
-    assert margins == [prior_margin(r) for r in slice_accelerations(op, 2)]
+    assert AutoConfig().margin is None  # by default the margin of the statistic used
+    # 10 of 16 columns measured (R = 1.6 < 6): a second generative fit scored every slice
+    assert all(r < SECOND_FIT_BELOW for r in slice_accelerations(op, 2))
+    assert d.auto_margin == [TWO_FIT_MARGIN, TWO_FIT_MARGIN]
+    second = d.second_fit_errors
+    assert set(second) == set(errors)
+    # its held-out columns: part 1 of the partition, disjoint from the first split's draw
+    first = heldout_split(y, op, 0.1, seed=0).part
+    parts = outer_partition(y, op, AutoConfig().classical_folds)
+    held = per_fold_part(y, op, parts[SECOND_FIT_PART])
+    first_columns = (first.held_op.slice_masks(2) > 0).any(dim=-2)
+    assert not (first_columns & parts[SECOND_FIT_PART]).any()
+    # ... and its generative error is that of a fit that never saw them
+    _, predicted = fit_on_split(y, op, held, "csgm", prior=prior, solver_options=FAST)
+    torch.testing.assert_close(
+        torch.tensor(second["csgm"], dtype=torch.float64), heldout_error(held, predicted)[0]
+    )
+    n0, n1 = first.held_op.num_measurements(2), held.held_op.num_measurements(2)
     folds = d.classical_fold_errors
     assert set(folds) == {"cg-sense", "l1-wavelet", "tv"}
     for b, chosen in enumerate(d.auto_choice):
-        classical = min(v[b] for k, v in errors.items() if k != "csgm")
+        # the statistic: squared errors summed over both held-out sets, generative / classical
+        summed = {k: float(errors[k][b] * n0[b] + second[k][b] * n1[b]) for k in errors}
+        ratio = summed["csgm"] / min(v for k, v in summed.items() if k != "csgm")
+        assert d.auto_ratio[b] == pytest.approx(ratio, rel=1e-6)
         ranked = min(folds, key=lambda name: folds[name][b])  # the 4-fold ranking
-        expected = "csgm" if errors["csgm"][b] <= margins[b] * classical else ranked
-        assert chosen == expected
+        assert chosen == ("csgm" if ratio <= TWO_FIT_MARGIN else ranked)
         if chosen != "csgm":  # a classical choice is refitted on every measurement
             refit = run_method(y, op, chosen).image
             torch.testing.assert_close(result.image[b], refit[b].to(result.image.dtype))
@@ -139,6 +165,17 @@ def test_auto_keeps_per_slice_the_lowest_heldout_error_and_refits_it(prior):
     record = result.diagnostics_dict()
     assert record["auto_choice"] == d.auto_choice and record["generative"] == "csgm"
     assert record["generative_run"]["steps"] == 6
+    assert record["auto_ratio"] == d.auto_ratio and record["second_fit_errors"] == second
+    # no second fit (as on 8x data): the first split's prior-fit ratio against its margin
+    one = solve(y, op, "auto", prior=prior, solver_options={**options, "second_fit_below": 0})
+    d1 = one.diagnostics
+    assert d1.second_fit_errors is None and "second_fit_errors" not in one.diagnostics_dict()
+    assert d1.auto_ratio == pytest.approx(d1.prior_fit.ratio)
+    assert d1.auto_margin == [prior_margin(r) for r in slice_accelerations(op, 2)]
+    for b, chosen in enumerate(d1.auto_choice):
+        keep = d1.auto_ratio[b] <= d1.auto_margin[b]
+        ranked = min(folds, key=lambda name: d1.classical_fold_errors[name][b])
+        assert chosen == ("csgm" if keep else ranked)
 
 
 def test_auto_config_checks_the_generative_settings():
