@@ -34,8 +34,9 @@ slice is, through k-space cross-validation (:mod:`sgilo.pipeline.prior_fit`):
    scores); a classical choice is solved again on all samples.
 
 The cost is one generative fit (as ``--method sgilo``, which measures the same held-out errors for
-its prior-fit report), a second one on 4× data, plus the classical fits on the splits and the
-chosen classical refits. The choice, the statistic and every error are in the diagnostics
+its prior-fit report), a second one on 4× data, plus the classical fits on the splits, the folds
+that rank them (only when some slice goes to a classical method) and the chosen classical
+refits. The choice, the statistic and every error are in the diagnostics
 (``auto_choice``, ``auto_ratio``, ``auto_margin``, ``prior_fit_heldout_errors``,
 ``second_fit_errors``).
 Nothing to hold out (a slice with fewer than two measured outer columns, non-Cartesian data): the
@@ -146,7 +147,8 @@ class AutoDiagnostics:
       mean squared held-out error per slice ``(B,)`` on the second fit's held-out columns
       (``None`` where no second fit ran);
     - ``classical_fold_errors``: per classical candidate the squared held-out error per slice
-      ``(B,)`` summed over the folds that rank them (``None`` without a choice);
+      ``(B,)`` summed over the folds that rank them (``None`` without a choice, and when every
+      slice kept the generative method: the folds are then not fitted);
     - ``generative_run``: the generative run's own record (its config, steps, losses);
     - ``auto_note``: why no choice was made (nothing to hold out), else ``None``.
     """
@@ -216,13 +218,19 @@ def solve_auto(
             score_classical(fits, missing, seed=seed)
             report = _with_errors(report, fits.errors)
         parts = outer_partition(y, op, config.classical_folds)
-        per_fold = None if parts is None else kfold_errors(y, op, candidates, parts)  # (K,B,N)
+        fitted: dict[int, torch.Tensor] = {}  # part -> (B, N), fitted when first needed
+
+        def fold(k: int) -> torch.Tensor:
+            if k not in fitted:
+                fitted[k] = kfold_errors(y, op, candidates, parts[k : k + 1])[0]
+            return fitted[k]
+
         classical = torch.stack([fits.errors[n] for n in candidates], dim=1)  # (B, N)
         ratio = fits.errors[generative] / classical.min(dim=1).values.clamp_min(1e-300)
         margins = torch.tensor(report.margin, dtype=torch.float64)
         accelerations = torch.tensor(slice_accelerations(op, batch), dtype=torch.float64)
         two = accelerations < config.second_fit_below
-        if per_fold is not None and bool(two.any()):
+        if parts is not None and bool(two.any()):
             held = per_fold_part(y, op, parts[SECOND_FIT_PART])
             options = {**config.generative_settings, "prior_fit_fraction": config.heldout_fraction}
             _, predicted = fit_on_split(
@@ -240,22 +248,28 @@ def solve_auto(
             count1 = held.held_op.num_measurements(batch)
             error1 = heldout_error(held, predicted)[0]  # (B,)
             both = (fits.errors[generative] * count0 + error1 * count1) / (
-                classical * count0[:, None] + per_fold[SECOND_FIT_PART]
+                classical * count0[:, None] + fold(SECOND_FIT_PART)
             ).min(dim=1).values.clamp_min(1e-300)
             ratio = torch.where(two, both, ratio)
             margins = torch.where(two, torch.full_like(margins, TWO_FIT_MARGIN), margins)
             second = {generative: error1.tolist()}
             for j, name in enumerate(candidates):
-                second[name] = (per_fold[SECOND_FIT_PART][:, j] / count1).tolist()
+                second[name] = (fold(SECOND_FIT_PART)[:, j] / count1).tolist()
         if config.margin is not None:
             margins = torch.full((batch,), config.margin, dtype=torch.float64)
         keep = ratio <= margins
-        ranked = classical if per_fold is None else per_fold.sum(dim=0)  # one fold: the split
-        fold_errors = {n: ranked[:, j].tolist() for j, n in enumerate(candidates)}
-        choice = [
-            generative if k else candidates[i]
-            for k, i in zip(keep.tolist(), ranked.argmin(dim=1).tolist(), strict=True)
-        ]
+        choice = [generative] * batch
+        if not bool(keep.all()):  # rank the classical candidates only when one is needed
+            ranked = (
+                classical  # one fold: the split
+                if parts is None
+                else torch.stack([fold(k) for k in range(parts.shape[0])]).sum(dim=0)
+            )
+            fold_errors = {n: ranked[:, j].tolist() for j, n in enumerate(candidates)}
+            choice = [
+                generative if k else candidates[i]
+                for k, i in zip(keep.tolist(), ranked.argmin(dim=1).tolist(), strict=True)
+            ]
         for name in dict.fromkeys(c for c in choice if c != generative):
             rows = torch.tensor([b for b, c in enumerate(choice) if c == name])
             refit = run_method(y, op, name, seed=seed).image.to(image.dtype)
@@ -305,10 +319,10 @@ def per_fold_part(y: torch.Tensor, op: LinearOperator, held: torch.Tensor) -> Sp
 def kfold_errors(
     y: torch.Tensor, op: LinearOperator, methods: tuple[str, ...], parts: torch.Tensor
 ) -> torch.Tensor:
-    """Float64 ``(K, B, N)``: per part of ``parts`` (``(K, B, L)``, :func:`outer_partition`),
-    slice and method, the squared held-out error summed over that part's held-out samples, the
-    method fitted at its defaults on the other samples; summed over the parts, every outer
-    column has been held out once."""
+    """Float64 ``(K, B, N)``: per part of ``parts`` (``(K, B, L)``: :func:`outer_partition`, or
+    some of its parts), slice and method, the squared held-out error summed over that part's
+    held-out samples, the method fitted at its defaults on the other samples; summed over all the
+    parts of :func:`outer_partition`, every outer column has been held out once."""
     from sgilo.pipeline.methods import run_method
 
     batch = y.shape[0]

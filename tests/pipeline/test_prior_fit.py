@@ -162,6 +162,10 @@ def test_auto_keeps_per_slice_the_lowest_heldout_error_and_refits_it(prior):
     # margin 1e9: the generative method everywhere; a tiny margin: the best classical one
     always = solve(y, op, "auto", prior=prior, solver_options={**options, "margin": 1e9})
     assert always.diagnostics.auto_choice == ["csgm", "csgm"]
+    # nothing went to a classical method: the ranking folds were not fitted, and the statistic
+    # is the same
+    assert always.diagnostics.classical_fold_errors is None
+    assert always.diagnostics.auto_ratio == pytest.approx(d.auto_ratio)
     record = result.diagnostics_dict()
     assert record["auto_choice"] == d.auto_choice and record["generative"] == "csgm"
     assert record["generative_run"]["steps"] == 6
