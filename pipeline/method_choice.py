@@ -140,9 +140,9 @@ class AutoDiagnostics:
     - ``prior_fit``: the held-out errors of every candidate per slice and the generative
       method's prior-fit ratio (:class:`sgilo.pipeline.solvers.diagnostics.PriorFit`);
     - ``auto_ratio``, ``auto_margin``: per slice the statistic the choice compared (the
-      generative held-out error over the lowest classical one: on both held-out sets where the
-      second fit ran, else the prior-fit ratio) and the margin it was compared with (``None``
-      without a choice);
+      generative held-out error over the lowest one of the ``candidates``: on both held-out sets
+      where the second fit ran, else on the first split, which is the prior-fit ratio with the
+      default candidates) and the margin it was compared with (``None`` without a choice);
     - ``second_fit_errors``: per method (the generative one and each classical candidate) the
       mean squared held-out error per slice ``(B,)`` on the second fit's held-out columns
       (``None`` where no second fit ran);
@@ -189,19 +189,17 @@ def solve_auto(
     start = time.perf_counter()
     config = AutoConfig(**(options or {}))
     generative = config.generative
-    result, fits = checked_generative(
-        y,
-        op,
-        generative,
-        prior=prior,
-        samples=samples if generative == "sgilo" else 1,
-        seed=seed,
-        callback=callback,
-        solver_options={
+    fit_kwargs = {  # the same generative fit for the first split and the second
+        "prior": prior,
+        "samples": samples if generative == "sgilo" else 1,
+        "seed": seed,
+        "callback": callback,
+        "solver_options": {
             **config.generative_settings,
             "prior_fit_fraction": config.heldout_fraction,
         },
-    )
+    }
+    result, fits = checked_generative(y, op, generative, **fit_kwargs)
     report = result.diagnostics.prior_fit if result.diagnostics is not None else None
     batch = y.shape[0]
     image = result.image.to(y.device).clone()
@@ -232,18 +230,7 @@ def solve_auto(
         two = accelerations < config.second_fit_below
         if parts is not None and bool(two.any()):
             held = per_fold_part(y, op, parts[SECOND_FIT_PART])
-            options = {**config.generative_settings, "prior_fit_fraction": config.heldout_fraction}
-            _, predicted = fit_on_split(
-                y,
-                op,
-                held,
-                generative,
-                prior=prior,
-                samples=samples if generative == "sgilo" else 1,
-                seed=seed,
-                callback=callback,
-                solver_options=options,
-            )
+            _, predicted = fit_on_split(y, op, held, generative, **fit_kwargs)
             count0 = fits.part.held_op.num_measurements(batch)
             count1 = held.held_op.num_measurements(batch)
             error1 = heldout_error(held, predicted)[0]  # (B,)

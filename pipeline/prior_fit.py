@@ -33,7 +33,8 @@ says "unlike the training images" is a margin above 1 (:func:`prior_margin`, by 
 chosen on a tuning set, docs/GENERATIVE.md); above it ``sgilo reconstruct`` says so on stderr
 and ``auto`` keeps the classical method. Both ``e`` include the noise of the held-out samples,
 so ``r`` tends to 1 as the noise dominates. ``auto`` (:mod:`sgilo.pipeline.method_choice`)
-decides with the same test.
+decides with the same test at 8×, and at 4× with a second generative fit that holds out more
+columns (:func:`fit_on_split` on another split).
 
 With fewer than two candidate columns in a slice (a fully sampled or centre-only mask) or
 non-Cartesian data nothing is held out: the method runs on all samples as without the check,

@@ -37,9 +37,14 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
 
 CLASSICAL = ("cg-sense", "l1-wavelet", "tv")
 TAUS = (1.0, 1.1, 1.2, 1.3, 1.5, 1.8, 2.0, 2.5, 3.0, float("inf"))
@@ -89,6 +94,22 @@ def tuning_images(size: int = 128) -> tuple[np.ndarray, list[str]]:
     return np.stack(images).astype(np.float32), names
 
 
+def tuning_problems(
+    images: np.ndarray, settings: frozenset[str] | None, snr_db: float, seed: int
+) -> Iterator[tuple[object, object, torch.Tensor, object]]:
+    """Per default setting (all, or those labelled in ``settings``): the setting, its simulated
+    acquisition of ``images`` (``(B, H, W)``) at ``snr_db`` with ``seed``, and ``y``, ``op`` with
+    ESPIRiT maps (:func:`sgilo.pipeline.experiment.espirit_operator`)."""
+    from sgilo.pipeline.experiment import DEFAULT_SETTINGS, espirit_operator
+
+    for setting in DEFAULT_SETTINGS:
+        if settings is not None and setting.label not in settings:
+            continue
+        acq = setting.simulate(images, snr_db=snr_db, seed=seed)
+        y, op = espirit_operator(acq)
+        yield setting, acq, y, op
+
+
 def measure(
     prior: object,
     size: int = 128,
@@ -99,7 +120,6 @@ def measure(
 ) -> list[dict]:
     """One row per setting and tuning slice (except the names in ``skip``): SGILO's and each
     classical method's PSNR and the held-out errors of SGILO's prior-fit report."""
-    from sgilo.pipeline.experiment import DEFAULT_SETTINGS, espirit_operator
     from sgilo.pipeline.methods import solve
     from sgilo.pipeline.metrics import evaluate
 
@@ -109,11 +129,7 @@ def measure(
         return []
     images, names = images[keep], [names[k] for k in keep]
     rows = []
-    for setting in DEFAULT_SETTINGS:
-        if settings is not None and setting.label not in settings:
-            continue
-        acq = setting.simulate(images, snr_db=snr_db, seed=seed)
-        y, op = espirit_operator(acq)
+    for setting, acq, y, op in tuning_problems(images, settings, snr_db, seed):
         result = solve(y, op, "sgilo", prior=prior)
         errors = result.diagnostics_dict()["prior_fit_heldout_errors"]
         methods = [m for m in CLASSICAL if m != "cg-sense" or setting.coils is not None]

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sgilo.pipeline.research.auto_margin import CLASSICAL, tuning_images
+from sgilo.pipeline.research.auto_margin import CLASSICAL, tuning_images, tuning_problems
 
 TAUS = (0.8, 0.9, 1.0, 1.1, 1.2, 1.3, 1.5, 1.8, 2.0, 2.5, 3.0, float("inf"))
 PARTS = 4
@@ -51,7 +51,6 @@ def measure(
     module docstring's per-part errors)."""
     import torch
 
-    from sgilo.pipeline.experiment import DEFAULT_SETTINGS, espirit_operator
     from sgilo.pipeline.method_choice import kfold_errors, outer_partition, per_fold_part
     from sgilo.pipeline.metrics import evaluate
     from sgilo.pipeline.prior_fit import fit_on_split
@@ -60,11 +59,7 @@ def measure(
 
     images, names = tuning_images(size)
     rows = []
-    for setting in DEFAULT_SETTINGS:
-        if settings is not None and setting.label not in settings:
-            continue
-        acq = setting.simulate(images, snr_db=snr_db, seed=seed)
-        y, op = espirit_operator(acq)
+    for setting, acq, y, op in tuning_problems(images, settings, snr_db, seed):
         batch = y.shape[0]
         methods = tuple(m for m in CLASSICAL if m != "cg-sense" or setting.coils is not None)
         parts = outer_partition(y, op, PARTS)
