@@ -13,7 +13,9 @@ libraries are not shown); the command then ends with one line on the original st
 
 and exit code 128 + the signal number (130 for SIGINT, 143 for SIGTERM). A second signal, or a
 clean-up that takes longer than :data:`GRACE_S`, ends the process at once, like SIGKILL: the next
-run into the same output folder removes what it left.
+run into the same output folder removes what it left. When the environment variable
+``SGILO_HANG_DUMP`` names a file, a clean-up past :data:`GRACE_S` first writes the stacks of all
+threads there (where it hung: the tests set it).
 
 Short critical sections (``with deferred():``, e.g. committing an output set by renames) hold a
 signal until they end, so that an output set is never half committed by SIGTERM or Ctrl-C.
@@ -162,7 +164,21 @@ def _watch(state: _State) -> None:
     """The watchdog thread: after the first signal, give the clean-up :data:`GRACE_S`."""
     state.signalled.wait()
     if not state.ended.wait(GRACE_S) and state is _state:
+        _dump_stacks(os.environ.get("SGILO_HANG_DUMP"))
         _force_exit()
+
+
+def _dump_stacks(path: str | None) -> None:
+    """Write every thread's stack to ``path`` (nothing when ``None`` or unwritable)."""
+    if not path:
+        return
+    import faulthandler
+
+    try:
+        with open(path, "w") as f:
+            faulthandler.dump_traceback(f, all_threads=True)
+    except OSError:
+        pass
 
 
 def signal_of(exc: BaseException) -> int | None:

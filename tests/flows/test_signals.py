@@ -19,6 +19,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
@@ -62,10 +63,13 @@ class Lines:
 
 def interrupt(command: list[str], signum: int, ready, env: dict | None = None):
     """Run ``command``, send ``signum`` once ``ready(stderr lines)``; returns (exit code, all
-    stderr lines, the lines after the signal, seconds from the signal to the exit)."""
+    stderr lines, the lines after the signal, seconds from the signal to the exit). Where the
+    clean-up hangs past the grace period, the stacks the process dumped are printed (pytest
+    shows them with the failure)."""
+    dump = Path(tempfile.mkdtemp()) / "hang.txt"
     proc = subprocess.Popen(
         command,
-        env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})},
+        env={**os.environ, "OMP_NUM_THREADS": "1", "SGILO_HANG_DUMP": str(dump), **(env or {})},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
@@ -86,6 +90,8 @@ def interrupt(command: list[str], signum: int, ready, env: dict | None = None):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+    if dump.exists():
+        print(f"the clean-up hung; the stacks at the end of the grace period:\n{dump.read_text()}")
     return code, err.lines, err.after_mark(), seconds
 
 
@@ -302,19 +308,24 @@ def test_a_second_signal_ends_the_cleanup_at_once():
     )
 
 
-def test_a_hung_cleanup_ends_after_the_grace_period():
+def test_a_hung_cleanup_ends_after_the_grace_period(tmp_path, monkeypatch):
+    dump = tmp_path / "hang.txt"
+    monkeypatch.setenv("SGILO_HANG_DUMP", str(dump))
     start = time.monotonic()
     _script(
         """
         interrupt.GRACE_S = 0.5
+        def hung_cleanup():
+            time.sleep(30)
         def command():
             try:
                 os.kill(os.getpid(), signal.SIGTERM)
                 time.sleep(5)
             finally:
-                time.sleep(30)
+                hung_cleanup()
         """,
         expect=143,
         stdout="",
     )
     assert time.monotonic() - start < 20
+    assert "in hung_cleanup" in dump.read_text()  # where it hung, for the one who debugs it
