@@ -12,7 +12,9 @@ slice is, through k-space cross-validation (:mod:`sgilo.pipeline.prior_fit`):
    their defaults, or ``candidates``) on the other samples;
 3. on a batch with a slice accelerated less than ``second_fit_below`` (6: 4× data, whose
    ~20 outer columns per 128² slice give two or three to a 10 % draw), fit the generative method
-   a **second time**, holding out another quarter of the outer columns: part 1 of the
+   a **second time**, with half its steps (``second_fit_steps``) and only the final step that
+   predicts (this fit scores, its output is not used), holding out another quarter of the outer
+   columns: part 1 of the
    ``classical_folds``-fold partition below (part 0 contains the draw of step 1, so the two
    held-out sets are disjoint). On those slices the statistic is the squared held-out error
    summed over both held-out sets, the generative one against the lowest classical one on the
@@ -34,9 +36,9 @@ slice is, through k-space cross-validation (:mod:`sgilo.pipeline.prior_fit`):
    scores); a classical choice is solved again on all samples.
 
 The cost is one generative fit (as ``--method sgilo``, which measures the same held-out errors for
-its prior-fit report), a second one on 4× data, plus the classical fits on the splits, the folds
-that rank them (only when some slice goes to a classical method) and the chosen classical
-refits. The choice, the statistic and every error are in the diagnostics
+its prior-fit report), a shorter second one on 4× data, plus the classical fits on the splits,
+the folds that rank them (only when some slice goes to a classical method) and the chosen
+classical refits. The choice, the statistic and every error are in the diagnostics
 (``auto_choice``, ``auto_ratio``, ``auto_margin``, ``prior_fit_heldout_errors``,
 ``second_fit_errors``).
 Nothing to hold out (a slice with fewer than two measured outer columns, non-Cartesian data): the
@@ -57,7 +59,7 @@ from sgilo.pipeline.prior_fit import (
     HELDOUT_FRACTION,
     HELDOUT_SEED,
     checked_generative,
-    fit_on_split,
+    predict_on_split,
     score_classical,
     slice_accelerations,
 )
@@ -76,6 +78,10 @@ TWO_FIT_MARGIN = 1.0
 #: the part of the outer-column partition that the second generative fit holds out (part 0
 #: holds the draw of the first fit)
 SECOND_FIT_PART = 1
+#: the fraction of the generative method's steps that the second (scoring) fit runs: on the 24
+#: 4× rows of the tuning set half the steps made the same choices as the full schedule at
+#: τ = :data:`TWO_FIT_MARGIN` (docs/GENERATIVE.md)
+SECOND_FIT_STEPS = 0.5
 
 
 class AutoConfig(BaseModel):
@@ -108,6 +114,13 @@ class AutoConfig(BaseModel):
         ge=0,
         description="fit the generative method a second time, holding out another quarter of "
         "the outer columns, on batches with a slice accelerated less than this (0: never)",
+    )
+    second_fit_steps: float = Field(
+        SECOND_FIT_STEPS,
+        gt=0,
+        le=1,
+        description="the fraction of the generative method's steps (per round) that the second "
+        "fit runs (it only scores; 1: the full schedule)",
     )
     heldout_fraction: float = Field(
         HELDOUT_FRACTION,
@@ -230,7 +243,11 @@ def solve_auto(
         two = accelerations < config.second_fit_below
         if parts is not None and bool(two.any()):
             held = per_fold_part(y, op, parts[SECOND_FIT_PART])
-            _, predicted = fit_on_split(y, op, held, generative, **fit_kwargs)
+            options = fit_kwargs["solver_options"]
+            steps = scaled_steps(generative, options.get("steps"), config.second_fit_steps)
+            predicted = predict_on_split(
+                y, held, generative, **{**fit_kwargs, "solver_options": {**options, "steps": steps}}
+            )
             count0 = fits.part.held_op.num_measurements(batch)
             count1 = held.held_op.num_measurements(batch)
             error1 = heldout_error(held, predicted)[0]  # (B,)
@@ -281,6 +298,21 @@ def solve_auto(
         diagnostics=diagnostics,  # type: ignore[arg-type]
         std=std,
     )
+
+
+def scaled_steps(method: str, steps: object, fraction: float) -> int | list[int]:
+    """The generative ``method``'s steps (``steps`` as given in its settings, ``None``: its
+    default; an int for CSGM, per round for ILO and SGILO) times ``fraction``, rounded, at least
+    1 where the schedule had any."""
+    from sgilo.pipeline.method_settings import settings_model
+
+    if steps is None:
+        steps = settings_model(method).model_fields["steps"].default
+
+    def scale(n: int) -> int:
+        return max(1, round(int(n) * fraction)) if int(n) > 0 else 0
+
+    return scale(steps) if isinstance(steps, int) else [scale(n) for n in steps]
 
 
 def outer_partition(y: torch.Tensor, op: LinearOperator, folds: int) -> torch.Tensor | None:

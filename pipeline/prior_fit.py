@@ -157,6 +157,43 @@ def _finish(x: torch.Tensor, y: torch.Tensor, op: LinearOperator, config: object
     return out.detach()
 
 
+def _latent_fit(
+    part: SplitPart,
+    method: str,
+    *,
+    prior: object,
+    samples: int,
+    seed: int,
+    callback: Progress | None,
+    options: dict,
+) -> tuple[ReconResult, object]:
+    """Step 2 of the module docstring: the latent fit of the generative ``method`` on the fitted
+    samples of ``part``, without its final step; returns the result (model images) and the
+    method's config with the data consistency that the final step is to use."""
+    from sgilo.pipeline.methods import run_method
+
+    model = run_method(
+        part.fit_y,
+        part.fit_op,
+        method,
+        prior=prior,
+        samples=samples,
+        seed=seed,
+        callback=callback,
+        solver_options={**options, "data_consistency": False},
+    )
+    config = model.diagnostics.config.model_copy(
+        update={"data_consistency": options.get("data_consistency", True)}
+    )
+    return model, config
+
+
+def _chains(model: ReconResult, device: torch.device) -> torch.Tensor | None:
+    """The model images of every chain ``(K, B, H, W)`` on ``device`` (``None`` for one)."""
+    chains = getattr(model, "samples", None)
+    return chains.to(device) if chains is not None and chains.numel() else None
+
+
 def fit_on_split(
     y: torch.Tensor,
     op: LinearOperator,
@@ -175,26 +212,18 @@ def fit_on_split(
     (the chains' mean with their spread in ``std`` for SGILO with several chains; its config
     says the data consistency it used) and the prediction from the fitted samples only
     (complex ``(B, H, W)``, the chains' mean), which :func:`heldout_error` scores."""
-    from sgilo.pipeline.methods import run_method
-
-    options = dict(solver_options or {})
-    model = run_method(
-        part.fit_y,
-        part.fit_op,
+    model, config = _latent_fit(
+        part,
         method,
         prior=prior,
         samples=samples,
         seed=seed,
         callback=callback,
-        solver_options={**options, "data_consistency": False},
-    )
-    config = model.diagnostics.config.model_copy(
-        update={"data_consistency": options.get("data_consistency", True)}
+        options=dict(solver_options or {}),
     )
     # the final step on the CPU data (the model images come back from the prior's device)
-    chains = getattr(model, "samples", None)
-    if chains is not None and chains.numel():
-        chains = chains.to(y.device)
+    chains = _chains(model, y.device)
+    if chains is not None:
         on_split = torch.stack([_finish(x, part.fit_y, part.fit_op, config) for x in chains])
         on_all = torch.stack([_finish(x, y, op, config) for x in chains])
         std = (on_all.abs() if on_all.is_complex() else on_all).std(dim=0, correction=0)
@@ -205,6 +234,35 @@ def fit_on_split(
         predicted = _finish(x, part.fit_y, part.fit_op, config)
         model = replace(model, image=_finish(x, y, op, config))
     return replace(model, diagnostics=replace(model.diagnostics, config=config)), predicted
+
+
+def predict_on_split(
+    y: torch.Tensor,
+    part: SplitPart,
+    method: str,
+    *,
+    prior: object,
+    samples: int = 1,
+    seed: int = 0,
+    callback: Progress | None = None,
+    solver_options: dict | None = None,
+) -> torch.Tensor:
+    """Only the prediction of :func:`fit_on_split` (complex ``(B, H, W)``, the chains' mean):
+    the latent fit and the final step on the fitted samples, for a fit that scores and whose
+    output is not used (no final step on every sample)."""
+    model, config = _latent_fit(
+        part,
+        method,
+        prior=prior,
+        samples=samples,
+        seed=seed,
+        callback=callback,
+        options=dict(solver_options or {}),
+    )
+    chains = _chains(model, y.device)
+    if chains is None:
+        return _finish(model.image.to(y.device), part.fit_y, part.fit_op, config)
+    return torch.stack([_finish(x, part.fit_y, part.fit_op, config) for x in chains]).mean(dim=0)
 
 
 def checked_generative(

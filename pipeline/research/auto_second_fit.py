@@ -46,18 +46,28 @@ def measure(
     snr_db: float = 30.0,
     seed: int = 3,
     settings: frozenset[str] | None = None,
+    held_parts: tuple[int, ...] | None = None,
+    steps_fraction: float = 1.0,
 ) -> list[dict]:
     """One row per setting (all, or those labelled in ``settings``) and tuning slice (the
-    module docstring's per-part errors)."""
+    module docstring's per-part errors). SGILO is fitted only with the parts in ``held_parts`` held
+    out (default all; the others' entries are ``None``), with ``steps_fraction`` of its steps
+    per round (auto's ``second_fit_steps``)."""
     import torch
 
-    from sgilo.pipeline.method_choice import kfold_errors, outer_partition, per_fold_part
+    from sgilo.pipeline.method_choice import (
+        kfold_errors,
+        outer_partition,
+        per_fold_part,
+        scaled_steps,
+    )
     from sgilo.pipeline.metrics import evaluate
     from sgilo.pipeline.prior_fit import fit_on_split
     from sgilo.pipeline.solvers import heldout_columns as columns
     from sgilo.pipeline.solvers.kspace_split import heldout_error
 
     images, names = tuning_images(size)
+    only = None if held_parts is None else frozenset(held_parts)
     rows = []
     for setting, acq, y, op in tuning_problems(images, settings, snr_db, seed):
         batch = y.shape[0]
@@ -65,9 +75,16 @@ def measure(
         parts = outer_partition(y, op, PARTS)
         classical = kfold_errors(y, op, methods, parts)  # (K, B, N)
         generative, psnrs = [], []
+        options = {"steps": scaled_steps("sgilo", None, steps_fraction)}
         for k in range(parts.shape[0]):
+            if only is not None and k not in only:
+                generative.append(None)
+                psnrs.append(None)
+                continue
             part = per_fold_part(y, op, parts[k])
-            model, predicted = fit_on_split(y, op, part, "sgilo", prior=prior)
+            model, predicted = fit_on_split(
+                y, op, part, "sgilo", prior=prior, solver_options=options
+            )
             count = part.held_op.num_measurements(batch)
             generative.append(heldout_error(part, predicted)[0] * count)
             out = model.image.detach().abs().to(torch.float32).cpu().numpy()
@@ -84,12 +101,13 @@ def measure(
                     "outer_columns": int(ncols[b]),
                     "coils": 1 if setting.coils is None else int(op.num_coils),
                     "rows": int(y.shape[-2]),
-                    "generative": [float(g[b]) for g in generative],
+                    "generative": [None if g is None else float(g[b]) for g in generative],
+                    "steps_fraction": steps_fraction,
                     "classical": {
                         m: [float(classical[k, b, j]) for k in range(parts.shape[0])]
                         for j, m in enumerate(methods)
                     },
-                    "psnr_parts": [p[b] for p in psnrs],
+                    "psnr_parts": [None if p is None else p[b] for p in psnrs],
                 }
             )
     return rows
@@ -153,6 +171,19 @@ def main(argv: list[str] | None = None) -> int:
         help="auto_margin's rows (first fit's errors, PSNRs)",
     )
     parser.add_argument("--settings", nargs="+", default=None, help='e.g. "single-coil 8x"')
+    parser.add_argument(
+        "--parts",
+        nargs="+",
+        type=int,
+        default=None,
+        help="fit SGILO with only these parts held out",
+    )
+    parser.add_argument(
+        "--steps-fraction",
+        type=float,
+        default=1.0,
+        help="SGILO's steps per round times this (auto's second_fit_steps)",
+    )
     args = parser.parse_args(argv)
     if args.rows is not None:
         rows = json.loads(args.rows.read_text())
@@ -162,14 +193,21 @@ def main(argv: list[str] | None = None) -> int:
         from sgilo.pipeline.methods import load_prior
 
         only = None if args.settings is None else frozenset(args.settings)
-        rows = measure(load_prior(None), settings=only)
+        rows = measure(
+            load_prior(None),
+            settings=only,
+            held_parts=None if args.parts is None else tuple(args.parts),
+            steps_fraction=args.steps_fraction,
+        )
         args.out.write_text(json.dumps(rows, indent=1))
     first = json.loads(args.margin_rows.read_text())
     for acc in ("4x", "8x"):
         subset = [r for r in rows if r["setting"].endswith(acc)]
         if not subset:
             continue
-        variants = [None, *range(1, PARTS)]
+        variants = [None] + [
+            p for p in range(1, PARTS) if all(r["generative"][p] is not None for r in subset)
+        ]
         tables = [loss_table(subset, first, p) for p in variants]
         head = " | ".join("first fit" if p is None else f"+ part {p}" for p in variants)
         print(f"\n{acc} ({len(subset)} rows), mean loss / worst loss to classical (dB)\n")

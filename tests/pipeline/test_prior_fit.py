@@ -21,6 +21,7 @@ from sgilo.pipeline.method_choice import (
     choice_summary,
     outer_partition,
     per_fold_part,
+    scaled_steps,
 )
 from sgilo.pipeline.methods import Prior, run_method, solve
 from sgilo.pipeline.prior_fit import (
@@ -29,6 +30,7 @@ from sgilo.pipeline.prior_fit import (
     fit_on_split,
     heldout_split,
     mismatch_warning,
+    predict_on_split,
     prior_margin,
     ratio_text,
     slice_accelerations,
@@ -139,11 +141,16 @@ def test_auto_keeps_per_slice_the_lowest_heldout_error_and_refits_it(prior):
     held = per_fold_part(y, op, parts[SECOND_FIT_PART])
     first_columns = (first.held_op.slice_masks(2) > 0).any(dim=-2)
     assert not (first_columns & parts[SECOND_FIT_PART]).any()
-    # ... and its generative error is that of a fit that never saw them
-    _, predicted = fit_on_split(y, op, held, "csgm", prior=prior, solver_options=FAST)
+    # ... and its generative error is that of a fit that never saw them, with half the steps
+    half = {**FAST, "steps": 3}
+    assert scaled_steps("csgm", FAST["steps"], AutoConfig().second_fit_steps) == 3
+    _, predicted = fit_on_split(y, op, held, "csgm", prior=prior, solver_options=half)
     torch.testing.assert_close(
         torch.tensor(second["csgm"], dtype=torch.float64), heldout_error(held, predicted)[0]
     )
+    # (predict_on_split: the same prediction, without the output on every sample)
+    alone = predict_on_split(y, held, "csgm", prior=prior, solver_options=half)
+    torch.testing.assert_close(alone, predicted)
     n0, n1 = first.held_op.num_measurements(2), held.held_op.num_measurements(2)
     folds = d.classical_fold_errors
     assert set(folds) == {"cg-sense", "l1-wavelet", "tv"}
@@ -180,6 +187,13 @@ def test_auto_keeps_per_slice_the_lowest_heldout_error_and_refits_it(prior):
         keep = d1.auto_ratio[b] <= d1.auto_margin[b]
         ranked = min(folds, key=lambda name: d1.classical_fold_errors[name][b])
         assert chosen == ("csgm" if keep else ranked)
+
+
+def test_second_fit_steps_scale_every_round():
+    assert scaled_steps("sgilo", None, 0.5) == [150, 100, 50, 50]  # the default schedule
+    assert scaled_steps("ilo", [10, 0, 3], 0.5) == [5, 0, 2]  # a skipped round stays skipped
+    assert scaled_steps("csgm", None, 1.0) == 300
+    assert scaled_steps("csgm", 1, 0.1) == 1
 
 
 def test_auto_config_checks_the_generative_settings():

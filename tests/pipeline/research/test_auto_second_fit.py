@@ -44,3 +44,18 @@ def test_loss_table_follows_the_statistic_and_picks_classical_by_all_parts():
     assert by_first[1.2]["mean_loss_to_best"] == pytest.approx(3.0)
     assert by_both[1.2]["mean_loss_to_best"] == 0.0
     assert by_both[1.0]["worst_loss_to_classical"] == 0.0  # tv: the best classical, picked
+
+
+def test_tables_cover_the_parts_that_were_fitted(tmp_path, capsys):
+    import json
+
+    from sgilo.pipeline.research.auto_second_fit import main
+
+    row, first = _rows(first_sgilo=2.0, part_sgilo=5.0, sgilo_psnr=30.0)
+    row["generative"] = [None, 5.0, None, None]  # `--parts 1`: SGILO fitted with part 1 out
+    (tmp_path / "rows.json").write_text(json.dumps([row]))
+    (tmp_path / "first.json").write_text(json.dumps([first]))
+    args = ["--rows", str(tmp_path / "rows.json"), "--margin-rows", str(tmp_path / "first.json")]
+    assert main(args) == 0
+    header = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("| τ"))
+    assert header == "| τ | first fit | + part 1 |"
