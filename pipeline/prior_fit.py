@@ -34,7 +34,7 @@ chosen on a tuning set, docs/GENERATIVE.md); above it ``sgilo reconstruct`` says
 and ``auto`` keeps the classical method. Both ``e`` include the noise of the held-out samples,
 so ``r`` tends to 1 as the noise dominates. ``auto`` (:mod:`sgilo.pipeline.method_choice`)
 decides with the same test at 8×, and at 4× with a second generative fit that holds out more
-columns (:func:`fit_on_split` on another split).
+columns (:func:`predict_on_split` on another split).
 
 With fewer than two candidate columns in a slice (a fully sampled or centre-only mask) or
 non-Cartesian data nothing is held out: the method runs on all samples as without the check,
@@ -188,10 +188,16 @@ def _latent_fit(
     return model, config
 
 
-def _chains(model: ReconResult, device: torch.device) -> torch.Tensor | None:
-    """The model images of every chain ``(K, B, H, W)`` on ``device`` (``None`` for one)."""
+def _finished(
+    model: ReconResult, config: object, y: torch.Tensor, op: LinearOperator
+) -> torch.Tensor:
+    """The final step (:func:`_finish`) with ``y``, ``op`` applied to every chain's model image:
+    ``(K, B, H, W)``, ``K = 1`` for a result without chains; on ``y``'s device (the model images
+    come back from the prior's device, the final step runs on the data's)."""
     chains = getattr(model, "samples", None)
-    return chains.to(device) if chains is not None and chains.numel() else None
+    if chains is None or not chains.numel():
+        chains = model.image[None]
+    return torch.stack([_finish(x, y, op, config) for x in chains.to(y.device)])
 
 
 def fit_on_split(
@@ -212,27 +218,15 @@ def fit_on_split(
     (the chains' mean with their spread in ``std`` for SGILO with several chains; its config
     says the data consistency it used) and the prediction from the fitted samples only
     (complex ``(B, H, W)``, the chains' mean), which :func:`heldout_error` scores."""
-    model, config = _latent_fit(
-        part,
-        method,
-        prior=prior,
-        samples=samples,
-        seed=seed,
-        callback=callback,
-        options=dict(solver_options or {}),
-    )
-    # the final step on the CPU data (the model images come back from the prior's device)
-    chains = _chains(model, y.device)
-    if chains is not None:
-        on_split = torch.stack([_finish(x, part.fit_y, part.fit_op, config) for x in chains])
-        on_all = torch.stack([_finish(x, y, op, config) for x in chains])
+    fit = {"prior": prior, "samples": samples, "seed": seed, "callback": callback}
+    model, config = _latent_fit(part, method, **fit, options=dict(solver_options or {}))
+    predicted = _finished(model, config, part.fit_y, part.fit_op).mean(dim=0)
+    on_all = _finished(model, config, y, op)
+    if getattr(model, "samples", None) is not None and model.samples.numel():
         std = (on_all.abs() if on_all.is_complex() else on_all).std(dim=0, correction=0)
         model = replace(model, image=on_all.mean(dim=0), samples=on_all, std=std)
-        predicted = on_split.mean(dim=0)
     else:
-        x = model.image.to(y.device)
-        predicted = _finish(x, part.fit_y, part.fit_op, config)
-        model = replace(model, image=_finish(x, y, op, config))
+        model = replace(model, image=on_all[0])
     return replace(model, diagnostics=replace(model.diagnostics, config=config)), predicted
 
 
@@ -250,19 +244,9 @@ def predict_on_split(
     """Only the prediction of :func:`fit_on_split` (complex ``(B, H, W)``, the chains' mean):
     the latent fit and the final step on the fitted samples, for a fit that scores and whose
     output is not used (no final step on every sample)."""
-    model, config = _latent_fit(
-        part,
-        method,
-        prior=prior,
-        samples=samples,
-        seed=seed,
-        callback=callback,
-        options=dict(solver_options or {}),
-    )
-    chains = _chains(model, y.device)
-    if chains is None:
-        return _finish(model.image.to(y.device), part.fit_y, part.fit_op, config)
-    return torch.stack([_finish(x, part.fit_y, part.fit_op, config) for x in chains]).mean(dim=0)
+    fit = {"prior": prior, "samples": samples, "seed": seed, "callback": callback}
+    model, config = _latent_fit(part, method, **fit, options=dict(solver_options or {}))
+    return _finished(model, config, part.fit_y, part.fit_op).mean(dim=0)
 
 
 def checked_generative(
