@@ -22,6 +22,7 @@ import torch
 
 from sgilo.operators.base import LinearOperator
 from sgilo.operators.mri import MultiCoilMRI, SingleCoilMRI
+from sgilo.pipeline.coil_map_check import edge_fraction, edge_warning
 from sgilo.pipeline.io.types import InputError, KSpaceStudy
 from sgilo.pipeline.methods import (  # noqa: F401  (re-exported: the public names of this module)
     GENERATIVE,
@@ -48,7 +49,9 @@ class StudyReconstruction:
     """The output of one study: float32 magnitude ``(slices, H, W)`` and how it was made:
     the solver's typed ``diagnostics`` (:class:`sgilo.pipeline.solvers.base.ReconResult`), the
     source of the coil maps (``maps``: "file", "espirit" or "none"), the metrics against the
-    file's reference image and SGILO's per-pixel std over its chains."""
+    file's reference image, SGILO's per-pixel std over its chains and, for ESPIRiT maps, the
+    per-slice fraction of the phase-encode edge columns they cover (``maps_edge``,
+    :func:`sgilo.pipeline.coil_map_check.edge_fraction`)."""
 
     name: str
     magnitude: np.ndarray
@@ -59,14 +62,16 @@ class StudyReconstruction:
     std: np.ndarray | None = None
     maps: str = "none"
     noise_std: float | None = None
+    maps_edge: list[float] | None = None
 
     def record(self) -> dict[str, Any]:
         """The diagnostics as a flat JSON-able dict (real lists;
-        :func:`sgilo.pipeline.solvers.diagnostics.diagnostics_record`) plus ``maps`` and, when
-        the input had a noise scan, ``noise_std`` (the study's): what ``run.json`` records per
-        study."""
+        :func:`sgilo.pipeline.solvers.diagnostics.diagnostics_record`) plus ``maps``, for ESPIRiT
+        maps ``maps_edge_fraction`` (per slice) and, when the input had a noise scan,
+        ``noise_std`` (the study's): what ``run.json`` records per study."""
         noise = {} if self.noise_std is None else {"noise_std": self.noise_std}
-        return {**diagnostics_record(self.diagnostics), "maps": self.maps, **noise}
+        edge = {} if self.maps_edge is None else {"maps_edge_fraction": self.maps_edge}
+        return {**diagnostics_record(self.diagnostics), "maps": self.maps, **edge, **noise}
 
     def attributes(self) -> dict[str, bool | int | float | str]:
         """:meth:`record` as scalar file attributes (HDF5 attributes, DICOM series
@@ -125,6 +130,7 @@ def reconstruct_study(
         raise ValueError(f"{method} needs a generative prior (--model PATH)")
     start = time.perf_counter()
     y, op, maps_source = study_operator(study, need_maps=method != "zero-filled")
+    maps_edge = edge_fraction(op.coil_maps) if maps_source == "espirit" else None
     result = solve(
         y,
         op,
@@ -152,6 +158,7 @@ def reconstruct_study(
         None if std is None or samples < 2 else std.detach().cpu().numpy(),
         maps_source,
         study.noise_std,
+        maps_edge,
     )
 
 
@@ -323,6 +330,9 @@ def reconstruct_file(
                 else method,
                 auto=method == "auto",
             )
+            if warning:
+                log(f"{study.name}: {warning}")
+            warning = edge_warning(recon.maps_edge)
             if warning:
                 log(f"{study.name}: {warning}")
             seconds += recon.seconds
