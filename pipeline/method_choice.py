@@ -107,7 +107,7 @@ class AutoConfig(BaseModel):
         description="keep the generative method on a slice unless its held-out error exceeds "
         "margin × the best classical one (1: the lowest error wins; default: 1.0 where a "
         "second generative fit scored the slice, else by the slice's acceleration, 1.0 at 4x "
-        "and 1.8 at 8x, docs/GENERATIVE.md)",
+        "and 1.5 at 8x, docs/GENERATIVE.md)",
     )
     second_fit_below: float = Field(
         SECOND_FIT_BELOW,

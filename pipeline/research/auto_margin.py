@@ -15,6 +15,13 @@ a *tuning set* that no benchmark scores:
   head, tilt, bias, blur or noise). The prior never saw them, unlike the two training slices,
   whose held-out ratios are flattered by memorization.
 
+A second set of 12 (``--images extra``, :func:`extra_tuning_images`; simulated as its own batch,
+so its rows are measured and kept apart): further unseen synthetic slices of the same generator
+(3 axial, 2 coronal, 2 sagittal, 2 axial with a synthetic head: scalp, skull and CSF, one T2-like
+and one PD-like axial slice, seeds 12–17) and the abdomen-like phantom at its kidney level with
+texture seed 9. Tables over both sets (``--rows`` with both files' rows) resolve about twice as
+finely as one.
+
 The margin is chosen per acceleration (:data:`sgilo.pipeline.prior_fit.PRIOR_MARGINS`): the rows
 of each acceleration give their own table, and :func:`choose_margin` takes the smallest ``τ``
 whose mean loss to the best single method is within :data:`TIE_DB` of the lowest.
@@ -26,7 +33,7 @@ and each classical method on all samples, and records per slice the PSNRs and th
 worst loss against the best classical one (the classical method picked by its single-fold error,
 as the ranking before the k-fold one was added: a pessimistic stand-in).
 
-    python -m sgilo.pipeline.research.auto_margin --out rows.json   # ~15 min on idle 2 cores (est.)
+    python -m sgilo.pipeline.research.auto_margin --out rows.json   # ~25 min on idle 2 cores
     python -m sgilo.pipeline.research.auto_margin --rows rows.json --out rows.json  # only the
                                                   # tuning slices missing from rows.json
     python -m sgilo.pipeline.research.auto_margin --rows rows.json --out rows.json \
@@ -63,6 +70,15 @@ UNSEEN_AXIAL = {
     "noise_prob": 0.0,
 }
 UNSEEN_SEED, UNSEEN_COUNT = 11, 4
+#: the extra set's synthetic slices: (name, count, seed, changes to :data:`UNSEEN_AXIAL`)
+EXTRA_SYNTH: tuple[tuple[str, int, int, dict], ...] = (
+    ("axial", 3, 12, {}),
+    ("coronal", 2, 13, {"family_probs": (0.0, 1.0, 0.0)}),
+    ("sagittal", 2, 14, {"family_probs": (0.0, 0.0, 1.0)}),
+    ("axial-head", 2, 15, {"head_prob": 1.0}),
+    ("axial-t2", 1, 16, {"contrast_probs": (0.0, 0.0, 1.0, 0.0, 0.0)}),
+    ("axial-pd", 1, 17, {"contrast_probs": (0.0, 0.0, 0.0, 1.0, 0.0)}),
+)
 
 
 def tuning_images(size: int = 128) -> tuple[np.ndarray, list[str]]:
@@ -94,6 +110,26 @@ def tuning_images(size: int = 128) -> tuple[np.ndarray, list[str]]:
     return np.stack(images).astype(np.float32), names
 
 
+def extra_tuning_images(size: int = 128) -> tuple[np.ndarray, list[str]]:
+    """The second tuning set of the module docstring: float32 ``(12, size, size)`` and names."""
+    from sgilo.pipeline.data import ood
+    from sgilo.pipeline.data.synth_brain import SynthBrainConfig, synth_brain_batch
+
+    images, names = [], []
+    for label, count, seed, changes in EXTRA_SYNTH:
+        config = SynthBrainConfig(**{**UNSEEN_AXIAL, **changes})
+        batch = synth_brain_batch(count, seed, size, "train", config).numpy()
+        images.extend(batch)
+        names.extend(f"extra-{label}-{k}" for k in range(count))
+    images.append(ood._prepare(ood.body_phantom(1, seed=9), size))
+    names.append("extra-abdomen-kidney-seed9")
+    return np.stack(images).astype(np.float32), names
+
+
+#: the tuning sets by name (``--images``)
+IMAGE_SETS = {"base": tuning_images, "extra": extra_tuning_images}
+
+
 def tuning_problems(
     images: np.ndarray, settings: frozenset[str] | None, snr_db: float, seed: int
 ) -> Iterator[tuple[object, object, torch.Tensor, object]]:
@@ -117,13 +153,15 @@ def measure(
     seed: int = 3,
     skip: frozenset[str] = frozenset(),
     settings: frozenset[str] | None = None,
+    image_set: str = "base",
 ) -> list[dict]:
-    """One row per setting and tuning slice (except the names in ``skip``): SGILO's and each
-    classical method's PSNR and the held-out errors of SGILO's prior-fit report."""
+    """One row per setting and slice of the tuning set ``image_set`` (:data:`IMAGE_SETS`; except
+    the names in ``skip``): SGILO's and each classical method's PSNR and the held-out errors of
+    SGILO's prior-fit report."""
     from sgilo.pipeline.methods import solve
     from sgilo.pipeline.metrics import evaluate
 
-    images, names = tuning_images(size)
+    images, names = IMAGE_SETS[image_set](size)
     keep = [k for k, name in enumerate(names) if name not in skip]
     if not keep:
         return []
@@ -203,20 +241,32 @@ def main(argv: list[str] | None = None) -> int:
         help='settings whose rows are measured again, e.g. "8-coil 8x" (after a change of the '
         "classical defaults there)",
     )
+    parser.add_argument(
+        "--images",
+        nargs="+",
+        choices=sorted(IMAGE_SETS),
+        default=sorted(IMAGE_SETS),
+        help="the tuning sets: their rows are kept from --rows or measured, the others' dropped",
+    )
     args = parser.parse_args(argv)
     rows = json.loads(args.rows.read_text()) if args.rows is not None else []
-    _, names = tuning_images(32)
     again = frozenset(args.remeasure)
-    rows = [r for r in rows if r["image"] in names and r["setting"] not in again]
-    missing = set(names) - {r["image"] for r in rows}
-    if missing or again:
-        from sgilo.pipeline.methods import load_prior
+    kept = []
+    for image_set in args.images:
+        _, names = IMAGE_SETS[image_set](32)
+        have = [r for r in rows if r["image"] in names and r["setting"] not in again]
+        missing = set(names) - {r["image"] for r in have}
+        if missing or again:
+            from sgilo.pipeline.methods import load_prior
 
-        prior = load_prior(None)
-        if missing:
-            rows += measure(prior, skip=frozenset(set(names) - missing))
-        if again:
-            rows += measure(prior, settings=again)
+            prior = load_prior(None)
+            if missing:
+                skip = frozenset(set(names) - missing)
+                have += measure(prior, skip=skip, image_set=image_set)
+            if again:
+                have += measure(prior, settings=again, image_set=image_set)
+        kept += have
+    rows = kept
     args.out.write_text(json.dumps(rows, indent=1))
     groups = {"all": rows}
     for acc in sorted({acceleration_of(r["setting"]) for r in rows}):

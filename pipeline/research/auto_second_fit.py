@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sgilo.pipeline.research.auto_margin import CLASSICAL, tuning_images, tuning_problems
+from sgilo.pipeline.research.auto_margin import CLASSICAL, IMAGE_SETS, tuning_problems
 
 TAUS = (0.8, 0.9, 1.0, 1.1, 1.2, 1.3, 1.5, 1.8, 2.0, 2.5, 3.0, float("inf"))
 PARTS = 4
@@ -48,11 +48,13 @@ def measure(
     settings: frozenset[str] | None = None,
     held_parts: tuple[int, ...] | None = None,
     steps_fraction: float = 1.0,
+    image_set: str = "base",
 ) -> list[dict]:
-    """One row per setting (all, or those labelled in ``settings``) and tuning slice (the
-    module docstring's per-part errors). SGILO is fitted only with the parts in ``held_parts`` held
-    out (default all; the others' entries are ``None``), with ``steps_fraction`` of its steps
-    per round (auto's ``second_fit_steps``)."""
+    """One row per setting (all, or those labelled in ``settings``) and slice of the tuning set
+    ``image_set`` (:data:`sgilo.pipeline.research.auto_margin.IMAGE_SETS`; the module
+    docstring's per-part errors). SGILO is fitted only with the parts in ``held_parts`` held out
+    (default all; the others' entries are ``None``), with ``steps_fraction`` of its steps per
+    round (auto's ``second_fit_steps``)."""
     import torch
 
     from sgilo.pipeline.method_choice import (
@@ -66,7 +68,7 @@ def measure(
     from sgilo.pipeline.solvers import heldout_columns as columns
     from sgilo.pipeline.solvers.kspace_split import heldout_error
 
-    images, names = tuning_images(size)
+    images, names = IMAGE_SETS[image_set](size)
     only = None if held_parts is None else frozenset(held_parts)
     rows = []
     for setting, acq, y, op in tuning_problems(images, settings, snr_db, seed):
@@ -163,12 +165,21 @@ def loss_table(rows: list[dict], first_rows: list[dict], part: int | None) -> li
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=None, help="measure and write rows as JSON")
-    parser.add_argument("--rows", type=Path, default=None, help="measured rows to tabulate")
+    parser.add_argument(
+        "--rows", type=Path, nargs="+", default=None, help="measured rows to tabulate (files joined)"
+    )
     parser.add_argument(
         "--margin-rows",
         type=Path,
-        default=Path("docs/auto_margin.json"),
-        help="auto_margin's rows (first fit's errors, PSNRs)",
+        nargs="+",
+        default=[Path("docs/auto_margin.json")],
+        help="auto_margin's rows (first fit's errors, PSNRs; files joined)",
+    )
+    parser.add_argument(
+        "--images",
+        choices=sorted(IMAGE_SETS),
+        default="base",
+        help="the tuning set to measure (auto_margin's --images)",
     )
     parser.add_argument("--settings", nargs="+", default=None, help='e.g. "single-coil 8x"')
     parser.add_argument(
@@ -186,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     if args.rows is not None:
-        rows = json.loads(args.rows.read_text())
+        rows = [row for path in args.rows for row in json.loads(path.read_text())]
     else:
         if args.out is None:
             parser.error("give --out (measure) or --rows (tabulate)")
@@ -198,9 +209,10 @@ def main(argv: list[str] | None = None) -> int:
             settings=only,
             held_parts=None if args.parts is None else tuple(args.parts),
             steps_fraction=args.steps_fraction,
+            image_set=args.images,
         )
         args.out.write_text(json.dumps(rows, indent=1))
-    first = json.loads(args.margin_rows.read_text())
+    first = [row for path in args.margin_rows for row in json.loads(path.read_text())]
     for acc in ("4x", "8x"):
         subset = [r for r in rows if r["setting"].endswith(acc)]
         if not subset:

@@ -42,3 +42,37 @@ def test_tuning_images_are_twelve_distinct_unit_range_slices():
     assert np.isfinite(images).all() and images.min() >= 0 and images.max() <= 1
     flat = images.reshape(12, -1)
     assert np.linalg.matrix_rank(flat) == 12
+
+
+def test_extra_tuning_images_are_twelve_new_distinct_slices():
+    from sgilo.pipeline.research.auto_margin import IMAGE_SETS, extra_tuning_images
+
+    images, names = extra_tuning_images(64)
+    _, base = tuning_images(64)
+    assert images.shape == (12, 64, 64) and len(set(names)) == 12 and not set(names) & set(base)
+    assert sum("head" in n for n in names) == 2 and sum("coronal" in n for n in names) == 2
+    assert np.isfinite(images).all() and images.min() >= 0 and images.max() <= 1
+    assert np.linalg.matrix_rank(images.reshape(12, -1)) == 12
+    assert np.array_equal(IMAGE_SETS["extra"](64)[0], images)  # seeded: the same every time
+
+
+def test_main_keeps_the_rows_of_the_chosen_sets_and_tabulates_them(tmp_path, capsys):
+    import json
+
+    from sgilo.pipeline.research.auto_margin import extra_tuning_images, main
+
+    rows = []
+    for names in (tuning_images(32)[1], extra_tuning_images(32)[1]):
+        for k, name in enumerate(names):
+            for setting in ("single-coil 4x", "8-coil 8x"):
+                row = _row(1.0 + 0.1 * k, 1.0, 25.0 + k % 3, 24.0)
+                rows.append({"setting": setting, "image": name, **row})
+    path = tmp_path / "rows.json"
+    path.write_text(json.dumps(rows))
+    out = tmp_path / "out.json"
+    assert main(["--rows", str(path), "--out", str(out)]) == 0  # both sets: nothing to measure
+    assert len(json.loads(out.read_text())) == len(rows)
+    assert "4x (24 rows)" in capsys.readouterr().out
+    assert main(["--rows", str(path), "--out", str(out), "--images", "extra"]) == 0
+    kept = json.loads(out.read_text())
+    assert len(kept) == 24 and all(r["image"].startswith("extra-") for r in kept)
