@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=None, help="measure and write rows as JSON")
     parser.add_argument(
-        "--rows", type=Path, nargs="+", default=None, help="measured rows to tabulate (files joined)"
+        "--rows", type=Path, nargs="+", default=None, help="rows to tabulate (files joined)"
     )
     parser.add_argument(
         "--margin-rows",
