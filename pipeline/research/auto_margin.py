@@ -19,8 +19,8 @@ A second set of 12 (``--images extra``, :func:`extra_tuning_images`; simulated a
 so its rows are measured and kept apart): further unseen synthetic slices of the same generator
 (3 axial, 2 coronal, 2 sagittal, 2 axial with a synthetic head: scalp, skull and CSF, one T2-like
 and one PD-like axial slice, seeds 12–17) and the abdomen-like phantom at its kidney level with
-texture seed 9. Tables over both sets (``--rows`` with both files' rows) resolve about twice as
-finely as one.
+texture seed 9. ``--images`` (default both) says which sets' rows are kept, measured and
+tabulated; both together resolve about twice as finely as one.
 
 The margin is chosen per acceleration (:data:`sgilo.pipeline.prior_fit.PRIOR_MARGINS`): the rows
 of each acceleration give their own table, and :func:`choose_margin` takes the smallest ``τ``
