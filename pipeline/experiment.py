@@ -72,27 +72,33 @@ def make_operator(
     return y, MultiCoilMRI(coil_maps, mask)
 
 
-def espirit_operator(acq: Acquisition) -> tuple[torch.Tensor, LinearOperator]:
-    """Like :func:`make_operator`, but multi-coil data get ESPIRiT maps estimated from the
-    acquisition's calibration region — what a real acquisition without maps gets."""
-    if not acq.multicoil:
-        return make_operator(acq)
+def estimated_maps(acq: Acquisition) -> np.ndarray:
+    """The coil maps ``sgilo reconstruct`` estimates for a multi-coil acquisition: ESPIRiT's
+    from its calibration region, refined where the object reaches the phase-encode edges
+    (:func:`sgilo.pipeline.coil_map_refine.checked_maps`); complex64 ``(S, C, H, W)``."""
+    from sgilo.pipeline.coil_map_refine import checked_maps
     from sgilo.pipeline.espirit import estimate_maps
 
-    return make_operator(acq, maps=torch.from_numpy(estimate_maps(acq.kspace, acq.mask)))
+    maps, _ = checked_maps(acq.kspace, acq.mask, estimate_maps(acq.kspace, acq.mask))
+    return maps
+
+
+def espirit_operator(acq: Acquisition) -> tuple[torch.Tensor, LinearOperator]:
+    """Like :func:`make_operator`, but multi-coil data get the maps a real acquisition without
+    maps gets (:func:`estimated_maps`)."""
+    if not acq.multicoil:
+        return make_operator(acq)
+    return make_operator(acq, maps=torch.from_numpy(estimated_maps(acq)))
 
 
 def save_acquisition(path: Path, acq: Acquisition, *, espirit: bool = True) -> Path:
-    """Write a simulated acquisition to an ``.npz`` (with ESPIRiT maps estimated from its
-    calibration region for multi-coil data, when ``espirit``); read back by
-    :func:`load_acquisition`."""
+    """Write a simulated acquisition to an ``.npz`` (with the maps of :func:`estimated_maps` for
+    multi-coil data, when ``espirit``); read back by :func:`load_acquisition`."""
     arrays = {k: getattr(acq, k) for k in ("target", "image", "kspace", "mask")}
     if acq.maps is not None:
         arrays["maps"] = acq.maps
         if espirit:
-            from sgilo.pipeline.espirit import estimate_maps
-
-            arrays["espirit"] = estimate_maps(acq.kspace, acq.mask)
+            arrays["espirit"] = estimated_maps(acq)
     np.savez(
         path,
         **arrays,

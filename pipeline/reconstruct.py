@@ -22,7 +22,8 @@ import torch
 
 from sgilo.operators.base import LinearOperator
 from sgilo.operators.mri import MultiCoilMRI, SingleCoilMRI
-from sgilo.pipeline.coil_map_check import edge_fraction, edge_warning
+from sgilo.pipeline.coil_map_check import edge_warning
+from sgilo.pipeline.coil_map_refine import MapCheck, checked_maps
 from sgilo.pipeline.io.types import InputError, KSpaceStudy
 from sgilo.pipeline.methods import (  # noqa: F401  (re-exported: the public names of this module)
     GENERATIVE,
@@ -50,8 +51,8 @@ class StudyReconstruction:
     the solver's typed ``diagnostics`` (:class:`sgilo.pipeline.solvers.base.ReconResult`), the
     source of the coil maps (``maps``: "file", "espirit" or "none"), the metrics against the
     file's reference image, SGILO's per-pixel std over its chains and, for ESPIRiT maps, the
-    per-slice fraction of the phase-encode edge columns they cover (``maps_edge``,
-    :func:`sgilo.pipeline.coil_map_check.edge_fraction`)."""
+    per-slice fraction of the phase-encode edge columns they cover and the refinement of the
+    slices that reach them (``maps_check``, :class:`sgilo.pipeline.coil_map_refine.MapCheck`)."""
 
     name: str
     magnitude: np.ndarray
@@ -62,15 +63,16 @@ class StudyReconstruction:
     std: np.ndarray | None = None
     maps: str = "none"
     noise_std: float | None = None
-    maps_edge: list[float] | None = None
+    maps_check: MapCheck | None = None
 
     def record(self) -> dict[str, Any]:
         """The diagnostics as a flat JSON-able dict (real lists;
         :func:`sgilo.pipeline.solvers.diagnostics.diagnostics_record`) plus ``maps``, for ESPIRiT
-        maps ``maps_edge_fraction`` (per slice) and, when the input had a noise scan,
+        maps ``maps_edge_fraction`` and ``maps_refined_rounds`` (per slice) and, when the input
+        had a noise scan,
         ``noise_std`` (the study's): what ``run.json`` records per study."""
         noise = {} if self.noise_std is None else {"noise_std": self.noise_std}
-        edge = {} if self.maps_edge is None else {"maps_edge_fraction": self.maps_edge}
+        edge = {} if self.maps_check is None else self.maps_check.record()
         return {**diagnostics_record(self.diagnostics), "maps": self.maps, **edge, **noise}
 
     def attributes(self) -> dict[str, bool | int | float | str]:
@@ -85,13 +87,17 @@ class StudyReconstruction:
 
 def study_operator(
     study: KSpaceStudy, *, need_maps: bool = True
-) -> tuple[torch.Tensor, LinearOperator, str]:
-    """``(y, op, maps_source)`` for a study; ``y`` complex64 ``(S, H, W)`` single-coil or
-    ``(S, C, H, W)`` multi-coil. ``maps_source`` is "file", "espirit" or "none"."""
+) -> tuple[torch.Tensor, LinearOperator, str, MapCheck | None]:
+    """``(y, op, maps_source, maps_check)`` for a study; ``y`` complex64 ``(S, H, W)``
+    single-coil or ``(S, C, H, W)`` multi-coil. ``maps_source`` is "file", "espirit" or "none";
+    ESPIRiT maps of slices whose object reaches the phase-encode edges are refined by a joint
+    image-and-map fit (:func:`sgilo.pipeline.coil_map_refine.checked_maps`), and ``maps_check``
+    says where (``None`` unless the maps were estimated)."""
     mask = torch.from_numpy(study.sampling_mask().astype(np.float32))
     kspace = torch.from_numpy(study.kspace)
     if not study.multicoil:
-        return kspace[:, 0], SingleCoilMRI(mask), "none"
+        return kspace[:, 0], SingleCoilMRI(mask), "none", None
+    check = None
     if study.maps is not None:
         maps, source = torch.from_numpy(study.maps), "file"
     elif need_maps:
@@ -105,11 +111,12 @@ def study_operator(
                 maps_np = estimate_maps(study.kspace, mask_np)
         except ValueError as exc:
             raise InputError(f"{study.source.name}: cannot estimate coil maps: {exc}") from exc
+        maps_np, check = checked_maps(study.kspace, study.sampling_mask(), maps_np)
         maps, source = torch.from_numpy(maps_np), "espirit"
     else:
         maps = torch.ones(study.kspace.shape[1:], dtype=torch.complex64) / study.num_coils**0.5
         source = "none"
-    return kspace, MultiCoilMRI(maps, mask), source
+    return kspace, MultiCoilMRI(maps, mask), source, check
 
 
 def reconstruct_study(
@@ -129,8 +136,7 @@ def reconstruct_study(
     if method in NEEDS_PRIOR and prior is None:
         raise ValueError(f"{method} needs a generative prior (--model PATH)")
     start = time.perf_counter()
-    y, op, maps_source = study_operator(study, need_maps=method != "zero-filled")
-    maps_edge = edge_fraction(op.coil_maps) if maps_source == "espirit" else None
+    y, op, maps_source, maps_check = study_operator(study, need_maps=method != "zero-filled")
     result = solve(
         y,
         op,
@@ -158,7 +164,7 @@ def reconstruct_study(
         None if std is None or samples < 2 else std.detach().cpu().numpy(),
         maps_source,
         study.noise_std,
-        maps_edge,
+        maps_check,
     )
 
 
@@ -332,7 +338,10 @@ def reconstruct_file(
             )
             if warning:
                 log(f"{study.name}: {warning}")
-            warning = edge_warning(recon.maps_edge)
+            check = recon.maps_check
+            warning = (
+                edge_warning(check.edge_fraction, refined=check.refined_rounds) if check else None
+            )
             if warning:
                 log(f"{study.name}: {warning}")
             seconds += recon.seconds

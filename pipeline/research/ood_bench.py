@@ -76,6 +76,8 @@ CELL_CODE: tuple[str, ...] = (
     "pipeline/simulate.py",
     "pipeline/experiment.py",
     "pipeline/espirit.py",
+    "pipeline/coil_map_check.py",
+    "pipeline/coil_map_refine.py",
     "pipeline/metrics.py",
     "pipeline/research/ood_bench.py",
 )

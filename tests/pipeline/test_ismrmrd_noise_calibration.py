@@ -166,7 +166,7 @@ def test_coil_maps_come_from_the_reference_scan(accelerated):
     (no calibration region) cannot give usable maps."""
     image, _, _, _, write = accelerated
     study = write("sep.h5", "separate")
-    _, _, source = study_operator(study)
+    _, _, source, _ = study_operator(study)
     assert source == "espirit"
     recon = reconstruct_study(study, "cg-sense").magnitude[0]
     scale = np.vdot(recon, image).real / np.vdot(recon, recon).real

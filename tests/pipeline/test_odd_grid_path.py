@@ -43,7 +43,7 @@ def test_single_coil_file_on_odd_grid_gets_the_cartesian_operator(tmp_path: Path
         np.complex64
     )
     study = retrospective_undersample(read_fastmri(write_kspace(tmp_path / "odd.h5", k)), 4, 0.08)
-    y, op, maps = study_operator(study)
+    y, op, maps, _ = study_operator(study)
     assert type(op) is SingleCoilMRI and maps == "none"
     assert tuple(op.ishape) == tuple(op.oshape) == (15, 17) and tuple(y.shape) == (2, 15, 17)
 
