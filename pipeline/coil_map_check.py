@@ -19,9 +19,11 @@ the fraction is 0 for an object inside the field of view. Measured (2026-12-05):
 8-coil rows of the tuning set of :mod:`sgilo.pipeline.research.auto_margin`; on the
 out-of-distribution suite's 16 8-coil slices 0.13–0.83 on the 4 where ℓ1-wavelet with the true
 maps was 2.0–8.7 dB better than with ESPIRiT's, 0.00 on the other 12 (ESPIRiT's maps better on
-11, 0.75 dB worse on one). Above :data:`EDGE_LEVEL` ``sgilo reconstruct`` warns and
-``run.json`` says so (``maps_edge_fraction``). Where ESPIRiT's own ``crop`` blanks the edge columns
-too (its eigenvalue drops at the jump) the check sees nothing: it flags, it does not clear.
+11, 0.75 dB worse on one). Above :data:`EDGE_LEVEL` the slice's maps are refined by a joint
+image-and-map fit (:mod:`sgilo.pipeline.coil_map_refine`), ``sgilo reconstruct`` warns and
+``run.json`` says so (``maps_edge_fraction``, ``maps_refined_rounds``). Where ESPIRiT's own
+``crop`` blanks the edge columns too (its eigenvalue drops at the jump) the check sees nothing: it
+flags, it does not clear.
 """
 
 from __future__ import annotations
@@ -75,7 +77,7 @@ def edge_warning(
     if refined is not None and all(refined[k] > 0 for k in flagged):
         return text + (
             "; their maps were refined by a joint image-and-map fit, which on the tuning slices "
-            "recovered most of the loss at 4x and about a third of it at 8x "
+            "recovered most of the loss at 4x and about half of it at 8x "
             "(docs/CLASSICAL_TUNING.md); coil maps in the input file (sens_maps) avoid the estimate"
         )
     return text + (

@@ -40,6 +40,15 @@ short) with 6 × 6 functions (8 × 8: +0.6 to +0.9). 40 CG steps per round were 
 enough at 4×. Only slices that :func:`sgilo.pipeline.coil_map_check.edge_fraction` flags are
 refined: inside the field of view ESPIRiT's maps are right (the fit cost 0.2–0.9 dB there in a
 first trial).
+
+The model assumes an object that ends at the field of view. A real acquisition of a larger object
+folds it over (wrap), which one set of maps of either kind cannot explain; in a simulation of
+that (4 heads 0, 8 or 16 columns wider than the field of view on each side, folded; 4× and 8×),
+the refined maps gave CG-SENSE the better image in all 24 cases and ℓ1-wavelet in 23. A
+held-out k-space check before replacing ESPIRiT's maps (four folds of the outer columns,
+CG-SENSE's prediction error with either maps) was tried and not kept: it rejected the
+refinement where it had gained (0.6–0.8 dB; 2.0 dB on an out-of-distribution file) and accepted
+it where it had lost (docs/CLASSICAL_TUNING.md).
 """
 
 from __future__ import annotations
