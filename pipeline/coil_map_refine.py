@@ -77,6 +77,9 @@ MAX_ROUNDS = 24
 MIN_DECREASE = 0.01
 #: the Tikhonov weight of the map fit, relative to the mean diagonal of ``GᴴG``
 RIDGE = 1e-6
+#: :func:`checked_maps` refines at most this many basis-image elements (slices × K² × H × W) at
+#: once: the design matrices of 2²⁵ complex64 elements take 256 MB (two slices of 640 × 368)
+CHUNK_ELEMENTS = 2**25
 
 
 @dataclass(frozen=True)
@@ -234,7 +237,8 @@ def checked_maps(
 ) -> tuple[np.ndarray, MapCheck]:
     """ESPIRiT ``maps`` ``(S, C, H, W)`` with the slices that reach the phase-encode edges
     (edge fraction above ``level``) replaced by :func:`refine_maps`'s, fitted to ``kspace``
-    ``(S, C, H, W)`` sampled with ``mask``; and what was done."""
+    ``(S, C, H, W)`` sampled with ``mask`` (in chunks of slices, :data:`CHUNK_ELEMENTS`); and
+    what was done."""
     fractions = edge_fraction(maps)
     rounds = [0] * len(fractions)
     flagged = [k for k, f in enumerate(fractions) if f > level]
@@ -242,9 +246,13 @@ def checked_maps(
         return maps, MapCheck(fractions, rounds)
     kspace = np.asarray(kspace)
     out = np.array(maps, dtype=np.complex64, copy=True)
-    size = basis_size(mask, kspace.shape[-2:])
-    refined, info = refine_maps(kspace[flagged], mask, out[flagged], basis=size)
-    out[flagged] = refined
-    for k, r in zip(flagged, info, strict=True):
-        rounds[k] = r.rounds
+    h, w = kspace.shape[-2:]
+    size = basis_size(mask, (h, w))
+    chunk = max(1, CHUNK_ELEMENTS // (size * size * h * w))
+    for start in range(0, len(flagged), chunk):
+        part = flagged[start : start + chunk]
+        refined, info = refine_maps(kspace[part], mask, out[part], basis=size)
+        out[part] = refined
+        for k, r in zip(part, info, strict=True):
+            rounds[k] = r.rounds
     return out, MapCheck(fractions, rounds)

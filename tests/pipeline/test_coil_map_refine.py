@@ -116,6 +116,24 @@ def test_checked_maps_refines_only_slices_that_reach_the_edges():
     assert none.refined_rounds == [0]
 
 
+def test_checked_maps_in_chunks_equals_one_batch(monkeypatch):
+    from sgilo.pipeline import coil_map_refine
+
+    acq = simulate_acquisition(
+        np.concatenate([_head(True), 0.8 * _head(True)[:, :, ::-1]]),
+        acceleration=4,
+        center_fraction=0.08,
+        num_coils=8,
+        seed=2,
+    )
+    espirit = estimate_maps(acq.kspace, acq.mask)
+    together, check = checked_maps(acq.kspace, acq.mask, espirit)
+    monkeypatch.setattr(coil_map_refine, "CHUNK_ELEMENTS", 1)  # one slice at a time
+    apart, check_apart = checked_maps(acq.kspace, acq.mask, espirit)
+    assert check.refined_rounds == check_apart.refined_rounds and min(check.refined_rounds) > 0
+    np.testing.assert_allclose(apart, together, atol=1e-4)
+
+
 def test_reconstruct_file_refines_and_says_so(tmp_path):
     acq = _acquisition(fill=True)
     source = write_kspace(tmp_path / "filling.h5", acq.kspace, mask=acq.mask)
