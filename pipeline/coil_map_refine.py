@@ -54,6 +54,7 @@ it where it had lost (docs/CLASSICAL_TUNING.md).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -234,11 +235,12 @@ def checked_maps(
     maps: np.ndarray,
     *,
     level: float = EDGE_LEVEL,
+    log: Callable[[str], None] | None = None,
 ) -> tuple[np.ndarray, MapCheck]:
     """ESPIRiT ``maps`` ``(S, C, H, W)`` with the slices that reach the phase-encode edges
     (edge fraction above ``level``) replaced by :func:`refine_maps`'s, fitted to ``kspace``
     ``(S, C, H, W)`` sampled with ``mask`` (in chunks of slices, :data:`CHUNK_ELEMENTS`); and
-    what was done."""
+    what was done. ``log`` gets a line before the refinement starts and one per chunk."""
     fractions = edge_fraction(maps)
     rounds = [0] * len(fractions)
     flagged = [k for k, f in enumerate(fractions) if f > level]
@@ -249,8 +251,15 @@ def checked_maps(
     h, w = kspace.shape[-2:]
     size = basis_size(mask, (h, w))
     chunk = max(1, CHUNK_ELEMENTS // (size * size * h * w))
+    if log is not None:
+        log(
+            f"the coil maps of {len(flagged)} of {len(fractions)} slice(s) reach the phase-encode "
+            "edges: refining them by a joint image-and-map fit"
+        )
     for start in range(0, len(flagged), chunk):
         part = flagged[start : start + chunk]
+        if log is not None and start:
+            log(f"coil maps refined on {start} of {len(flagged)} slice(s)")
         refined, info = refine_maps(kspace[part], mask, out[part], basis=size)
         out[part] = refined
         for k, r in zip(part, info, strict=True):

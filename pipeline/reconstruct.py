@@ -86,13 +86,13 @@ class StudyReconstruction:
 
 
 def study_operator(
-    study: KSpaceStudy, *, need_maps: bool = True
+    study: KSpaceStudy, *, need_maps: bool = True, log: Callable[[str], None] | None = None
 ) -> tuple[torch.Tensor, LinearOperator, str, MapCheck | None]:
     """``(y, op, maps_source, maps_check)`` for a study; ``y`` complex64 ``(S, H, W)``
     single-coil or ``(S, C, H, W)`` multi-coil. ``maps_source`` is "file", "espirit" or "none";
     ESPIRiT maps of slices whose object reaches the phase-encode edges are refined by a joint
-    image-and-map fit (:func:`sgilo.pipeline.coil_map_refine.checked_maps`), and ``maps_check``
-    says where (``None`` unless the maps were estimated)."""
+    image-and-map fit (:func:`sgilo.pipeline.coil_map_refine.checked_maps`; ``log`` gets a line
+    before it starts), and ``maps_check`` says where (``None`` unless the maps were estimated)."""
     mask = torch.from_numpy(study.sampling_mask().astype(np.float32))
     kspace = torch.from_numpy(study.kspace)
     if not study.multicoil:
@@ -111,7 +111,7 @@ def study_operator(
                 maps_np = estimate_maps(study.kspace, mask_np)
         except ValueError as exc:
             raise InputError(f"{study.source.name}: cannot estimate coil maps: {exc}") from exc
-        maps_np, check = checked_maps(study.kspace, study.sampling_mask(), maps_np)
+        maps_np, check = checked_maps(study.kspace, study.sampling_mask(), maps_np, log=log)
         maps, source = torch.from_numpy(maps_np), "espirit"
     else:
         maps = torch.ones(study.kspace.shape[1:], dtype=torch.complex64) / study.num_coils**0.5
@@ -128,15 +128,18 @@ def reconstruct_study(
     solver_options: dict | None = None,
     prior: Prior | None = None,
     samples: int = 1,
+    log: Callable[[str], None] | None = None,
 ) -> StudyReconstruction:
     """Reconstruct every slice of ``study`` with ``method`` (one of :data:`METHODS`); the
-    generative methods need ``prior``."""
+    generative methods need ``prior``; ``log`` gets progress lines of the coil-map estimate."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
     if method in NEEDS_PRIOR and prior is None:
         raise ValueError(f"{method} needs a generative prior (--model PATH)")
     start = time.perf_counter()
-    y, op, maps_source, maps_check = study_operator(study, need_maps=method != "zero-filled")
+    y, op, maps_source, maps_check = study_operator(
+        study, need_maps=method != "zero-filled", log=log
+    )
     result = solve(
         y,
         op,
@@ -299,6 +302,7 @@ def reconstruct_file(
                 prior=prior,
                 samples=samples,
                 solver_options=solver_options,
+                log=lambda line, name=study.name: log(f"{name}: {line}"),
             )
             attrs = {
                 "method": method,

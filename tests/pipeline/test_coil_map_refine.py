@@ -129,7 +129,9 @@ def test_checked_maps_in_chunks_equals_one_batch(monkeypatch):
     espirit = estimate_maps(acq.kspace, acq.mask)
     together, check = checked_maps(acq.kspace, acq.mask, espirit)
     monkeypatch.setattr(coil_map_refine, "CHUNK_ELEMENTS", 1)  # one slice at a time
-    apart, check_apart = checked_maps(acq.kspace, acq.mask, espirit)
+    lines: list[str] = []
+    apart, check_apart = checked_maps(acq.kspace, acq.mask, espirit, log=lines.append)
+    assert len(lines) == 2 and lines[1] == "coil maps refined on 1 of 2 slice(s)"
     assert check.refined_rounds == check_apart.refined_rounds and min(check.refined_rounds) > 0
     np.testing.assert_allclose(apart, together, atol=1e-4)
 
@@ -142,8 +144,11 @@ def test_reconstruct_file_refines_and_says_so(tmp_path):
     (record,) = result.diagnostics
     record = json.loads(json.dumps(record))
     assert record["maps"] == "espirit" and record["maps_refined_rounds"][0] > 0
-    (line,) = [line for line in lines if "phase-encode edges" in line]
-    assert "refined by a joint image-and-map fit" in line
+    # one progress line before the fit, then the warning after the reconstruction
+    start, warning = [line for line in lines if "phase-encode edges" in line]
+    assert start.startswith("filling: the coil maps of 1 of 1 slice(s)") and "refining" in start
+    assert lines.index(start) < lines.index(warning)
+    assert "refined by a joint image-and-map fit" in warning
     # the written reconstruction is the refined maps' one
     with h5py.File(result.outputs[0], "r") as f:
         written = f["reconstruction"][()]
