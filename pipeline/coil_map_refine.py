@@ -32,8 +32,9 @@ field of view (:func:`sgilo.pipeline.data.synth_brain.synth_brain_batch`, seeds 
 them reach the phase-encode edges), 8 birdcage coils at 4× and 8×, 20/30/40 dB SNR
 (``python -m sgilo.pipeline.research.map_refine_tuning``; docs/CLASSICAL_TUNING.md, "Coil maps
 for objects that fill the phase-encode field of view"). With the true image in step 1, 8 × 8 DCT
-maps reach the true maps' PSNR. Alternating from ESPIRiT, ℓ1-wavelet with the refined maps came
-within 0.1 dB of the true maps at 4× (+3.3 to +5.9 dB over ESPIRiT's); at 8× the joint problem
+maps came within 0.3–1.2 dB of the true maps' CG-SENSE PSNR (12 × 12: within 0.15; three slices,
+4×). Alternating from ESPIRiT, ℓ1-wavelet with the refined maps came within 0.15 dB of the true
+maps at 4× (+3.3 to +5.9 dB over ESPIRiT's); at 8× the joint problem
 has about as many unknowns as measurements, the residual falls below that of the true maps within
 a few rounds (overfit), and the fit recovered about half of the loss (+1.3 to +1.4 dB, 1.2 dB
 short) with 6 × 6 functions (8 × 8: +0.6 to +0.9). 40 CG steps per round were worse at 8×, 20
@@ -167,15 +168,15 @@ def refine_maps(
     """
     from sgilo.pipeline.solvers.classical import cg_sense
 
-    y = torch.as_tensor(np.asarray(kspace) if not torch.is_tensor(kspace) else kspace)
-    start = torch.as_tensor(np.asarray(maps) if not torch.is_tensor(maps) else maps)
+    y = torch.as_tensor(kspace)
+    start = torch.as_tensor(maps)
     if y.ndim != 4 or start.shape != y.shape:
         raise ValueError(
             f"kspace and maps must both be (S, C, H, W), got {tuple(y.shape)}, {tuple(start.shape)}"
         )
     y, start = y.to(torch.complex64), start.to(torch.complex64)
     s, _, h, w = y.shape
-    mask_t = torch.as_tensor(np.asarray(mask) if not torch.is_tensor(mask) else mask).float()
+    mask_t = torch.as_tensor(mask).float()
     sampled = torch.broadcast_to(mask_t > 0, (h, w))
     if not bool(sampled.any()):
         raise ValueError("the mask samples nothing")

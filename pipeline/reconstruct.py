@@ -69,8 +69,7 @@ class StudyReconstruction:
         """The diagnostics as a flat JSON-able dict (real lists;
         :func:`sgilo.pipeline.solvers.diagnostics.diagnostics_record`) plus ``maps``, for ESPIRiT
         maps ``maps_edge_fraction`` and ``maps_refined_rounds`` (per slice) and, when the input
-        had a noise scan,
-        ``noise_std`` (the study's): what ``run.json`` records per study."""
+        had a noise scan, ``noise_std`` (the study's): what ``run.json`` records per study."""
         noise = {} if self.noise_std is None else {"noise_std": self.noise_std}
         edge = {} if self.maps_check is None else self.maps_check.record()
         return {**diagnostics_record(self.diagnostics), "maps": self.maps, **edge, **noise}

@@ -11,7 +11,7 @@ masks, seed 5) and 20, 30 and 40 dB SNR, the slices that
 ℓ1-wavelet and TV (defaults) with the three kinds of maps; a row per (SNR, setting, maps,
 method) holds the PSNR of every flagged slice.
 
-    python -m sgilo.pipeline.research.map_refine_tuning --out rows.json          # ~3 min
+    python -m sgilo.pipeline.research.map_refine_tuning --out rows.json          # ~4 min
     python -m sgilo.pipeline.research.map_refine_tuning --basis 6 --out b6.json  # one basis size
 """
 
