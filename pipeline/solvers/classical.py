@@ -15,11 +15,14 @@ docs/CLASSICAL_TUNING.md), never on the slices being scored.
   (:mod:`sgilo.pipeline.algorithms.conjugate_gradient`; FISTA, the power iteration and PDHG
   below are :mod:`sgilo.pipeline.algorithms.fista`,
   :mod:`sgilo.pipeline.algorithms.power_iteration` and :mod:`sgilo.pipeline.algorithms.pdhg`);
-- ℓ1-wavelet: ``argmin ½‖A x − y‖² + λ‖Ψ x‖₁`` (Daubechies-4, sigpy's ``Wavelet``) by FISTA with
-  cycle spinning: in iteration ``k`` the wavelet shrinkage acts on the image circularly shifted by
-  a random ``s_k ∈ [0, 16)²`` pixels and is shifted back, ``x ← S_k⁻¹ Ψ^H soft_{tλ}(Ψ S_k (z − t
-  A^H(A z − y)))`` with ``t = 1/‖A^H A‖`` (power iteration). The random shifts average out the
-  blocking of a fixed dyadic grid, as BART's ``pics`` does with its random wavelet shifts; on
+- ℓ1-wavelet: ``argmin ½‖A x − y‖² + λ‖Ψ x‖₁`` (Daubechies-4, the transform of sigpy's
+  ``Wavelet`` computed in torch, :mod:`sgilo.pipeline.algorithms.wavelet`) by FISTA with
+  cycle spinning, batched over slices in complex128
+  (:mod:`sgilo.pipeline.algorithms.wavelet_least_squares`): in iteration ``k`` the wavelet
+  shrinkage acts on the image circularly shifted by a random ``s_k ∈ [0, 16)²`` pixels and is
+  shifted back, ``x ← S_k⁻¹ Ψ^H soft_{tλ}(Ψ S_k (z − t A^H(A z − y)))`` with
+  ``t = 1/‖A^H A‖`` (power iteration). The random shifts average out the blocking of a fixed
+  dyadic grid, as BART's ``pics`` does with its random wavelet shifts; on
   training slices at single-coil 4× it gains about 2 dB over the unshifted iteration (sigpy's
   ``L1WaveletRecon``, which gives the same images as ``shifts=False``; docs/CLASSICAL_TUNING.md).
   The shifts come from a fixed seed, so a reconstruction is a function of its input;
@@ -50,10 +53,10 @@ import torch
 
 from sgilo.operators.base import LinearOperator
 from sgilo.operators.fft import ifft2c
+from sgilo.operators.mri import MultiCoilMRI, SingleCoilMRI
 from sgilo.pipeline.algorithms.conjugate_gradient import conjugate_gradient
-from sgilo.pipeline.algorithms.fista import fista
-from sgilo.pipeline.algorithms.power_iteration import power_iteration
 from sgilo.pipeline.algorithms.total_variation import anisotropic_tv_least_squares
+from sgilo.pipeline.algorithms.wavelet_least_squares import wavelet_l1_least_squares
 from sgilo.pipeline.solvers.base import Progress, ReconResult
 from sgilo.pipeline.solvers.diagnostics import ClassicalDiagnostics
 from sgilo.pipeline.solvers.kspace_cv import LambdaChoice, choose_lambda, estimate_noise_sigma
@@ -175,54 +178,16 @@ def data_scale(y: torch.Tensor, op: LinearOperator) -> torch.Tensor:
     return torch.where(s > 0, s, mag.max(dim=1).values.clamp_min(1e-30)).to(y.real.dtype)
 
 
-def _sigpy_problem(op: LinearOperator, y: torch.Tensor, b: int) -> dict:
-    """The per-slice (y, maps, weights, coord) that sigpy's MRI apps expect: a single-coil
-    operator gets one coil of ones, a Cartesian one its mask as weights, a non-Cartesian one its
-    trajectory."""
-    yb = y[b].detach().cpu().numpy().astype(np.complex128)
-    maps, mask, coord = op.coil_maps, op.sampling_mask, op.trajectory
-    if maps is None:
-        mps, yb = np.ones((1, *op.ishape), dtype=np.complex128), yb[None]
-    else:
-        maps = maps if maps.ndim == 3 else maps[b]
-        mps = maps.cpu().numpy().astype(np.complex128)
-    if mask is not None:
-        mask = mask if mask.ndim == 2 else mask[b]
-        mask = mask.cpu().numpy().astype(np.float64)
-    return {
-        "y": yb,
-        "mps": mps,
-        "weights": mask,
-        "coord": None if coord is None else coord.cpu().numpy(),
-    }
-
-
 #: cycle spinning of the ℓ1-wavelet solver: shifts are drawn from [0, SHIFT_RANGE) per axis
 SHIFT_RANGE = 16
 
 
-def _l1_wavelet_fista(
-    problem: dict, lam: float, warm: np.ndarray, iterations: int, shifts: bool, seed: int
-) -> np.ndarray:
-    """FISTA on ``½‖A x − y‖² + λ‖Ψ x‖₁`` for one slice (``problem`` of :func:`_sigpy_problem`,
-    ``λ`` absolute, ``warm`` the complex ``(H, W)`` start), with cycle spinning when ``shifts``
-    (module docstring). Returns the complex ``(H, W)`` image."""
-    import sigpy as sp
-    import sigpy.mri as mr
-
-    a = mr.linop.Sense(problem["mps"], coord=problem["coord"], weights=problem["weights"])
-    psi = sp.linop.Wavelet(a.ishape, wave_name="db4")
-    lipschitz = float(power_iteration(_numpy_map(a.N), _sigpy_start(a.ishape))[0])
-    step = 1.0 / max(lipschitz, 1e-12)
+def cycle_shifts(iterations: int, seed: int = 0) -> list[tuple[int, int]]:
+    """The ℓ1-wavelet solver's shifts ``s_1 … s_K`` (module docstring): pairs drawn uniformly
+    from ``[0, SHIFT_RANGE)`` by numpy's generator seeded with ``seed``, the same for every
+    slice."""
     rng = np.random.default_rng(seed)
-    y = problem["y"]
-
-    def shrink(v: np.ndarray, t: float) -> np.ndarray:
-        s = tuple(int(k) for k in rng.integers(0, SHIFT_RANGE, size=2)) if shifts else (0, 0)
-        coefficients = sp.soft_thresh(t * lam, psi(np.roll(v, s, axis=(0, 1))))
-        return np.roll(psi.H(coefficients), (-s[0], -s[1]), axis=(0, 1))
-
-    return fista(lambda z: a.H(a(z) - y), shrink, step, warm.astype(np.complex128), iterations)
+    return [tuple(int(k) for k in rng.integers(0, SHIFT_RANGE, size=2)) for _ in range(iterations)]
 
 
 def _sigpy_start(shape: tuple[int, ...], seed: int = 0) -> torch.Tensor:
@@ -232,11 +197,6 @@ def _sigpy_start(shape: tuple[int, ...], seed: int = 0) -> torch.Tensor:
     rs = np.random.RandomState(seed)  # noqa: NPY002 - the legacy stream sigpy draws from
     draw = rs.normal(size=(*shape, 2), scale=1 / 2**0.5).view(np.complex128).reshape(shape)
     return torch.from_numpy(draw)[None]
-
-
-def _numpy_map(linop: Callable[[np.ndarray], np.ndarray]) -> Callable[[torch.Tensor], torch.Tensor]:
-    """A numpy map of one slice as a torch map of a batch of one ``(1, *shape)``."""
-    return lambda v: torch.from_numpy(np.asarray(linop(v[0].numpy())))[None]
 
 
 def l1_wavelet(
@@ -250,8 +210,8 @@ def l1_wavelet(
     rng: torch.Generator | None = None,
     callback: Progress | None = None,
 ) -> ReconResult:
-    """ℓ1-wavelet compressed sensing by FISTA with cycle spinning (module docstring), slice by
-    slice from 10 CG-SENSE iterations; ``lam`` is relative (``None``: the tuned default for the
+    """ℓ1-wavelet compressed sensing by FISTA with cycle spinning (module docstring), slices
+    batched, from 10 CG-SENSE iterations; ``lam`` is relative (``None``: the tuned default for the
     data's kind and each slice's sampled fraction, :func:`default_lambda`; a ``(B,)`` tensor: one
     per slice; ``"auto"``: per slice from held-out k-space,
     :func:`sgilo.pipeline.solvers.kspace_cv.choose_lambda`, then refitted on every measurement);
@@ -306,6 +266,12 @@ def l1_wavelet(
     )
 
 
+#: on the CPU the ℓ1-wavelet solver runs at most this many k-space elements (slices × coils ×
+#: pixels) at a time: a working set that stays in cache is faster than one batch (8 coils, 16
+#: slices at 128²: 0.57 s per slice in chunks of 2 slices, 1.45 in one batch; docs/SPEED.md §9)
+L1_CHUNK_ELEMENTS = 2**18
+
+
 def _l1_wavelet_images(
     data: torch.Tensor,
     op: LinearOperator,
@@ -314,18 +280,49 @@ def _l1_wavelet_images(
     shifts: bool,
     callback: Progress | None = None,
 ) -> torch.Tensor:
-    """The ℓ1-wavelet images of ``data`` ``(B, *op.oshape)``, slice by slice from 10 CG-SENSE
-    iterations, with the absolute weights ``lam_abs`` ``(B,)``: complex128 ``(B, H, W)``."""
-    warm = cg_sense(data, op, iterations=WARM_START_ITERATIONS).image.detach().cpu().numpy()
+    """The ℓ1-wavelet images of ``data`` ``(B, *op.oshape)`` from 10 CG-SENSE iterations, with
+    the absolute weights ``lam_abs`` ``(B,)``: complex ``(B, H, W)``
+    (:func:`sgilo.pipeline.algorithms.wavelet_least_squares.wavelet_l1_least_squares` with the
+    step-size start of sigpy's ``MaxEig``), in complex128 as sigpy, on the CPU in chunks of
+    slices (:data:`L1_CHUNK_ELEMENTS`; the result does not depend on the chunks)."""
+    warm = cg_sense(data, op, iterations=WARM_START_ITERATIONS).image.detach()
+    dtype = torch.complex128
+    batch = data.shape[0]
+    masks = op.slice_masks(batch)  # None for non-Cartesian data: one chunk
+    per_slice = max(1, data[0].numel())
+    chunk = max(1, min(batch, L1_CHUNK_ELEMENTS // per_slice))
+    if masks is None or data.device.type != "cpu":  # a GPU wants the whole batch
+        chunk = batch
+    lam = torch.tensor(lam_abs, dtype=torch.float64, device=data.device)
+    step_start = _sigpy_start(op.ishape).to(dtype).to(data.device)
+    cycle = cycle_shifts(iterations) if shifts else None
     out = []
-    for b in range(data.shape[0]):
-        image = _l1_wavelet_fista(
-            _sigpy_problem(op, data, b), lam_abs[b], warm[b], iterations, shifts, seed=0
+    for first in range(0, batch, chunk):
+        index = list(range(first, min(batch, first + chunk)))
+        sub = op if chunk == batch else _slice_operator(op, masks, index)
+        out.append(
+            wavelet_l1_least_squares(
+                data[index].detach().to(dtype),
+                sub,
+                lam[index],
+                warm[index].to(dtype),
+                iterations,
+                start=step_start.expand(len(index), *op.ishape),
+                shifts=cycle,
+            )
         )
-        out.append(torch.from_numpy(image))
         if callback:
-            callback(b + 1, data.shape[0], "l1-wavelet")
-    return torch.stack(out)
+            callback(index[-1] + 1, batch, "l1-wavelet")
+    return torch.cat(out)
+
+
+def _slice_operator(op: LinearOperator, masks: torch.Tensor, index: list[int]) -> LinearOperator:
+    """The Cartesian ``op`` on the slices ``index`` of its batch (``masks`` its per-slice
+    masks ``(B, H, W)``)."""
+    maps = op.coil_maps
+    if maps is None:
+        return SingleCoilMRI(masks[index])
+    return MultiCoilMRI(maps if maps.ndim == 3 else maps[index], masks[index])
 
 
 def _check_auto(lam: str) -> None:

@@ -1,0 +1,146 @@
+"""The torch wavelet transform against PyWavelets/sigpy, and the batched ℓ1-wavelet FISTA against
+sigpy's operators run slice by slice.
+
+Measured when written (torch 2.13, sigpy 0.1.27, PyWavelets 1.9): coefficients, ``ΨᴴΨx`` and the
+shrinkage ``Ψᴴ soft(Ψ x)`` agree with sigpy's ``Wavelet`` to 2e-15 (relative 6e-16) for 128²,
+64×48, 33×29, 6×6 and 5×40 complex128 images.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import sigpy as sp
+import sigpy.mri as mr
+import torch
+
+from sgilo.pipeline.algorithms.wavelet import Wavelet2D, max_level, soft_threshold
+from sgilo.pipeline.algorithms.wavelet_least_squares import wavelet_l1_least_squares
+from sgilo.pipeline.experiment import make_operator
+from sgilo.pipeline.simulate import simulate_acquisition
+from sgilo.pipeline.solvers.classical import _sigpy_start, cycle_shifts
+
+SHAPES = [(128, 128), (64, 48), (33, 29), (6, 6), (5, 40)]
+
+
+def _image(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=shape) + 1j * rng.normal(size=shape)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_coefficients_are_sigpys(shape):
+    """The same multiset of coefficients as sigpy's ``Wavelet`` (PyWavelets' ``wavedecn``, zero
+    mode, most levels, an odd side padded at its start): sorted moduli equal, sigpy's array
+    holding only padding zeros beyond them."""
+    x = _image(shape)
+    ours = Wavelet2D(shape)(torch.from_numpy(x)[None])
+    ours = np.sort(np.abs(np.concatenate([c.numpy().ravel() for c in ours])))
+    ref = np.sort(np.abs(sp.linop.Wavelet(shape, wave_name="db4")(x).ravel()))
+    assert np.all(ref[: ref.size - ours.size] == 0)
+    np.testing.assert_allclose(ours, ref[ref.size - ours.size :], rtol=0, atol=1e-13)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_shrinkage_is_sigpys_and_the_adjoint_inverts(shape):
+    """``Ψᴴ Ψ x = x`` (an isometry) and ``Ψᴴ soft(Ψ x)`` equals sigpy's ``psi.H(soft(psi(x)))``:
+    so the adjoint is PyWavelets' ``waverecn`` (layout-free comparisons)."""
+    x = _image(shape, seed=1)
+    psi = Wavelet2D(shape)
+    c = psi(torch.from_numpy(x)[None])
+    np.testing.assert_allclose(psi.adjoint(c)[0].numpy(), x, rtol=0, atol=1e-13)
+    ours = psi.adjoint([soft_threshold(v, 0.7) for v in c])[0].numpy()
+    ref_op = sp.linop.Wavelet(shape, wave_name="db4")
+    ref = ref_op.H(sp.soft_thresh(0.7, ref_op(x)))
+    np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-13 * np.abs(ref).max())
+    assert np.abs(ours - x).max() > 0.1  # the threshold did something
+
+
+def test_batch_and_real_images_and_levels():
+    """Slices of a batch are transformed independently, real images stay real, and the level
+    is PyWavelets' ``dwtn_max_level`` (0: the identity)."""
+    import pywt
+
+    x = torch.from_numpy(np.stack([_image((32, 32), s) for s in range(3)]))
+    psi = Wavelet2D((32, 32))
+    batch = psi(x)
+    for b in range(3):
+        alone = psi(x[b : b + 1])
+        for u, v in zip(batch, alone, strict=True):
+            torch.testing.assert_close(u[b : b + 1], v, rtol=0, atol=0)
+    real = psi(x.real)
+    assert all(not c.is_complex() for c in real)
+    torch.testing.assert_close(real[0], batch[0].real, rtol=0, atol=1e-14)
+    for n in (5, 7, 13, 14, 28, 100, 128, 256):
+        assert max_level(n, 8) == pywt.dwt_max_level(n, 8), n
+    assert Wavelet2D((6, 6)).level == 0
+    torch.testing.assert_close(Wavelet2D((6, 6))(x[:, :6, :6])[0], x[:, :6, :6])
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="not orthogonal"):
+        Wavelet2D((32, 32), name="bior2.2")
+    with pytest.raises(ValueError, match="level"):
+        Wavelet2D((32, 32), level=-1)
+    psi = Wavelet2D((32, 32))
+    with pytest.raises(ValueError, match="coefficient tensors"):
+        psi.adjoint(psi(torch.zeros(1, 32, 32))[:-1])
+
+
+def _sigpy_fista(y, maps, mask, lam, x0, iterations, shifts):
+    """The reference: FISTA with sigpy's ``Sense`` and ``Wavelet`` for one slice, shifted by
+    numpy's ``roll`` (what the solver did before it was batched in torch)."""
+    a = mr.linop.Sense(maps, weights=mask)
+    psi = sp.linop.Wavelet(a.ishape, wave_name="db4")
+    state = np.random.get_state()  # noqa: NPY002 - MaxEig draws its start from the global state
+    np.random.seed(0)  # noqa: NPY002
+    try:
+        step = 1 / sp.app.MaxEig(a.N, dtype=np.complex128, show_pbar=False).run()
+    finally:
+        np.random.set_state(state)  # noqa: NPY002
+    x = z = x0
+    theta = 1.0
+    for k in range(iterations):
+        v = z - step * a.H(a(z) - y)
+        s = shifts[k]
+        c = sp.soft_thresh(step * lam, psi(np.roll(v, s, axis=(0, 1))))
+        x_next = np.roll(psi.H(c), (-s[0], -s[1]), axis=(0, 1))
+        theta_next = (1 + np.sqrt(1 + 4 * theta * theta)) / 2
+        z = x_next + ((theta - 1) / theta_next) * (x_next - x)
+        x, theta = x_next, theta_next
+    return x
+
+
+def test_batched_fista_is_sigpys_slice_by_slice():
+    """Two different 8-coil slices in one batch, each with its own λ and step: the torch FISTA
+    with cycle spinning equals sigpy's operators run per slice to rounding (measured 3e-15
+    relative after 12 iterations)."""
+    rng = np.random.default_rng(4)
+    mags = np.abs(_image((2, 48, 48), seed=5)) * (rng.random((1, 48, 48)) > 0.3)
+    acq = simulate_acquisition(
+        mags, acceleration=4, center_fraction=0.08, num_coils=8, snr_db=30.0, seed=2
+    )
+    y, op = make_operator(acq)
+    y = y.to(torch.complex128)
+    x0 = op.A_adjoint(y).to(torch.complex128)
+    lam = torch.tensor([0.05, 0.002], dtype=torch.float64)
+    iterations = 12
+    shifts = cycle_shifts(iterations)
+    ours = wavelet_l1_least_squares(
+        y, op, lam, x0, iterations, start=_sigpy_start((48, 48)).expand(2, 48, 48), shifts=shifts
+    )
+    mask = np.broadcast_to(acq.mask, (48, 48)).astype(np.float64)
+    for b in range(2):
+        maps = np.asarray(acq.maps[b] if acq.maps.ndim == 4 else acq.maps, dtype=np.complex128)
+        ref = _sigpy_fista(
+            y[b].numpy(), maps, mask, float(lam[b]), x0[b].numpy(), iterations, shifts
+        )
+        scale = np.abs(ref).max()
+        assert np.abs(ours[b].numpy() - ref).max() < 1e-10 * scale, b
+        assert np.abs(ref - x0[b].numpy()).max() > 1e-2 * scale  # it moved from the start
+
+
+def test_needs_a_shift_per_iteration():
+    op_y = torch.zeros(1, 16, 16, dtype=torch.complex128)
+    with pytest.raises(ValueError, match="shifts"):
+        wavelet_l1_least_squares(op_y, None, 0.1, op_y, 5, start=op_y, shifts=cycle_shifts(4))
