@@ -200,7 +200,10 @@ class ModulatedConv2d(nn.Module):
         self.scale = 1.0 / math.sqrt(in_channels * kernel_size**2)
         self.modulation = EqualLinear(style_dim, in_channels, bias_init=1.0)
 
-    def forward(self, x: Tensor, style: Tensor) -> Tensor:
+    def convolve(self, x: Tensor, style: Tensor) -> tuple[Tensor, Tensor | None]:
+        """The convolution of the modulated input and the demodulation factors apart:
+        ``(conv(x ⊙ s, W'), d)``, ``d`` (B, out) or ``None`` without demodulation, so that a
+        caller can fold ``d`` into what follows (:class:`StyledConv`)."""
         s = self.modulation(style)  # (B, in)
         weight = self.weight[0] * self.scale  # (out, in, k, k)
         x = x * s[:, :, None, None]
@@ -209,11 +212,14 @@ class ModulatedConv2d(nn.Module):
             out = self.blur(out)
         else:
             out = F.conv2d(x, weight, padding=self.kernel_size // 2)
-        if self.demodulate:
-            w2 = weight.pow(2).sum(dim=(2, 3))  # (out, in)
-            d = torch.rsqrt(s.pow(2) @ w2.t() + 1e-8)  # (B, out)
-            out = out * d[:, :, None, None]
-        return out
+        if not self.demodulate:
+            return out, None
+        w2 = weight.pow(2).sum(dim=(2, 3))  # (out, in)
+        return out, torch.rsqrt(s.pow(2) @ w2.t() + 1e-8)  # (B, out)
+
+    def forward(self, x: Tensor, style: Tensor) -> Tensor:
+        out, d = self.convolve(x, style)
+        return out if d is None else out * d[:, :, None, None]
 
 
 class NoiseInjection(nn.Module):
@@ -252,7 +258,13 @@ class StyledConv(nn.Module):
         self.activate = FusedLeakyReLU(out_channels)
 
     def forward(self, x: Tensor, style: Tensor, noise: Tensor) -> Tensor:
-        return self.activate(self.noise(self.conv(x, style), noise))
+        # √2·lrelu(conv·d + a·noise + b) = lrelu(conv·(√2 d) + √2(a·noise + b)): the
+        # demodulation, noise, bias and gain in two passes over the features instead of five
+        out, d = self.conv.convolve(x, style)
+        bias = (self.activate.bias * LRELU_GAIN).view(1, -1, 1, 1)
+        shift = (self.noise.weight * LRELU_GAIN) * noise + bias
+        out = torch.addcmul(shift, out, (d * LRELU_GAIN)[:, :, None, None])
+        return F.leaky_relu(out, LRELU_SLOPE)
 
 
 class ToRGB(nn.Module):

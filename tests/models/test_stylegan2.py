@@ -22,7 +22,7 @@ from sgilo.models.stylegan2 import (
     load_generator,
     save_generator,
 )
-from sgilo.models.stylegan2.layers import ModulatedConv2d, Upsample, upfirdn2d
+from sgilo.models.stylegan2.layers import ModulatedConv2d, StyledConv, Upsample, upfirdn2d
 
 D = 16
 
@@ -97,6 +97,31 @@ def test_modulated_conv_equals_per_sample_grouped_conv(upsample, demodulate):
         out.shape == ref.shape == (b, cout, r * (2 if upsample else 1), r * (2 if upsample else 1))
     )
     assert torch.allclose(out, ref, atol=1e-12)
+
+
+@pytest.mark.parametrize("upsample", [False, True])
+@pytest.mark.parametrize("noise_batch", [1, 3])
+def test_styled_conv_equals_conv_noise_then_activation(upsample, noise_batch):
+    """StyledConv folds the demodulation, noise, bias and √2 gain into one multiply-add before
+    the leaky ReLU: the same values and gradients as its three parts applied one after another
+    (modulated conv, noise injection, fused leaky ReLU), in float64."""
+    torch.manual_seed(1)
+    layer = StyledConv(5, 6, 3, 7, upsample=upsample).double()
+    with torch.no_grad():  # non-zero noise strength and bias, as after training
+        layer.noise.weight.fill_(0.3)
+        layer.activate.bias.normal_()
+    x = torch.randn(3, 5, 6, 6, dtype=torch.float64, requires_grad=True)
+    style = torch.randn(3, 7, dtype=torch.float64, requires_grad=True)
+    side = 12 if upsample else 6
+    noise = torch.randn(noise_batch, 1, side, side, dtype=torch.float64)
+    out = layer(x, style, noise)
+    ref = layer.activate(layer.noise(layer.conv(x, style), noise))
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+    weights = torch.randn_like(out)
+    grads = torch.autograd.grad((out * weights).sum(), (x, style, *layer.parameters()))
+    grads_ref = torch.autograd.grad((ref * weights).sum(), (x, style, *layer.parameters()))
+    for g, r in zip(grads, grads_ref, strict=True):
+        torch.testing.assert_close(g, r, rtol=1e-10, atol=1e-12)
 
 
 def test_upsample_keeps_constants_and_resamples_by_zero_insertion():
