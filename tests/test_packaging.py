@@ -57,9 +57,22 @@ def test_wheel_installs_one_top_level_name(tmp_path):
     skip = shutil.ignore_patterns(".*", "tests", "docs", "build", "*.egg-info", "__pycache__")
     shutil.copytree(ROOT, source, ignore=skip)
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-         "--disable-pip-version-check", str(source), "-w", str(tmp_path)],
-        check=True, capture_output=True, cwd=tmp_path,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--disable-pip-version-check",
+            str(source),
+            "-w",
+            str(tmp_path),
+        ],
+        check=True,
+        capture_output=True,
+        cwd=tmp_path,
     )
     (wheel,) = tmp_path.glob("sgilo-*.whl")
     names = zipfile.ZipFile(wheel).namelist()

@@ -205,9 +205,7 @@ def test_auto_says_what_it_kept_and_records_every_error(files, tmp_path, capsys)
     ((_, timing),) = record["timings"].items()
     (diagnostics,) = timing["diagnostics"]
     assert len(diagnostics["auto_choice"]) == 2
-    assert {"csgm", "l1-wavelet", "tv"} <= set(
-        diagnostics["prior_fit_heldout_errors"]
-    )
+    assert {"csgm", "l1-wavelet", "tv"} <= set(diagnostics["prior_fit_heldout_errors"])
     with h5py.File(out / small.name) as f:
         assert f.attrs["method"] == "auto" and f["reconstruction"].shape == (2, 16, 16)
 
