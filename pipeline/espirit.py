@@ -67,6 +67,7 @@ of the paper, which this module does not estimate.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 
 import numpy as np
@@ -329,13 +330,19 @@ def calibration_region(mask: np.ndarray, shape: tuple[int, int]) -> tuple[slice,
     return slice(int(t[ia, ib]), int(b[ia, ib])), slice(left + int(ia), left + k + int(ib) + 1)
 
 
-def estimate_maps(kspace: np.ndarray, mask: np.ndarray, **kw: object) -> np.ndarray:
+def estimate_maps(
+    kspace: np.ndarray,
+    mask: np.ndarray,
+    progress: Callable[[int, int], None] | None = None,
+    **kw: object,
+) -> np.ndarray:
     """ESPIRiT maps slice by slice.
 
     Args:
         kspace: complex ``(slices, C, H, W)`` centred k-space.
         mask: column mask ``(W,)`` or 2-D mask (see :func:`calibration_region`), shared by all
             slices.
+        progress: called with ``(done, slices)`` after each slice.
         **kw: keyword arguments of :func:`espirit` (``kernel``, ``threshold``, ``crop``,
             ``max_rows``).
 
@@ -349,4 +356,6 @@ def estimate_maps(kspace: np.ndarray, mask: np.ndarray, **kw: object) -> np.ndar
     out = np.empty(kspace.shape, dtype=np.complex64)
     for i, ksl in enumerate(kspace):
         out[i] = espirit(ksl, calib, **kw)  # type: ignore[arg-type]
+        if progress:
+            progress(i + 1, len(kspace))
     return out

@@ -84,6 +84,30 @@ class StudyReconstruction:
         }
 
 
+#: seconds between two progress lines of the coil-map estimation
+MAPS_PROGRESS_EVERY_S = 10.0
+
+
+def _maps_progress(
+    log: Callable[[str], None] | None, slices: int, coils: int
+) -> Callable[[int, int], None] | None:
+    """A line before ESPIRiT starts (it takes 0.1–12 s per slice, more with more coils and
+    pixels), then one every :data:`MAPS_PROGRESS_EVERY_S` seconds while it runs; ``None``
+    without ``log``."""
+    if log is None:
+        return None
+    log(f"estimating coil maps (ESPIRiT) for {slices} slice(s) of {coils} coils")
+    last = time.monotonic()
+
+    def progress(done: int, total: int) -> None:
+        nonlocal last
+        if done < total and time.monotonic() - last >= MAPS_PROGRESS_EVERY_S:
+            last = time.monotonic()
+            log(f"coil maps: {done}/{total} slices")
+
+    return progress
+
+
 def study_operator(
     study: KSpaceStudy, *, need_maps: bool = True, log: Callable[[str], None] | None = None
 ) -> tuple[torch.Tensor, LinearOperator, str, MapCheck | None]:
@@ -102,12 +126,13 @@ def study_operator(
     elif need_maps:
         from sgilo.pipeline.espirit import estimate_maps
 
+        progress = _maps_progress(log, len(study.kspace), study.num_coils)
         try:
             mask_np = study.mask if study.mask is not None else study.sampling_mask()
             if study.calibration is not None:  # a reference scan: its own calibration region
-                maps_np = estimate_maps(study.calibration, study.calibration_mask)
+                maps_np = estimate_maps(study.calibration, study.calibration_mask, progress)
             else:
-                maps_np = estimate_maps(study.kspace, mask_np)
+                maps_np = estimate_maps(study.kspace, mask_np, progress)
         except ValueError as exc:
             raise InputError(f"{study.source.name}: cannot estimate coil maps: {exc}") from exc
         maps_np, check = checked_maps(study.kspace, study.sampling_mask(), maps_np, log=log)

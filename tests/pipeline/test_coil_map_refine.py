@@ -144,7 +144,8 @@ def test_reconstruct_file_refines_and_says_so(tmp_path):
     (record,) = result.diagnostics
     record = json.loads(json.dumps(record))
     assert record["maps"] == "espirit" and record["maps_refined_rounds"][0] > 0
-    # one progress line before the fit, then the warning after the reconstruction
+    # a line before ESPIRiT, one before the fit, then the warning after the reconstruction
+    assert lines[0] == "filling: estimating coil maps (ESPIRiT) for 1 slice(s) of 8 coils"
     start, warning = [line for line in lines if "phase-encode edges" in line]
     assert start.startswith("filling: the coil maps of 1 of 1 slice(s)") and "refining" in start
     assert lines.index(start) < lines.index(warning)
@@ -154,3 +155,23 @@ def test_reconstruct_file_refines_and_says_so(tmp_path):
         written = f["reconstruction"][()]
     espirit = estimate_maps(acq.kspace, acq.mask)
     assert psnr(acq.target, written) > _cg_psnr(acq, espirit) + 3
+
+
+def test_espirit_reports_progress_on_long_studies(tmp_path, monkeypatch):
+    """Estimating maps says so before it starts and, while it runs, every
+    ``MAPS_PROGRESS_EVERY_S`` seconds (0 here: after every slice but the last)."""
+    from sgilo.pipeline import reconstruct
+
+    acq = simulate_acquisition(
+        np.concatenate([_head(False)] * 3), acceleration=4, center_fraction=0.08, num_coils=4
+    )
+    source = write_kspace(tmp_path / "three.h5", acq.kspace, mask=acq.mask)
+    monkeypatch.setattr(reconstruct, "MAPS_PROGRESS_EVERY_S", 0.0)
+    lines: list[str] = []
+    reconstruct_file(source, tmp_path / "out", "cg-sense", log=lines.append)
+    maps_lines = [line for line in lines if "ESPIRiT" in line or ": coil maps: " in line]
+    assert maps_lines == [
+        "three: estimating coil maps (ESPIRiT) for 3 slice(s) of 4 coils",
+        "three: coil maps: 1/3 slices",
+        "three: coil maps: 2/3 slices",
+    ]
