@@ -126,9 +126,18 @@ def test_batched_fista_is_sigpys_slice_by_slice():
     lam = torch.tensor([0.05, 0.002], dtype=torch.float64)
     iterations = 12
     shifts = cycle_shifts(iterations)
+    seen: list[int] = []
     ours = wavelet_l1_least_squares(
-        y, op, lam, x0, iterations, start=_sigpy_start((48, 48)).expand(2, 48, 48), shifts=shifts
+        y,
+        op,
+        lam,
+        x0,
+        iterations,
+        start=_sigpy_start((48, 48)).expand(2, 48, 48),
+        shifts=shifts,
+        on_iteration=seen.append,
     )
+    assert seen == list(range(1, iterations + 1))
     mask = np.broadcast_to(acq.mask, (48, 48)).astype(np.float64)
     for b in range(2):
         maps = np.asarray(acq.maps[b] if acq.maps.ndim == 4 else acq.maps, dtype=np.complex128)
