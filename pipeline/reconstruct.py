@@ -92,8 +92,8 @@ def _maps_progress(
     log: Callable[[str], None] | None, slices: int, coils: int
 ) -> Callable[[int, int], None] | None:
     """A line before ESPIRiT starts (it takes 0.1–12 s per slice, more with more coils and
-    pixels), then one every :data:`MAPS_PROGRESS_EVERY_S` seconds while it runs; ``None``
-    without ``log``."""
+    pixels), then, after a slice other than the last, a line when :data:`MAPS_PROGRESS_EVERY_S`
+    seconds have passed since the previous one; ``None`` without ``log``."""
     if log is None:
         return None
     log(f"estimating coil maps (ESPIRiT) for {slices} slice(s) of {coils} coils")

@@ -27,7 +27,7 @@ Array = TypeVar("Array")
 def fista(
     gradient: Callable[[Array], Array],
     prox: Callable[[Array, float], Array],
-    step: float,
+    step: float | Array,
     x0: Array,
     iterations: int,
 ) -> Array:
@@ -37,7 +37,8 @@ def fista(
         gradient: ``z ↦ ∇f(z)`` (e.g. ``Aᴴ(A z − y)``), same shape and dtype as ``z``.
         prox: ``(v, t) ↦ prox_{t g}(v)`` (e.g. soft thresholding at ``t λ``), called once per
             iteration, in order.
-        step: ``t`` (``≤ 1/L``).
+        step: ``t`` (``≤ 1/L``): a number, or an array broadcasting against ``x`` (one step
+            per batch element, e.g. ``(B, 1, 1)``), which ``prox`` receives as it is.
         x0: the start, any shape (a slice ``(H, W)`` or a batch).
         iterations: ``K`` ≥ 0.
     """

@@ -64,7 +64,7 @@ class Wavelet2D:
     ``(..., h_J, w_J)`` and, coarse to fine, each level's three detail bands ``(..., 3, h_j, w_j)``;
     real or complex as ``x``. ``adjoint`` takes such a list back to ``(..., H, W)``. ``level``:
     ``None`` for the most levels the padded shape allows (PyWavelets' default), or a number
-    ``0 ≤ J``; ``J = 0`` is the identity.
+    ``0 ≤ J``; ``J = 0`` returns the image itself (with an odd side padded by its one zero).
     """
 
     def __init__(

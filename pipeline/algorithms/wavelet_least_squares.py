@@ -60,7 +60,7 @@ def wavelet_l1_least_squares(
         shifts: ``s_k`` for ``k = 1 … K`` (at least ``K`` pairs), or ``None`` for no shifts.
         wavelet: an orthogonal wavelet's PyWavelets name.
         power_iterations: steps of the power iteration.
-        on_iteration: called with ``k`` (1-based) after iteration ``k``.
+        on_iteration: called with ``k`` (1-based) after the proximal step of iteration ``k``.
     """
     if shifts is not None and len(shifts) < iterations:
         raise ValueError(f"need {iterations} shifts, got {len(shifts)}")

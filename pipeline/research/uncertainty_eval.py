@@ -56,6 +56,7 @@ def support_of(target: np.ndarray, level: float = SUPPORT_LEVEL) -> np.ndarray:
 def indicators_of(model: torch.Tensor, output: torch.Tensor) -> dict[str, np.ndarray]:
     """The indicators of the module docstring from the chains' model images and outputs (complex
     ``(K, B, H, W)`` each): float ``(B, H, W)`` arrays by name."""
+    model, output = model.detach().cpu(), output.detach().cpu()
     out_mag, model_mag = output.abs(), model.abs()
     mean_out = output.mean(dim=0).abs()
     mean_model = model.mean(dim=0).abs()

@@ -24,7 +24,8 @@ docs/CLASSICAL_TUNING.md), never on the slices being scored.
   ``t = 1/‖A^H A‖`` (power iteration). The random shifts average out the blocking of a fixed
   dyadic grid, as BART's ``pics`` does with its random wavelet shifts; on
   training slices at single-coil 4× it gains about 2 dB over the unshifted iteration (sigpy's
-  ``L1WaveletRecon``, which gives the same images as ``shifts=False``; docs/CLASSICAL_TUNING.md).
+  ``L1WaveletRecon``, which gives the same images as ``shifts=False`` for a 0/1 mask: sigpy
+  weights the residual by ``√M``, the operator here applies ``M``; docs/CLASSICAL_TUNING.md).
   The shifts come from a fixed seed, so a reconstruction is a function of its input;
 - TV: ``argmin ½‖A x − y‖² + λ‖G x‖₁``, ``G`` the circular finite differences and ``|·|`` the
   complex modulus of each, by the package's PDHG with the steps of sigpy's ``TotalVariationRecon``

@@ -308,16 +308,28 @@ def test_l1_wavelet_chunks_of_slices_give_the_batch_result(phantom, coils, monke
     import sgilo.pipeline.solvers.classical as classical
 
     mags = np.stack([phantom, 0.5 * phantom.T, np.roll(phantom, 5, axis=0)])
-    acq = simulate_acquisition(
-        mags, acceleration=4, center_fraction=0.08, num_coils=coils, snr_db=30.0, seed=[1, 2, 3]
-    )
-    y, op = make_operator(acq)
-    assert op.slice_masks(3).shape[0] == 3
+    x = torch.from_numpy(mags * np.exp(0.3j * np.arange(W) / W)).to(torch.complex64)
+    masks = torch.from_numpy(
+        np.stack([column_mask("random", W, 0.08, 4, seed=s) for s in (1, 2, 3)])
+    ).float()
+    masks = masks[:, None, :].expand(3, H, W).contiguous()
+    assert not torch.equal(masks[0], masks[1])  # a mask per slice
+    if coils is None:
+        op = SingleCoilMRI(masks)
+    else:
+        acq = simulate_acquisition(mags, acceleration=4, center_fraction=0.08, num_coils=coils)
+        maps = acq.maps
+        maps = torch.from_numpy(np.asarray(maps)).to(torch.complex64)
+        maps = torch.stack([maps, maps.roll(3, dims=-1), maps.conj()])  # maps per slice
+        op = MultiCoilMRI(maps, masks)
+    y = op.A(x)
     lam = torch.tensor([0.01, 0.03, 0.002])
     batch = l1_wavelet(y, op, lam=lam, iterations=12).image
-    monkeypatch.setattr(classical, "L1_CHUNK_ELEMENTS", 1)
-    chunked = l1_wavelet(y, op, lam=lam, iterations=12).image
-    torch.testing.assert_close(chunked, batch, rtol=0, atol=1e-10)
+    per_slice = (W * H) * (1 if coils is None else coils)
+    for chunk in (1, 2):  # chunks of 1 slice, and of 2 + 1
+        monkeypatch.setattr(classical, "L1_CHUNK_ELEMENTS", chunk * per_slice)
+        chunked = l1_wavelet(y, op, lam=lam, iterations=12).image
+        torch.testing.assert_close(chunked, batch, rtol=0, atol=1e-10)
     assert not torch.allclose(batch[0], batch[1])
 
 

@@ -25,15 +25,17 @@ def test_support_is_per_slice_relative():
 
 
 def test_indicators_from_chains():
-    """Two chains that differ by ±d on one pixel: the output std there is d (population std);
-    the final step moving every chain by the same complex offset shows in the deviation."""
+    """Two model chains that differ by ±1 on one pixel, outputs that the final step pulled
+    together there (±0.25) and moved by 0.5 everywhere: each indicator reads its own input."""
     model = torch.zeros(2, 1, 2, 2, dtype=torch.complex64)
     model[0, 0, 0, 0], model[1, 0, 0, 0] = 1.0, 3.0
-    output = model + 0.5
+    output = torch.full_like(model, 0.5)
+    output[0, 0, 0, 0], output[1, 0, 0, 0] = 2.25, 2.75
     ind = ue.indicators_of(model, output)
     assert set(ind) == set(ue.INDICATORS)
     assert ind["std_model"][0, 0, 0] == pytest.approx(1.0) and ind["std_model"][0, 1, 1] == 0
-    assert ind["std"][0, 0, 0] == pytest.approx(1.0)
+    assert ind["std"][0, 0, 0] == pytest.approx(0.25) and ind["std"][0, 1, 1] == 0
+    assert ind["deviation"][0, 0, 0] == pytest.approx(0.5)  # |2.5| − |2|
     assert ind["deviation"][0, 1, 1] == pytest.approx(0.5)
 
 
