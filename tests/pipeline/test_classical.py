@@ -300,39 +300,6 @@ def test_l1_wavelet_shifts_are_the_same_for_every_slice(single_coil_4x):
     torch.testing.assert_close(pair[1], alone[0], rtol=0, atol=1e-10)
 
 
-@pytest.mark.parametrize("coils", [None, 4])
-def test_l1_wavelet_chunks_of_slices_give_the_batch_result(phantom, coils, monkeypatch):
-    """On the CPU the ℓ1-wavelet solver runs slices in chunks that fit in cache: a chunk of one
-    slice (per-slice masks and, for multi-coil data, per-slice maps) gives what one batch gives,
-    each slice with its own λ."""
-    import sgilo.pipeline.solvers.classical as classical
-
-    mags = np.stack([phantom, 0.5 * phantom.T, np.roll(phantom, 5, axis=0)])
-    x = torch.from_numpy(mags * np.exp(0.3j * np.arange(W) / W)).to(torch.complex64)
-    masks = torch.from_numpy(
-        np.stack([column_mask("random", W, 0.08, 4, seed=s) for s in (1, 2, 3)])
-    ).float()
-    masks = masks[:, None, :].expand(3, H, W).contiguous()
-    assert not torch.equal(masks[0], masks[1])  # a mask per slice
-    if coils is None:
-        op = SingleCoilMRI(masks)
-    else:
-        acq = simulate_acquisition(mags, acceleration=4, center_fraction=0.08, num_coils=coils)
-        maps = acq.maps
-        maps = torch.from_numpy(np.asarray(maps)).to(torch.complex64)
-        maps = torch.stack([maps, maps.roll(3, dims=-1), maps.conj()])  # maps per slice
-        op = MultiCoilMRI(maps, masks)
-    y = op.A(x)
-    lam = torch.tensor([0.01, 0.03, 0.002])
-    batch = l1_wavelet(y, op, lam=lam, iterations=12).image
-    per_slice = (W * H) * (1 if coils is None else coils)
-    for chunk in (1, 2):  # chunks of 1 slice, and of 2 + 1
-        monkeypatch.setattr(classical, "L1_CHUNK_ELEMENTS", chunk * per_slice)
-        chunked = l1_wavelet(y, op, lam=lam, iterations=12).image
-        torch.testing.assert_close(chunked, batch, rtol=0, atol=1e-10)
-    assert not torch.allclose(batch[0], batch[1])
-
-
 def test_l1_wavelet_cycle_spinning_beats_the_fixed_grid(single_coil_4x):
     """Random shifts average out the blocking of one dyadic grid (module docstring); measured
     NMSE 0.40 with shifts vs 0.46 without."""

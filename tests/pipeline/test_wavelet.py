@@ -14,6 +14,8 @@ import sigpy as sp
 import sigpy.mri as mr
 import torch
 
+from sgilo.operators.masks import column_mask
+from sgilo.operators.mri import MultiCoilMRI, SingleCoilMRI
 from sgilo.pipeline.algorithms.wavelet import Wavelet2D, max_level, soft_threshold
 from sgilo.pipeline.algorithms.wavelet_least_squares import wavelet_l1_least_squares
 from sgilo.pipeline.experiment import make_operator
@@ -147,6 +149,51 @@ def test_batched_fista_is_sigpys_slice_by_slice():
         scale = np.abs(ref).max()
         assert np.abs(ours[b].numpy() - ref).max() < 1e-10 * scale, b
         assert np.abs(ref - x0[b].numpy()).max() > 1e-2 * scale  # it moved from the start
+
+
+@pytest.mark.parametrize("coils", [None, 4])
+def test_l1_wavelet_chunks_of_slices_give_the_batch_result(coils, monkeypatch):
+    """On the CPU the ℓ1-wavelet solver runs slices in chunks that fit in cache
+    (``L1_CHUNK_ELEMENTS``): chunks of one slice, and of 2 + 1, with per-slice masks and (for
+    multi-coil data) per-slice maps and λ, give what one batch gives."""
+    import sgilo.pipeline.solvers.classical as classical
+
+    h = w = 48
+    phantom = np.abs(sp.shepp_logan((h, w)))
+    mags = np.stack([phantom, 0.5 * phantom.T, np.roll(phantom, 5, axis=0)])
+    x = torch.from_numpy(mags * np.exp(0.3j * np.arange(w) / w)).to(torch.complex64)
+    masks = torch.from_numpy(
+        np.stack([column_mask("random", w, 0.08, 4, seed=s) for s in (1, 2, 3)])
+    ).float()
+    masks = masks[:, None, :].expand(3, h, w).contiguous()
+    assert not torch.equal(masks[0], masks[1])  # a mask per slice
+    if coils is None:
+        op = SingleCoilMRI(masks)
+    else:
+        acq = simulate_acquisition(mags, acceleration=4, center_fraction=0.08, num_coils=coils)
+        maps = torch.from_numpy(np.asarray(acq.maps)).to(torch.complex64)
+        maps = torch.stack([maps, maps.roll(3, dims=-1), maps.conj()])  # maps per slice
+        op = MultiCoilMRI(maps, masks)
+    y = op.A(x)
+    lam = torch.tensor([0.01, 0.03, 0.002])
+    calls: list[int] = []
+    solver = classical.wavelet_l1_least_squares
+
+    def counted(data, *args, **kwargs):
+        calls.append(data.shape[0])
+        return solver(data, *args, **kwargs)
+
+    monkeypatch.setattr(classical, "wavelet_l1_least_squares", counted)
+    batch = classical.l1_wavelet(y, op, lam=lam, iterations=12).image
+    assert calls == [3]
+    per_slice = h * w * (1 if coils is None else coils)
+    for chunk, sizes in ((1, [1, 1, 1]), (2, [2, 1])):
+        calls.clear()
+        monkeypatch.setattr(classical, "L1_CHUNK_ELEMENTS", chunk * per_slice)
+        chunked = classical.l1_wavelet(y, op, lam=lam, iterations=12).image
+        assert calls == sizes
+        torch.testing.assert_close(chunked, batch, rtol=0, atol=1e-10)
+    assert not torch.allclose(batch[0], batch[1])
 
 
 def test_needs_a_shift_per_iteration():
