@@ -1,27 +1,36 @@
-"""Early stopping decided on the device, read by the host only every ``N`` steps.
+"""Per-slice early stopping decided on the device, read by the host only every ``N`` steps.
 
-The latent solvers' loops (CSGM's restarts, ILO's and SGILO's rounds) end a restart or round once
-no slice's measurement loss has improved on its lowest value by a relative ``tol`` for
-``patience`` steps. Deciding that on the host needs a device-to-host read every step, which on a
-GPU stops the host from queueing the next step's kernels while the current ones run.
-:class:`DeviceEarlyStop` keeps the decision on the device:
+The latent solvers' loops (CSGM's restarts, ILO's and SGILO's rounds) stop each slice on its own:
+slice ``b`` ends once its measurement loss has not improved on its lowest value by a relative
+``tol`` for ``patience`` steps, and the loop ends once every slice has. A slice that ended keeps
+the iterate it ended at: the solvers no longer run the generator on it (the host's list of
+running slices, :attr:`DeviceEarlyStop.rows`, selects the batch rows to synthesize) and put its
+variables back after each optimizer step, so it costs nothing and changes nothing from then on.
+(Until 2026-12-05 the loop ran every slice until all of them were stalled at once; ending each
+slice at its own stop costs 30–45 % fewer slice-steps, docs/SPEED.md §10.)
 
-- per slice ``b`` (``(B,)`` tensors): ``lowest_b`` and ``stalled_b`` (steps since the last
-  relative improvement); per loop: ``running`` (a 0-d bool, no stop yet) and ``stop_step`` (the
-  step it stopped at, ``−1`` before);
-- step ``s`` with losses ``ℓ`` ``(B,)``: while ``running``, ``improved = ℓ < lowest·(1 − tol)``,
+Deciding that on the host needs a device-to-host read every step, which on a GPU stops the host
+from queueing the next step's kernels while the current ones run. :class:`DeviceEarlyStop` keeps
+the decision on the device:
+
+- per slice ``b`` (``(B,)`` tensors): ``lowest_b``, ``stalled_b`` (steps since the last relative
+  improvement), ``running_b`` (not ended yet) and ``stop_step_b`` (the step it ended at, ``−1``
+  before);
+- step ``s`` with losses ``ℓ`` ``(B,)``: on running slices ``improved = ℓ < lowest·(1 − tol)``,
   ``stalled ← 0 if improved else stalled + 1``, ``lowest ← min(lowest, ℓ)``;
-  ``now = running ∧ ∀b stalled_b ≥ patience``; after it, ``running ← running ∧ ¬now`` (nothing
-  changes once it stopped);
-- the host reads ``running`` after steps ``N − 1, 2N − 1, …`` (:meth:`DeviceEarlyStop.check`).
+  ``now_b = running_b ∧ (stalled_b ≥ patience ∨ force_b)`` (``force``: a replayed stop); after
+  it, ``running ← running ∧ ¬now``;
+- the host reads ``running`` after steps ``N − 1, 2N − 1, …`` (:meth:`DeviceEarlyStop.check`):
+  the loop ends when no slice runs, and the running rows are what the generator computes next.
 
-With ``N = 1`` the host reads every step and the loop ends right at the stop step, exactly as a
-host-side check does. With ``N > 1`` the loop runs up to ``N − 1`` steps past it; the solvers mask
-everything those steps would change with :attr:`DeviceEarlyStop.active` (kept iterate, losses,
-history) and put the variables and the random generator back to the stop step, so the result is
-the same for every ``N``. ``N`` is the ``host_sync_every`` field of the solver configs
-(:class:`HostSyncConfig`): ``"auto"`` is 1 on the CPU (where a host read costs nothing and extra
-steps cost time) and :data:`AUTO_SYNC_EVERY` on other devices.
+With ``N = 1`` the host reads every step: the loop ends right at the last slice's stop, and an
+ended slice is dropped from the generator's batch at the next step. With ``N > 1`` the loop runs
+up to ``N − 1`` steps past the last stop and ended slices stay in the batch until the next read;
+the solvers mask everything those steps would change with :attr:`DeviceEarlyStop.active` and put
+the random generator back to the last stop step, so every ``N`` gives the same result up to the
+float rounding of the generator on batches of other sizes. ``N`` is the ``host_sync_every`` field
+of the solver configs (:class:`HostSyncConfig`): ``"auto"`` is 1 on the CPU (where a host read
+costs nothing and extra steps cost time) and :data:`AUTO_SYNC_EVERY` on other devices.
 """
 
 from __future__ import annotations
@@ -61,9 +70,11 @@ def resolve_sync_every(setting: SyncSetting, device: torch.device | str) -> int:
 
 
 class DeviceEarlyStop:
-    """The early-stop state of one restart or round (module docstring), on ``device``.
+    """The per-slice early-stop state of one restart or round (module docstring), on ``device``.
 
-    ``patience=None``: never stops (:attr:`now` stays ``None``, :meth:`check` reads nothing)."""
+    ``patience=None``: no slice stops on its own (only ``force`` in :meth:`observe` ends one).
+    ``compact=False``: :attr:`rows` stays ``None`` (every row is synthesized, the ended ones
+    masked: for a compiled generator, which would recompile for every batch size)."""
 
     def __init__(
         self,
@@ -73,35 +84,51 @@ class DeviceEarlyStop:
         *,
         every: int = 1,
         tol: float = 1e-3,
+        compact: bool = True,
     ) -> None:
-        self.patience, self.every, self.tol = patience, every, tol
+        self.patience, self.every, self.tol, self.compact = patience, every, tol, compact
         self.lowest = torch.full((batch,), math.inf, dtype=torch.float64, device=device)
         self.stalled = torch.zeros(batch, dtype=torch.long, device=device)
-        self.running = torch.ones((), dtype=torch.bool, device=device)
-        self.stop_step = torch.full((), -1, dtype=torch.long, device=device)
+        self.running = torch.ones(batch, dtype=torch.bool, device=device)
+        self.stop_step = torch.full((batch,), -1, dtype=torch.long, device=device)
         self.now: torch.Tensor | None = None
+        self.forced = False  # a forced stop was observed: check() must read
+        #: the rows running at the host's last read (``None``: all, or no read yet)
+        self.rows: torch.Tensor | None = None
 
     @property
     def active(self) -> torch.Tensor:
-        """0-d bool: no stop before the current step (the step's updates count)."""
+        """``(B,)`` bool: the slice had not ended before the current step (its updates count)."""
         return self.running
 
-    def observe(self, current: torch.Tensor) -> torch.Tensor | None:
-        """Update with the step's losses ``current`` ``(B,)`` (float64); returns :attr:`now`
-        (0-d bool: the loop stops at this step) or ``None`` without patience. Call
-        :meth:`advance` after the step's other masked updates."""
+    def observe(self, current: torch.Tensor, force: torch.Tensor | None = None) -> torch.Tensor:
+        """Update with the step's losses ``current`` ``(B,)`` (float64); ``force`` ``(B,)`` bool
+        ends those slices at this step whatever their losses. Returns :attr:`now` (``(B,)``:
+        the slices that end at this step). Call :meth:`advance` after the step's other masked
+        updates."""
         improved = current < self.lowest * (1 - self.tol)
         stalled = torch.where(improved, 0, self.stalled + 1)
         self.stalled = torch.where(self.running, stalled, self.stalled)
         self.lowest = torch.where(self.running, torch.minimum(current, self.lowest), self.lowest)
-        if self.patience is None:
-            self.now = None
-        else:
-            self.now = self.running & (self.stalled >= self.patience).all()
+        ends = (
+            torch.zeros_like(self.running)
+            if self.patience is None
+            else self.stalled >= self.patience
+        )
+        if force is not None:
+            ends = ends | force
+            self.forced = True
+        self.now = self.running & ends
         return self.now
 
+    def last_now(self) -> torch.Tensor:
+        """0-d bool: the last running slices end at this step (the loop's own stop; call after
+        :meth:`observe`)."""
+        assert self.now is not None
+        return self.running.any() & ~(self.running & ~self.now).any()
+
     def advance(self, step: int) -> None:
-        """After step ``step``: record a stop there and stop counting later steps."""
+        """After step ``step``: record the stops there; those slices stop counting."""
         if self.now is None:
             return
         self.stop_step = torch.where(self.now, step, self.stop_step)
@@ -109,47 +136,78 @@ class DeviceEarlyStop:
         self.now = None
 
     def check(self, step: int) -> bool:
-        """``True`` when the loop must end after ``step``: the host reads ``running`` after every
-        ``every``-th step (none without patience)."""
-        if self.patience is None or (step + 1) % self.every:
+        """``True`` when the loop must end after ``step`` (no slice runs). The host reads
+        ``running`` after every ``every``-th step (never without patience or forced stops) and
+        keeps the running rows in :attr:`rows`."""
+        if (self.patience is None and not self.forced) or (step + 1) % self.every:
             return False
-        return not bool(self.running)
+        running = self.running.tolist()  # the one host read
+        if all(running) or not self.compact:
+            self.rows = None
+        else:
+            rows = [i for i, r in enumerate(running) if r]
+            self.rows = torch.tensor(rows, dtype=torch.long, device=self.running.device)
+        return not any(running)
 
     def stopped_at(self) -> int | None:
-        """The step the loop stopped at, or ``None`` (one host read)."""
-        if self.patience is None:
+        """The step the loop stopped at (its last slice's stop), or ``None`` when some slice
+        ran to the end of the schedule (one host read)."""
+        steps = self.stop_step.cpu()
+        if bool((steps < 0).any()):
             return None
-        step = int(self.stop_step)
-        return None if step < 0 else step
+        return int(steps.max())
+
+    def slice_steps(self, ran: int) -> list[int]:
+        """Per slice the steps it ran: its stop step, or ``ran`` (the loop's) where it did not
+        stop early (one host read)."""
+        return [ran if s < 0 else s for s in self.stop_step.tolist()]
 
 
 class StopSnapshot:
-    """The loop's variables (and a random generator's state) at the stop step, for loops run
-    past it (``every > 1``): :meth:`keep` each step before the variables change,
-    :meth:`restore` after the loop."""
+    """The random generator's state before each step of a loop that may run past its stop
+    (``every > 1``): :meth:`keep` each step before the hook draws, :meth:`restore` after the loop.
+    (The variables need no snapshot: :class:`FrozenRows` keeps every ended slice at its stop.)"""
 
-    def __init__(self, variables: list[torch.Tensor], rng: torch.Generator | None) -> None:
-        self.variables = variables
-        self.values = [v.detach().clone() for v in variables]
+    def __init__(self, rng: torch.Generator | None) -> None:
         self.rng = rng
         self.rng_states: list[torch.Tensor] = []
 
-    def keep(self, now: torch.Tensor | None) -> None:
-        """Record the variables where ``now`` (0-d bool) and the generator's state of this step
-        (before the step draws)."""
-        if now is not None:
-            self.values = [
-                torch.where(now, v.detach(), kept)
-                for v, kept in zip(self.variables, self.values, strict=True)
-            ]
+    def keep(self) -> None:
+        """Record the generator's state of this step (before the step draws)."""
         if self.rng is not None:
             self.rng_states.append(self.rng.get_state())
 
-    @torch.no_grad()
     def restore(self, step: int) -> None:
-        """Variables back to their values at ``step`` (the loop's stop step), and the generator
-        to its state before that step drew."""
-        for v, kept in zip(self.variables, self.values, strict=True):
-            v.copy_(kept)
+        """The generator back to its state before step ``step`` (the loop's stop step) drew."""
         if self.rng is not None and step < len(self.rng_states):
             self.rng.set_state(self.rng_states[step])
+
+
+class FrozenRows:
+    """Keeps the ended slices of a loop at their stop: :meth:`before` saves the variables (rows
+    along dim 0) before an optimizer step and the hook, :meth:`after` puts the rows that are not
+    running back. Nothing is copied while the host knows every slice runs (``every = 1`` and no
+    slice ended)."""
+
+    def __init__(self, variables: list[torch.Tensor], stop: DeviceEarlyStop) -> None:
+        self.variables, self.stop = variables, stop
+        self.saved: list[torch.Tensor] | None = None
+
+    def before(self) -> None:
+        """Save the variables, unless every slice is known to run."""
+        stop = self.stop
+        if stop.every == 1 and stop.compact and stop.rows is None:  # read this step: all run
+            self.saved = None
+            return
+        self.saved = [v.detach().clone() for v in self.variables]
+
+    @torch.no_grad()
+    def after(self) -> None:
+        """Put back the rows of ended slices (``running`` is False)."""
+        if self.saved is None:
+            return
+        running = self.stop.running
+        for v, kept in zip(self.variables, self.saved, strict=True):
+            keep = running.view(-1, *([1] * (v.ndim - 1)))
+            v.copy_(torch.where(keep, v, kept))
+        self.saved = None

@@ -32,9 +32,11 @@ Round ``k = 0 … len(steps) − 1`` (``len(steps) ≤ num_blocks``):
    (``holdout > 0``, :mod:`sgilo.pipeline.solvers.holdout`) the iterate of ANY round, the start
    included, with the lowest loss on the held-out measurements, which the rounds do not fit.
 
-Early stop (``early_stop``, on by default): a round ends once no slice's measurement loss has
-improved on its lowest value of the round by a relative ``1e-3`` for ``patience`` steps; the
-iterate it stops at is the round's final one (``diagnostics.steps_run`` per round). On training
+Early stop (``early_stop``, on by default): a slice's round ends once its measurement loss has
+not improved on its lowest value of the round by a relative ``1e-3`` for ``patience`` steps; the
+iterate it stops at is its final one of the round, and the round ends when every slice's has
+(``diagnostics.steps_run`` per round, its last slice's; ended slices are no longer synthesized,
+:mod:`sgilo.pipeline.solvers.host_sync`). On training
 slices it is 3–5× faster and no worse on average (docs/GENERATIVE_TUNING.md): with a weak prior
 the late steps of a round mostly fit noise and aliasing.
 
@@ -56,7 +58,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Annotated, Literal
 
 import torch
@@ -131,8 +133,9 @@ class ILOConfig(MRIFitConfig, WarmStartConfig, HoldoutConfig, PriorFitConfig):
     )
     early_stop: bool = Field(
         True,
-        description="end a round once no slice's measurement loss improved by a relative 1e-3 "
-        "for `patience` steps (docs/SPEED.md, docs/GENERATIVE_TUNING.md)",
+        description="end a slice's round once its measurement loss has not improved by a "
+        "relative 1e-3 for `patience` steps, the round once every slice's has (docs/SPEED.md, "
+        "docs/GENERATIVE_TUNING.md)",
     )
     patience: int = Field(20, ge=1, description="steps without improvement before early stop")
     holdout_refit: bool = Field(
@@ -276,7 +279,7 @@ def ilo(
     def fit(
         target: Problem | ImageProblem,
         done: int,
-        stop_at: Sequence[int] | None = None,
+        stop_at: torch.Tensor | None = None,
         keep_at: torch.Tensor | None = None,
     ) -> tuple[RoundsResult, list[float]]:
         """The start and the rounds on ``target``; ``done`` steps counted before."""
@@ -313,6 +316,7 @@ def ilo(
                 early_stop=EarlyStop(config.patience) if config.early_stop else None,
                 sync_every=resolve_sync_every(config.host_sync_every, device),
                 synthesize=synthesis(generator, config.compile),
+                compact=config.compile == "off",
                 stop_at=stop_at,
                 keep_at=keep_at,
                 callback=callback,
@@ -329,7 +333,7 @@ def ilo(
         assert result.best_round is not None and result.best_step is not None
         rng.set_state(rng_state)
         keep_at = torch.stack([result.best_round, result.best_step], dim=1)
-        stop_at = result.steps_run[: int(result.best_round.max()) + 1]
+        stop_at = torch.tensor(result.slice_steps_run[: int(result.best_round.max()) + 1])
         result, history = fit(problem, one_pass, stop_at=stop_at, keep_at=keep_at)
 
     x = finish_image(problem, result.best_x, config)

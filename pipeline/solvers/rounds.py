@@ -22,7 +22,7 @@ from sgilo.models.stylegan2.checkpoint import LatentStats, gaussianized_to_w
 from sgilo.models.stylegan2.generator import Generator, SynthesisState
 from sgilo.pipeline.solvers.base import Progress
 from sgilo.pipeline.solvers.diagnostics import HeldoutChoice
-from sgilo.pipeline.solvers.host_sync import DeviceEarlyStop, StopSnapshot
+from sgilo.pipeline.solvers.host_sync import DeviceEarlyStop, FrozenRows, StopSnapshot
 from sgilo.pipeline.solvers.problem import Problem
 from sgilo.pipeline.solvers.projections import sphere_project_
 
@@ -77,8 +77,9 @@ def latent_stats_on(
 
 @dataclass(frozen=True)
 class EarlyStop:
-    """End a round when no slice's measurement loss has improved by the relative ``tol`` (on its
-    lowest value of the round) for ``patience`` steps."""
+    """End a slice's round when its measurement loss has not improved by the relative ``tol`` (on
+    its lowest value of the round) for ``patience`` steps; the round ends when every slice's
+    has."""
 
     patience: int
     tol: float = 1e-3
@@ -113,7 +114,8 @@ class RoundsResult:
     """Of :func:`run_rounds`: the kept image (normalised units) and its loss ``(B,)``, the mean
     loss at the end/start of every round, the last round's per-iterate losses, the step
     counter after the run and the per-slice ``(B,)`` losses at the end/start of every round;
-    with a hold-out, the kept iterate's held-out loss and round ``(B,)``."""
+    the steps each round ran (its last slice's) and per round the steps each slice ran
+    ``(rounds, B)``; with a hold-out, the kept iterate's held-out loss and round ``(B,)``."""
 
     best_x: torch.Tensor
     best_loss: torch.Tensor
@@ -124,6 +126,7 @@ class RoundsResult:
     round_slice_losses: list[torch.Tensor] = field(default_factory=list)
     round_start_slice_losses: list[torch.Tensor] = field(default_factory=list)
     steps_run: list[int] = field(default_factory=list)
+    slice_steps_run: list[list[int]] = field(default_factory=list)
     best_heldout: torch.Tensor | None = None
     best_round: torch.Tensor | None = None
     best_step: torch.Tensor | None = None
@@ -143,7 +146,7 @@ def run_rounds(
     after_step: Callable[[Round], Callable[[], None]],
     learning_rate: Callable[[int, int], float] | None = None,
     keep_last: bool = False,
-    stop_at: Sequence[int] | None = None,
+    stop_at: torch.Tensor | None = None,
     keep_at: torch.Tensor | None = None,
     history: list[float],
     slice_history: list[torch.Tensor] | None = None,
@@ -155,6 +158,7 @@ def run_rounds(
     total: int = 0,
     done: int = 0,
     label: str = "ilo",
+    compact: bool = True,
 ) -> RoundsResult:
     """ILO's rounds (see the module docstring) from the initial latent ``z``.
 
@@ -163,20 +167,24 @@ def run_rounds(
     step's learning rate (``None``: constant ``lr``); ``keep_last``: keep the last round's final
     iterate instead of its lowest-loss one; otherwise, when the problem holds measurements out
     (its ``image_and_losses`` returns a held-out loss), the iterate of any round with the lowest
-    held-out loss is kept. ``stop_at[k]``: end round ``k`` after that many steps (its schedule
-    still that of ``steps[k]``; rounds beyond ``len(stop_at)`` are not run); ``keep_at``
+    held-out loss is kept. ``stop_at`` ``(rounds, B)``: end slice ``b``'s round ``k`` after
+    ``stop_at[k, b]`` steps, replaying a run's per-slice stops (the schedule still that of
+    ``steps[k]``; rounds beyond ``len(stop_at)`` are not run; no early stop then); ``keep_at``
     ``(B, 2)``: keep, per slice, the iterate at (round, step) ``keep_at[b]`` (a hold-out run's
     choice, replayed on all measurements). The per-step mean measurement loss is appended to
     ``history`` (at the end of each round: no per-step host read-out), and the per-slice losses
     ``(B,)`` to ``slice_history`` when given; ``callback(done, total, f"{label} round {k}")``
-    after every step. ``early_stop``: end a round once every slice's measurement loss has not
-    improved by the relative ``tol`` for ``patience`` steps (that iterate is then the round's
-    final one); the steps each round ran are in ``RoundsResult.steps_run``. The early stop is
-    decided on the device and read by the host every ``sync_every`` steps
-    (:mod:`sgilo.pipeline.solvers.host_sync`); a round that ran past its stop step is put back
-    to it (variables, losses, and ``rng``, the generator the hook draws from), so the result is
-    the same for every ``sync_every``. ``synthesize``: the generator's, or a compiled form of it
-    (:mod:`sgilo.pipeline.solvers.compiled`)."""
+    after every step. ``early_stop``: a slice's round ends once its measurement loss has not
+    improved by the relative ``tol`` for ``patience`` steps (that iterate is then its final
+    one); the round ends when every slice's has, and an ended slice is no longer synthesized
+    (:mod:`sgilo.pipeline.solvers.host_sync`; its losses stay those of its stop). The steps
+    each round and each slice ran are in ``RoundsResult.steps_run`` and ``slice_steps_run``.
+    The stops are decided on the device and read by the host every ``sync_every`` steps; a
+    round that ran past its last stop puts ``rng`` (the generator the hook draws from) back to
+    it, so the result is the same for every ``sync_every`` up to float rounding.
+    ``synthesize``: the generator's, or a compiled form of it
+    (:mod:`sgilo.pipeline.solvers.compiled`; ``compact=False`` then keeps every row in the
+    batch)."""
     batch = problem.batch
     dtype, device = z.dtype, z.device
     noises = [
@@ -190,6 +198,7 @@ def run_rounds(
     round_start_slice_losses: list[torch.Tensor] = []
     last_round_losses: list[list[float]] = []
     steps_run: list[int] = []
+    slice_steps_run: list[list[int]] = []
     best_loss = torch.full((batch,), math.inf, dtype=torch.float64, device=device)
     best_x = torch.zeros(batch, *problem.op.ishape, dtype=problem.y.dtype, device=device)
     best_heldout = torch.full((batch,), math.inf, dtype=torch.float64, device=device)
@@ -231,22 +240,28 @@ def run_rounds(
         optimizer = torch.optim.Adam(variables, lr=lr, foreach=True)
         iterate_losses: list[torch.Tensor] = []
         step_losses: list[torch.Tensor] = []  # this round's history, read out once at its end
+        replay = None if stop_at is None else stop_at[k].to(device)
+        patience = None if early_stop is None or replay is not None else early_stop.patience
         stop = DeviceEarlyStop(
             batch,
             device,
-            None if early_stop is None else early_stop.patience,
+            patience,
             every=sync_every,
             tol=1e-3 if early_stop is None else early_stop.tol,
+            compact=compact,
         )
-        snapshot = StopSnapshot(variables, rng) if sync_every > 1 and early_stop else None
+        frozen_rows = FrozenRows(variables, stop)
+        stops = patience is not None or replay is not None
+        snapshot = StopSnapshot(rng) if sync_every > 1 and stops else None
         final_loss = torch.zeros(batch, dtype=torch.float64, device=device)
+        g_last: torch.Tensor | None = None  # the last output: ended rows keep theirs
         sliced = 0  # entries appended to slice_history in this round
         for step in range(round_steps + 1):
-            g = synth(gaussianized_to_w(z, mu, sigma), noises, start=k, h=h)
-            assert isinstance(g, torch.Tensor)
+            g = _synthesize_rows(synth, z, mu, sigma, noises, k, h, stop.rows, g_last)
+            g_last = g.detach()
             x, data, held = problem.image_and_losses(g)
             current = data.detach().to(torch.float64)
-            counts = stop.active  # steps past an early stop change nothing
+            counts = stop.active  # (B,): steps after a slice's stop change nothing of it
             by_heldout = held is not None and not keep_last
             if by_heldout:
                 assert held is not None
@@ -257,29 +272,29 @@ def run_rounds(
                 best_round = torch.where(wins, k, best_round)
                 best_step = torch.where(wins, step, best_step)
                 best_x = torch.where(wins.view(-1, *([1] * (x.ndim - 1))), x.detach(), best_x)
-            final = step == round_steps or (stop_at is not None and step == stop_at[k])
+            final = step == round_steps
             if keep_at is not None:
                 hit = (keep_at[:, 0] == k) & (keep_at[:, 1] == step) & counts
                 best_loss = torch.where(hit, current, best_loss)
                 best_x = torch.where(hit.view(-1, *([1] * (x.ndim - 1))), x.detach(), best_x)
-            now = stop.observe(current) if early_stop is not None and not final else None
-            ends = torch.full((), final, dtype=torch.bool, device=device) & counts
-            if now is not None:
-                ends = ends | now  # this iterate is the round's last
+            now = None
+            if not final:
+                now = stop.observe(current, None if replay is None else replay == step)
+            ends = counts if final else counts & now  # (B,) the slices' last iterates
             if step == 0:
                 round_start_losses.append(current.mean())
                 round_start_slice_losses.append(current)
             if last:
                 iterate_losses.append(current)
             if last and not by_heldout and keep_at is None:
-                keep = ends.expand(batch) if keep_last else (current < best_loss) & counts
+                keep = ends if keep_last else (current < best_loss) & counts
                 best_loss = torch.where(keep, current, best_loss)
                 best_x = torch.where(keep.view(-1, *([1] * (x.ndim - 1))), x.detach(), best_x)
             final_loss = torch.where(ends, current, final_loss)
             if final:  # the final iterate is evaluated, not stepped
                 break
             if snapshot is not None:
-                snapshot.keep(now)
+                snapshot.keep()
             stop.advance(step)
             if stop.check(step):  # a host read every `sync_every` steps
                 break
@@ -291,23 +306,26 @@ def run_rounds(
                 for group in optimizer.param_groups:
                     group["lr"] = learning_rate(round_steps, step)
             loss = (data + geocross_weight * geocross(z).to(data.dtype)).sum()
+            frozen_rows.before()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             with torch.no_grad():
                 hook()
+            frozen_rows.after()
             done += 1
             if callback:
                 callback(done, total, f"{label} round {k}")
         ran = stop.stopped_at()
         if ran is None:
             ran = step
-        elif snapshot is not None:  # ran past the stop: back to the stop step
+        elif snapshot is not None:  # ran past the last stop: the generator back to it
             snapshot.restore(ran)
         done -= len(step_losses) - ran
         if slice_history is not None and sliced > ran:
             del slice_history[len(slice_history) - (sliced - ran) :]
         steps_run.append(ran)
+        slice_steps_run.append(stop.slice_steps(ran))
         round_losses.append(final_loss.mean())
         round_slice_losses.append(final_loss)
         if ran:
@@ -325,10 +343,34 @@ def run_rounds(
         round_slice_losses,
         round_start_slice_losses,
         steps_run,
+        slice_steps_run,
         best_heldout if by_heldout else None,
         best_round if by_heldout else None,
         best_step if by_heldout else None,
     )
+
+
+def _synthesize_rows(
+    synth: Callable[..., torch.Tensor | SynthesisState],
+    z: torch.Tensor,
+    mu: torch.Tensor,
+    sigma: torch.Tensor,
+    noises: list[torch.Tensor],
+    k: int,
+    h: SynthesisState | None,
+    rows: torch.Tensor | None,
+    g_last: torch.Tensor | None,
+) -> torch.Tensor:
+    """The generator's output ``(B, C, R, R)`` for round ``k`` (from ``h_{k−1}``): every row, or
+    only ``rows`` (the running slices) with the other rows taken from ``g_last`` (detached)."""
+    if rows is None or g_last is None:
+        g = synth(gaussianized_to_w(z, mu, sigma), noises, start=k, h=h)
+        assert isinstance(g, torch.Tensor)
+        return g
+    part = None if h is None else SynthesisState(h.features[rows], h.skip[rows])
+    sub = synth(gaussianized_to_w(z[rows], mu, sigma), [n[rows] for n in noises], start=k, h=part)
+    assert isinstance(sub, torch.Tensor)
+    return g_last.index_copy(0, rows, sub)
 
 
 def heldout_choice(result: RoundsResult) -> HeldoutChoice | None:

@@ -164,8 +164,9 @@ class SGILOConfig(MRIFitConfig, WarmStartConfig, HoldoutConfig, PriorFitConfig):
     )
     early_stop: bool = Field(
         True,
-        description="end a round once no chain's slice improved its measurement loss by a "
-        "relative 1e-3 for `patience` steps (as ILO's early_stop)",
+        description="end a chain's slice's round once its measurement loss has not improved by "
+        "a relative 1e-3 for `patience` steps, the round once every one has (as ILO's "
+        "early_stop)",
     )
     patience: int = Field(20, ge=1, description="steps without improvement before early stop")
 
@@ -421,6 +422,7 @@ def sgilo(
             early_stop=EarlyStop(config.patience) if config.early_stop else None,
             sync_every=resolve_sync_every(config.host_sync_every, device),
             synthesize=synthesis(generator, config.compile),
+            compact=config.compile == "off",
             rng=rng,
             callback=progress,
             total=sum(config.steps),

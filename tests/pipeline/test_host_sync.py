@@ -1,6 +1,8 @@
-"""Early stopping on the device (`host_sync_every`): CSGM, ILO and SGILO give the same result
-whether the host reads the stop every step or every few (the loops then run past the stop step
-and are put back); the projection without host reads; the random source."""
+"""Early stopping on the device (`host_sync_every`): CSGM, ILO and SGILO give the same result,
+up to the float rounding of the generator on batches of other sizes, whether the host reads the
+stops every step (ended slices leave the generator's batch at once) or every few (the loops then
+run past the stops and are put back); the per-slice stop; the projection without host reads; the
+random source."""
 
 from __future__ import annotations
 
@@ -69,6 +71,12 @@ def test_auto_reads_every_step_on_the_cpu_only():
         CSGMConfig(host_sync_every=0)
 
 
+def _close(a, b, rtol=1e-5) -> bool:
+    """Equal up to float rounding (relative to the largest entry)."""
+    a, b = torch.as_tensor(a), torch.as_tensor(b)
+    return bool(torch.allclose(a, b, rtol=rtol, atol=rtol * float(b.abs().max())))
+
+
 def test_device_early_stop_freezes_at_the_stop_step():
     stop = DeviceEarlyStop(1, torch.device("cpu"), patience=2, every=4)
     losses = [1.0, 0.5, 0.5, 0.5, 0.1, 0.05]  # stalls at steps 2 and 3: stops at 3
@@ -80,6 +88,60 @@ def test_device_early_stop_freezes_at_the_stop_step():
     assert reads == [False, False, False, True, False, False]  # read after steps 3 (and 7)
     assert stop.stopped_at() == 3
     assert float(stop.lowest[0]) == 0.5  # the later improvements did not count
+
+
+def test_each_slice_stops_on_its_own():
+    """Slice 0 stalls at once, slice 1 improves until step 4: slice 0 ends at step 2, leaves the
+    running rows at the next read, and the loop ends at slice 1's stop (step 6)."""
+    stop = DeviceEarlyStop(2, torch.device("cpu"), patience=2)
+    losses = [(1.0, 9.0), (1.0, 8.0), (1.0, 7.0), (1.0, 6.0), (1.0, 5.0), (1.0, 5.0), (1.0, 5.0)]
+    ended, rows = [], []
+    for step, values in enumerate(losses):
+        now = stop.observe(torch.tensor(values, dtype=torch.float64))
+        assert bool(stop.last_now()) == (step == 6)
+        stop.advance(step)
+        ended.append(now.tolist())
+        done = stop.check(step)
+        rows.append(None if stop.rows is None else stop.rows.tolist())
+        assert done == (step == 6)
+    assert ended[2] == [True, False] and ended[6] == [False, True]
+    assert rows[:2] == [None, None] and rows[2:6] == [[1]] * 4 and rows[6] == []
+    assert stop.stopped_at() == 6 and stop.slice_steps(6) == [2, 6]
+    assert float(stop.lowest[1]) == 5.0
+
+
+def test_a_forced_stop_replays_a_run():
+    """``observe(force=...)`` ends slices whatever their losses; without patience nothing else
+    ends them, and a slice never ended ran the whole loop."""
+    stop = DeviceEarlyStop(3, torch.device("cpu"), patience=None)
+    for step in range(5):
+        force = torch.tensor([step == 1, step == 3, False])
+        stop.observe(torch.ones(3, dtype=torch.float64), force)
+        stop.advance(step)
+        assert not stop.check(step)
+    assert stop.stopped_at() is None and stop.slice_steps(5) == [1, 3, 5]
+
+
+def test_ended_slices_leave_the_generator_batch(monkeypatch, gen_stats):
+    """With the host reading every step, the generator runs on fewer rows once a slice ended,
+    and the rows it runs on never grow within a restart; the result is the one of a run that
+    keeps every row in the batch until its host read (checked above)."""
+    gen, _ = gen_stats
+    y, op = _problem(gen, batch=4)
+    sizes: list[int] = []
+    synthesize = gen.synthesize
+
+    def recorded(ws, noises=None, **kw):
+        sizes.append(ws.shape[0])
+        return synthesize(ws, noises, **kw)
+
+    monkeypatch.setattr(gen, "synthesize", recorded)
+    config = CSGMConfig(steps=60, restarts=1, patience=4, lr=1.0, **PLAIN)
+    out = csgm(y, op, generator=gen, config=config, rng=torch.Generator().manual_seed(3))
+    fit = sizes[: out.diagnostics.steps_run[0] + 1]  # the restart's steps (then the output)
+    assert fit[0] == 4 and min(fit) < 4  # some slice ended before the last
+    assert all(a >= b for a, b in zip(fit, fit[1:], strict=False))
+    assert sum(fit) < 4 * len(fit)
 
 
 def test_csgm_is_the_same_for_every_host_sync(gen_stats):
@@ -97,16 +159,17 @@ def test_csgm_is_the_same_for_every_host_sync(gen_stats):
     for every in (5, 7):
         out = run(every)
         assert _overshoots(ref.diagnostics.steps_run, every)
-        assert torch.equal(out.image, ref.image)
-        assert out.history == ref.history
+        assert _close(out.image, ref.image)
+        assert _close(out.history, ref.history)
         assert out.diagnostics.steps_run == ref.diagnostics.steps_run
-        assert out.diagnostics.restart_losses == ref.diagnostics.restart_losses
+        assert _close(out.diagnostics.restart_losses, ref.diagnostics.restart_losses)
         assert out.diagnostics.chosen_restart == ref.diagnostics.chosen_restart
 
 
 def test_sgilo_with_langevin_noise_is_the_same_for_every_host_sync(gen_stats):
     """The rounds run past their stop steps and are put back, the random generator included
-    (round 2's noise is the same); no ℓ1 ball, so no projection differs: bit for bit."""
+    (round 2's noise is the same); no ℓ1 ball, so no projection differs: equal up to the
+    generator's rounding on batches of other sizes."""
     gen, stats = gen_stats
     y, op = _problem(gen)
     models = {
@@ -136,11 +199,11 @@ def test_sgilo_with_langevin_noise_is_the_same_for_every_host_sync(gen_stats):
     for every in (4, 6):
         out = run(every)
         assert _overshoots(ref.diagnostics.steps_run, every)
-        assert torch.equal(out.samples, ref.samples)
-        assert out.history == ref.history
+        assert _close(out.samples, ref.samples)
+        assert _close(out.history, ref.history)
         assert out.diagnostics.steps_run == ref.diagnostics.steps_run
-        assert out.diagnostics.round_losses == ref.diagnostics.round_losses
-        assert out.diagnostics.measurement_losses == ref.diagnostics.measurement_losses
+        assert _close(out.diagnostics.round_losses, ref.diagnostics.round_losses)
+        assert _close(out.diagnostics.measurement_losses, ref.diagnostics.measurement_losses)
 
 
 def test_ilo_is_the_same_for_every_host_sync_up_to_the_threshold_rounding(gen_stats):
@@ -167,8 +230,8 @@ def test_ilo_is_the_same_for_every_host_sync_up_to_the_threshold_rounding(gen_st
     assert all(s < 30 for s in ref.diagnostics.steps_run)
     assert _overshoots(ref.diagnostics.steps_run, 5)
     assert out.diagnostics.steps_run == ref.diagnostics.steps_run
-    assert torch.allclose(out.image, ref.image, atol=1e-5 * float(ref.image.abs().max()))
-    assert np.allclose(out.history, ref.history, rtol=1e-5)
+    assert _close(out.image, ref.image, rtol=1e-4)
+    assert _close(out.history, ref.history, rtol=1e-4)
 
 
 def _host_reads(monkeypatch, run) -> int:
