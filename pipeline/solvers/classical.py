@@ -267,10 +267,38 @@ def l1_wavelet(
     )
 
 
-#: on the CPU the ℓ1-wavelet solver runs at most this many k-space elements (slices × coils ×
-#: pixels) at a time: a working set that stays in cache is faster than one batch (8 coils, 16
-#: slices at 128²: 0.57 s per slice in chunks of 2 slices, 1.45 in one batch; docs/SPEED.md §9)
+#: on the CPU the ℓ1-wavelet and TV solvers run at most this many k-space elements (slices ×
+#: coils × pixels) at a time: a working set that stays in cache is faster than one batch (8 coils,
+#: 16 slices at 128²: ℓ1-wavelet 0.57 s per slice in chunks of 2 slices, 1.45 in one batch;
+#: docs/SPEED.md §9, §10)
 L1_CHUNK_ELEMENTS = 2**18
+
+
+def _in_chunks(
+    data: torch.Tensor,
+    op: LinearOperator,
+    solve: Callable[[list[int], LinearOperator], torch.Tensor],
+    callback: Progress | None = None,
+    label: str = "",
+) -> torch.Tensor:
+    """``solve(index, sub_op)`` on chunks of the slices of ``data`` ``(B, *op.oshape)`` —
+    ``sub_op`` the operator on the slices ``index`` — concatenated along the batch: on the CPU
+    chunks of at most :data:`L1_CHUNK_ELEMENTS` k-space elements (at least one slice), else (a
+    GPU, or non-Cartesian data) one chunk. ``callback(done, B, label)`` after each chunk."""
+    batch = data.shape[0]
+    masks = op.slice_masks(batch)  # None for non-Cartesian data: one chunk
+    per_slice = max(1, data[0].numel())
+    chunk = max(1, min(batch, L1_CHUNK_ELEMENTS // per_slice))
+    if masks is None or data.device.type != "cpu":  # a GPU wants the whole batch
+        chunk = batch
+    out = []
+    for first in range(0, batch, chunk):
+        index = list(range(first, min(batch, first + chunk)))
+        assert masks is not None or chunk == batch
+        out.append(solve(index, op if chunk == batch else _slice_operator(op, masks, index)))
+        if callback:
+            callback(index[-1] + 1, batch, label)
+    return torch.cat(out)
 
 
 def _l1_wavelet_images(
@@ -285,36 +313,25 @@ def _l1_wavelet_images(
     the absolute weights ``lam_abs`` ``(B,)``: complex ``(B, H, W)``
     (:func:`sgilo.pipeline.algorithms.wavelet_least_squares.wavelet_l1_least_squares` with the
     step-size start of sigpy's ``MaxEig``), in complex128 as sigpy, on the CPU in chunks of
-    slices (:data:`L1_CHUNK_ELEMENTS`; the result does not depend on the chunks)."""
+    slices (:func:`_in_chunks`; the result does not depend on the chunks)."""
     warm = cg_sense(data, op, iterations=WARM_START_ITERATIONS).image.detach()
     dtype = torch.complex128
-    batch = data.shape[0]
-    masks = op.slice_masks(batch)  # None for non-Cartesian data: one chunk
-    per_slice = max(1, data[0].numel())
-    chunk = max(1, min(batch, L1_CHUNK_ELEMENTS // per_slice))
-    if masks is None or data.device.type != "cpu":  # a GPU wants the whole batch
-        chunk = batch
     lam = torch.tensor(lam_abs, dtype=torch.float64, device=data.device)
     step_start = _sigpy_start(op.ishape).to(dtype).to(data.device)
     cycle = cycle_shifts(iterations) if shifts else None
-    out = []
-    for first in range(0, batch, chunk):
-        index = list(range(first, min(batch, first + chunk)))
-        sub = op if chunk == batch else _slice_operator(op, masks, index)
-        out.append(
-            wavelet_l1_least_squares(
-                data[index].detach().to(dtype),
-                sub,
-                lam[index],
-                warm[index].to(dtype),
-                iterations,
-                start=step_start.expand(len(index), *op.ishape),
-                shifts=cycle,
-            )
+
+    def solve(index: list[int], sub: LinearOperator) -> torch.Tensor:
+        return wavelet_l1_least_squares(
+            data[index].detach().to(dtype),
+            sub,
+            lam[index],
+            warm[index].to(dtype),
+            iterations,
+            start=step_start.expand(len(index), *op.ishape),
+            shifts=cycle,
         )
-        if callback:
-            callback(index[-1] + 1, batch, "l1-wavelet")
-    return torch.cat(out)
+
+    return _in_chunks(data, op, solve, callback, "l1-wavelet")
 
 
 def _slice_operator(op: LinearOperator, masks: torch.Tensor, index: list[int]) -> LinearOperator:
@@ -435,26 +452,26 @@ def _tv_images(
     callback: Progress | None = None,
 ) -> torch.Tensor:
     """The TV images of ``y`` ``(B, *op.oshape)`` with the absolute weights ``lam_abs``
-    ``(B,)`` float64, batched: complex128 ``(B, H, W)`` (:func:`total_variation`)."""
+    ``(B,)`` float64: complex128 ``(B, H, W)`` (:func:`total_variation`), on the CPU in chunks
+    of slices (:func:`_in_chunks`; the result does not depend on the chunks)."""
     # warm start from a few CG-SENSE iterations: the first-order solver converges slowly from
     # zero (measured on training slices, 8-coil 4×, TV 100 iterations: 27.8 dB cold, 30.8 warm)
     warm = cg_sense(y, op, iterations=WARM_START_ITERATIONS).image.detach()
     dtype = torch.complex128
-    step_start = _sigpy_start(op.ishape).expand(y.shape[0], *op.ishape)
+    lam = lam_abs.to(y.device)
+    step_start = _sigpy_start(op.ishape).to(y.device)
 
-    def progress(k: int, x: torch.Tensor) -> None:
-        if callback:
-            callback(k, iterations, "tv")
+    def solve(index: list[int], sub: LinearOperator) -> torch.Tensor:
+        return anisotropic_tv_least_squares(
+            y[index].detach().to(dtype),
+            sub,
+            lam[index],
+            warm[index].to(dtype),
+            iterations,
+            start=step_start.expand(len(index), *op.ishape),
+        )
 
-    return anisotropic_tv_least_squares(
-        y.detach().to(dtype),
-        op,
-        lam_abs.to(y.device),
-        warm.to(dtype),
-        iterations,
-        start=step_start.to(y.device),
-        on_iteration=progress,
-    )
+    return _in_chunks(y, op, solve, callback, "tv")
 
 
 CLASSICAL: dict[str, Callable[..., ReconResult]] = {

@@ -152,8 +152,15 @@ def test_batched_fista_is_sigpys_slice_by_slice():
 
 
 @pytest.mark.parametrize("coils", [None, 4])
-def test_l1_wavelet_chunks_of_slices_give_the_batch_result(coils, monkeypatch):
-    """On the CPU the ℓ1-wavelet solver runs slices in chunks that fit in cache
+@pytest.mark.parametrize(
+    ("method", "inner"),
+    [
+        ("l1_wavelet", "wavelet_l1_least_squares"),
+        ("total_variation", "anisotropic_tv_least_squares"),
+    ],
+)
+def test_chunks_of_slices_give_the_batch_result(coils, method, inner, monkeypatch):
+    """On the CPU the ℓ1-wavelet and TV solvers run slices in chunks that fit in cache
     (``L1_CHUNK_ELEMENTS``): chunks of one slice, and of 2 + 1, with per-slice masks and (for
     multi-coil data) per-slice maps and λ, give what one batch gives."""
     import sgilo.pipeline.solvers.classical as classical
@@ -177,20 +184,21 @@ def test_l1_wavelet_chunks_of_slices_give_the_batch_result(coils, monkeypatch):
     y = op.A(x)
     lam = torch.tensor([0.01, 0.03, 0.002])
     calls: list[int] = []
-    solver = classical.wavelet_l1_least_squares
+    solver = getattr(classical, inner)
+    reconstruct = getattr(classical, method)
 
     def counted(data, *args, **kwargs):
         calls.append(data.shape[0])
         return solver(data, *args, **kwargs)
 
-    monkeypatch.setattr(classical, "wavelet_l1_least_squares", counted)
-    batch = classical.l1_wavelet(y, op, lam=lam, iterations=12).image
+    monkeypatch.setattr(classical, inner, counted)
+    batch = reconstruct(y, op, lam=lam, iterations=12).image
     assert calls == [3]
     per_slice = h * w * (1 if coils is None else coils)
     for chunk, sizes in ((1, [1, 1, 1]), (2, [2, 1])):
         calls.clear()
         monkeypatch.setattr(classical, "L1_CHUNK_ELEMENTS", chunk * per_slice)
-        chunked = classical.l1_wavelet(y, op, lam=lam, iterations=12).image
+        chunked = reconstruct(y, op, lam=lam, iterations=12).image
         assert calls == sizes
         torch.testing.assert_close(chunked, batch, rtol=0, atol=1e-10)
     assert not torch.allclose(batch[0], batch[1])
