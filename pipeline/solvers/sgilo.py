@@ -168,7 +168,12 @@ class SGILOConfig(MRIFitConfig, WarmStartConfig, HoldoutConfig, PriorFitConfig):
         "a relative 1e-3 for `patience` steps, the round once every one has (as ILO's "
         "early_stop)",
     )
-    patience: int = Field(20, ge=1, description="steps without improvement before early stop")
+    patience: int = Field(
+        10,
+        ge=1,
+        description="steps without improvement before a slice's round ends (chosen on "
+        "training slices with the per-slice stop, docs/SPEED.md §10)",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> SGILOConfig:
