@@ -19,13 +19,12 @@ per slice, batched over the ``B`` slices of ``y``:
 - Adam (lr 0.1, cosine ramp-down of the learning rate over the last quarter of the steps), a
   few random restarts ``z₀ ~ N(0, I)``; per slice the iterate with the lowest *measurement* loss
   ``‖A(c ⊙ x) − y/s‖²/m`` over all steps and restarts is kept (never a ground truth);
-- early stop (``early_stop``, on by default): a slice's restart ends once its measurement loss
-  has not improved on its lowest value of the restart by a relative ``1e-3`` for ``patience``
-  steps, and the restart once every slice's has, as ILO's rounds do (an ended slice is no longer
-  synthesized, :mod:`sgilo.pipeline.solvers.host_sync`; ``diagnostics.steps_run``: the Adam
-  steps of each restart, its last slice's). The defaults, 2 restarts of at most 300 steps
-  stopped early, were chosen on training slices (docs/GENERATIVE_TUNING.md): the PSNR of 3 full
-  restarts at 2.2× less time;
+- early stop (``early_stop``, on by default): a restart ends once no slice's measurement loss has
+  improved on its lowest value of the restart by a relative ``1e-3`` for ``patience`` steps, as
+  ILO's rounds did before their per-slice stop (``diagnostics.steps_run``: the Adam steps of each
+  restart; CSGM keeps the batch-wide rule, :mod:`sgilo.pipeline.solvers.host_sync`). The defaults, 2
+  restarts of at most 300 steps stopped early, were chosen on training slices
+  (docs/GENERATIVE_TUNING.md): the PSNR of 3 full restarts at 2.2× less time;
 - data consistency (optional, default on), after the fit: by default the sparse deviation
   ``x = argmin ½‖A x − y‖² + λ‖Ψ(x − x̂)‖₁`` (:mod:`sgilo.pipeline.solvers.sparse_deviation`, λ from
   the kind of data and the sampled fraction); with ``dc_wavelet=0`` exact consistency:
@@ -61,12 +60,7 @@ from sgilo.pipeline.solvers.compiled import CompileConfig, synthesis
 from sgilo.pipeline.solvers.diagnostics import CSGMDiagnostics
 from sgilo.pipeline.solvers.fit_config import MRIFitConfig
 from sgilo.pipeline.solvers.generator_state import frozen
-from sgilo.pipeline.solvers.host_sync import (
-    DeviceEarlyStop,
-    FrozenRows,
-    HostSyncConfig,
-    resolve_sync_every,
-)
+from sgilo.pipeline.solvers.host_sync import DeviceEarlyStop, HostSyncConfig, resolve_sync_every
 from sgilo.pipeline.solvers.prior_fit_config import PriorFitConfig
 from sgilo.pipeline.solvers.problem import (
     ImageProblem,
@@ -126,9 +120,8 @@ class CSGMConfig(MRIFitConfig, PriorFitConfig, HostSyncConfig, CompileConfig):
     latent_weight: float = Field(1e-3, ge=0, description="λ of λ‖z‖²")
     early_stop: bool = Field(
         True,
-        description="end a slice's restart once its measurement loss has not improved on its "
-        "lowest of the restart by a relative 1e-3 for `patience` steps, the restart once every "
-        "slice's has (docs/GENERATIVE_TUNING.md)",
+        description="end a restart once no slice's measurement loss improved on its lowest of "
+        "the restart by a relative 1e-3 for `patience` steps (docs/GENERATIVE_TUNING.md)",
     )
     patience: int = Field(20, ge=1, description="steps without improvement before early stop")
 
@@ -242,9 +235,8 @@ def fit_input_latent(
     """CSGM's optimisation: ``restarts`` Adam runs of ``steps`` from ``z₀ ~ N(0, I)`` (drawn from
     ``rng``) on ``‖A x(z) − y/s‖²/m + λ‖z‖²``; per slice the iterate with the lowest measurement
     loss over all steps and restarts. The generator is frozen for the call. ``patience``: end a
-    slice's restart once its measurement loss has not improved on its lowest of the restart by a
-    relative ``1e-3`` for that many steps, the restart once every slice's has (ILO's early stop;
-    ``None``: every step runs)."""
+    restart once no slice's measurement loss has improved on its lowest of the restart by a
+    relative ``1e-3`` for that many steps (ILO's early stop; ``None``: every step runs)."""
     batch = problem.batch
     dtype, device = problem.dtype, problem.device
     total = config.restarts * config.steps
@@ -262,19 +254,11 @@ def fit_input_latent(
             z = randn_from(shape, rng, dtype=dtype, device=device).requires_grad_(True)
             optimizer = torch.optim.Adam([z], lr=config.lr)
             step_losses: list[torch.Tensor] = []  # this restart's history, read out at its end
-            stop = DeviceEarlyStop(
-                batch, device, patience, every=every, compact=config.compile == "off"
-            )
-            frozen_rows = FrozenRows([z], stop)
-            g_last: torch.Tensor | None = None  # the last output: ended rows keep theirs
+            # batch-wide: a slice ended on its own plateau would miss the learning rate's
+            # ramp-down at the end (0.2–0.6 dB at 8×, docs/SPEED.md §10)
+            stop = DeviceEarlyStop(batch, device, patience, every=every, per_slice=False)
             for step in range(config.steps + 1):
-                if stop.rows is None or g_last is None:
-                    g = input_latent_output(generator, z, synthesize)
-                else:  # only the running slices
-                    sub = input_latent_output(generator, z[stop.rows], synthesize)
-                    g = g_last.index_copy(0, stop.rows, sub)
-                g_last = g.detach()
-                _, data = problem.image_and_loss(g)
+                _, data = problem.image_and_loss(input_latent_output(generator, z, synthesize))
                 current = data.detach().to(torch.float64)
                 wins = (current < best_loss) & stop.active  # nothing counts past a stop
                 stop.observe(current)
@@ -292,11 +276,9 @@ def fit_input_latent(
                 for group in optimizer.param_groups:
                     group["lr"] = _learning_rate(config, step)
                 loss = (data + config.latent_weight * z.pow(2).sum(dim=1)).sum()
-                frozen_rows.before()
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
-                frozen_rows.after()
                 if callback:
                     callback(restart * config.steps + step + 1, total, f"{label} restart {restart}")
             stopped = stop.stopped_at()

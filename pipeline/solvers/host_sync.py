@@ -74,7 +74,10 @@ class DeviceEarlyStop:
 
     ``patience=None``: no slice stops on its own (only ``force`` in :meth:`observe` ends one).
     ``compact=False``: :attr:`rows` stays ``None`` (every row is synthesized, the ended ones
-    masked: for a compiled generator, which would recompile for every batch size)."""
+    masked: for a compiled generator, which would recompile for every batch size).
+    ``per_slice=False``: the batch-wide rule, every slice ends at the first step where all of
+    them have stalled for ``patience`` steps (CSGM's fits, whose learning rate ramps down at the
+    end: a slice ended on its own plateau misses that descent, docs/SPEED.md §10)."""
 
     def __init__(
         self,
@@ -85,8 +88,10 @@ class DeviceEarlyStop:
         every: int = 1,
         tol: float = 1e-3,
         compact: bool = True,
+        per_slice: bool = True,
     ) -> None:
         self.patience, self.every, self.tol, self.compact = patience, every, tol, compact
+        self.per_slice = per_slice
         self.lowest = torch.full((batch,), math.inf, dtype=torch.float64, device=device)
         self.stalled = torch.zeros(batch, dtype=torch.long, device=device)
         self.running = torch.ones(batch, dtype=torch.bool, device=device)
@@ -115,6 +120,8 @@ class DeviceEarlyStop:
             if self.patience is None
             else self.stalled >= self.patience
         )
+        if not self.per_slice:
+            ends = ends.all().expand_as(ends)
         if force is not None:
             ends = ends | force
             self.forced = True

@@ -52,8 +52,8 @@ class WarmStartConfig(HostSyncConfig, CompileConfig):
     init_restarts: int = Field(2, ge=1, description="random restarts of the CSGM start")
     init_early_stop: bool = Field(
         True,
-        description="end a slice's restart of the CSGM start once its measurement loss has not "
-        "improved by a relative 1e-3 for `init_patience` steps",
+        description="end a restart of the CSGM start once no slice's measurement loss improved "
+        "by a relative 1e-3 for `init_patience` steps",
     )
     init_patience: int = Field(20, ge=1, description="patience of the CSGM start's early stop")
 

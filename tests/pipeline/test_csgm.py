@@ -194,7 +194,7 @@ def test_early_stop_ends_stalled_restarts():
     assert len(flat.history) == 14
     full = run(steps=50, restarts=2, lr=1e-9)
     assert full.diagnostics.steps_run == [50, 50]
-    stopped = run(early_stop=True, patience=100)  # Adam's plateaus are shorter than that
+    stopped = run(early_stop=True, patience=20)
     assert stopped.diagnostics.steps_run == [600]
     assert _rel(stopped.image, x) < 1e-3
 

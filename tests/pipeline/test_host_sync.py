@@ -110,6 +110,19 @@ def test_each_slice_stops_on_its_own():
     assert float(stop.lowest[1]) == 5.0
 
 
+def test_the_batch_wide_rule_ends_every_slice_together():
+    """``per_slice=False`` (CSGM): the slices of the test above end together, at the first step
+    where both have stalled for ``patience`` steps."""
+    stop = DeviceEarlyStop(2, torch.device("cpu"), patience=2, per_slice=False)
+    losses = [(1.0, 9.0), (1.0, 8.0), (1.0, 7.0), (1.0, 6.0), (1.0, 5.0), (1.0, 5.0), (1.0, 5.0)]
+    for step, values in enumerate(losses):
+        now = stop.observe(torch.tensor(values, dtype=torch.float64))
+        assert now.tolist() == [step == 6] * 2
+        stop.advance(step)
+        assert stop.check(step) == (step == 6)
+    assert stop.slice_steps(6) == [6, 6]
+
+
 def test_a_forced_stop_replays_a_run():
     """``observe(force=...)`` ends slices whatever their losses; without patience nothing else
     ends them, and a slice never ended ran the whole loop."""
@@ -123,25 +136,30 @@ def test_a_forced_stop_replays_a_run():
 
 
 def test_ended_slices_leave_the_generator_batch(monkeypatch, gen_stats):
-    """With the host reading every step, the generator runs on fewer rows once a slice ended,
-    and the rows it runs on never grow within a restart; the result is the one of a run that
-    keeps every row in the batch until its host read (checked above)."""
-    gen, _ = gen_stats
+    """ILO's rounds: with the host reading every step, the generator runs on fewer rows once a
+    slice ended, never more within a round; CSGM keeps the batch-wide rule (every call on the
+    whole batch). That ended slices change nothing is the host-sync equality above."""
+    gen, stats = gen_stats
     y, op = _problem(gen, batch=4)
-    sizes: list[int] = []
+    sizes: list[tuple[int, int]] = []  # (start block, rows)
     synthesize = gen.synthesize
 
     def recorded(ws, noises=None, **kw):
-        sizes.append(ws.shape[0])
+        sizes.append((kw.get("start", 0), ws.shape[0]))
         return synthesize(ws, noises, **kw)
 
     monkeypatch.setattr(gen, "synthesize", recorded)
+    config = ILOConfig(steps=(40, 40), patience=3, init="random", **PLAIN)
+    out = ilo(y, op, generator=gen, latent_stats=stats, config=config)
+    assert all(s < 40 for s in out.diagnostics.steps_run)
+    for k, ran in enumerate(out.diagnostics.steps_run):
+        rows = [n for start, n in sizes if start == k][: ran + 1]  # the round's steps
+        assert rows[0] == 4 and min(rows) < 4  # some slice ended before the last
+        assert all(a >= b for a, b in zip(rows, rows[1:], strict=False))
+    sizes.clear()
     config = CSGMConfig(steps=60, restarts=1, patience=4, lr=1.0, **PLAIN)
-    out = csgm(y, op, generator=gen, config=config, rng=torch.Generator().manual_seed(3))
-    fit = sizes[: out.diagnostics.steps_run[0] + 1]  # the restart's steps (then the output)
-    assert fit[0] == 4 and min(fit) < 4  # some slice ended before the last
-    assert all(a >= b for a, b in zip(fit, fit[1:], strict=False))
-    assert sum(fit) < 4 * len(fit)
+    csgm(y, op, generator=gen, config=config, rng=torch.Generator().manual_seed(3))
+    assert {n for _, n in sizes} == {4}
 
 
 def test_csgm_is_the_same_for_every_host_sync(gen_stats):
