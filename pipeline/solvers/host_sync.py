@@ -1,13 +1,16 @@
 """Per-slice early stopping decided on the device, read by the host only every ``N`` steps.
 
-The latent solvers' loops (CSGM's restarts, ILO's and SGILO's rounds) stop each slice on its own:
-slice ``b`` ends once its measurement loss has not improved on its lowest value by a relative
-``tol`` for ``patience`` steps, and the loop ends once every slice has. A slice that ended keeps
+ILO's and SGILO's rounds stop each slice on its own: slice ``b`` ends once its measurement loss
+has not improved on its lowest value by a relative ``tol`` for ``patience`` steps, and the round
+ends once every slice has. A slice that ended keeps
 the iterate it ended at: the solvers no longer run the generator on it (the host's list of
 running slices, :attr:`DeviceEarlyStop.rows`, selects the batch rows to synthesize) and put its
 variables back after each optimizer step, so it costs nothing and changes nothing from then on.
-(Until 2026-12-05 the loop ran every slice until all of them were stalled at once; ending each
-slice at its own stop costs 30–45 % fewer slice-steps, docs/SPEED.md §10.)
+CSGM's restarts (CSGM and the ILO/SGILO start) keep the batch-wide rule (``per_slice=False``:
+every slice ends at the first step where all have stalled): their learning rate ramps down at
+the end, and a slice ended on its own plateau would miss that descent. (Until 2026-12-05 the
+rounds had the batch-wide rule too; ending each slice at its own stop took 30 % fewer
+slice-steps in a default SGILO run on 16 training slices, docs/SPEED.md §10.)
 
 Deciding that on the host needs a device-to-host read every step, which on a GPU stops the host
 from queueing the next step's kernels while the current ones run. :class:`DeviceEarlyStop` keeps
@@ -18,8 +21,9 @@ the decision on the device:
   before);
 - step ``s`` with losses ``ℓ`` ``(B,)``: on running slices ``improved = ℓ < lowest·(1 − tol)``,
   ``stalled ← 0 if improved else stalled + 1``, ``lowest ← min(lowest, ℓ)``;
-  ``now_b = running_b ∧ (stalled_b ≥ patience ∨ force_b)`` (``force``: a replayed stop); after
-  it, ``running ← running ∧ ¬now``;
+  ``now_b = running_b ∧ (stalled_b ≥ patience ∨ force_b)`` (``force``: a replayed stop; with
+  ``per_slice=False`` the condition is ``∀b′ stalled_b′ ≥ patience``); after it,
+  ``running ← running ∧ ¬now``;
 - the host reads ``running`` after steps ``N − 1, 2N − 1, …`` (:meth:`DeviceEarlyStop.check`):
   the loop ends when no slice runs, and the running rows are what the generator computes next.
 
@@ -128,12 +132,6 @@ class DeviceEarlyStop:
         self.now = self.running & ends
         return self.now
 
-    def last_now(self) -> torch.Tensor:
-        """0-d bool: the last running slices end at this step (the loop's own stop; call after
-        :meth:`observe`)."""
-        assert self.now is not None
-        return self.running.any() & ~(self.running & ~self.now).any()
-
     def advance(self, step: int) -> None:
         """After step ``step``: record the stops there; those slices stop counting."""
         if self.now is None:
@@ -159,10 +157,8 @@ class DeviceEarlyStop:
     def stopped_at(self) -> int | None:
         """The step the loop stopped at (its last slice's stop), or ``None`` when some slice
         ran to the end of the schedule (one host read)."""
-        steps = self.stop_step.cpu()
-        if bool((steps < 0).any()):
-            return None
-        return int(steps.max())
+        steps = self.stop_step.tolist()
+        return None if min(steps) < 0 else max(steps)
 
     def slice_steps(self, ran: int) -> list[int]:
         """Per slice the steps it ran: its stop step, or ``ran`` (the loop's) where it did not
@@ -203,7 +199,8 @@ class FrozenRows:
     def before(self) -> None:
         """Save the variables, unless every slice is known to run."""
         stop = self.stop
-        if stop.every == 1 and stop.compact and stop.rows is None:  # read this step: all run
+        never = stop.patience is None and not stop.forced  # no slice can end
+        if never or (stop.every == 1 and stop.compact and stop.rows is None):  # all run
             self.saved = None
             return
         self.saved = [v.detach().clone() for v in self.variables]
