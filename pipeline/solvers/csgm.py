@@ -255,7 +255,7 @@ def fit_input_latent(
             optimizer = torch.optim.Adam([z], lr=config.lr)
             step_losses: list[torch.Tensor] = []  # this restart's history, read out at its end
             # batch-wide: a slice ended on its own plateau would miss the learning rate's
-            # ramp-down at the end (0.2–0.6 dB at 8×, docs/SPEED.md §10)
+            # ramp-down at the end (0.17 / 0.61 dB single-/8-coil 8×, docs/SPEED.md §10)
             stop = DeviceEarlyStop(batch, device, patience, every=every, per_slice=False)
             for step in range(config.steps + 1):
                 _, data = problem.image_and_loss(input_latent_output(generator, z, synthesize))

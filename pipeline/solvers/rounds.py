@@ -5,9 +5,10 @@
 (:func:`init_round_state` hands over exactly the image the previous round ended with), on the
 measurement loss plus GeoCross (:func:`geocross`); after every step it calls the solver's hook
 (ILO: sphere projection and ℓ1 balls, :func:`sgilo.pipeline.solvers.ilo.ball_hook`; SGILO: the
-score model's prior step), stops a round early when no slice improves, and keeps per slice the
-iterate with the lowest measurement loss (or held-out loss, :func:`heldout_choice`). The ILO
-module docstring (:mod:`sgilo.pipeline.solvers.ilo`) gives the full algorithm.
+score model's prior step), ends each slice's round early once it stops improving (the ended
+slices leave the generator's batch, :mod:`sgilo.pipeline.solvers.host_sync`), and keeps per
+slice the iterate with the lowest measurement loss (or held-out loss, :func:`heldout_choice`). The
+ILO module docstring (:mod:`sgilo.pipeline.solvers.ilo`) gives the full algorithm.
 """
 
 from __future__ import annotations

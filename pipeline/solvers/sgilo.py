@@ -172,7 +172,7 @@ class SGILOConfig(MRIFitConfig, WarmStartConfig, HoldoutConfig, PriorFitConfig):
         10,
         ge=1,
         description="steps without improvement before a slice's round ends (chosen on "
-        "training slices with the per-slice stop, docs/SPEED.md §10)",
+        "training slices with the per-slice stop, docs/GENERATIVE_TUNING.md)",
     )
 
     @model_validator(mode="after")

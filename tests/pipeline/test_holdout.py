@@ -267,3 +267,43 @@ def test_refit_keeps_the_chosen_step_of_a_run_on_all_measurements(gen_stats):
     assert once.diagnostics.heldout.rounds == [k]
     assert once.diagnostics.heldout.steps == [step]
     assert not torch.allclose(once.image, res.image)
+
+
+def test_refit_replays_each_slices_stop_step(monkeypatch, gen_stats):
+    """With the per-slice early stop, the refit on all measurements runs each slice of each
+    round to the step it stopped at in the hold-out pass (not the round's last slice's)."""
+    import sgilo.pipeline.solvers.ilo as ilo_module
+
+    gen, stats = gen_stats
+    op = SingleCoilMRI(_mask(), shape=(R, R))
+    y = op.A(_truth(gen, batch=3, seed=9))
+    passes = []
+
+    def recorded(*args, **kwargs):
+        result = run_rounds(*args, **kwargs)
+        passes.append(result)
+        return result
+
+    monkeypatch.setattr(ilo_module, "run_rounds", recorded)
+    config = ILOConfig(
+        steps=(30, 30),
+        phase="none",
+        normalize=False,
+        fit_gain=False,
+        data_consistency=False,
+        init="random",
+        patience=3,
+        holdout=0.5,
+    )
+    ilo(
+        y,
+        op,
+        generator=gen,
+        latent_stats=stats,
+        config=config,
+        rng=torch.Generator().manual_seed(4),
+    )
+    first, refit = passes
+    rounds = len(refit.slice_steps_run)
+    assert refit.slice_steps_run == first.slice_steps_run[:rounds]
+    assert any(len(set(s)) > 1 for s in first.slice_steps_run[:rounds])  # slices stopped apart

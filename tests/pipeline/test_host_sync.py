@@ -176,10 +176,10 @@ def test_csgm_is_the_same_for_every_host_sync(gen_stats):
     for every in (5, 7):
         out = run(every)
         assert _overshoots(ref.diagnostics.steps_run, every)
-        assert _close(out.image, ref.image)
-        assert _close(out.history, ref.history)
+        assert torch.equal(out.image, ref.image)  # CSGM's batch-wide stop: no batch changes
+        assert out.history == ref.history
         assert out.diagnostics.steps_run == ref.diagnostics.steps_run
-        assert _close(out.diagnostics.restart_losses, ref.diagnostics.restart_losses)
+        assert out.diagnostics.restart_losses == ref.diagnostics.restart_losses
         assert out.diagnostics.chosen_restart == ref.diagnostics.chosen_restart
 
 
@@ -247,6 +247,7 @@ def test_ilo_is_the_same_for_every_host_sync_up_to_the_threshold_rounding(gen_st
     assert all(s < 30 for s in ref.diagnostics.steps_run)
     assert _overshoots(ref.diagnostics.steps_run, 5)
     assert out.diagnostics.steps_run == ref.diagnostics.steps_run
+    # the threshold's rounding and the generator's on smaller batches, compounded over rounds
     assert _close(out.image, ref.image, rtol=1e-4)
     assert _close(out.history, ref.history, rtol=1e-4)
 
