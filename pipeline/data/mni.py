@@ -27,7 +27,6 @@ Split (fixed, by axial index z; MNI z = z − 72 mm)
 
 from __future__ import annotations
 
-import functools
 from typing import Literal
 
 import numpy as np
@@ -64,16 +63,11 @@ TRAINING_Z: tuple[int, ...] = tuple(
 )
 
 
-@functools.lru_cache(maxsize=1)
 def _load() -> tuple[np.ndarray, np.ndarray]:
-    from nilearn.datasets import load_mni152_template
+    from sgilo.pipeline.data.mni_sources import mni_arrays
 
-    img = load_mni152_template(resolution=1)
-    volume = np.asarray(img.get_fdata(dtype=np.float32))
-    volume.setflags(write=False)
-    affine = np.asarray(img.affine, dtype=np.float64)
-    affine.setflags(write=False)
-    return volume, affine
+    arrays = mni_arrays()
+    return arrays.t1, arrays.affine
 
 
 def mni_volume() -> tuple[np.ndarray, np.ndarray]:

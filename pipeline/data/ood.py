@@ -138,11 +138,10 @@ def _sagittal(size: int) -> OODGroup:
 def _tissue_maps() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """nilearn's (CSF, GM, WM) maps of the MNI152 template, float64 ``(197, 233, 189)``, each in
     [0, 1]; CSF = clip(brain mask − GM − WM, 0, 1) (module docstring)."""
-    from nilearn import datasets
+    from sgilo.pipeline.data.mni_sources import mni_arrays
 
-    gm = datasets.load_mni152_gm_template(resolution=1).get_fdata()
-    wm = datasets.load_mni152_wm_template(resolution=1).get_fdata()
-    mask = datasets.load_mni152_brain_mask(resolution=1).get_fdata() > 0
+    arrays = mni_arrays()
+    gm, wm, mask = arrays.gm, arrays.wm, arrays.mask
     csf = np.clip(mask - gm - wm, 0.0, 1.0)
     return csf, np.clip(gm, 0.0, 1.0), np.clip(wm, 0.0, 1.0)
 

@@ -51,9 +51,9 @@ VALIDATION_BANDS: dict[str, tuple[tuple[int, int], ...]] = {
 @functools.lru_cache(maxsize=1)
 def _brain_fraction() -> dict[str, np.ndarray]:
     """Per family: float64, (n,) the fraction of each canonical plane inside the brain mask."""
-    from nilearn import datasets
+    from sgilo.pipeline.data.mni_sources import mni_arrays
 
-    mask = datasets.load_mni152_brain_mask(resolution=1).get_fdata() > 0
+    mask = mni_arrays().mask
     out = {}
     for family, axis in FAMILY_AXIS.items():
         others = tuple(a for a in range(3) if a != axis)

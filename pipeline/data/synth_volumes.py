@@ -78,15 +78,14 @@ class SourceVolume:
 @functools.lru_cache(maxsize=1)
 def _template_channels() -> np.ndarray:
     """float32, (5, 197 + 2·PAD, 233 + 2·PAD, 189 + 2·PAD) at 1 mm (module docstring)."""
-    from nilearn import datasets
     from scipy.ndimage import binary_fill_holes, distance_transform_edt, zoom
 
-    from sgilo.pipeline.data.mni import mni_volume
+    from sgilo.pipeline.data.mni_sources import mni_arrays
 
-    t1, _ = mni_volume()
-    gm = np.clip(datasets.load_mni152_gm_template(resolution=1).get_fdata(), 0.0, 1.0)
-    wm = np.clip(datasets.load_mni152_wm_template(resolution=1).get_fdata(), 0.0, 1.0)
-    mask = datasets.load_mni152_brain_mask(resolution=1).get_fdata() > 0
+    arrays = mni_arrays()
+    t1, mask = arrays.t1, arrays.mask
+    gm = np.clip(arrays.gm, 0.0, 1.0)
+    wm = np.clip(arrays.wm, 0.0, 1.0)
     csf = np.clip(mask - gm - wm, 0.0, 1.0)
     pad = ((PAD_MM, PAD_MM),) * 3
     mask_p = np.pad(mask, pad)

@@ -7,7 +7,7 @@ import socket
 import numpy as np
 import pytest
 
-from sgilo.pipeline.data import dicom_examples, mni, ood
+from sgilo.pipeline.data import dicom_examples, mni, mni_sources, ood
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +75,7 @@ def test_loads_with_the_network_refused(monkeypatch):
 
     monkeypatch.setattr(socket.socket, "connect", refuse)
     monkeypatch.setattr(socket, "create_connection", refuse)
-    mni._load.cache_clear()
+    mni_sources.mni_arrays.cache_clear()
     ood._tissue_maps.cache_clear()
     dicom_examples._mr_paths.cache_clear()
     fresh = ood.ood_groups(32)
