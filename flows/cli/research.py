@@ -242,6 +242,7 @@ def cmd_evaluate_prior(args: argparse.Namespace) -> int:
         num_slices=args.slices,
         num_samples=args.samples,
         seed=args.seed,
+        images=args.images,
         log=stderr,
     )
     report["model"] = str(prior.path)
@@ -343,7 +344,7 @@ def _populate_scaling(sc: argparse.ArgumentParser) -> None:
 
 
 def _populate_evaluate_prior(ev: argparse.ArgumentParser) -> None:
-    from sgilo.pipeline.research.prior_eval import evaluate_prior
+    from sgilo.pipeline.research.prior_eval import IMAGE_SETS, evaluate_prior
 
     ev.add_argument("--model", default=None, help="a shipped name or a generator file")
     add_mirrored(
@@ -364,6 +365,15 @@ def _populate_evaluate_prior(ev: argparse.ArgumentParser) -> None:
     )
     ev.add_argument("--out", type=Path, required=True, help="folder for report.json/md, grid.png")
     add_mirrored(ev, "--seed", source=evaluate_prior, field="seed", type=int)
+    add_mirrored(
+        ev,
+        "--images",
+        source=evaluate_prior,
+        field="images",
+        choices=IMAGE_SETS,
+        help="the held-out images to invert: MNI validation slices, the synth-brain validation "
+        "split, or the out-of-distribution suite's images",
+    )
 
 
 def _populate_tune_generative(tg: argparse.ArgumentParser) -> None:

@@ -212,6 +212,43 @@ def median(values: np.ndarray | list[float]) -> float:
     return float(np.median(values)) if values.size else math.nan
 
 
+#: the image sets a prior can be inverted on (:func:`validation_images`)
+IMAGE_SETS: tuple[str, ...] = ("mni", "synth-brain", "ood")
+
+
+def validation_images(kind: str, resolution: int, count: int, seed: int = 0) -> np.ndarray:
+    """Held-out images to invert, float32 ``(N, R, R)`` scaled as the training images, N ≤ count.
+
+    Args:
+        kind: ``"mni"``: the first ``count`` of the 16 MNI152 validation slices (axial T1, the
+            shipped brain-t1-128's domain); ``"synth-brain"``: ``count`` images of the
+            ``synth-brain`` validation split (held-out plane positions in every orientation,
+            random contrasts, heads, deformations; docs/DATA.md), seed ``seed``; ``"ood"``: the
+            out-of-distribution suite's images without its in-domain group (coronal, sagittal,
+            T2-/PD-like, pydicom's and nibabel's MR, the abdomen phantom; 14), evenly spaced
+            when ``count`` is smaller.
+        resolution: the prior's side R.
+        count: how many (≥ 1).
+    """
+    if kind == "mni":
+        from sgilo.pipeline.data.mni import mni_slices
+
+        return training_scaled(mni_slices("validation", resolution))[:count]
+    if kind == "synth-brain":
+        from sgilo.pipeline.data.synth_brain import synth_brain_batch
+
+        batch = synth_brain_batch(count, seed, resolution, split="validation")
+        return training_scaled(batch.numpy())
+    if kind == "ood":
+        from sgilo.pipeline.data.ood import GROUPS, ood_groups
+
+        names = [g for g in GROUPS if g != "mni-axial-validation"]
+        images = np.concatenate([g.images for g in ood_groups(resolution, names).values()])
+        picks = np.linspace(0, len(images) - 1, min(count, len(images))).round().astype(int)
+        return training_scaled(images[picks])
+    raise ValueError(f"images: expected one of {IMAGE_SETS}, received {kind!r}")
+
+
 def evaluate_prior(
     prior: object,
     *,
@@ -219,18 +256,27 @@ def evaluate_prior(
     num_slices: int = 16,
     num_samples: int = 256,
     seed: int = 0,
+    images: str = "mni",
     log: object = print,
 ) -> dict:
-    """All validation figures of a 1-channel prior on the bundled MNI152 slices (module
-    docstring): ``{"inversion": {method: {...}}, "swd": {...}, "nearest_psnr": {...}}``."""
+    """All validation figures of a 1-channel prior (module docstring): ``{"inversion": {method:
+    {...}}, "swd": {...}, "nearest_psnr": {...}}``. The inversions use the held-out ``images``
+    (:func:`validation_images`); the sample statistics always compare with the MNI152 training
+    slices and validation slices."""
     from sgilo.pipeline.data.mni import mni_slices
     from sgilo.pipeline.data.training import load_training_images
 
     resolution = int(prior.generator.config.resolution)
     train, _ = load_training_images(["mni-train"], resolution)
     validation = training_scaled(mni_slices("validation", resolution))[:num_slices]
+    inverted = validation_images(images, resolution, num_slices, seed)
     samples = generator_samples(prior.generator, num_samples, seed=seed)
-    report: dict = {"resolution": resolution, "validation_slices": len(validation)}
+    report: dict = {
+        "resolution": resolution,
+        "validation_slices": len(validation),
+        "images": images,
+        "inverted_images": len(inverted),
+    }
     report["swd"] = {
         "samples_vs_train": sliced_wasserstein(samples, train, seed=seed),
         "validation_vs_train": sliced_wasserstein(validation, train, seed=seed),
@@ -242,7 +288,7 @@ def evaluate_prior(
     log(f"swd {report['swd']}; nearest-training PSNR {report['nearest_psnr']}")
     report["inversion"] = {}
     for method in methods:
-        score = invert(prior, validation, method, seed=seed)
+        score = invert(prior, inverted, method, seed=seed)
         report["inversion"][method] = {
             "psnr": score.psnr,
             "psnr_per_slice": score.psnr_per_slice,
@@ -252,14 +298,20 @@ def evaluate_prior(
     return report
 
 
+_SET_NAMES = {
+    "mni": "MNI validation slices",
+    "synth-brain": "synth-brain validation images",
+    "ood": "out-of-distribution images",
+}
+
+
 def markdown_report(report: dict) -> str:
     """The figures of :func:`evaluate_prior` as a Markdown table."""
     rows = ["| figure | value | reference |", "|---|---|---|"]
+    count = report.get("inverted_images", report["validation_slices"])
+    images = _SET_NAMES[report.get("images", "mni")]
     for method, item in report["inversion"].items():
-        rows.append(
-            f"| inversion PSNR, {method} ({report['validation_slices']} validation slices) | "
-            f"{item['psnr']:.2f} dB | — |"
-        )
+        rows.append(f"| inversion PSNR, {method} ({count} {images}) | {item['psnr']:.2f} dB | — |")
     swd = report["swd"]
     rows.append(
         f"| sliced Wasserstein ×10³, samples vs training | {swd['samples_vs_train']:.1f} | "

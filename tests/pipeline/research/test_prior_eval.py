@@ -35,3 +35,26 @@ def test_nearest_psnr_finds_the_copy():
     refs = _blobs(5, 16, 0, 0.2)
     noisy = refs[3:4] + 0.01
     assert np.isclose(nearest_psnr(noisy, refs)[0], 40.0, atol=1e-6)
+
+
+def test_validation_image_sets_are_held_out_and_scaled():
+    import pytest
+
+    from sgilo.pipeline.data.mni import mni_slices
+    from sgilo.pipeline.data.ood import ood_groups
+    from sgilo.pipeline.research.prior_eval import training_scaled, validation_images
+
+    mni = validation_images("mni", 32, 3)
+    np.testing.assert_array_equal(mni, training_scaled(mni_slices("validation", 32))[:3])
+    synth = validation_images("synth-brain", 32, 4, seed=1)
+    assert synth.shape == (4, 32, 32) and synth.dtype == np.float32
+    assert 0.0 <= synth.min() and synth.max() <= 1.0 and not np.allclose(synth[0], synth[1])
+    np.testing.assert_array_equal(synth, validation_images("synth-brain", 32, 4, seed=1))
+    ood = validation_images("ood", 32, 100)
+    groups = ood_groups(32)
+    assert len(ood) == sum(len(g.images) for n, g in groups.items() if n != "mni-axial-validation")
+    in_domain = training_scaled(groups["mni-axial-validation"].images)
+    assert not any(np.array_equal(o, d) for o in ood for d in in_domain)
+    assert len(validation_images("ood", 32, 5)) == 5
+    with pytest.raises(ValueError, match="images"):
+        validation_images("fastmri", 32, 2)
