@@ -24,6 +24,12 @@ def _populate_train_gan(gan: argparse.ArgumentParser) -> None:
     gan.add_argument("--data", action="append", required=True, metavar="SRC")
     gan.add_argument("--out", type=Path, required=True)
     gan.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    gan.add_argument(
+        "--new-batch",
+        action="store_true",
+        help="with --resume: continue at --batch although the checkpoint trained at another "
+        "(a GPU continuing a CPU run); a valid continuation, not an exact one",
+    )
     add_mirrored(gan, "--resolution", source=arch, field="resolution", type=int, help="output side")
     add_mirrored(
         gan,
@@ -249,6 +255,9 @@ def _data_parallel(args: argparse.Namespace, command: str, body: Callable[..., i
 
 
 def cmd_train_gan(args: argparse.Namespace) -> int:
+    if args.new_batch and not args.resume:
+        stderr("sgilo train-gan: error: --new-batch continues a run: it needs --resume")
+        return 2
     return _data_parallel(args, "train-gan", _train_gan)
 
 
@@ -304,6 +313,7 @@ def _train_gan(args: argparse.Namespace, parallel: DataParallel, device: str) ->
             max_seconds=None if args.max_minutes is None else 60 * args.max_minutes,
             parallel=parallel,
             compile_mode=args.compile,
+            new_batch=args.new_batch,
         )
     except (FileExistsError, ValueError) as exc:
         stderr(f"sgilo train-gan: error: {' '.join(str(exc).split())}")

@@ -15,8 +15,9 @@
 #
 # Continuing a run: RESUME=1 with its checkpoint.pt in RUN (default .gpu/run), or FROM=a run folder
 # of the repository (e.g. models/runs/brain-synth-128) whose checkpoint.pt is copied to RUN first.
-# The architecture arguments below are the shipped 128² configuration; a resume needs the run's
-# batch size (BATCH, default 8).
+# The architecture arguments below are the shipped 128² configuration. A resume keeps the run's
+# batch size (BATCH, default 8) unless NEW_BATCH=1 (`--new-batch`: a committed CPU run at batch 8
+# continued at the batch that fills a GPU, e.g. BATCH=128 NEW_BATCH=1; valid, not exact).
 #
 # Writes generator.pt, log.jsonl, the last sample grid and the training checkpoint (in 15 MB
 # parts: cat checkpoint.pt.part-* > checkpoint.pt) to OUT, then (unless SCORE_STEPS=0) trains
@@ -52,6 +53,7 @@ args=(--data "$source" --out "$RUN" --resolution 128 --style-dim 128
       --steps 100000000 --checkpoint-every "${CHECKPOINT_EVERY:-1000}"
       --max-minutes "$GAN_MINUTES" --device "$DEVICE")
 [ "${RESUME:-0}" = 1 ] && args+=(--resume)
+[ "${NEW_BATCH:-0}" = 1 ] && args+=(--new-batch)
 [ -n "${COMPILE:-}" ] && args+=(--compile "$COMPILE")
 python3 -m sgilo.flows.cli train-gan "${args[@]}"
 # the GAN's outputs first: a later step that fails or runs out of time loses nothing

@@ -205,6 +205,7 @@ def train_gan(
     max_seconds: float | None = None,
     parallel: DataParallel = SINGLE,
     compile_mode: str | None = None,
+    new_batch: bool = False,
 ) -> TrainResult:
     """Train G and D for ``config.total_steps`` steps, writing checkpoints, logs and samples.
 
@@ -232,6 +233,11 @@ def train_gan(
         compile_mode: None (default) or a ``torch.compile`` mode for the networks
             (:mod:`~sgilo.models.stylegan2.train_compile`): equal results up to float rounding,
             not part of the config (a resume may switch it).
+        new_batch: with ``resume``, continue at ``config.batch_size`` although the checkpoint
+            trained at another (a GPU continuing a CPU run at a batch that fills it): a valid
+            continuation, not the one an uninterrupted run at either batch would give. The
+            learning rate, the R1 interval (in steps) and the EMA half-life (in images) stay;
+            the checkpoint then records the new batch.
 
     Returns:
         :class:`TrainResult`. Checkpoints are written every ``checkpoint_every`` steps and at the
@@ -254,11 +260,13 @@ def train_gan(
         run.nets = compiled_nets(run.g, run.d, compile_mode)
     if resume and ckpt_path.exists():
         ckpt = load_checkpoint(ckpt_path)
-        bad = config_differences(ckpt.get("train_config") or {}, config)
+        bad = config_differences(ckpt.get("train_config") or {}, config, new_batch)
         if bad:
+            allowed = "total_steps may grow, the *_every intervals change"
             raise ValueError(
                 f"{ckpt_path}: cannot resume, the config differs from the checkpoint's in "
-                f"{', '.join(bad)} (only total_steps may grow and the *_every intervals change)"
+                f"{', '.join(bad)} (only {allowed}"
+                f"{', and the batch size with new_batch' if 'batch_size' in bad else ''})"
             )
         restore(run, ckpt)
         if writes:

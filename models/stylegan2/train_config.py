@@ -95,11 +95,14 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix.rstrip("."): value}
 
 
-def config_differences(saved: dict[str, Any], wanted: TrainConfig) -> list[str]:
-    """Dotted names of the fields whose change forbids resuming (see :func:`train_gan`)."""
+def config_differences(
+    saved: dict[str, Any], wanted: TrainConfig, new_batch: bool = False
+) -> list[str]:
+    """Dotted names of the fields whose change forbids resuming (see :func:`train_gan`);
+    ``batch_size`` may change when ``new_batch``."""
     old, new = _flatten(saved), _flatten(wanted.model_dump())
     differing = sorted(k for k in old.keys() | new.keys() if old.get(k, None) != new.get(k, None))
-    allowed = set(BOOKKEEPING_FIELDS)
+    allowed = set(BOOKKEEPING_FIELDS) | ({"batch_size"} if new_batch else set())
     if isinstance(old.get("total_steps"), int) and new["total_steps"] >= old["total_steps"]:
         allowed.add("total_steps")
     return [k for k in differing if k not in allowed]

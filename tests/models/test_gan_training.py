@@ -339,3 +339,21 @@ def test_smooth_phase_is_band_limited_and_bounded():
     spectrum = torch.fft.fftshift(torch.fft.fft2(phi[:, 0].double()), dim=(-2, -1)).abs()
     inside = spectrum[:, 16 - 3 : 16 + 4, 16 - 3 : 16 + 4].pow(2).sum()
     assert inside / spectrum.pow(2).sum() > 1 - 1e-9
+
+
+def test_resume_at_a_new_batch_continues_only_when_asked(full_run, tmp_path, data):
+    out, _, _ = full_run
+    first = train_gan(tiny_config(2), data, tmp_path)
+    with pytest.raises(ValueError, match=r"batch_size.*new_batch"):
+        train_gan(tiny_config(4, batch_size=8), data, tmp_path, resume=True)
+    before = load_ckpt(tmp_path / "checkpoint.pt")
+    more = train_gan(tiny_config(4, batch_size=8), data, tmp_path, resume=True, new_batch=True)
+    assert more.step == 4 and more.images_seen == first.images_seen + 2 * 8
+    after = load_ckpt(tmp_path / "checkpoint.pt")
+    assert TrainConfig.model_validate(after["train_config"]).batch_size == 8
+    assert not states_equal(before["g"], after["g"])  # it trained on from the checkpoint ...
+    reference = load_ckpt(out / "checkpoint.pt")  # ... and differs from the batch-4 run
+    assert not states_equal(reference["g"], after["g"])
+    # the optimizer's step counters went on from the checkpoint's, not from zero
+    steps = [s["step"] for s in after["g_optim"]["state"].values() if "step" in s]
+    assert steps and all(float(s) == 4 for s in steps)

@@ -143,3 +143,11 @@ def test_train_gan_takes_synth_brain_alone(tmp_path):
     ]
     assert main(args) == 0 and (out / "generator.pt").exists()
     assert main([*args[:3], "--data", "mni-train", *args[3:]]) == 2
+    # a CPU run continued at another batch (as a GPU would): only with --resume --new-batch
+    more = [*args[:-5], "4", "--steps", "3", "--checkpoint-every", "2"]
+    assert more[more.index("--batch") + 1] == "4"
+    assert main([*more, "--new-batch"]) == 2  # --new-batch without --resume
+    assert main([*more, "--resume"]) == 2  # a new batch needs --new-batch
+    assert main([*more, "--resume", "--new-batch"]) == 0
+    ckpt = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=True)
+    assert (ckpt["step"], ckpt["images_seen"]) == (3, 2 * 2 + 4)
