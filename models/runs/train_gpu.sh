@@ -29,8 +29,9 @@ if [ "${SKIP_WHEELS:-0}" != 1 ]; then
         --target /tmp/site .gpu/whl/*.whl
 fi
 # the repository root is the package `sgilo` (pyproject.toml): import it through a link
-mkdir -p /tmp/pkg && ln -sfn "$PWD" /tmp/pkg/sgilo
-export PYTHONPATH=/tmp/site:/tmp/pkg PYTHONUNBUFFERED=1 SGILO_CACHE_DIR=/tmp/sgilo-cache
+PKG=${PKG:-/tmp/pkg}
+mkdir -p "$PKG" && ln -sfn "$PWD" "$PKG/sgilo"
+export PYTHONPATH=/tmp/site:$PKG PYTHONUNBUFFERED=1 SGILO_CACHE_DIR=${SGILO_CACHE_DIR:-/tmp/sgilo-cache}
 RUN=${RUN:-.gpu/run}
 OUT=${OUT:-/tmp/out}
 DATA=${DATA:-synth-brain}
