@@ -40,7 +40,8 @@ def shipped_models() -> list[str]:
 
 
 def resolve_model(model: str | os.PathLike[str] | None) -> ModelFiles:
-    """A shipped prior by name, or a generator file by path; ``None`` means :data:`DEFAULT_MODEL`.
+    """A shipped prior by name, a generator file by path, or a folder laid out as a shipped prior
+    (``generator.pt`` and its ``score_*.pt``) by path; ``None`` means :data:`DEFAULT_MODEL`.
 
     Raises:
         ValueError: one line, when the name is not shipped and no such file exists.
@@ -53,6 +54,8 @@ def resolve_model(model: str | os.PathLike[str] | None) -> ModelFiles:
     path = Path(text)
     if path.is_file():
         return ModelFiles(path.stem, path)
+    if path.is_dir() and (path / "generator.pt").is_file():  # a prior's folder, not shipped
+        return ModelFiles(path.name, path / "generator.pt", sorted(path.glob("score_*.pt")))
     shipped = ", ".join(shipped_models()) or "none"
     if model is None:
         raise ValueError(

@@ -30,8 +30,9 @@ def add_reconstruct_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model",
         default=None,
-        help="csgm/ilo/sgilo/auto prior: a shipped name (default brain-t1-128) or a generator file "
-        "(sgilo's generator.pt or a rosinality StyleGAN-2 file)",
+        help="csgm/ilo/sgilo/auto prior: a shipped name (default brain-t1-128), a generator file "
+        "(sgilo's generator.pt or a rosinality StyleGAN-2 file) or a folder with generator.pt and "
+        "score_*.pt",
     )
     parser.add_argument(
         "--score",
@@ -39,7 +40,7 @@ def add_reconstruct_options(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="PATH",
         help="sgilo (and auto): a score_model.pt (repeat for z and block spaces); default: the "
-        "shipped prior's score models (none for a generator file: no prior step)",
+        "prior's score models (none for a generator file: no prior step)",
     )
     add_mirrored(
         parser,

@@ -279,7 +279,11 @@ def _populate_bench(bench: argparse.ArgumentParser) -> None:
         help="comma-separated (default: all; generative ones need a prior)",
     )
     add_mirrored(
-        bench, "--model", source=BenchConfig, field="model", help="prior name or generator file"
+        bench,
+        "--model",
+        source=BenchConfig,
+        field="model",
+        help="prior name, generator file or folder",
     )
     add_mirrored(bench, "--samples", source=BenchConfig, field="samples", type=int)
     bench.add_argument(
@@ -312,7 +316,7 @@ def _populate_bench(bench: argparse.ArgumentParser) -> None:
 def _populate_scaling(sc: argparse.ArgumentParser) -> None:
     from sgilo.pipeline.research.scaling import ilo_scaling
 
-    sc.add_argument("--model", default=None, help="prior name or generator file")
+    sc.add_argument("--model", default=None, help="prior name, generator file or folder")
     add_mirrored(
         sc,
         "--sizes",
@@ -346,7 +350,7 @@ def _populate_scaling(sc: argparse.ArgumentParser) -> None:
 def _populate_evaluate_prior(ev: argparse.ArgumentParser) -> None:
     from sgilo.pipeline.research.prior_eval import IMAGE_SETS, evaluate_prior
 
-    ev.add_argument("--model", default=None, help="a shipped name or a generator file")
+    ev.add_argument("--model", default=None, help="a shipped name, generator file or folder")
     add_mirrored(
         ev,
         "--slices",
@@ -384,7 +388,7 @@ def _populate_tune_generative(tg: argparse.ArgumentParser) -> None:
     tg.add_argument(
         "--values", required=True, help="comma-separated; JSON values, steps as 300-200-100"
     )
-    tg.add_argument("--model", default=None, help="prior name or generator file")
+    tg.add_argument("--model", default=None, help="prior name, generator file or folder")
     tg.add_argument("--slices", type=int, default=4, help="training slices (evenly spaced)")
     tg.add_argument(
         "--settings",

@@ -27,6 +27,15 @@ def test_path_and_errors(tmp_path, monkeypatch):
     gen.write_bytes(b"g")
     files = registry.resolve_model(str(gen))
     assert files.generator == gen and files.score_models == [] and not files.shipped
+    run = tmp_path / "runs" / "candidate"  # a prior's folder by path: with its score models
+    run.mkdir(parents=True)
+    (run / "generator.pt").write_bytes(b"g")
+    (run / "score_block1.pt").write_bytes(b"s")
+    files = registry.resolve_model(str(run))
+    assert files.generator == run / "generator.pt" and not files.shipped
+    assert files.name == "candidate" and [p.name for p in files.score_models] == ["score_block1.pt"]
+    with pytest.raises(ValueError, match="no such model file"):  # a folder without a generator
+        registry.resolve_model(str(tmp_path / "runs"))
     with pytest.raises(ValueError, match="no-such-prior: no such model file") as err:
         registry.resolve_model("no-such-prior")
     assert "\n" not in str(err.value)
