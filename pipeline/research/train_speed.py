@@ -22,7 +22,11 @@ variant), after ``--warmup`` untimed steps (compilation, cuDNN's algorithm searc
 
 The images are random smooth images in [0, 1] (8² uniform noise upsampled): the step's cost does
 not depend on their content, and the GPU machine lacks the packages that read the MNI template.
-Only torch, numpy and pydantic are needed. The JSON is rewritten after every row, so a run cut
+Only torch, numpy and pydantic are needed. ``--data synth-brain`` draws every batch from the
+``synth-brain`` sampler on the training device instead, as ``train-gan --data synth-brain`` does,
+so the row includes making the images (whether the sampler keeps up with the GPU); on a machine
+without nilearn it reads the template from ``SGILO_MNI_ARCHIVE`` (pipeline/data/mni_sources.py)
+and needs scipy. The JSON is rewritten after every row, so a run cut
 short keeps what it measured; ``--budget-s`` skips the rows that would start after it.
 """
 
@@ -71,13 +75,26 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+#: where the benchmark's images come from (module docstring)
+DATA_SOURCES: tuple[str, ...] = ("smooth", "synth-brain")
+
+
 def build_run(
-    arch: str, batch: int, device: torch.device, compile_mode: str | None
+    arch: str, batch: int, device: torch.device, compile_mode: str | None, data: str = "smooth"
 ) -> tuple[TrainRun, Any]:
-    """A run of ``arch`` at ``batch`` (the trainer's defaults otherwise) and its image sampler."""
+    """A run of ``arch`` at ``batch`` (the trainer's defaults otherwise) and its image sampler
+    (``data``: one of :data:`DATA_SOURCES`)."""
     config = TrainConfig(generator=ARCHITECTURES[arch], batch_size=batch, total_steps=10**9)
     r = config.generator.resolution
-    sampler = as_sampler(smooth_images(256, r), r, config.image_channels, device)
+    if data == "synth-brain":
+        from sgilo.pipeline.data.synth_brain import SynthBrainSampler
+
+        images: Any = SynthBrainSampler(r, device=device)
+    elif data == "smooth":
+        images = smooth_images(256, r)
+    else:
+        raise ValueError(f"data: expected one of {DATA_SOURCES}, received {data!r}")
+    sampler = as_sampler(images, r, config.image_channels, device)
     run = new_run(config, device, data_device=sampler.rng_device)
     if compile_mode is not None:
         run.nets = compiled_nets(run.g, run.d, compile_mode)
@@ -109,11 +126,12 @@ def measure(
     seconds: float = 8.0,
     warmup: int = 5,
     profile_steps: int = 16,
+    data: str = "smooth",
 ) -> dict[str, Any]:
     """One row (module docstring)."""
-    row: dict[str, Any] = {"arch": arch, "batch": batch, "compile": compile_mode}
+    row: dict[str, Any] = {"arch": arch, "batch": batch, "compile": compile_mode, "data": data}
     t_build = time.perf_counter()
-    run, sampler = build_run(arch, batch, device, compile_mode)
+    run, sampler = build_run(arch, batch, device, compile_mode, data)
     row["params_g"] = sum(p.numel() for p in run.g.parameters())
     with autotuned(device):
         for _ in range(warmup):
@@ -169,6 +187,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps per row")
     parser.add_argument("--profile-steps", type=int, default=16)
     parser.add_argument("--budget-s", type=float, default=None, help="start no row after this")
+    parser.add_argument(
+        "--data", choices=DATA_SOURCES, default="smooth", help="images in memory or synth-brain"
+    )
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     cuda = device.type == "cuda"
@@ -185,7 +206,14 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             try:
                 row = measure(
-                    arch, batch, device, mode, args.seconds, args.warmup, args.profile_steps
+                    arch,
+                    batch,
+                    device,
+                    mode,
+                    args.seconds,
+                    args.warmup,
+                    args.profile_steps,
+                    args.data,
                 )
             except Exception as exc:  # a failed variant (e.g. a compile mode) is recorded
                 row = {"batch": batch, "compile": mode, "error": repr(exc)[:400]}

@@ -227,6 +227,10 @@ def test_train_speed_benchmark_writes_rows(tmp_path):
     assert row["images_per_s"] > 0 and row["steps"] >= 2
     assert row["host_ms"] <= row["wall_ms"] * 1.05
     assert report["environment"]["torch"] == torch.__version__
+    # with the synth-brain sampler in the step (as train-gan --data synth-brain)
+    assert train_speed.main([*args, "--warmup", "1", "--data", "synth-brain"]) == 0
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["data"] == "synth-brain" and row["images_per_s"] > 0
 
 
 def test_cli_compile_flag(tmp_path, data, monkeypatch):
