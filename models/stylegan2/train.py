@@ -266,7 +266,7 @@ def train_gan(
             raise ValueError(
                 f"{ckpt_path}: cannot resume, the config differs from the checkpoint's in "
                 f"{', '.join(bad)} (only {allowed}"
-                f"{', and the batch size with new_batch' if 'batch_size' in bad else ''})"
+                f"{', and the batch size with new_batch (--new-batch)' if 'batch_size' in bad else ''})"
             )
         restore(run, ckpt)
         if writes:
