@@ -263,10 +263,11 @@ def train_gan(
         bad = config_differences(ckpt.get("train_config") or {}, config, new_batch)
         if bad:
             allowed = "total_steps may grow, the *_every intervals change"
+            if "batch_size" in bad:
+                allowed += ", and the batch size with new_batch (--new-batch)"
             raise ValueError(
                 f"{ckpt_path}: cannot resume, the config differs from the checkpoint's in "
-                f"{', '.join(bad)} (only {allowed}"
-                f"{', and the batch size with new_batch (--new-batch)' if 'batch_size' in bad else ''})"
+                f"{', '.join(bad)} (only {allowed})"
             )
         restore(run, ckpt)
         if writes:
