@@ -18,7 +18,7 @@ LINK = re.compile(r"\]\(([^)#:\s]+)(?:#[^)]*)?\)")
 
 def documents() -> list[Path]:
     docs = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-    docs += sorted((ROOT / "models" / "weights").rglob("*.md"))
+    docs += sorted((ROOT / "models").rglob("*.md"))
     return docs
 
 
