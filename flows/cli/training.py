@@ -1,6 +1,6 @@
 """Training commands: ``train-gan`` (a StyleGAN-2 prior), ``train-score`` (a latent score model),
-``invert-training`` (ILO latents of training images for ``train-score --latents``) and ``sample``
-(a sample sheet). Their defaults come from the training configs and, for the generator's
+and ``invert-training`` (ILO latents of training images for ``train-score --latents``). Their
+defaults come from the training configs and, for the generator's
 architecture, from the shipped prior's preset (:mod:`sgilo.models.stylegan2.presets`)."""
 
 from __future__ import annotations
@@ -151,35 +151,8 @@ def _populate_invert_training(inv: argparse.ArgumentParser) -> None:
     add_device(inv)
 
 
-def _populate_sample(show: argparse.ArgumentParser) -> None:
-    from sgilo.models.score.show import prior_refined_samples
-
-    show.add_argument("--generator", type=Path, required=True)
-    show.add_argument("--score", type=Path, default=None, help="a score_model.pt for block K")
-    show.add_argument("--block", type=int, default=None)
-    add_mirrored(
-        show,
-        "--t",
-        source=prior_refined_samples,
-        field="t",
-        type=float,
-        help="denoiser time (VP-SDE t)",
-    )
-    add_mirrored(
-        show,
-        "--steps",
-        source=prior_refined_samples,
-        field="steps",
-        type=int,
-        help="denoising steps",
-    )
-    show.add_argument("--n", type=int, default=8)
-    show.add_argument("--seed", type=int, default=0)
-    show.add_argument("--out", type=Path, required=True, help="PNG file")
-
-
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add ``train-gan``, ``train-score``, ``invert-training`` and ``sample``."""
+    """Add ``train-gan``, ``train-score`` and ``invert-training``."""
     sub.add_parser(
         "train-gan",
         help="train a StyleGAN-2 prior on MNI training slices and/or folders of images",
@@ -213,12 +186,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         "it. --data as for train-gan ('mni-train', folders or files; 'natural-train' for an "
         "RGB prior). Progress goes to stderr.",
         populate=_populate_invert_training,
-    )
-    sub.add_parser(
-        "sample",
-        help="a sample sheet: GAN samples, and with --score the same samples after the latent "
-        "score model denoised their block-K output",
-        populate=_populate_sample,
     )
 
 
@@ -469,41 +436,4 @@ def cmd_invert_training(args: argparse.Namespace) -> int:
         return 2
     per = seconds / len(images)
     stderr(f"done: {tuple(latents.shape)} latents, {per:.1f} s/image; {args.out}")
-    return 0
-
-
-def cmd_sample(args: argparse.Namespace) -> int:
-    import torch
-
-    from sgilo.models.score.model import ScoreCheckpointError, load_score_model
-    from sgilo.models.score.show import prior_refined_samples
-    from sgilo.models.stylegan2.checkpoint import CheckpointError, load_generator
-    from sgilo.models.stylegan2.grid import save_grid
-    from sgilo.models.stylegan2.train import network_to_image
-
-    if (args.score is None) != (args.block is None):
-        stderr("sgilo sample: --score and --block go together")
-        return 2
-    rng = torch.Generator().manual_seed(args.seed)
-    try:
-        generator, _ = load_generator(args.generator)
-        if args.score is None:
-            with torch.no_grad():
-                z = torch.randn(args.n, generator.config.style_dim, generator=rng)
-                rows = [generator(z)]
-        else:
-            score_model = load_score_model(args.score)
-            rows = list(
-                prior_refined_samples(
-                    generator, score_model, args.block, args.n, args.t, args.steps, rng
-                )
-            )
-    except (CheckpointError, ScoreCheckpointError, ValueError) as exc:
-        stderr(f"sgilo sample: error: {' '.join(str(exc).split())}")
-        return 2
-    images = torch.cat([network_to_image(r) for r in rows]).clamp(0, 1)
-    tiles = (images if images.shape[1] == 3 else images[:, 0]).numpy()  # RGB or grey tiles
-    save_grid(args.out, tiles, cols=args.n)
-    what = "top: GAN samples; bottom: after the score model" if len(rows) == 2 else "GAN samples"
-    stderr(f"wrote {args.out} ({what})")
     return 0
