@@ -59,7 +59,7 @@ _HOMES: dict[str, str] = {
     "read_ismrmrd": "sgilo.pipeline.io.ismrmrd",
     "write_ismrmrd": "sgilo.pipeline.io.ismrmrd",
     "read_dicom": "sgilo.pipeline.io.dicom",
-    "write_dicom_series": "sgilo.pipeline.io.dicom",
+    "write_dicom_series": "sgilo.pipeline.io.dicom_write",
     "read_nifti": "sgilo.pipeline.io.nifti",
     "write_nifti": "sgilo.pipeline.io.nifti",
     # forward models
@@ -147,7 +147,8 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from sgilo.operators.masks import column_mask, poisson_disc_mask
     from sgilo.operators.mri import MultiCoilMRI, NonCartesianMRI, SingleCoilMRI
     from sgilo.pipeline.espirit import estimate_maps
-    from sgilo.pipeline.io.dicom import read_dicom, write_dicom_series
+    from sgilo.pipeline.io.dicom import read_dicom
+    from sgilo.pipeline.io.dicom_write import write_dicom_series
     from sgilo.pipeline.io.fastmri import read_fastmri, write_kspace, write_reconstruction
     from sgilo.pipeline.io.ingest import detect_format, read_input
     from sgilo.pipeline.io.ismrmrd import read_ismrmrd, write_ismrmrd

@@ -8,7 +8,7 @@ Outputs for a study whose output stem is ``<stem>``:
 - ``nifti``: ``<stem>.nii.gz`` (and ``<stem>_std.nii.gz``), float32, on the study's geometry
   (:mod:`sgilo.pipeline.io.geometry`);
 - ``dicom``: a derived MR series in ``<stem>_dicom/`` (and ``<stem>_std_dicom/``)
-  (:func:`sgilo.pipeline.io.dicom.write_dicom_series`);
+  (:func:`sgilo.pipeline.io.dicom_write.write_dicom_series`);
 - ``png``: ``<stem>.png``, the middle slice: reconstruction, zero-filled, reference and its
   error, std (those that exist).
 """
@@ -23,7 +23,8 @@ import numpy as np
 import torch
 
 from sgilo.operators.fft import ifft2c
-from sgilo.pipeline.io.dicom import DicomSeries, write_dicom_series
+from sgilo.pipeline.io.dicom import DicomSeries
+from sgilo.pipeline.io.dicom_write import write_dicom_series
 from sgilo.pipeline.io.fastmri import write_reconstruction
 from sgilo.pipeline.io.geometry import series_like, volume_like
 from sgilo.pipeline.io.nifti import ImageVolume, write_nifti

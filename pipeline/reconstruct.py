@@ -244,8 +244,8 @@ def reconstruct_file(
     input's own image format (NIfTI or DICOM) for image inputs. HDF5 inputs always get
     ``out_dir/<input file name>`` (the fastMRI submission file); other inputs get
     ``out_dir/<stem>.h5`` when ``h5`` is asked for, ``<stem>`` being the study name made safe
-    (:func:`sgilo.pipeline.io.dicom.safe_file_stem`; a DICOM folder with several series has one
-    study, and one set of outputs, per series). ``anonymize`` applies to DICOM outputs.
+    (:func:`sgilo.pipeline.io.dicom_write.safe_file_stem`; a DICOM folder with several series
+    has one study, and one set of outputs, per series). ``anonymize`` applies to DICOM outputs.
 
     An ISMRMRD input with several volumes (contrasts, phases, repetitions, sets) gives one study
     per volume, named ``<stem>_<counters>`` (``raw_r1``), each with its own outputs
@@ -266,7 +266,7 @@ def reconstruct_file(
     written. Raises :class:`InputError` (one line, naming the file) for a bad input.
     """
     from sgilo.pipeline.export import default_formats, export_study
-    from sgilo.pipeline.io.dicom import safe_file_stem
+    from sgilo.pipeline.io.dicom_write import safe_file_stem
     from sgilo.pipeline.io.ingest import detect_format, read_input
     from sgilo.pipeline.io.ismrmrd_dimensions import volume_selection
     from sgilo.pipeline.io.limits import input_limits, shown_name
@@ -401,7 +401,7 @@ def output_stem(path: str | Path) -> str:
     series folder (a folder of several series adds ``_s<N>`` to it), made file-name safe. Two
     inputs of one call with equal stems (compared case-insensitively) would write the same
     outputs."""
-    from sgilo.pipeline.io.dicom import safe_file_stem
+    from sgilo.pipeline.io.dicom_write import safe_file_stem
 
     name = Path(path).name
     lowered = name.lower()

@@ -117,10 +117,10 @@ def volume_like(study: KSpaceStudy, data: np.ndarray) -> ImageVolume:
 
 
 def series_like(study: KSpaceStudy, data: np.ndarray) -> DicomSeries:
-    """A :class:`DicomSeries` to write ``data`` with :func:`sgilo.pipeline.io.dicom.
-    write_dicom_series`: the DICOM input itself, else a header-less series (new study, empty
-    patient module) whose per-slice geometry comes from :func:`display_affine` (in the study's
-    frame of reference when it has one)."""
+    """A :class:`DicomSeries` to write ``data`` with
+    :func:`sgilo.pipeline.io.dicom_write.write_dicom_series`: the DICOM input itself, else a
+    header-less series (new study, empty patient module) whose per-slice geometry comes from
+    :func:`display_affine` (in the study's frame of reference when it has one)."""
     if isinstance(study.image_source, DicomSeries):
         return study.image_source
     lps = LPS_TO_RAS @ display_affine(study)

@@ -21,7 +21,8 @@ import pytest
 from pydicom.data import get_testdata_file
 
 from sgilo.flows.cli import main
-from sgilo.pipeline.io.dicom import NOT_FOR_DIAGNOSTIC_USE, read_dicom
+from sgilo.pipeline.io.dicom import read_dicom
+from sgilo.pipeline.io.dicom_write import NOT_FOR_DIAGNOSTIC_USE
 from sgilo.pipeline.io.geometry import dicom_display_affine, nifti_display_affine
 from sgilo.pipeline.io.ismrmrd import write_ismrmrd
 from sgilo.pipeline.io.nifti import read_nifti

@@ -10,13 +10,8 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 
-from sgilo.pipeline.io.dicom import (
-    NOT_FOR_DIAGNOSTIC_USE,
-    DicomSeries,
-    read_dicom,
-    safe_file_stem,
-    write_dicom_series,
-)
+from sgilo.pipeline.io.dicom import DicomSeries, read_dicom
+from sgilo.pipeline.io.dicom_write import NOT_FOR_DIAGNOSTIC_USE, safe_file_stem, write_dicom_series
 from sgilo.pipeline.io.types import InputError
 
 MR_SMALL = Path(str(get_testdata_file("MR_small.dcm", download=False)))

@@ -19,7 +19,7 @@ import pydicom
 import pytest
 
 from sgilo.pipeline.export import zero_filled
-from sgilo.pipeline.io.dicom import write_dicom_series
+from sgilo.pipeline.io.dicom_write import write_dicom_series
 from sgilo.pipeline.io.geometry import display_affine, series_like, volume_like
 from sgilo.pipeline.io.ismrmrd import read_ismrmrd, write_ismrmrd
 from sgilo.pipeline.io.ismrmrd_write import AcquisitionGeometry
