@@ -14,11 +14,19 @@ measurement, chain by chain). It scores per-pixel error indicators against the t
 - ``std_model``: the std of the chains' *model* images (before the final step);
 - ``deviation``: ``| |x̂| − |x̄_model| |``, how far the final step moved the mean model image
   (where the measurements disagree with the prior's image);
+- ``classical_gap``: the mean over TV and ℓ1-wavelet (defaults, fitted on every measurement) of
+  ``| |x̂| − |x_c| |``: where reconstructions of the same data under other priors disagree;
+- ``darkness`` (a reference, no uncertainty in it): ``max |x̂| − |x̂|`` per slice: how far an
+  indicator gets by knowing only that errors gather where the image is dark (the object's rim,
+  CSF);
 
 each over the whole image and inside the object support ``x > SUPPORT_LEVEL · max x`` per slice
 (where both ``e`` and the indicators are not trivially near zero), pooled over slices and as the
-median of the per-slice values. The target of the issue is ``ρ ≥ 0.4`` inside the support. The
-ground truth only scores; nothing is chosen on it.
+median of the per-slice values, and at a region's scale (``support_local``: the local RMS of the
+indicator against the local RMS of the error, both Gaussian-weighted with σ = ``LOCAL_SIGMA``
+pixels, inside the support, pooled): which *regions* are wrong rather than which pixels. The
+target of the issue is ``ρ ≥ 0.4`` inside the support. The ground truth only scores; nothing is
+chosen on it.
 """
 
 from __future__ import annotations
@@ -34,8 +42,12 @@ import torch
 
 #: the object support: pixels above this fraction of the slice's maximum of the target
 SUPPORT_LEVEL = 0.05
-INDICATORS = ("std", "std_model", "deviation")
-SCOPES = ("whole", "support", "support_median")
+#: σ (pixels) of the Gaussian window of the region-scale scope ``support_local``
+LOCAL_SIGMA = 4.0
+INDICATORS = ("std", "std_model", "deviation", "classical_gap", "darkness")
+SCOPES = ("whole", "support", "support_median", "support_local")
+#: the classical reconstructions ``classical_gap`` compares with
+GAP_METHODS = ("tv", "l1-wavelet")
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
@@ -53,26 +65,45 @@ def support_of(target: np.ndarray, level: float = SUPPORT_LEVEL) -> np.ndarray:
     return target > level * peak[:, None, None]
 
 
-def indicators_of(model: torch.Tensor, output: torch.Tensor) -> dict[str, np.ndarray]:
+def indicators_of(
+    model: torch.Tensor, output: torch.Tensor, classical: Sequence[np.ndarray] = ()
+) -> dict[str, np.ndarray]:
     """The indicators of the module docstring from the chains' model images and outputs (complex
-    ``(K, B, H, W)`` each): float ``(B, H, W)`` arrays by name."""
+    ``(K, B, H, W)`` each) and classical reconstructions' magnitudes (``(B, H, W)`` each; without
+    them no ``classical_gap``): float ``(B, H, W)`` arrays by name."""
     model, output = model.detach().cpu(), output.detach().cpu()
     out_mag, model_mag = output.abs(), model.abs()
     mean_out = output.mean(dim=0).abs()
     mean_model = model.mean(dim=0).abs()
-    return {
+    peak = mean_out.reshape(mean_out.shape[0], -1).max(dim=1).values[:, None, None]
+    out = {
         "std": out_mag.std(dim=0, correction=0).numpy(),
         "std_model": model_mag.std(dim=0, correction=0).numpy(),
         "deviation": (mean_out - mean_model).abs().numpy(),
+        "darkness": (peak - mean_out).numpy(),
     }
+    if len(classical):
+        gaps = [np.abs(mean_out.numpy() - np.asarray(c)) for c in classical]
+        out["classical_gap"] = np.mean(gaps, axis=0)
+    return out
+
+
+def local_rms(values: np.ndarray, sigma: float = LOCAL_SIGMA) -> np.ndarray:
+    """``sqrt(G_σ * v²)`` per slice of ``(B, H, W)``: a value's Gaussian-weighted RMS around
+    each pixel (σ in pixels)."""
+    from scipy.ndimage import gaussian_filter
+
+    return np.sqrt(np.stack([gaussian_filter(np.square(v), sigma) for v in values]))
 
 
 def rank_agreement(
     indicators: dict[str, np.ndarray], error: np.ndarray, support: np.ndarray
 ) -> dict[str, dict[str, float]]:
-    """Per indicator: ``ρ`` over every pixel (``whole``), over the support pooled (``support``)
-    and the median over slices of the per-slice ``ρ`` inside the support (``support_median``)."""
+    """Per indicator: ``ρ`` over every pixel (``whole``), over the support pooled (``support``),
+    the median over slices of the per-slice ``ρ`` inside the support (``support_median``) and
+    of the local RMS values inside the support, pooled (``support_local``, :func:`local_rms`)."""
     out = {}
+    local_error = local_rms(error)
     for name, value in indicators.items():
         per_slice = [
             spearman(value[b][support[b]], error[b][support[b]]) for b in range(len(error))
@@ -81,6 +112,7 @@ def rank_agreement(
             "whole": spearman(value, error),
             "support": spearman(value[support], error[support]),
             "support_median": float(np.nanmedian(per_slice)),
+            "support_local": spearman(local_rms(value)[support], local_error[support]),
         }
     return out
 
@@ -97,7 +129,7 @@ def measure(
     """One row per setting label (``"single-coil 8x"``, …) of the module docstring; ``options``:
     SGILO config fields (e.g. ``{"tau": 0.1}``), recorded in the row."""
     from sgilo.pipeline.experiment import DEFAULT_SETTINGS, espirit_operator
-    from sgilo.pipeline.methods import load_prior
+    from sgilo.pipeline.methods import load_prior, solve
     from sgilo.pipeline.metrics import evaluate
     from sgilo.pipeline.prior_fit import (
         HELDOUT_FRACTION,
@@ -129,10 +161,11 @@ def measure(
         model_images = fit.samples.to(y.device)
         outputs = _finished(fit, config, y, op)
         seconds = time.perf_counter() - start
+        classical = [solve(y, op, m, seed=seed).magnitude for m in GAP_METHODS]
         magnitude = outputs.mean(dim=0).abs().numpy()
         error = np.abs(magnitude - acq.target)
         support = support_of(acq.target)
-        indicators = indicators_of(model_images, outputs)
+        indicators = indicators_of(model_images, outputs, classical)
         agreement = rank_agreement(indicators, error, support)
         rows.append(
             {
@@ -147,19 +180,27 @@ def measure(
                 "spearman": agreement,
             }
         )
-        text = ", ".join(f"{k} {v['support']:.2f}" for k, v in agreement.items())
+        text = ", ".join(
+            f"{k} {v['support']:.2f} (local {v['support_local']:.2f})" for k, v in agreement.items()
+        )
         print(f"{label} {options or ''}: inside the support {text} ({seconds:.0f} s)", flush=True)
     return rows
 
 
 def markdown(rows: list[dict]) -> str:
     """A table: setting, SGILO options, PSNR of the chains' mean, mean std over mean error inside
-    the support, then per indicator ρ whole / support (pooled) / support (median of slices)."""
+    the support, then per indicator ρ whole / support (pooled) / support (median of slices) /
+    support at a region's scale; ``—`` for what a row did not measure (rows of older runs)."""
+
+    def cell(row: dict, k: str, m: str) -> str:
+        value = row["spearman"].get(k, {}).get(m)
+        return "—" if value is None else f"{value:.2f}"
+
     head = "| setting | options | PSNR (dB) | std / error | "
-    head += " | ".join(f"{k}: whole / support / median" for k in INDICATORS)
+    head += " | ".join(f"{k}: whole / support / median / local" for k in INDICATORS)
     lines = [head + " |", "|---|---|---:|---:|" + "---|" * len(INDICATORS)]
     for row in rows:
-        cells = [" / ".join(f"{row['spearman'][k][m]:.2f}" for m in SCOPES) for k in INDICATORS]
+        cells = [" / ".join(cell(row, k, m) for m in SCOPES) for k in INDICATORS]
         options = ", ".join(f"{k}={v}" for k, v in row.get("options", {}).items()) or "defaults"
         psnr, ratio = row.get("psnr"), row.get("std_over_error")
         lead = f"| {row['setting']} | {options} | {'—' if psnr is None else f'{psnr:.2f}'} | "

@@ -31,8 +31,16 @@ def test_indicators_from_chains():
     model[0, 0, 0, 0], model[1, 0, 0, 0] = 1.0, 3.0
     output = torch.full_like(model, 0.5)
     output[0, 0, 0, 0], output[1, 0, 0, 0] = 2.25, 2.75
-    ind = ue.indicators_of(model, output)
+    assert "classical_gap" not in ue.indicators_of(model, output)
+    tv, l1 = np.full((1, 2, 2), 0.5), np.full((1, 2, 2), 0.5)
+    tv[0, 0, 0], l1[0, 0, 0], l1[0, 1, 1] = 2.5, 1.5, 1.5
+    ind = ue.indicators_of(model, output, [tv, l1])
     assert set(ind) == set(ue.INDICATORS)
+    assert ind["classical_gap"][0, 0, 0] == pytest.approx(0.5)  # (|2.5 − 2.5| + |2.5 − 1.5|) / 2
+    assert (
+        ind["classical_gap"][0, 1, 1] == pytest.approx(0.5) and ind["classical_gap"][0, 0, 1] == 0
+    )
+    assert ind["darkness"][0, 0, 0] == 0 and ind["darkness"][0, 1, 1] == pytest.approx(2.0)
     assert ind["std_model"][0, 0, 0] == pytest.approx(1.0) and ind["std_model"][0, 1, 1] == 0
     assert ind["std"][0, 0, 0] == pytest.approx(0.25) and ind["std"][0, 1, 1] == 0
     assert ind["deviation"][0, 0, 0] == pytest.approx(0.5)  # |2.5| − |2|
@@ -52,7 +60,30 @@ def test_background_inflates_the_whole_image_agreement():
     rows = ue.rank_agreement({"std": indicator}, error, support)["std"]
     assert rows["whole"] > 0.6
     assert abs(rows["support"]) < 0.2 and abs(rows["support_median"]) < 0.2
+    old = {k: {m: v for m, v in rows.items() if m != "support_local"} for k in ue.INDICATORS[:3]}
     table = ue.markdown(
-        [{"setting": "single-coil 8x", "spearman": {k: rows for k in ue.INDICATORS}}]
+        [
+            {"setting": "single-coil 8x", "spearman": {k: rows for k in ue.INDICATORS}},
+            {"setting": "8-coil 8x", "spearman": old},  # a row measured before the new columns
+        ]
     )
-    assert table.count("\n") == 2 and "| single-coil 8x | defaults |" in table
+    assert table.count("\n") == 3 and "| single-coil 8x | defaults |" in table
+    new_row, old_row = table.splitlines()[2:]
+    assert new_row.count(" / — ") == 0 and old_row.count("0.11 / —") == 3
+    assert old_row.endswith("| — / — / — / — | — / — / — / — |")
+
+
+def test_local_scope_ranks_regions_not_pixels():
+    """Error in one half of the object, with pixel noise: an indicator that knows only which
+    half is wrong fails pixel by pixel and succeeds at a region's scale."""
+    rng = np.random.default_rng(1)
+    support = np.ones((1, 48, 48), dtype=bool)
+    error = rng.random((1, 48, 48))
+    error[0, :, 24:] *= 3.0  # the right half is wrong
+    region = np.zeros((1, 48, 48))
+    region[0, :, 24:] = 1.0
+    indicator = region + 0.01 * rng.random((1, 48, 48))
+    rows = ue.rank_agreement({"region": indicator}, error, support)["region"]
+    assert rows["support_local"] > 0.8
+    assert rows["support_local"] > rows["support"] + 0.2
+    assert ue.local_rms(np.full((1, 8, 8), 2.0)) == pytest.approx(np.full((1, 8, 8), 2.0))
