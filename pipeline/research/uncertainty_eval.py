@@ -24,7 +24,8 @@ each over the whole image and inside the object support ``x > SUPPORT_LEVEL · m
 (where both ``e`` and the indicators are not trivially near zero), pooled over slices and as the
 median of the per-slice values, and at a region's scale (``support_local``: the local RMS of the
 indicator against the local RMS of the error, both Gaussian-weighted with σ = ``LOCAL_SIGMA``
-pixels, inside the support, pooled): which *regions* are wrong rather than which pixels. The
+pixels over the support only (the window renormalised, so no background enters near the rim),
+at the support's pixels, pooled): which *regions* are wrong rather than which pixels. The
 target of the issue is ``ρ ≥ 0.4`` inside the support. The ground truth only scores; nothing is
 chosen on it.
 """
@@ -88,22 +89,32 @@ def indicators_of(
     return out
 
 
-def local_rms(values: np.ndarray, sigma: float = LOCAL_SIGMA) -> np.ndarray:
-    """``sqrt(G_σ * v²)`` per slice of ``(B, H, W)``: a value's Gaussian-weighted RMS around
-    each pixel (σ in pixels)."""
+def local_rms(
+    values: np.ndarray, support: np.ndarray | None = None, sigma: float = LOCAL_SIGMA
+) -> np.ndarray:
+    """A value's Gaussian-weighted RMS around each pixel, slice by slice of ``(B, H, W)`` (σ in
+    pixels): ``sqrt(G_σ * v²)``, or with a boolean ``support`` ``(B, H, W)`` over the support
+    only, ``sqrt(G_σ * (m·v²) / G_σ * m)`` (0 where the window holds no support pixel)."""
     from scipy.ndimage import gaussian_filter
 
-    return np.sqrt(np.stack([gaussian_filter(np.square(v), sigma) for v in values]))
+    square = np.square(values.astype(np.float64))
+    if support is None:
+        return np.sqrt(np.stack([gaussian_filter(v, sigma) for v in square]))
+    m = support.astype(np.float64)
+    num = np.stack([gaussian_filter(v, sigma) for v in square * m])
+    den = np.stack([gaussian_filter(w, sigma) for w in m])
+    return np.sqrt(np.divide(num, den, out=np.zeros_like(num), where=den > 1e-12))
 
 
 def rank_agreement(
     indicators: dict[str, np.ndarray], error: np.ndarray, support: np.ndarray
 ) -> dict[str, dict[str, float]]:
     """Per indicator: ``ρ`` over every pixel (``whole``), over the support pooled (``support``),
-    the median over slices of the per-slice ``ρ`` inside the support (``support_median``) and
-    of the local RMS values inside the support, pooled (``support_local``, :func:`local_rms`)."""
+    the median over slices of the per-slice ``ρ`` inside the support (``support_median``), and
+    ``ρ`` of the local RMS values over the support (:func:`local_rms` with ``support``) at the
+    support's pixels, pooled (``support_local``)."""
     out = {}
-    local_error = local_rms(error)
+    local_error = local_rms(error, support)
     for name, value in indicators.items():
         per_slice = [
             spearman(value[b][support[b]], error[b][support[b]]) for b in range(len(error))
@@ -112,7 +123,7 @@ def rank_agreement(
             "whole": spearman(value, error),
             "support": spearman(value[support], error[support]),
             "support_median": float(np.nanmedian(per_slice)),
-            "support_local": spearman(local_rms(value)[support], local_error[support]),
+            "support_local": spearman(local_rms(value, support)[support], local_error[support]),
         }
     return out
 

@@ -35,6 +35,10 @@ def test_indicators_from_chains():
     tv, l1 = np.full((1, 2, 2), 0.5), np.full((1, 2, 2), 0.5)
     tv[0, 0, 0], l1[0, 0, 0], l1[0, 1, 1] = 2.5, 1.5, 1.5
     ind = ue.indicators_of(model, output, [tv, l1])
+    two = ue.indicators_of(torch.cat([model, 2 * model], 1), torch.cat([output, 2 * output], 1))
+    # per slice: slice 0 against its own peak 2.5 (not the batch's 5), slice 1 against 5
+    assert two["darkness"][0, 1, 1] == pytest.approx(2.0)
+    assert two["darkness"][1, 1, 1] == pytest.approx(4.0)
     assert set(ind) == set(ue.INDICATORS)
     assert ind["classical_gap"][0, 0, 0] == pytest.approx(0.5)  # (|2.5 − 2.5| + |2.5 − 1.5|) / 2
     assert (
@@ -87,3 +91,20 @@ def test_local_scope_ranks_regions_not_pixels():
     assert rows["support_local"] > 0.8
     assert rows["support_local"] > rows["support"] + 0.2
     assert ue.local_rms(np.full((1, 8, 8), 2.0)) == pytest.approx(np.full((1, 8, 8), 2.0))
+
+
+def test_local_rms_stays_in_its_slice_and_its_support():
+    """Slice by slice (a zero slice next to a constant one stays zero), and with a support the
+    background never enters the window: a constant object on a bright background reads as the
+    object's value up to its rim."""
+    stack = np.zeros((2, 16, 16))
+    stack[1] = 3.0
+    out = ue.local_rms(stack)
+    assert np.all(out[0] == 0) and out[1] == pytest.approx(np.full((16, 16), 3.0))
+    values = np.full((1, 32, 32), 10.0)
+    support = np.zeros((1, 32, 32), dtype=bool)
+    support[0, 8:24, 8:24] = True
+    values[support] = 1.0
+    inside = ue.local_rms(values, support)[support]
+    assert inside == pytest.approx(np.ones(inside.size))
+    assert ue.local_rms(values)[0, 8, 8] > 3.0  # without the support the background leaks in
