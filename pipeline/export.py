@@ -59,6 +59,12 @@ def default_formats(study: KSpaceStudy) -> tuple[str, ...]:
     return ("h5",)
 
 
+#: the first words of the std map's descriptions (NIfTI ``descrip``, DICOM ``SeriesDescription``,
+#: both cut at the end): what it is, before the method that made it (docs/GENERATIVE.md,
+#: "Uncertainty": the chains' spread does not rank the error)
+STD_LABEL = "std over chains, not an error map:"
+
+
 def description(study: KSpaceStudy, recon: StudyReconstruction) -> str:
     """The method and its parameters, for DICOM series descriptions and figure titles: the
     solver's diagnostics (:meth:`StudyReconstruction.record`), a list whose entries are all equal
@@ -130,7 +136,7 @@ def export_study(
                 stage.path(f"{stem}{suffix}.nii.gz"),
                 data,
                 volume_like(study, data),
-                description=headline(study, recon) + (" std" if suffix else ""),
+                description=(f"{STD_LABEL} " if suffix else "") + headline(study, recon),
             )
     if "dicom" in formats:
         for suffix, data in volumes.items():
@@ -138,7 +144,7 @@ def export_study(
                 stage.path(f"{stem}{suffix}_dicom"),
                 data,
                 series_like(study, data),
-                description=text + (" posterior std" if suffix else ""),
+                description=(f"{STD_LABEL} " if suffix else "") + text,
                 anonymize=anonymize,
             )
     if "png" in formats:

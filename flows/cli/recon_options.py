@@ -48,8 +48,8 @@ def add_reconstruct_options(parser: argparse.ArgumentParser) -> None:
         source=SGILOConfig,
         field="chains",
         type=int,
-        help="sgilo (and auto): chains K; K >= 2 also writes the per-pixel std as "
-        "reconstruction_std",
+        help="sgilo (and auto): chains K; K >= 2 also writes the per-pixel std over the chains "
+        "as reconstruction_std (their spread, not an error map)",
     )
     add_mirrored(parser, "--device", source=BatchOptions, field="device", choices=("cpu", "cuda"))
     parser.add_argument(

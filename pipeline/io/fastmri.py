@@ -308,6 +308,14 @@ def _write_attrs(f: h5py.File, attrs: Mapping[str, Any] | None) -> None:
         f.attrs[key] = np.asarray(value) if isinstance(value, list | tuple) else value
 
 
+#: what ``reconstruction_std`` holds, as its attribute ``description`` says (docs/GENERATIVE.md,
+#: "Uncertainty")
+STD_DESCRIPTION = (
+    "per-pixel std of the magnitudes over SGILO's chains: where the posterior samples disagree "
+    "under the model; it does not rank the error (not an error map)"
+)
+
+
 def write_reconstruction(
     path: str | os.PathLike[str],
     reconstruction: np.ndarray,
@@ -317,8 +325,8 @@ def write_reconstruction(
 ) -> Path:
     """Write a fastMRI submission file atomically: dataset ``reconstruction``, float32
     ``(slices, H, W)``, plus ``attrs`` (JSON-able scalars, strings, lists of numbers), and with
-    ``std`` (a per-pixel posterior standard deviation of the same shape) the extra dataset
-    ``reconstruction_std``.
+    ``std`` (a per-pixel standard deviation of the same shape) the extra dataset
+    ``reconstruction_std``, whose attribute ``description`` is :data:`STD_DESCRIPTION`.
 
     ``reconstruction``: real ``(slices, H, W)`` (a magnitude image), finite. Returns the path.
     """
@@ -336,7 +344,8 @@ def write_reconstruction(
     def fill(f: h5py.File) -> None:
         f.create_dataset("reconstruction", data=data)
         if std is not None:
-            f.create_dataset("reconstruction_std", data=np.asarray(std, dtype=np.float32))
+            ds = f.create_dataset("reconstruction_std", data=np.asarray(std, dtype=np.float32))
+            ds.attrs["description"] = STD_DESCRIPTION
         _write_attrs(f, attrs)
 
     return _write_atomically(path, fill)

@@ -209,7 +209,7 @@ def test_ismrmrd_input_gets_header_geometry_and_a_new_series(ismrmrd_run):
 
 
 def test_std_map_is_its_own_volume_and_series(tmp_path):
-    from sgilo.pipeline.export import export_study
+    from sgilo.pipeline.export import STD_LABEL, export_study
     from sgilo.pipeline.io.ingest import read_input
     from sgilo.pipeline.io.staging import StagedOutputs
     from sgilo.pipeline.reconstruct import StudyReconstruction
@@ -232,9 +232,13 @@ def test_std_map_is_its_own_volume_and_series(tmp_path):
     ]
     np.testing.assert_allclose(np.asarray(nib.load(tmp_path / "out/head_std.nii.gz").dataobj), 0.5)
     (series,) = read_dicom(tmp_path / "out" / "head_std_dicom")
-    assert "posterior std" in pydicom.dcmread(series.files[0]).SeriesDescription
+    # the label comes first: a long method description is cut at the end, never the label
+    assert pydicom.dcmread(series.files[0]).SeriesDescription.startswith(STD_LABEL)
+    descrip = nib.load(tmp_path / "out/head_std.nii.gz").header["descrip"].item().decode()
+    assert descrip.startswith(STD_LABEL)
     with h5py.File(tmp_path / "out/head.h5") as f:
         assert f["reconstruction_std"].shape == magnitude.shape
+        assert "not an error map" in f["reconstruction_std"].attrs["description"]
 
 
 # ----------------------------------------------------------------------------- dciodvfy
