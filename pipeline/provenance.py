@@ -17,12 +17,13 @@ import importlib.metadata
 import json
 import os
 import platform
-import secrets
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 from typing import Any
+
+from sgilo.pipeline.io.atomic import atomic_path
 
 #: the packages whose versions every run records (absent ones are recorded as ``None``)
 PACKAGES: tuple[str, ...] = (
@@ -199,21 +200,12 @@ def run_record(
 
 
 def write_json_atomic(path: str | os.PathLike[str], data: Any) -> Path:
-    """Write ``data`` as indented JSON via a hidden temporary file in the same folder, fsync and
-    ``os.replace``: readers see the old file or the whole new one, never a part."""
+    """Write ``data`` as indented JSON atomically (:func:`sgilo.pipeline.io.atomic.atomic_path`):
+    readers see the old file or the whole new one, never a part."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2, sort_keys=False)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(data, fh, indent=2, sort_keys=False)
+        fh.write("\n")
     return path
 
 

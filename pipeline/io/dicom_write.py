@@ -29,6 +29,7 @@ from pydicom.uid import (
 )
 from pydicom.valuerep import format_number_as_ds
 
+from sgilo.pipeline.io.atomic import atomic_path
 from sgilo.pipeline.io.dicom import DicomSeries, series_number
 
 __all__ = ["NOT_FOR_DIAGNOSTIC_USE", "safe_file_stem", "write_dicom_series"]
@@ -258,16 +259,8 @@ def _slice_dataset(like: DicomSeries, i: int, series: Dataset, anonymize: bool) 
 
 
 def _save_atomically(path: Path, ds: Dataset) -> Path:
-    """Write ``ds`` via a hidden temporary file in the same folder and ``os.replace``; on any
+    """Write ``ds`` atomically (:func:`sgilo.pipeline.io.atomic.atomic_path`); on any
     failure the temporary file is removed and ``path`` is left as it was."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    try:
-        with open(tmp, "xb") as fh:
-            ds.save_as(fh, enforce_file_format=True)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "xb") as fh:
+        ds.save_as(fh, enforce_file_format=True)
     return path

@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import secrets
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ import h5py
 import numpy as np
 
 from sgilo.operators.masks import Seed, column_mask, seed_from_name
+from sgilo.pipeline.io.atomic import atomic_path
 from sgilo.pipeline.io.limits import check_dataset_size, check_file, current_limits, shown_name
 from sgilo.pipeline.io.types import InputError, KSpaceStudy
 
@@ -276,21 +276,11 @@ def center_run_length(mask: np.ndarray) -> int:
 
 
 def _write_atomically(path: str | os.PathLike[str], fill: Callable[[h5py.File], None]) -> Path:
-    """Create ``path`` via a hidden temporary file in the same directory and ``os.replace``;
+    """Create ``path`` atomically (:func:`sgilo.pipeline.io.atomic.atomic_path`);
     on any failure the temporary file is removed and ``path`` is left as it was."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    try:
-        with h5py.File(tmp, "x") as f:
-            fill(f)
-            f.flush()
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, h5py.File(tmp, "x") as f:
+        fill(f)
     return path
 
 

@@ -9,13 +9,13 @@ phase-encode column ``k[s, :, :, ky]`` becomes one acquisition ``(channels, H)``
 from __future__ import annotations
 
 import os
-import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from sgilo.pipeline.io.atomic import atomic_path
 from sgilo.pipeline.io.ismrmrd_dimensions import VOLUME_COUNTERS
 
 
@@ -171,8 +171,6 @@ def write_ismrmrd(
     centres = geometry.centres(slabs, fov_mm[2])
     limits = {n: max(key[j] for key in volumes) for j, n in enumerate(VOLUME_COUNTERS)}
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
     rng = np.random.default_rng(0)
     noise_data = [] if noise is None else list(np.asarray(noise))
     for _ in range(noise_lines):
@@ -194,7 +192,7 @@ def write_ismrmrd(
         acq.patient_table_position[:] = geometry.table
         return acq
 
-    try:
+    with atomic_path(path) as tmp:
         dset = ismrmrd.Dataset(str(tmp), "dataset", mode="w")
         try:
             if header:
@@ -221,8 +219,4 @@ def write_ismrmrd(
                         dset.append_acquisition(acq)
         finally:
             dset.close()
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return path

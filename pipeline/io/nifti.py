@@ -17,13 +17,13 @@ the file. Writes are atomic: the file appears complete under its final name or n
 from __future__ import annotations
 
 import os
-import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
+from sgilo.pipeline.io.atomic import atomic_path
 from sgilo.pipeline.io.formats import NIFTI_SUFFIXES
 from sgilo.pipeline.io.limits import check_file, current_limits, shown_name
 from sgilo.pipeline.io.types import InputError
@@ -283,14 +283,6 @@ def write_nifti(
     img.header["scl_slope"] = 1.0
     img.header["scl_inter"] = 0.0
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp{suffix}")
-    try:
+    with atomic_path(path, suffix) as tmp:
         nib.save(img, tmp)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return path

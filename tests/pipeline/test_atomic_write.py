@@ -1,0 +1,30 @@
+"""atomic_path: the destination is the old file or the whole new one, never a part."""
+
+from __future__ import annotations
+
+import pytest
+
+from sgilo.pipeline.io.atomic import atomic_path
+
+
+def test_the_new_file_replaces_the_old_only_when_complete(tmp_path):
+    path = tmp_path / "sub" / "out.nii.gz"
+    with atomic_path(path, ".nii.gz") as tmp:
+        assert tmp.parent == path.parent and tmp.name.startswith(".out.nii.gz.")
+        assert tmp.name.endswith(".tmp.nii.gz") and not path.exists()
+        tmp.write_bytes(b"first")
+    assert path.read_bytes() == b"first"
+    with pytest.raises(RuntimeError), atomic_path(path) as tmp:
+        tmp.write_bytes(b"half")
+        raise RuntimeError("interrupted")
+    with pytest.raises(KeyboardInterrupt), atomic_path(path) as tmp:
+        tmp.write_bytes(b"half")
+        raise KeyboardInterrupt
+    assert path.read_bytes() == b"first"
+    assert sorted(p.name for p in path.parent.iterdir()) == ["out.nii.gz"]  # no temporary left
+
+
+def test_a_writer_that_never_made_the_file_fails_cleanly(tmp_path):
+    with pytest.raises(FileNotFoundError), atomic_path(tmp_path / "x.json"):
+        pass
+    assert not list(tmp_path.iterdir())
