@@ -80,6 +80,14 @@ def _populate_train_gan(gan: argparse.ArgumentParser) -> None:
         default=None,
         help="a time budget: stop (with a checkpoint) after this many minutes; --resume goes on",
     )
+    gan.add_argument(
+        "--real-fraction",
+        type=float,
+        default=None,
+        metavar="F",
+        help="with synth-brain and other --data: the probability that an image of a batch is a "
+        "loaded one rather than a synthetic one (default 0.25)",
+    )
     add_mirrored(gan, "--seed", source=TrainConfig, field="seed", type=int)
     add_device(gan)
     from sgilo.models.stylegan2.train_compile import COMPILE_MODES
@@ -158,9 +166,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="train a StyleGAN-2 prior on MNI training slices and/or folders of images",
         description="Train a StyleGAN-2 on magnitude images. --data takes 'mni-train' (the "
         "bundled MNI152 training slices) or a folder of PNG/JPEG, NIfTI or DICOM files; repeat "
-        "it to mix sources. 'synth-brain' (alone) generates varied brain images on the fly "
+        "it to mix sources. 'synth-brain' generates varied brain images on the fly "
         "from the template's tissue maps (orientations, deformations, contrasts, head, bias, "
-        "resolution, noise; docs/DATA.md). With --channels 3 it trains an RGB prior on "
+        "resolution, noise; docs/DATA.md); with other sources beside it, each image is a loaded "
+        "one with probability --real-fraction. With --channels 3 it trains an RGB prior on "
         "'natural-train' (patches of scikit-image's bundled photographs) and/or folders of "
         "PNG/JPEG. The architecture defaults to the shipped brain-t1-128 prior's "
         "(models/stylegan2/presets.py). Checkpoints go to --out every --checkpoint-every steps; "
@@ -191,22 +200,37 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _train_gan_data(args: argparse.Namespace, channels: int) -> tuple:
     """train-gan's images: a loaded set (:func:`sgilo.pipeline.data.training.
-    load_training_images`), or for ``--data synth-brain`` (alone, 1 or 2 channels) the on-the-fly
-    sampler :class:`sgilo.pipeline.data.synth_brain.SynthBrainSampler` on ``--device``."""
+    load_training_images`), or with ``--data synth-brain`` (1 or 2 channels) the on-the-fly
+    sampler :class:`sgilo.pipeline.data.synth_brain.SynthBrainSampler` on ``--device``, mixed with
+    the other sources' images at ``--real-fraction``
+    (:class:`sgilo.pipeline.data.synth_mix.MixedSampler`) when there are any."""
     from sgilo.pipeline.data.training import SYNTH_BRAIN, load_training_images
 
     if SYNTH_BRAIN not in args.data:
+        if args.real_fraction is not None:
+            raise ValueError(f"--real-fraction mixes loaded images with {SYNTH_BRAIN}: add it")
         return load_training_images(args.data, args.resolution, channels=channels)
-    if len(args.data) != 1 or channels != 1:
-        raise ValueError(
-            f"{SYNTH_BRAIN}: generated on the fly, it is train-gan's only --data and needs "
-            "--channels 1 or 2 (magnitudes)"
-        )
+    if channels != 1:
+        raise ValueError(f"{SYNTH_BRAIN}: magnitudes, it needs --channels 1 or 2")
     from sgilo.pipeline.data.synth_brain import SynthBrainSampler
 
     sampler = SynthBrainSampler(args.resolution, split="train", device=args.device)
     info = {"images": "on the fly", "files": 0, "skipped": 0, "files_by_type": {}}
-    return sampler, {"total": None, "sources": {SYNTH_BRAIN: info}, "skipped": []}
+    others = [source for source in args.data if source != SYNTH_BRAIN]
+    if not others:
+        if args.real_fraction is not None:
+            raise ValueError(f"--real-fraction: no loaded source to mix with {SYNTH_BRAIN}")
+        return sampler, {"total": None, "sources": {SYNTH_BRAIN: info}, "skipped": []}
+    import torch
+
+    from sgilo.pipeline.data.synth_mix import REAL_FRACTION, MixedSampler
+
+    fraction = REAL_FRACTION if args.real_fraction is None else args.real_fraction
+    images, summary = load_training_images(others, args.resolution, channels=1)
+    mixed = MixedSampler(sampler, torch.from_numpy(images), fraction)
+    sources = {SYNTH_BRAIN: {**info, "share": 1 - fraction}}
+    sources.update({k: {**v, "share": fraction} for k, v in summary["sources"].items()})
+    return mixed, {"total": None, "sources": sources, "skipped": summary["skipped"]}
 
 
 def _data_parallel(args: argparse.Namespace, command: str, body: Callable[..., int]) -> int:
@@ -258,7 +282,9 @@ def _train_gan(args: argparse.Namespace, parallel: DataParallel, device: str) ->
         stderr(f"sgilo train-gan: error: {' '.join(str(exc).split())}")
         return 2
     for source, info in summary["sources"].items() if parallel.writes else ():
-        stderr(f"data: {source}: {info['images']} images")
+        count = info["images"]
+        share = f", {info['share']:.0%} of each batch" if "share" in info else ""
+        stderr(f"data: {source}: {count}{' images' if isinstance(count, int) else ''}{share}")
     for skipped in summary["skipped"] if parallel.writes else ():
         stderr(f"data: skipped {skipped['path']}: {skipped['reason']}")
 

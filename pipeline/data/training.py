@@ -7,8 +7,8 @@ A source is
 - ``"mni-train"``: the bundled MNI152 training slices (:func:`sgilo.pipeline.data.mni.mni_slices`);
   the validation slices are never offered;
 - (``"synth-brain"`` is refused here with ValueError: it is generated batch by batch,
-  :class:`sgilo.pipeline.data.synth_brain.SynthBrainSampler`, and ``sgilo train-gan`` takes it as
-  its only source);
+  :class:`sgilo.pipeline.data.synth_brain.SynthBrainSampler`; ``sgilo train-gan`` mixes it with
+  the images of the sources beside it, :class:`sgilo.pipeline.data.synth_mix.MixedSampler`);
 - a folder (searched recursively, hidden files ignored, sorted) or a single file, holding files
   of these kinds, as decided by the one format sniffer
   :func:`sgilo.pipeline.io.formats.sniff_format` (the same that decides ``sgilo reconstruct``'s
@@ -341,8 +341,8 @@ def load_training_images(
         elif source == SYNTH_BRAIN:
             raise ValueError(
                 f"{source}: synthetic images are generated on the fly, not loaded: `sgilo "
-                f"train-gan --data {SYNTH_BRAIN}` takes it as its only source "
-                "(pipeline/data/synth_brain.py)"
+                f"train-gan --data {SYNTH_BRAIN}` samples them, mixed with loaded sources "
+                "given beside it (pipeline/data/synth_brain.py, synth_mix.py)"
             )
         elif source.startswith("mni-") and not Path(source).exists():
             raise ValueError(

@@ -114,7 +114,7 @@ def test_sampler_replays_from_the_trainer_generator():
     assert torch.equal(x, sampler(3, torch.Generator().manual_seed(7)))
 
 
-def test_train_gan_takes_synth_brain_alone(tmp_path):
+def test_train_gan_takes_synth_brain_alone_or_mixed(tmp_path, capsys):
     from sgilo.flows.cli import main
 
     out = tmp_path / "run"
@@ -142,7 +142,16 @@ def test_train_gan_takes_synth_brain_alone(tmp_path):
         "2",
     ]
     assert main(args) == 0 and (out / "generator.pt").exists()
-    assert main([*args[:3], "--data", "mni-train", *args[3:]]) == 2
+    assert main([*args, "--real-fraction", "0.5"]) == 2  # nothing loaded to mix with
+    mixed = tmp_path / "mixed"
+    mix = [*args[:3], "--data", "mni-train", "--real-fraction", "0.5", *args[3:]]
+    mix[mix.index("--out") + 1] = str(mixed)
+    capsys.readouterr()
+    assert main(mix) == 0 and (mixed / "generator.pt").exists()
+    err = capsys.readouterr().err
+    assert "data: synth-brain: on the fly, 50% of each batch" in err
+    assert "data: mni-train: 101 images, 50% of each batch" in err
+    assert main([*mix[:1], *mix[3:]]) == 2  # --real-fraction without synth-brain
     # a CPU run continued at another batch (as a GPU would): only with --resume --new-batch
     more = [*args[:-5], "4", "--steps", "3", "--checkpoint-every", "2"]
     assert more[more.index("--batch") + 1] == "4"
@@ -151,3 +160,26 @@ def test_train_gan_takes_synth_brain_alone(tmp_path):
     assert main([*more, "--resume", "--new-batch"]) == 0
     ckpt = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=True)
     assert (ckpt["step"], ckpt["images_seen"]) == (3, 2 * 2 + 4)
+
+
+def test_mixed_sampler_draws_loaded_rows_at_its_fraction_and_replays():
+    from sgilo.pipeline.data.synth_mix import MixedSampler
+
+    synth = SynthBrainSampler(16)
+    loaded = torch.full((3, 16, 16), 0.5)
+    loaded[1], loaded[2] = 0.25, 0.75  # three constant images, unlike any synthetic one
+    mixed = MixedSampler(synth, loaded, real_fraction=0.5)
+    x = mixed(64, torch.Generator().manual_seed(1))
+    assert x.shape == (64, 1, 16, 16)
+    assert torch.equal(x, mixed(64, torch.Generator().manual_seed(1)))
+    flat = x.flatten(1)
+    real = (flat == flat[:, :1]).all(dim=1) & torch.isin(flat[:, 0], loaded[:, 0, 0])
+    assert 20 <= int(real.sum()) <= 44  # Binomial(64, 1/2): mean 32, sd 4
+    assert len(torch.unique(flat[real, 0])) == 3  # every loaded image is drawn
+    assert not MixedSampler(synth, loaded, 0.0)(16, torch.Generator()).flatten(1).std(1).eq(0).any()
+    every = MixedSampler(synth, loaded, 1.0)(32, torch.Generator()).flatten(1)
+    assert (every == every[:, :1]).all() and torch.isin(every[:, 0], loaded[:, 0, 0]).all()
+    with pytest.raises(ValueError, match="real fraction"):
+        MixedSampler(synth, loaded, 1.5)
+    with pytest.raises(ValueError, match=r"\(N, 16, 16\)"):
+        MixedSampler(synth, torch.zeros(2, 8, 8))
