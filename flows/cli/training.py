@@ -80,13 +80,15 @@ def _populate_train_gan(gan: argparse.ArgumentParser) -> None:
         default=None,
         help="a time budget: stop (with a checkpoint) after this many minutes; --resume goes on",
     )
+    from sgilo.pipeline.data.training import REAL_FRACTION
+
     gan.add_argument(
         "--real-fraction",
         type=float,
         default=None,
         metavar="F",
-        help="with synth-brain and other --data: the probability that an image of a batch is a "
-        "loaded one rather than a synthetic one (default 0.25)",
+        help="with synth-brain and other --data: the probability, in [0, 1], that an image of a "
+        f"batch is a loaded one rather than a synthetic one (default {REAL_FRACTION})",
     )
     add_mirrored(gan, "--seed", source=TrainConfig, field="seed", type=int)
     add_device(gan)
@@ -203,33 +205,45 @@ def _train_gan_data(args: argparse.Namespace, channels: int) -> tuple:
     load_training_images`), or with ``--data synth-brain`` (1 or 2 channels) the on-the-fly
     sampler :class:`sgilo.pipeline.data.synth_brain.SynthBrainSampler` on ``--device``, mixed with
     the other sources' images at ``--real-fraction``
-    (:class:`sgilo.pipeline.data.synth_mix.MixedSampler`) when there are any."""
-    from sgilo.pipeline.data.training import SYNTH_BRAIN, load_training_images
+    (:class:`sgilo.pipeline.data.synth_mix.MixedSampler`) when there are any. The options are
+    checked before anything is loaded."""
+    from sgilo.pipeline.data.training import (
+        NATURAL_TRAIN,
+        REAL_FRACTION,
+        SYNTH_BRAIN,
+        load_training_images,
+    )
 
+    fraction, others = args.real_fraction, [s for s in args.data if s != SYNTH_BRAIN]
+    if fraction is not None and not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"--real-fraction: expected a value in [0, 1], received {fraction}")
     if SYNTH_BRAIN not in args.data:
-        if args.real_fraction is not None:
+        if fraction is not None:
             raise ValueError(f"--real-fraction mixes loaded images with {SYNTH_BRAIN}: add it")
         return load_training_images(args.data, args.resolution, channels=channels)
-    if channels != 1:
-        raise ValueError(f"{SYNTH_BRAIN}: magnitudes, it needs --channels 1 or 2")
+    if args.data.count(SYNTH_BRAIN) > 1:
+        raise ValueError(f"{SYNTH_BRAIN}: listed twice")
+    if channels != 1 or NATURAL_TRAIN in others:
+        raise ValueError(f"{SYNTH_BRAIN}: magnitudes, it needs --channels 1 or 2 and grey images")
+    if fraction is not None and not others:
+        raise ValueError(f"--real-fraction: no loaded source to mix with {SYNTH_BRAIN}")
     from sgilo.pipeline.data.synth_brain import SynthBrainSampler
 
-    sampler = SynthBrainSampler(args.resolution, split="train", device=args.device)
     info = {"images": "on the fly", "files": 0, "skipped": 0, "files_by_type": {}}
-    others = [source for source in args.data if source != SYNTH_BRAIN]
     if not others:
-        if args.real_fraction is not None:
-            raise ValueError(f"--real-fraction: no loaded source to mix with {SYNTH_BRAIN}")
+        sampler = SynthBrainSampler(args.resolution, split="train", device=args.device)
         return sampler, {"total": None, "sources": {SYNTH_BRAIN: info}, "skipped": []}
     import torch
 
-    from sgilo.pipeline.data.synth_mix import REAL_FRACTION, MixedSampler
+    from sgilo.pipeline.data.synth_mix import MixedSampler
 
-    fraction = REAL_FRACTION if args.real_fraction is None else args.real_fraction
+    fraction = REAL_FRACTION if fraction is None else fraction
     images, summary = load_training_images(others, args.resolution, channels=1)
+    sampler = SynthBrainSampler(args.resolution, split="train", device=args.device)
     mixed = MixedSampler(sampler, torch.from_numpy(images), fraction)
     sources = {SYNTH_BRAIN: {**info, "share": 1 - fraction}}
-    sources.update({k: {**v, "share": fraction} for k, v in summary["sources"].items()})
+    for name, loaded in summary["sources"].items():  # rows are drawn from the pooled images
+        sources[name] = {**loaded, "share": fraction * loaded["images"] / summary["total"]}
     return mixed, {"total": None, "sources": sources, "skipped": summary["skipped"]}
 
 

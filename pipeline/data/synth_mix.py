@@ -8,22 +8,22 @@ from the loaded set with probability ``real_fraction`` (uniformly, with replacem
 so one run trades the two on purpose.
 
 Every random choice comes from the generator the trainer passes in (a CPU generator, the
-:data:`~sgilo.models.stylegan2.train.BatchSampler` protocol), in a fixed order (which rows are real,
-their indices, then the synthetic batch's seed), so ``train-gan --resume`` replays exactly. The
-synthetic batch is rendered at the full batch size and its real rows replaced: fixed shapes on a
-GPU, at the cost of rendering ``real_fraction`` of the images for nothing.
+:data:`~sgilo.models.stylegan2.train.BatchSampler` protocol), in a fixed order (a real/synthetic
+flag per row, an index per row, then the synthetic batch's seed), so ``train-gan --resume``
+replays exactly. The synthetic batch is rendered at the full batch size and its real rows
+replaced: fixed shapes on a GPU, at the cost of rendering ``real_fraction`` of the images for
+nothing.
 """
 
 from __future__ import annotations
 
 import torch
 
+from sgilo.models.stylegan2.train_step import check_reals
 from sgilo.pipeline.data.synth_brain import SynthBrainSampler
+from sgilo.pipeline.data.training import REAL_FRACTION
 
 __all__ = ["REAL_FRACTION", "MixedSampler"]
-
-#: the default share of loaded images in a mixed batch
-REAL_FRACTION = 0.25
 
 
 class MixedSampler:
@@ -41,7 +41,9 @@ class MixedSampler:
         self, synth: SynthBrainSampler, images: torch.Tensor, real_fraction: float = REAL_FRACTION
     ) -> None:
         if not 0.0 <= float(real_fraction) <= 1.0:
-            raise ValueError(f"real fraction: expected a value in [0, 1], received {real_fraction}")
+            raise ValueError(
+                f"--real-fraction: expected a value in [0, 1], received {real_fraction}"
+            )
         x = torch.as_tensor(images, dtype=torch.float32)
         if x.dim() == 3:
             x = x[:, None]
@@ -54,7 +56,7 @@ class MixedSampler:
             raise ValueError("loaded images: none to mix with synth-brain")
         self.synth = synth
         self.real_fraction = float(real_fraction)
-        self.images = x.to(synth.volume.data.device)
+        self.images = check_reals(x, None, synth.size).to(synth.volume.data.device)
 
     def __call__(self, batch: int, generator: torch.Generator) -> torch.Tensor:
         real = torch.rand(batch, generator=generator) < self.real_fraction  # (batch,)

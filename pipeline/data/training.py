@@ -75,6 +75,9 @@ from sgilo.pipeline.io.limits import shown_name
 MNI_TRAIN = "mni-train"
 #: the on-the-fly synthetic source (:mod:`sgilo.pipeline.data.synth_brain`): not a loaded set
 SYNTH_BRAIN = "synth-brain"
+#: the default share of loaded images in a batch mixed with ``synth-brain``
+#: (:class:`sgilo.pipeline.data.synth_mix.MixedSampler`)
+REAL_FRACTION = 0.25
 NATURAL_TRAIN = "natural-train"
 #: the most natural-train patches generated (seed 0), and their memory cap in bytes (float32)
 NATURAL_TRAIN_PATCHES = 6000

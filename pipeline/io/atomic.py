@@ -1,6 +1,6 @@
 """Writing a file so that a reader never sees a partial one.
 
-Every writer of the pipeline (NIfTI, DICOM, fastMRI HDF5, ISMRMRD, run.json) writes through
+The pipeline's output writers (NIfTI, DICOM, fastMRI HDF5, ISMRMRD, run.json) write through
 :func:`atomic_path`: the file is made under a hidden temporary name in the destination's folder
 (the same file system, so the final rename is atomic), flushed to disk, and only then renamed onto
 the destination with ``os.replace``. A reader sees the old file or the whole new one; a failure

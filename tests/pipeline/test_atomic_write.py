@@ -28,3 +28,10 @@ def test_a_writer_that_never_made_the_file_fails_cleanly(tmp_path):
     with pytest.raises(FileNotFoundError), atomic_path(tmp_path / "x.json"):
         pass
     assert not list(tmp_path.iterdir())
+
+
+def test_a_failed_rename_removes_the_temporary(tmp_path):
+    (tmp_path / "out").mkdir()  # a folder where the file should go: os.replace fails
+    with pytest.raises(OSError), atomic_path(tmp_path / "out") as tmp:
+        tmp.write_bytes(b"data")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"] and (tmp_path / "out").is_dir()

@@ -142,7 +142,6 @@ def test_train_gan_takes_synth_brain_alone_or_mixed(tmp_path, capsys):
         "2",
     ]
     assert main(args) == 0 and (out / "generator.pt").exists()
-    assert main([*args, "--real-fraction", "0.5"]) == 2  # nothing loaded to mix with
     mixed = tmp_path / "mixed"
     mix = [*args[:3], "--data", "mni-train", "--real-fraction", "0.5", *args[3:]]
     mix[mix.index("--out") + 1] = str(mixed)
@@ -151,7 +150,16 @@ def test_train_gan_takes_synth_brain_alone_or_mixed(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "data: synth-brain: on the fly, 50% of each batch" in err
     assert "data: mni-train: 101 images, 50% of each batch" in err
-    assert main([*mix[:1], *mix[3:]]) == 2  # --real-fraction without synth-brain
+    refused = {  # into a folder never written: refused for the reason given, not the folder
+        "no loaded source to mix with": [*args, "--real-fraction", "0.5"],
+        "mixes loaded images with synth-brain: add it": [*mix[:1], *mix[3:]],
+        "expected a value in [0, 1], received 1.5": [*mix, "--real-fraction", "1.5"],
+        "synth-brain: listed twice": [*mix[:3], *mix[1:]],
+    }
+    for message, command in refused.items():
+        command[command.index("--out") + 1] = str(tmp_path / "never")
+        assert main(command) == 2 and message in capsys.readouterr().err
+        assert not (tmp_path / "never").exists()
     # a CPU run continued at another batch (as a GPU would): only with --resume --new-batch
     more = [*args[:-5], "4", "--steps", "3", "--checkpoint-every", "2"]
     assert more[more.index("--batch") + 1] == "4"
@@ -179,7 +187,9 @@ def test_mixed_sampler_draws_loaded_rows_at_its_fraction_and_replays():
     assert not MixedSampler(synth, loaded, 0.0)(16, torch.Generator()).flatten(1).std(1).eq(0).any()
     every = MixedSampler(synth, loaded, 1.0)(32, torch.Generator()).flatten(1)
     assert (every == every[:, :1]).all() and torch.isin(every[:, 0], loaded[:, 0, 0]).all()
-    with pytest.raises(ValueError, match="real fraction"):
+    with pytest.raises(ValueError, match="real-fraction"):
         MixedSampler(synth, loaded, 1.5)
     with pytest.raises(ValueError, match=r"\(N, 16, 16\)"):
         MixedSampler(synth, torch.zeros(2, 8, 8))
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        MixedSampler(synth, loaded + 1)
