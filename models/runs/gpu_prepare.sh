@@ -4,7 +4,7 @@
 #   .gpu/whl/            cp312 manylinux wheels of pydantic and its needs, at the versions of
 #                        requirements.lock (the CUDA image has torch, numpy, scipy but no pydantic)
 #   .gpu/mni_template.npz  nilearn's MNI152 arrays for synth-brain (pipeline/data/mni_sources.py)
-#   .gpu/mni_train_128.npy the mni-train images, for DATA=mni-train and TIMING=1
+#   .gpu/mni_train_128.npy the mni-train images, for DATA=mni-train or synth-mix and TIMING=1
 # Then, on the device: carry .gpu and run e.g.
 #   FROM=models/runs/brain-synth-128 BATCH=128 NEW_BATCH=1 GAN_MINUTES=9 SCORE_STEPS=0 \
 #       OUT=$OUT bash models/runs/train_gpu.sh

@@ -10,6 +10,9 @@
 #   mni-train                 the 101 axial training slices of brain-t1-128; needs
 #                             .gpu/mni_train_128.npy: mni_slices("train", 128) saved with np.save
 #                             (read as a .npy source it gives exactly the `--data mni-train` images)
+#   synth-mix                 synth-brain with the mni-train slices mixed in at REAL_FRACTION
+#                             (default 0.25; `train-gan --real-fraction`): needs both files
+# (MNI_TRAIN_NPY overrides the path of the .npy file.)
 # Also needs .gpu/whl/*.whl: pydantic 2.14.4, pydantic_core 2.50.5, annotated-types 0.8.0,
 # typing-inspection 0.4.5 (cp312 manylinux wheels, `pip download`), unless SKIP_WHEELS=1.
 #
@@ -39,17 +42,21 @@ GAN_MINUTES=${GAN_MINUTES:-7}
 SCORE_STEPS=${SCORE_STEPS:-4000}
 DEVICE=${DEVICE:-cuda}
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null || true
+MNI_TRAIN_NPY=${MNI_TRAIN_NPY:-.gpu/mni_train_128.npy}
 case "$DATA" in
     synth-brain) export SGILO_MNI_ARCHIVE=${SGILO_MNI_ARCHIVE:-.gpu/mni_template.npz}
-                 source=synth-brain ;;
-    mni-train) source=.gpu/mni_train_128.npy ;;
-    *) echo "DATA: expected synth-brain or mni-train, got $DATA" >&2; exit 2 ;;
+                 sources=(--data synth-brain) ;;
+    mni-train) sources=(--data "$MNI_TRAIN_NPY") ;;
+    synth-mix) export SGILO_MNI_ARCHIVE=${SGILO_MNI_ARCHIVE:-.gpu/mni_template.npz}
+               sources=(--data synth-brain --data "$MNI_TRAIN_NPY"
+                        --real-fraction "${REAL_FRACTION:-0.25}") ;;
+    *) echo "DATA: expected synth-brain, mni-train or synth-mix, got $DATA" >&2; exit 2 ;;
 esac
 if [ -n "${FROM:-}" ] && [ ! -e "$RUN/checkpoint.pt" ]; then
     mkdir -p "$RUN" && cp "$FROM/checkpoint.pt" "$RUN/checkpoint.pt"
     RESUME=1
 fi
-args=(--data "$source" --out "$RUN" --resolution 128 --style-dim 128
+args=("${sources[@]}" --out "$RUN" --resolution 128 --style-dim 128
       --channel-base 512 --channel-max 128 --channel-min 16 --batch "${BATCH:-8}"
       --steps 100000000 --checkpoint-every "${CHECKPOINT_EVERY:-1000}"
       --max-minutes "$GAN_MINUTES" --device "$DEVICE")

@@ -1,6 +1,7 @@
 """models/runs/train_gpu.sh, the prepared GPU training script, run on the CPU as the bare CUDA
 machine would run it: a python3 without nilearn, the MNI152 arrays from an archive, a fresh run,
-then the run continued from a run folder at a new batch (FROM, NEW_BATCH)."""
+then the run continued from a run folder at a new batch (FROM, NEW_BATCH) on synth-brain mixed
+with the mni-train slices (DATA=synth-mix)."""
 
 from __future__ import annotations
 
@@ -71,7 +72,14 @@ def test_fresh_run_then_continued_at_a_new_batch_without_nilearn(tmp_path):
     joined = b"".join(p.read_bytes() for p in parts)
     assert parts and joined == (first / "checkpoint.pt").read_bytes()
 
-    # a run folder as committed in the repository: its checkpoint goes on at batch 16
+    # a run folder as committed in the repository: its checkpoint goes on at batch 16, with the
+    # mni-train slices (as the .npy file gpu_prepare.sh writes) mixed in
+    import numpy as np
+
+    from sgilo.pipeline.data.mni import mni_slices
+
+    npy = tmp_path / "mni_train_128.npy"
+    np.save(npy, mni_slices("train", 128).astype(np.float32))
     committed = tmp_path / "committed"
     committed.mkdir()
     shutil.copy(first / "checkpoint.pt", committed / "checkpoint.pt")
@@ -84,9 +92,13 @@ def test_fresh_run_then_continued_at_a_new_batch_without_nilearn(tmp_path):
         FROM=str(committed),
         BATCH="16",
         NEW_BATCH="1",
+        DATA="synth-mix",
+        MNI_TRAIN_NPY=str(npy),
+        REAL_FRACTION="0.5",
         SGILO_MNI_ARCHIVE=str(archive),
     )
-    assert "synth-brain" in err
+    assert "synth-brain: on the fly, 50% of each batch" in err
+    assert "mni_train_128.npy: 101 images, 50% of each batch" in err
     before = torch.load(committed / "checkpoint.pt", map_location="cpu", weights_only=True)
     after = torch.load(second / "checkpoint.pt", map_location="cpu", weights_only=True)
     assert after["step"] == before["step"] + 1
