@@ -17,7 +17,7 @@ Reading and writing
     ``read_ismrmrd``, ``read_dicom``, ``read_nifti``; the writers ``write_reconstruction``
     (fastMRI HDF5), ``write_kspace``, ``write_ismrmrd``, ``write_nifti``, ``write_dicom_series``.
 Forward models
-    ``SingleCoilMRI(mask)``, ``MultiCoilMRI(mask, maps)``, ``NonCartesianMRI``; masks
+    ``SingleCoilMRI(mask)``, ``MultiCoilMRI(maps, mask)``, ``NonCartesianMRI``; masks
     ``column_mask``, ``poisson_disc_mask``; ``fft2c`` / ``ifft2c``; ``estimate_maps`` (ESPIRiT).
 Reconstruction
     ``METHODS``; ``load_prior(name_or_path)`` → ``Prior``; ``solve(y, op, method, prior=…)`` →

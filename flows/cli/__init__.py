@@ -1,6 +1,6 @@
 """The ``sgilo`` command line (top layer: it starts Prefect flows and calls pipeline/ directly).
 
-    sgilo demo [--out DIR] [--slices N] [--quick]
+    sgilo demo [--out DIR] [--slices N] [--seed N]
     sgilo reconstruct INPUT... --method M --out DIR [--model NAME|PATH] [--seed N]
                       [--acceleration R --center-fraction F] [--mask-type random|equispaced]
                       [--set FIELD=VALUE ...] [--config FILE.json]

@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     sub.add_parser(
         "batch",
         help="reconstruct many inputs as a Prefect flow (skips finished work; --workers N)",
-        description="Reconstruct files and folders of studies (.h5, .nii, .nii.gz, .dcm and "
+        description="Reconstruct files and folders of studies (.h5, .hdf5, .nii, .nii.gz, .dcm and "
         "DICOM series folders; hidden files skipped) as a Prefect flow. Finished inputs are "
         "skipped on a re-run; OUT gets run.json (provenance) and run.log. See docs/BATCH.md.",
         populate=populate_batch,
@@ -131,7 +131,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
         return 2
     inputs = expand_inputs(args.inputs)
     if not inputs:
-        stderr("sgilo batch: no inputs (.h5, .nii, .nii.gz, .dcm, DICOM series) found")
+        stderr("sgilo batch: no inputs (.h5, .hdf5, .nii, .nii.gz, .dcm, DICOM series) found")
         return 2
     from sgilo.flows.batch import batch_flow
 

@@ -76,7 +76,7 @@ if [ "$SCORE_STEPS" -gt 0 ]; then
         cp "$RUN/score-block$space/score_model.pt" "$OUT/score_block$space.pt"
     done
 fi
-# TIMING=1: seconds per slice of CSGM/ILO/SGILO with the shipped prior (docs/SPEED.md §4)
+# TIMING=1: seconds per slice of CSGM/ILO/SGILO with the shipped prior (docs/SPEED.md §5)
 if [ "${TIMING:-0}" = 1 ]; then
     timeout "${TIMING_SECONDS:-120}" python3 -m sgilo.pipeline.research.device_timing \
         --images .gpu/mni_train_128.npy --out "$OUT/device_timing.json" --device "$DEVICE" || true
