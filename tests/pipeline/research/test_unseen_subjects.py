@@ -1,0 +1,30 @@
+"""The new-subject images and measurement (pipeline/research/unseen_subjects.py)."""
+
+import numpy as np
+import pytest
+
+from sgilo.pipeline.data import mni
+from sgilo.pipeline.research.unseen_subjects import measure, subject_images
+
+
+def test_subject_images_are_seeded_new_brains_with_or_without_a_head():
+    images = subject_images(4, 64)
+    assert images.shape == (4, 64, 64) and images.min() >= 0 and images.max() <= 1
+    assert np.array_equal(images, subject_images(4, 64))
+    assert np.linalg.matrix_rank(images.reshape(4, -1)) == 4
+    validation = mni.mni_slices("validation", 64).reshape(-1, 64 * 64)
+    flat = images.reshape(4, -1)
+    corr = np.corrcoef(np.concatenate([flat, validation]))[:4, 4:]
+    assert corr.max() < 0.99  # deformed: none is a template slice
+    head = subject_images(4, 64, head=True)
+    assert ((head > 0.05).mean(axis=(1, 2)) > (images > 0.05).mean(axis=(1, 2))).all()
+
+
+def test_measure_scores_every_method_per_slice():
+    rows = measure(["unused"], ["zero-filled", "tv", "cg-sense"], ["single-coil 8x"], slices=2)
+    assert [r["method"] for r in rows] == ["zero-filled", "tv"]  # no cg-sense for one coil
+    assert all(len(r["psnr"]) == 2 and r["model"] is None for r in rows)
+    zero_filled, tv = (np.mean(r["psnr"]) for r in rows)
+    assert 8 < zero_filled < tv < 40
+    with pytest.raises(ValueError, match="unknown"):
+        measure(["unused"], ["tv"], ["single-coil 3x"], slices=1)
