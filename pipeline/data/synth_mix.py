@@ -41,9 +41,7 @@ class MixedSampler:
         self, synth: SynthBrainSampler, images: torch.Tensor, real_fraction: float = REAL_FRACTION
     ) -> None:
         if not 0.0 <= float(real_fraction) <= 1.0:
-            raise ValueError(
-                f"--real-fraction: expected a value in [0, 1], received {real_fraction}"
-            )
+            raise ValueError(f"real_fraction: expected a value in [0, 1], received {real_fraction}")
         x = torch.as_tensor(images, dtype=torch.float32)
         if x.dim() == 3:
             x = x[:, None]

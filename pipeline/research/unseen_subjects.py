@@ -22,11 +22,12 @@ methods run once. PSNR per slice against the simulation's magnitude (peak = the 
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import numpy as np
+
+from sgilo.pipeline.provenance import write_json_atomic
 
 #: the seed of the images (not a benchmark's or a tuning set's)
 SEED = 21
@@ -53,23 +54,24 @@ def measure(
     seed: int = 3,
     log=print,
 ) -> list[dict]:
-    """One row per (setting, method, model): ``{"setting", "method", "model" (None for a
-    classical method), "psnr": [per slice], "seconds_per_slice"}``."""
-    from sgilo.pipeline.experiment import DEFAULT_SETTINGS, espirit_operator
+    """One row per (setting, method, model), settings in the benchmark's order: ``{"setting",
+    "method", "model" (None for a classical method), "psnr": [per slice],
+    "seconds_per_slice"}``. The acquisitions are the tuning set's
+    (:func:`sgilo.pipeline.research.auto_margin.tuning_problems`)."""
+    from sgilo.pipeline.experiment import DEFAULT_SETTINGS
     from sgilo.pipeline.methods import load_prior, solve
     from sgilo.pipeline.metrics import evaluate
+    from sgilo.pipeline.research.auto_margin import tuning_problems
 
-    known = {s.label: s for s in DEFAULT_SETTINGS}
+    known = [s.label for s in DEFAULT_SETTINGS]
     unknown = [s for s in settings if s not in known]
     if unknown:
         raise ValueError(f"settings: unknown {unknown}; expected some of {list(known)}")
     images = subject_images(slices, head=head)
     priors = {m: load_prior(m) for m in models} if set(methods) & set(GENERATIVE) else {}
     rows = []
-    for label in settings:
-        setting = known[label]
-        acq = setting.simulate(images, snr_db=snr_db, seed=seed)
-        y, op = espirit_operator(acq)
+    for setting, acq, y, op in tuning_problems(images, frozenset(settings), snr_db, seed):
+        label = setting.label
         for method in methods:
             if method == "cg-sense" and setting.coils is None:
                 continue
@@ -108,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         args.models, args.methods, args.settings, args.slices, args.head, snr_db=args.snr
     )
     record = {"command": vars(args) | {"out": str(args.out)}, "seed": SEED, "rows": rows}
-    args.out.write_text(json.dumps(record, indent=1) + "\n")
+    write_json_atomic(args.out, record)
     return 0
 
 

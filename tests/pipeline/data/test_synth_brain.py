@@ -187,7 +187,7 @@ def test_mixed_sampler_draws_loaded_rows_at_its_fraction_and_replays():
     assert not MixedSampler(synth, loaded, 0.0)(16, torch.Generator()).flatten(1).std(1).eq(0).any()
     every = MixedSampler(synth, loaded, 1.0)(32, torch.Generator()).flatten(1)
     assert (every == every[:, :1]).all() and torch.isin(every[:, 0], loaded[:, 0, 0]).all()
-    with pytest.raises(ValueError, match="real-fraction"):
+    with pytest.raises(ValueError, match="real_fraction"):
         MixedSampler(synth, loaded, 1.5)
     with pytest.raises(ValueError, match=r"\(N, 16, 16\)"):
         MixedSampler(synth, torch.zeros(2, 8, 8))

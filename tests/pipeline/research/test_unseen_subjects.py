@@ -28,3 +28,18 @@ def test_measure_scores_every_method_per_slice():
     assert 8 < zero_filled < tv < 40
     with pytest.raises(ValueError, match="unknown"):
         measure(["unused"], ["tv"], ["single-coil 3x"], slices=1)
+
+
+def test_main_writes_the_rows_as_json(tmp_path):
+    import json
+
+    from sgilo.pipeline.research.unseen_subjects import main
+
+    out = tmp_path / "rows.json"
+    args = ["--methods", "zero-filled", "--settings", "8-coil 8x", "--slices", "1", "--head"]
+    assert main([*args, "--out", str(out)]) == 0
+    record = json.loads(out.read_text())
+    assert record["command"]["head"] is True and record["seed"] == 21
+    assert [(r["setting"], r["method"], len(r["psnr"])) for r in record["rows"]] == [
+        ("8-coil 8x", "zero-filled", 1)
+    ]
