@@ -19,6 +19,10 @@ threads there (where it hung: the tests set it).
 
 Short critical sections (``with deferred():``, e.g. committing an output set by renames) hold a
 signal until they end, so that an output set is never half committed by SIGTERM or Ctrl-C.
+Long loops whose state is worth keeping (training) run inside ``with stop_between_steps() as
+stop:`` instead: the first signal only sets ``stop``, the loop ends after its current step and
+writes its checkpoint, and the block then raises :class:`Interrupted` (the watchdog allows
+:data:`STOP_GRACE_S` for that; a second signal still ends the process at once).
 Signals reach Python's main thread only: work that must stop promptly runs there (or in worker
 processes that their cluster shuts down).
 """
@@ -38,6 +42,10 @@ SIGNALS: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGINT)
 
 #: seconds the clean-up may take after the first signal before the process ends at once
 GRACE_S = 30.0
+
+#: seconds a loop inside :func:`stop_between_steps` may take to end its step and write its
+#: checkpoint after the first signal
+STOP_GRACE_S = 120.0
 
 #: the end of the one line, after the signal and the progress
 RESUME_HINT = "re-run the same command to finish"
@@ -78,6 +86,8 @@ class _State:
         self.progress: tuple[int, int, int] | None = None  # finished, failed, total
         self.stderr_fd: int | None = None  # a duplicate of the original stderr
         self.reported = False
+        self.resume_hint = RESUME_HINT  # the end of the one line (set_resume_hint)
+        self.grace = GRACE_S  # seconds the clean-up may take after the first signal
         self.signalled = threading.Event()  # set by the first signal: the watchdog starts timing
         self.ended = threading.Event()  # set when the command has returned or raised
 
@@ -100,6 +110,12 @@ def set_progress(finished: int, total: int, *, failed: int = 0) -> None:
     _state.progress = (int(finished), int(failed), int(total))
 
 
+def set_resume_hint(hint: str) -> None:
+    """Replace the end of the one line (:data:`RESUME_HINT`), e.g. with how to continue a
+    training run from the checkpoint it wrote."""
+    _state.resume_hint = hint
+
+
 def message(signum: int) -> str:
     """The one line printed for an interrupted command."""
     parts = [f"sgilo: interrupted by {signal_name(signum)}"]
@@ -108,7 +124,7 @@ def message(signum: int) -> str:
         parts.append(
             f"{finished} of {total} input(s) finished" + (f", {failed} failed" if failed else "")
         )
-    parts.append(RESUME_HINT)
+    parts.append(_state.resume_hint)
     return "; ".join(parts)
 
 
@@ -161,9 +177,10 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
 
 
 def _watch(state: _State) -> None:
-    """The watchdog thread: after the first signal, give the clean-up :data:`GRACE_S`."""
+    """The watchdog thread: after the first signal, give the clean-up ``state.grace`` seconds
+    (:data:`GRACE_S`, or :data:`STOP_GRACE_S` for a loop that stops between steps)."""
     state.signalled.wait()
-    if not state.ended.wait(GRACE_S) and state is _state:
+    if not state.ended.wait(state.grace) and state is _state:
         _dump_stacks(os.environ.get("SGILO_HANG_DUMP"))
         _force_exit()
 
@@ -258,6 +275,58 @@ def deferred() -> Iterator[None]:
         if _state.depth == 0 and _state.pending:  # (it also wins over an error of the section)
             _state.pending = False
             raise Interrupted(_state.signum or signal.SIGTERM)
+
+
+class StopFlag:
+    """Set by the first SIGTERM/SIGINT inside :func:`stop_between_steps`; calling it says
+    whether it is set (what a training loop polls between steps). ``signum``: the signal."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    def __call__(self) -> bool:
+        return self.signum is not None
+
+
+@contextmanager
+def stop_between_steps(what: str = "the current step") -> Iterator[StopFlag]:
+    """Inside :func:`run_interruptibly`: for the block, the first SIGTERM/SIGINT does not raise
+    but sets the yielded :class:`StopFlag` and prints one line (``sgilo: SIGTERM: stopping
+    after {what} ...``); the loop in the block polls the flag, ends after its step and writes
+    what it keeps. When the block then ends, :class:`Interrupted` is raised, so the command
+    ends with the usual one line (see :func:`set_resume_hint`) and exit code. The watchdog
+    allows :data:`STOP_GRACE_S` from the signal; a second signal ends the process at once.
+    Elsewhere (no command running, another thread) the flag is never set."""
+    flag = StopFlag()
+    if not (_state.armed and _in_main_thread()):
+        yield flag
+        return
+    state = _state
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        if state.signum is not None:  # a second signal
+            _force_exit()
+        state.signum = flag.signum = signum
+        state.grace = STOP_GRACE_S
+        state.signalled.set()
+        line = (
+            f"sgilo: {signal_name(signum)}: stopping after {what} "
+            "(a second signal ends at once, losing it)\n"
+        )
+        try:
+            _write_all(state.stderr_fd if state.stderr_fd is not None else 2, line.encode())
+        except OSError:
+            pass
+
+    previous = {s: signal.signal(s, on_signal) for s in SIGNALS}
+    try:
+        yield flag
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if flag.signum is not None:
+        _silence_stderr()
+        raise Interrupted(flag.signum)
 
 
 @contextmanager

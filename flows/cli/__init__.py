@@ -80,6 +80,11 @@ def command_parsers(parser: argparse.ArgumentParser) -> dict[str, CommandParser]
     return {name: p.ready() for name, p in actions[0].choices.items()}
 
 
+#: commands that end on SIGTERM/Ctrl-C with one line and nothing half-written
+#: (:mod:`sgilo.pipeline.interrupt`); the training commands stop after their step with a checkpoint
+INTERRUPTIBLE = ("reconstruct", "batch", "train-gan", "train-score")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from sgilo.pipeline.runtime import configure_environment
 
@@ -88,9 +93,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_environment()
     module, function = COMMANDS[args.command]
     command = getattr(importlib.import_module(f"sgilo.flows.cli.{module}"), function)
-    if args.command in ("reconstruct", "batch") or (args.command == "serve" and args.once):
+    if args.command in INTERRUPTIBLE or (args.command == "serve" and args.once):
         from sgilo.pipeline.interrupt import (
-            run_interruptibly,  # SIGTERM/Ctrl-C: one line, no debris
+            run_interruptibly,  # SIGTERM/Ctrl-C: one line, no debris (training: a checkpoint)
         )
 
         return run_interruptibly(lambda: command(args))

@@ -11,9 +11,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sgilo.flows.cli.parser import add_device, add_mirrored, cuda_missing, stderr
+from sgilo.pipeline.interrupt import set_resume_hint, stop_between_steps
 
 if TYPE_CHECKING:
     from sgilo.models.data_parallel import DataParallel
+
+#: the end of the one line when a signal ends a training command (before or after its loop)
+RESUME_TRAINING = "the same command with --resume continues it"
 
 
 def _populate_train_gan(gan: argparse.ArgumentParser) -> None:
@@ -260,6 +264,7 @@ def _data_parallel(args: argparse.Namespace, command: str, body: Callable[..., i
 
 
 def cmd_train_gan(args: argparse.Namespace) -> int:
+    set_resume_hint(RESUME_TRAINING)
     if args.new_batch and not args.resume:
         stderr("sgilo train-gan: error: --new-batch continues a run: it needs --resume")
         return 2
@@ -310,37 +315,51 @@ def _train_gan(args: argparse.Namespace, parallel: DataParallel, device: str) ->
         )
 
     try:
-        result = train_gan(
-            config,
-            images if callable(images) else torch.from_numpy(images),
-            args.out,
-            resume=args.resume,
-            progress=progress,
-            device=device,
-            max_seconds=None if args.max_minutes is None else 60 * args.max_minutes,
-            parallel=parallel,
-            compile_mode=args.compile,
-            new_batch=args.new_batch,
-        )
+        # SIGTERM / Ctrl-C: the step ends, the checkpoint is written and the generator finished,
+        # then the one line
+        with stop_between_steps("this step, writing a checkpoint") as stop:
+            result = train_gan(
+                config,
+                images if callable(images) else torch.from_numpy(images),
+                args.out,
+                resume=args.resume,
+                progress=progress,
+                device=device,
+                max_seconds=None if args.max_minutes is None else 60 * args.max_minutes,
+                parallel=parallel,
+                compile_mode=args.compile,
+                new_batch=args.new_batch,
+                stop=stop,
+            )
+            if parallel.writes:  # rank 0 finishes the generator file
+                _add_latent_stats(args.out / "generator.pt", args.seed)
+            if stop():
+                set_resume_hint(
+                    f"checkpoint written at step {result.step} ({result.images_seen} images "
+                    f"seen); {RESUME_TRAINING}"
+                )
     except (FileExistsError, ValueError) as exc:
         stderr(f"sgilo train-gan: error: {' '.join(str(exc).split())}")
         return 2
-    if not parallel.writes:  # rank 0 finishes the generator file
-        return 0
-    # the Gaussianized-latent statistics (docs/ALGORITHMS.md §3), fitted once per generator and
-    # stored
-    from sgilo.models.stylegan2.checkpoint import fit_latent_stats, load_generator, save_generator
-
-    g_ema, info = load_generator(args.out / "generator.pt")
-    stats = fit_latent_stats(
-        g_ema, n=100_000, generator_rng=torch.Generator().manual_seed(args.seed)
-    )
-    save_generator(args.out / "generator.pt", g_ema, latent_stats=stats, extra=info.extra)
-    stderr(f"done: step {result.step}, {result.images_seen} images seen; {args.out}")
+    if parallel.writes:
+        stderr(f"done: step {result.step}, {result.images_seen} images seen; {args.out}")
     return 0
 
 
+def _add_latent_stats(path: Path, seed: int) -> None:
+    """Store the Gaussianized-latent statistics (docs/ALGORITHMS.md §3) in the generator file,
+    fitted once per generator."""
+    import torch
+
+    from sgilo.models.stylegan2.checkpoint import fit_latent_stats, load_generator, save_generator
+
+    g_ema, info = load_generator(path)
+    stats = fit_latent_stats(g_ema, n=100_000, generator_rng=torch.Generator().manual_seed(seed))
+    save_generator(path, g_ema, latent_stats=stats, extra=info.extra)
+
+
 def cmd_train_score(args: argparse.Namespace) -> int:
+    set_resume_hint(RESUME_TRAINING)
     return _data_parallel(args, "train-score", _train_score)
 
 
@@ -392,15 +411,19 @@ def _train_score(args: argparse.Namespace, parallel: DataParallel, device: str) 
         )
 
     try:
-        train_score(
-            config,
-            source,
-            args.out,
-            resume=args.resume,
-            progress=progress,
-            device=device,
-            parallel=parallel,
-        )
+        with stop_between_steps("this step, writing the training state") as stop:
+            train_score(
+                config,
+                source,
+                args.out,
+                resume=args.resume,
+                progress=progress,
+                device=device,
+                parallel=parallel,
+                stop=stop,
+            )
+            if stop():
+                set_resume_hint(f"training state written to {args.out}; {RESUME_TRAINING}")
     except (FileExistsError, ValueError) as exc:
         stderr(f"sgilo train-score: error: {' '.join(str(exc).split())}")
         return 2

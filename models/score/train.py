@@ -215,6 +215,7 @@ def train_score(
     progress: Callable[[dict[str, Any]], None] | None = None,
     device: str | torch.device = "cpu",
     parallel: DataParallel = SINGLE,
+    stop: Callable[[], bool] | None = None,
 ) -> ScoreModel:
     """Train (or resume) a score model; returns the EMA model (eval mode).
 
@@ -224,7 +225,10 @@ def train_score(
     record. Randomness: network init from ``seed``; the data stream and the t/ε stream from two
     CPU generators seeded ``seed`` and ``seed + 2``; the global torch RNG is left untouched.
     parallel: this process among data-parallel processes (see the module docstring); ``batch``
-    must be a multiple of their number (else ValueError).
+    must be a multiple of their number (else ValueError). stop: polled after every step (the
+    CLI's SIGTERM/Ctrl-C flag); when it returns True the run writes its log record and training
+    state at that step and returns, and ``resume`` continues it exactly (data-parallel processes
+    agree on it by a collective every step).
     """
     out = Path(out_dir)
     state_path, log_path = out / STATE_FILE, out / LOG_FILE
@@ -345,8 +349,12 @@ def train_score(
             torch._foreach_lerp_(ema_params, params, 1 - decay)
         step += 1
         window += torch.tensor([loss.item(), 1.0], dtype=torch.float64)
+        stopping = stop is not None and stop()
+        if stop is not None and parallel.active:  # every process stops at the same step
+            stopping = parallel.any(stopping, device)
+        last = step == config.steps or stopping
         record = None
-        if step % config.log_every == 0 or step == config.steps:
+        if step % config.log_every == 0 or last:
             record = {
                 "step": step,
                 "loss": float(window[0] / window[1]),
@@ -357,8 +365,10 @@ def train_score(
             if writes:
                 with log_path.open("a") as f:
                     f.write(json.dumps(record) + "\n")
-        if writes and (step % config.checkpoint_every == 0 or step == config.steps):
+        if writes and (step % config.checkpoint_every == 0 or last):
             write(step)
         if writes and record is not None and progress is not None:
             progress(record)
+        if stopping:
+            break
     return ema.eval().requires_grad_(False)

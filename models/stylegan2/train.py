@@ -206,6 +206,7 @@ def train_gan(
     parallel: DataParallel = SINGLE,
     compile_mode: str | None = None,
     new_batch: bool = False,
+    stop: Callable[[], bool] | None = None,
 ) -> TrainResult:
     """Train G and D for ``config.total_steps`` steps, writing checkpoints, logs and samples.
 
@@ -238,6 +239,11 @@ def train_gan(
             continuation, not the one an uninterrupted run at either batch would give. The
             learning rate, the R1 interval (in steps) and the EMA half-life (in images) stay;
             the checkpoint then records the new batch.
+        stop: polled after every step (a signal handler's flag: the CLI's SIGTERM/Ctrl-C);
+            when it returns True the run ends after that step as at ``max_seconds`` (log
+            record, samples, checkpoint), so nothing trained is lost and ``resume`` continues
+            it exactly. Data-parallel processes agree on it by a collective every step (as
+            for ``max_seconds``): every process stops at the same step.
 
     Returns:
         :class:`TrainResult`. Checkpoints are written every ``checkpoint_every`` steps and at the
@@ -291,7 +297,7 @@ def train_gan(
         set_latent_avg(run.g_ema, seeds(config.seed)["latent_avg"])
         return result
     with autotuned(device):
-        _loop(run, sampler, device, out_dir, progress, max_seconds, sample_z, sample_noises)
+        _loop(run, sampler, device, out_dir, progress, max_seconds, stop, sample_z, sample_noises)
     if not writes:  # w_avg as rank 0 stores it with its checkpoint
         set_latent_avg(run.g_ema, seeds(config.seed)["latent_avg"])
     result.step, result.images_seen = run.step, run.images_seen
@@ -305,10 +311,12 @@ def _loop(
     out_dir: Path,
     progress: Callable[[dict[str, Any]], None] | None,
     max_seconds: float | None,
+    stop: Callable[[], bool] | None,
     sample_z: Tensor,
     sample_noises: list[Tensor],
 ) -> None:
-    """Steps until ``total_steps`` or the time budget, with logs, samples and checkpoints."""
+    """Steps until ``total_steps``, the time budget or ``stop()``, with logs, samples and
+    checkpoints."""
     config, parallel, writes = run.config, run.parallel, run.parallel.writes
     log_path = out_dir / "log.jsonl"
     history: dict[str, list[Tensor]] = {}
@@ -325,8 +333,9 @@ def _loop(
         log_n += config.batch_size
         prog_n += config.batch_size
         out_of_time = max_seconds is not None and time.perf_counter() - call_t0 >= max_seconds
-        if max_seconds is not None:  # every process stops at the same step
-            out_of_time = parallel.any(out_of_time, device)
+        out_of_time |= stop is not None and stop()
+        if max_seconds is not None or (stop is not None and parallel.active):
+            out_of_time = parallel.any(out_of_time, device)  # every process stops at one step
         step, done = run.step, run.step == config.total_steps or out_of_time
         kimg = run.images_seen / 1000
         logs = step % config.log_every == 0 or done

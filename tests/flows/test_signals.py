@@ -7,6 +7,11 @@ terminal does; SIGTERM to the process. Afterwards OUT holds no staging folder an
 (besides `.sgilo`), and each input has all of its outputs or none. An interrupted batch, run
 again, finishes the rest.
 
+`sgilo train-gan` and `sgilo train-score` instead stop after the current step with a checkpoint
+of that step (nothing trained is lost): toy sizes, checkpoint intervals far beyond the steps they
+run (the only checkpoint is the signal's), the state equal to a run told to stop there, the log
+ending at that step, the one line naming the step and ``--resume``, and ``--resume`` going on.
+
 The rules of :mod:`sgilo.pipeline.interrupt` itself (a signal held during a critical section,
 ``except Exception`` not catching it, a second signal or a hung clean-up ending the process at
 once) are tested on small scripts.
@@ -14,6 +19,7 @@ once) are tested on small scripts.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -27,8 +33,10 @@ from pathlib import Path
 
 import h5py
 import pytest
+import torch
 
 from sgilo.flows.cli import main
+from sgilo.models.stylegan2.checkpoint import load_generator
 
 ROOT = Path(__file__).resolve().parents[2]
 NAMES = [f"s{i:02d}.h5" for i in range(16)]
@@ -329,3 +337,91 @@ def test_a_hung_cleanup_ends_after_the_grace_period(tmp_path, monkeypatch):
     )
     assert time.monotonic() - start < 20
     assert "in hung_cleanup" in dump.read_text()  # where it hung, for the one who debugs it
+
+
+# ---- training: stop after the step, with a checkpoint
+
+GAN = [
+    *("--data", "mni-train", "--resolution", "16", "--style-dim", "16", "--channel-max", "16"),
+    *("--batch", "2", "--checkpoint-every", "100000", "--seed", "3"),
+]
+SCORE = ["--space", "1", "--batch", "4", "--hidden", "16", "--depth", "1", "--seed", "5"]
+CLI = [sys.executable, "-m", "sgilo.flows.cli"]
+
+
+def _progress_step(line: str) -> int | None:
+    """The step of a progress line (``step 20/100000 ...``, ``step 50 loss ...``)."""
+    m = re.match(r"step (\d+)[/ ]", line)
+    return int(m.group(1)) if m else None
+
+
+def _reached(step: int):
+    return lambda lines: any((_progress_step(line) or 0) >= step for line in lines)
+
+
+def _state_dicts_equal(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_train_gan_stops_after_the_step_with_a_checkpoint(tmp_path: Path, signum) -> None:
+    out = tmp_path / "run"
+    command = [*CLI, "train-gan", "--out", str(out), "--steps", "100000", *GAN]
+    code, lines, rest, _ = interrupt(command, signum, _reached(20))
+    name = signal.Signals(signum).name
+    assert code == 128 + signum, "\n".join(lines)
+    assert any(f"sgilo: {name}: stopping after this step" in line for line in rest), rest
+    m = re.fullmatch(
+        rf"sgilo: interrupted by {name}; checkpoint written at step (\d+) \((\d+) images "
+        r"seen\); the same command with --resume continues it",
+        rest[-1],
+    )
+    assert m, "\n".join(rest)
+    assert not any("Traceback" in line for line in lines), "\n".join(lines)
+    step = int(m.group(1))
+    assert step >= 20 and int(m.group(2)) == 2 * step
+
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert int(ckpt["step"]) == step
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert log[-1]["step"] == step
+    assert (out / "samples" / f"step_{step:06d}.png").exists()
+    _, info = load_generator(out / "generator.pt")  # finished, as at the end of a run
+    assert info.extra["step"] == step and info.latent_stats is not None
+
+    # the state of step `step` exactly: a run told to end there has the same networks
+    ref = tmp_path / "ref"
+    assert main(["train-gan", "--out", str(ref), "--steps", str(step), *GAN]) == 0
+    ref_ckpt = torch.load(ref / "checkpoint.pt", weights_only=True)
+    for key in ("g", "d", "g_ema"):
+        assert _state_dicts_equal(ckpt[key], ref_ckpt[key]), key
+
+    # and --resume goes on from it (a time budget ends this one)
+    resumed = ["train-gan", "--out", str(out), "--steps", "100000", "--resume", *GAN]
+    assert main([*resumed, "--max-minutes", "0.002"]) == 0
+    assert int(torch.load(out / "checkpoint.pt", weights_only=True)["step"]) > step
+
+
+def test_train_score_stops_after_the_step_with_its_state(tmp_path: Path) -> None:
+    gan = tmp_path / "gan"
+    assert main(["train-gan", "--out", str(gan), "--steps", "2", *GAN]) == 0
+    generator = ["--generator", str(gan / "generator.pt")]
+    out = tmp_path / "score"
+    command = [*CLI, "train-score", *generator, "--out", str(out), "--steps", "1000000", *SCORE]
+    code, lines, rest, _ = interrupt(command, signal.SIGTERM, _reached(50))
+    assert code == 143, "\n".join(lines)
+    assert re.fullmatch(
+        r"sgilo: interrupted by SIGTERM; training state written to .*; the same command with "
+        r"--resume continues it",
+        rest[-1],
+    ), "\n".join(rest)
+    state = torch.load(out / "train_state.pt", weights_only=True)
+    step = int(state["step"])
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert step >= 50 and log[-1]["step"] == step
+
+    ref = tmp_path / "ref"
+    assert main(["train-score", *generator, "--out", str(ref), "--steps", str(step), *SCORE]) == 0
+    ref_state = torch.load(ref / "train_state.pt", weights_only=True)
+    for key in ("network", "ema"):
+        assert _state_dicts_equal(state[key], ref_state[key]), key
