@@ -26,7 +26,11 @@ slice is, through k-space cross-validation (:mod:`sgilo.pipeline.prior_fit`):
 4. keep per slice the generative method unless its held-out error exceeds the margin
    (``margin``; by default :data:`TWO_FIT_MARGIN` with two fits, else the slice's
    :func:`sgilo.pipeline.prior_fit.prior_margin`, which grows with the acceleration; why a
-   margin above 1: :mod:`sgilo.pipeline.prior_fit`) times the lowest classical one; else the
+   margin above 1: :mod:`sgilo.pipeline.prior_fit`) times the lowest classical one, or, on a
+   slice without the second fit, its model image leaves more of the fitted k-space energy
+   unexplained than the limit (``unexplained_limit``; by default
+   :func:`sgilo.pipeline.prior_fit.unexplained_limit`, 0.09 from 6× on: the held-out columns
+   are one or two there, the fitted samples all the rest); else the
    classical candidate with the lowest held-out error summed over ``classical_folds`` folds that
    together hold out every outer column once (the classical fits are cheap, and one fold of 10 %
    is one or two columns at 8×: too few to rank ℓ1-wavelet against TV, which differ by up to
@@ -39,14 +43,15 @@ The cost is one generative fit (as ``--method sgilo``, which measures the same h
 its prior-fit report), a shorter second one on 4× data, plus the classical fits on the splits,
 the folds that rank them (only when some slice goes to a classical method) and the chosen
 classical refits. The choice, the statistic and every error are in the diagnostics
-(``auto_choice``, ``auto_ratio``, ``auto_margin``, ``prior_fit_heldout_errors``,
-``second_fit_errors``).
+(``auto_choice``, ``auto_ratio``, ``auto_margin``, ``auto_unexplained_limit``,
+``prior_fit_heldout_errors``, ``prior_fit_unexplained``, ``second_fit_errors``).
 Nothing to hold out (a slice with fewer than two measured outer columns, non-Cartesian data): the
 generative method on every slice, with a note.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -107,7 +112,15 @@ class AutoConfig(BaseModel):
         description="keep the generative method on a slice unless its held-out error exceeds "
         "margin × the best classical one (1: the lowest error wins; default: 1.0 where a "
         "second generative fit scored the slice, else by the slice's acceleration, 1.0 at 4x "
-        "and 1.5 at 8x, docs/GENERATIVE.md)",
+        "and 1.8 at 8x, docs/GENERATIVE.md)",
+    )
+    unexplained_limit: float | None = Field(
+        None,
+        gt=0,
+        description="also keep a classical method on a slice that the first split decides "
+        "(no second fit) when the generator's model image leaves more than this fraction of the "
+        "fitted k-space energy unexplained beyond the best classical fit (default: 0.09 on "
+        "slices accelerated 6x or more, none below; inf: off; docs/GENERATIVE.md)",
     )
     second_fit_below: float = Field(
         SECOND_FIT_BELOW,
@@ -156,6 +169,10 @@ class AutoDiagnostics:
       generative held-out error over the lowest one of the ``candidates``: on both held-out sets
       where the second fit ran, else on the first split, which is the prior-fit ratio with the
       default candidates) and the margin it was compared with (``None`` without a choice);
+    - ``auto_unexplained_limit``: per slice the limit the prior-fit report's unexplained
+      fraction was compared with (``None`` where it was not: slices the second fit decided, or
+      below the acceleration where a limit applies; the whole field ``None`` without a
+      choice);
     - ``second_fit_errors``: per method (the generative one and each classical candidate) the
       mean squared held-out error per slice ``(B,)`` on the second fit's held-out columns
       (``None`` where no second fit ran);
@@ -171,6 +188,7 @@ class AutoDiagnostics:
     prior_fit: PriorFit | None
     auto_ratio: list[float] | None = None
     auto_margin: list[float] | None = None
+    auto_unexplained_limit: list[float | None] | None = None
     second_fit_errors: dict[str, list[float]] | None = None
     classical_fold_errors: dict[str, list[float]] | None = None
     generative_run: dict[str, Any] = field(default_factory=dict)
@@ -218,7 +236,7 @@ def solve_auto(
     image = result.image.to(y.device).clone()
     std = getattr(result, "std", None)
     std = None if std is None or not std.numel() or samples < 2 else std.to(y.device).clone()
-    note, fold_errors, second, ratio, margins = None, None, None, None, None
+    note, fold_errors, second, ratio, margins, limits = None, None, None, None, None, None
     if fits is None:
         choice = [generative] * batch
         note = f"{report.note if report else 'nothing held out'}: {generative} on every slice"
@@ -261,7 +279,16 @@ def solve_auto(
                 second[name] = (fold(SECOND_FIT_PART)[:, j] / count1).tolist()
         if config.margin is not None:
             margins = torch.full((batch,), config.margin, dtype=torch.float64)
-        keep = ratio <= margins
+        given = config.unexplained_limit
+        limits = [
+            None if two_fit else (limit if given is None else given)
+            for two_fit, limit in zip(
+                (two & (parts is not None)).tolist(), report.unexplained_limit, strict=True
+            )
+        ]
+        unexplained = torch.tensor(report.unexplained, dtype=torch.float64)
+        bound = torch.tensor([math.inf if t is None else t for t in limits], dtype=torch.float64)
+        keep = (ratio <= margins) & (unexplained <= bound)
         choice = [generative] * batch
         if not bool(keep.all()):  # rank the classical candidates only when one is needed
             ranked = (
@@ -286,6 +313,7 @@ def solve_auto(
         prior_fit=report,
         auto_ratio=None if ratio is None else ratio.tolist(),
         auto_margin=None if margins is None else margins.tolist(),
+        auto_unexplained_limit=limits,
         second_fit_errors=second,
         classical_fold_errors=fold_errors,
         generative_run=result.diagnostics_dict(),

@@ -440,17 +440,21 @@ def output_clashes(paths: list[Path]) -> dict[int, str]:
 def solver_note(diagnostics: Diagnostics | None) -> str:
     """What a generative run did, for its summary line: the Adam steps each CSGM restart or
     ILO/SGILO round ran (``steps_run``; fewer than the schedule when it stopped early), the
-    spaces in which SGILO's score models took prior steps (``prior_spaces_used``) and the
-    prior-fit ratio (:func:`sgilo.pipeline.prior_fit.ratio_text`); for ``auto`` the method it
-    kept per slice. Empty for the classical methods."""
+    spaces in which SGILO's score models took prior steps (``prior_spaces_used``), the
+    prior-fit ratio (:func:`sgilo.pipeline.prior_fit.ratio_text`) and the unexplained fraction
+    (:func:`sgilo.pipeline.prior_fit.unexplained_text`); for ``auto`` the method it kept per
+    slice. Empty for the classical methods."""
     from sgilo.pipeline.method_choice import AutoDiagnostics, choice_summary
-    from sgilo.pipeline.prior_fit import ratio_text
+    from sgilo.pipeline.prior_fit import ratio_text, unexplained_text
 
     if isinstance(diagnostics, AutoDiagnostics):
         parts = [f"auto kept {choice_summary(diagnostics.auto_choice)} (held-out k-space error)"]
         fit = ratio_text(diagnostics.prior_fit)
         if fit:
             parts.append(f"{diagnostics.config.generative} {fit}")
+        unexplained = unexplained_text(diagnostics.prior_fit)
+        if unexplained:
+            parts.append(f"{unexplained} of the fitted k-space (largest over slices)")
         if diagnostics.auto_note:
             parts.append(diagnostics.auto_note)
         return "; ".join(parts)
@@ -471,6 +475,9 @@ def solver_note(diagnostics: Diagnostics | None) -> str:
         fit = ratio_text(diagnostics.prior_fit)
         if fit:
             parts.append(f"{fit}: held-out k-space error over the best classical method's")
+        unexplained = unexplained_text(diagnostics.prior_fit)
+        if unexplained:
+            parts.append(f"{unexplained} of the fitted k-space (largest over slices)")
     return "; ".join(parts)
 
 

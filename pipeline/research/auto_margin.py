@@ -38,6 +38,16 @@ as the ranking before the k-fold one was added: a pessimistic stand-in).
                                                   # tuning slices missing from rows.json
     python -m sgilo.pipeline.research.auto_margin --rows rows.json --out rows.json \
         --remeasure "8-coil 4x" "8-coil 8x"       # those settings again (new classical defaults)
+
+Rows measured since the unexplained fraction exists (:func:`sgilo.pipeline.prior_fit.
+unexplained_fraction`) carry it (``unexplained``); for the accelerations whose rows all do,
+:func:`limit_table` gives auto's mean loss over a grid of margins ``τ`` × limits ``θ`` (SGILO kept
+where its ratio is at most ``τ`` *and* its unexplained fraction at most ``θ``), and
+:func:`choose_margin_and_limit` the pair (the 8× ``PRIOR_MARGINS`` entry and
+``UNEXPLAINED_LIMIT``)::
+
+    python -m sgilo.pipeline.research.auto_margin --rows docs/auto_margin.json --out rows.json \
+        --remeasure "single-coil 8x" "8-coil 8x"  # 8x rows with the unexplained fraction, 10 min
 """
 
 from __future__ import annotations
@@ -55,6 +65,8 @@ if TYPE_CHECKING:
 
 CLASSICAL = ("cg-sense", "l1-wavelet", "tv")
 TAUS = (1.0, 1.1, 1.2, 1.3, 1.5, 1.8, 2.0, 2.5, 3.0, float("inf"))
+#: the limits of the unexplained fraction tried with each τ (``inf``: no limit)
+LIMITS = (*(round(0.05 + 0.01 * k, 2) for k in range(16)), float("inf"))
 
 
 #: the unseen in-domain tuning slices' generator settings (axial, template contrast, deformed)
@@ -169,7 +181,8 @@ def measure(
     rows = []
     for setting, acq, y, op in tuning_problems(images, settings, snr_db, seed):
         result = solve(y, op, "sgilo", prior=prior)
-        errors = result.diagnostics_dict()["prior_fit_heldout_errors"]
+        record = result.diagnostics_dict()
+        errors = record["prior_fit_heldout_errors"]
         methods = [m for m in CLASSICAL if m != "cg-sense" or setting.coils is not None]
         magnitudes = {"sgilo": result.magnitude}
         magnitudes.update({m: solve(y, op, m).magnitude for m in methods})
@@ -177,28 +190,36 @@ def measure(
             target = acq.target[b : b + 1]
             psnr = {m: evaluate(target, v[b : b + 1])["psnr"] for m, v in magnitudes.items()}
             err = {k: v[b] for k, v in errors.items()}
-            rows.append({"setting": setting.label, "image": name, "psnr": psnr, "errors": err})
+            row = {"setting": setting.label, "image": name, "psnr": psnr, "errors": err}
+            row["unexplained"] = record["prior_fit_unexplained"][b]
+            rows.append(row)
     return rows
 
 
-def auto_pick(row: dict, tau: float) -> str:
-    """The method ``auto`` with margin ``tau`` keeps on a row (classical by single-fold
-    error)."""
+def auto_pick(row: dict, tau: float, limit: float = float("inf")) -> str:
+    """The method ``auto`` with margin ``tau`` (and limit ``limit`` of the unexplained
+    fraction) keeps on a row (classical by single-fold error)."""
     errors = row["errors"]
     classical = [m for m in CLASSICAL if m in errors]
     best = min(classical, key=lambda m: errors[m])
-    return "sgilo" if errors["sgilo"] <= tau * errors[best] else best
+    keep = errors["sgilo"] <= tau * errors[best]
+    if limit != float("inf"):
+        keep = keep and row["unexplained"] <= limit
+    return "sgilo" if keep else best
 
 
-def margin_table(rows: list[dict], taus: tuple[float, ...] = TAUS) -> list[dict]:
-    """Per ``τ``: auto's mean PSNR loss against the best single method of each row, and its
-    largest loss against the best classical method (dB)."""
+def margin_table(
+    rows: list[dict], taus: tuple[float, ...] = TAUS, limit: float = float("inf")
+) -> list[dict]:
+    """Per ``τ`` (and the unexplained fraction's ``limit``): auto's mean PSNR loss against the
+    best single method of each row, and its largest loss against the best classical method
+    (dB)."""
     table = []
     for tau in taus:
         to_best, to_classical = [], []
         for row in rows:
             psnr = row["psnr"]
-            auto = psnr[auto_pick(row, tau)]
+            auto = psnr[auto_pick(row, tau, limit)]
             classical = max(v for k, v in psnr.items() if k in CLASSICAL)
             to_best.append(max(psnr.values()) - auto)
             to_classical.append(classical - auto)
@@ -228,6 +249,32 @@ def choose_margin(rows: list[dict], taus: tuple[float, ...] = TAUS, tie: float =
     table = margin_table(rows, taus)
     best = min(entry["mean_loss_to_best"] for entry in table)
     return min(e["tau"] for e in table if e["mean_loss_to_best"] <= best + tie)
+
+
+def limit_table(
+    rows: list[dict], taus: tuple[float, ...] = TAUS, limits: tuple[float, ...] = LIMITS
+) -> dict[tuple[float, float], float]:
+    """auto's mean loss to the best single method (dB) per ``(τ, θ)``, on rows that carry the
+    unexplained fraction."""
+    return {
+        (tau, limit): entry["mean_loss_to_best"]
+        for limit in limits
+        for tau, entry in zip(taus, margin_table(rows, taus, limit), strict=True)
+    }
+
+
+def choose_margin_and_limit(
+    rows: list[dict],
+    taus: tuple[float, ...] = TAUS,
+    limits: tuple[float, ...] = LIMITS,
+    tie: float = TIE_DB,
+) -> tuple[float, float]:
+    """Of the ``(τ, θ)`` pairs whose mean loss is within ``tie`` of the lowest, the smallest
+    ``τ`` and then the smallest ``θ`` (both lean to the classical methods, as
+    :func:`choose_margin`)."""
+    table = limit_table(rows, taus, limits)
+    best = min(table.values())
+    return min(pair for pair, loss in table.items() if loss <= best + tie)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -280,6 +327,19 @@ def main(argv: list[str] | None = None) -> int:
                 f"| {entry['tau']:g} | {entry['mean_loss_to_best']:.2f} | "
                 f"{entry['worst_loss_to_classical']:.2f} |"
             )
+    for acc in sorted({acceleration_of(r["setting"]) for r in rows}):
+        subset = [r for r in rows if acceleration_of(r["setting"]) == acc]
+        if not all("unexplained" in r for r in subset):
+            continue
+        tau, limit = choose_margin_and_limit(subset)
+        print(
+            f"\n{acc} ({len(subset)} rows), τ × θ (unexplained limit): chosen {tau:g}, {limit:g}\n"
+        )
+        table = limit_table(subset)
+        print("| τ \\ θ | " + " | ".join(f"{t:g}" for t in LIMITS) + " |")
+        print("|---" * (len(LIMITS) + 1) + "|")
+        for t in TAUS:
+            print(f"| {t:g} | " + " | ".join(f"{table[(t, th)]:.2f}" for th in LIMITS) + " |")
     return 0
 
 

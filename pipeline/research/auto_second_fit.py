@@ -84,7 +84,7 @@ def measure(
                 psnrs.append(None)
                 continue
             part = per_fold_part(y, op, parts[k])
-            model, predicted = fit_on_split(
+            model, predicted, _ = fit_on_split(
                 y, op, part, "sgilo", prior=prior, solver_options=options
             )
             count = part.held_op.num_measurements(batch)

@@ -97,7 +97,13 @@ class PriorFit:
     - ``ratio``: per slice the generative error over the best classical one (< 1: the prior
       predicts unmeasured k-space better);
     - ``margin``: per slice the ratio above which the data counts as unlike the prior's
-      training images (:func:`sgilo.pipeline.prior_fit.prior_margin` of its acceleration).
+      training images (:func:`sgilo.pipeline.prior_fit.prior_margin` of its acceleration);
+    - ``unexplained``: per slice the fraction of the fitted samples' energy that the
+      generator's model image leaves unexplained beyond the best classical fit
+      (:func:`sgilo.pipeline.prior_fit.unexplained_fraction`);
+    - ``unexplained_limit``: per slice the fraction above which the data counts as unlike the
+      prior's training images (``None``: reported, not judged;
+      :func:`sgilo.pipeline.prior_fit.unexplained_limit`).
     """
 
     heldout_fraction: float | None
@@ -106,6 +112,8 @@ class PriorFit:
     ratio: list[float] | None = None
     note: str | None = None
     margin: list[float] | None = None
+    unexplained: list[float] | None = None
+    unexplained_limit: list[float | None] | None = None
 
     def record(self) -> dict[str, Any]:
         """The run record's ``prior_fit_*`` fields (those that apply)."""
@@ -116,6 +124,8 @@ class PriorFit:
             "prior_fit_fraction": self.heldout_fraction,
             "prior_fit_note": self.note,
             "prior_fit_margin": self.margin,
+            "prior_fit_unexplained": self.unexplained,
+            "prior_fit_unexplained_limit": self.unexplained_limit,
         }
         return {k: v for k, v in out.items() if v is not None}
 

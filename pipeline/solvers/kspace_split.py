@@ -104,6 +104,20 @@ def heldout_error(part: SplitPart, image: torch.Tensor) -> torch.Tensor:
     return (sse.cpu() / counts).view(-1, n)
 
 
+def fitted_residual(part: SplitPart, image: torch.Tensor) -> torch.Tensor:
+    """How much of its *fitted* measurements an image leaves unexplained: float64 ``(copies, n)``,
+    ``‖M_f ⊙ (A x − y)‖²`` per entry (summed, not averaged), for images ``(copies · n, H, W)``."""
+    residual = part.fit_op.A(image.to(part.fit_y.dtype)) - part.fit_y
+    sse = residual.abs().pow(2).reshape(residual.shape[0], -1).sum(dim=1).to(torch.float64)
+    return sse.cpu().view(-1, len(part.slices))
+
+
+def fitted_energy(part: SplitPart) -> torch.Tensor:
+    """``‖M_f ⊙ y‖²`` per entry of ``part``'s fitted data: float64 ``(copies, n)``."""
+    energy = part.fit_y.abs().pow(2).reshape(part.fit_y.shape[0], -1).sum(dim=1)
+    return energy.to(torch.float64).cpu().view(-1, len(part.slices))
+
+
 def heldout_column_errors(part: SplitPart, image: torch.Tensor) -> torch.Tensor:
     """The squared prediction error per held-out column of ``part`` for images
     ``(copies · len(part.slices), H, W)`` fitted on its ``fit_y``: float64 ``(copies, n, L)`` on

@@ -26,6 +26,8 @@ from sgilo.pipeline.method_choice import (
 from sgilo.pipeline.methods import Prior, run_method, solve
 from sgilo.pipeline.prior_fit import (
     PRIOR_MARGINS,
+    UNEXPLAINED_FROM,
+    UNEXPLAINED_LIMIT,
     classical_candidates,
     fit_on_split,
     heldout_split,
@@ -34,9 +36,11 @@ from sgilo.pipeline.prior_fit import (
     prior_margin,
     ratio_text,
     slice_accelerations,
+    unexplained_limit,
+    unexplained_text,
 )
 from sgilo.pipeline.solvers.diagnostics import PriorFit
-from sgilo.pipeline.solvers.kspace_split import heldout_error
+from sgilo.pipeline.solvers.kspace_split import fitted_residual, heldout_error
 
 R = 16
 #: the centre run 6…9 and six outer columns
@@ -98,6 +102,70 @@ def test_classical_errors_are_those_of_a_fit_without_the_heldout_columns(prior):
     assert report.heldout_errors["tv"] == pytest.approx(expected, rel=1e-6)
 
 
+def test_unexplained_fraction_is_the_model_images_residual_beyond_the_best_classical(prior):
+    op = SingleCoilMRI(_mask(), shape=(R, R))
+    y = op.A(_images())
+    result = solve(y, op, "csgm", prior=prior, solver_options=FAST)
+    report = result.diagnostics.prior_fit
+    part = heldout_split(y, op, 0.1, 0).part  # the same seeded draw
+    # the latent fit alone (no final data-consistency step), on the fitted samples
+    no_dc = {**FAST, "data_consistency": False}
+    model = run_method(part.fit_y, part.fit_op, "csgm", prior=prior, seed=0, solver_options=no_dc)
+    generative = fitted_residual(part, model.image)[0]
+    classical = torch.stack(
+        [
+            fitted_residual(part, run_method(part.fit_y, part.fit_op, c).image)[0]
+            for c in classical_candidates(op)
+        ]
+    ).min(dim=0)
+    energy = part.fit_y.abs().pow(2).flatten(1).sum(dim=1).to(torch.float64)
+    expected = (generative - classical.values) / energy
+    assert report.unexplained == pytest.approx(expected.tolist(), rel=1e-4, abs=1e-6)
+    # the tiny random generator cannot draw smooth blobs: it leaves part of them unexplained
+    assert min(report.unexplained) > 0
+    # 10 of 16 columns (R = 1.6): reported, not judged
+    assert report.unexplained_limit == [None, None]
+    record = result.diagnostics_dict()
+    assert record["prior_fit_unexplained"] == report.unexplained
+    assert record["prior_fit_unexplained_limit"] == [None, None]
+
+
+def test_the_unexplained_limit_applies_from_its_acceleration_on():
+    assert unexplained_limit(UNEXPLAINED_FROM) == UNEXPLAINED_LIMIT
+    assert unexplained_limit(8.0) == unexplained_limit(12.0) == UNEXPLAINED_LIMIT
+    assert unexplained_limit(4.0) is None and unexplained_limit(UNEXPLAINED_FROM - 0.01) is None
+    assert prior_margin(8.0) == PRIOR_MARGINS[-1][1]
+
+
+def test_auto_keeps_a_classical_method_where_the_prior_leaves_too_much_unexplained(prior):
+    op = SingleCoilMRI(_mask(), shape=(R, R))
+    y = op.A(_images())
+    # no second fit (as on 8x data) and a margin no ratio reaches: only the limit decides
+    options = {
+        "generative": "csgm",
+        "generative_settings": FAST,
+        "second_fit_below": 0,
+        "margin": 1e9,
+    }
+    loose = solve(y, op, "auto", prior=prior, solver_options={**options, "unexplained_limit": 1e9})
+    assert loose.diagnostics.auto_choice == ["csgm", "csgm"]
+    u = loose.diagnostics.prior_fit.unexplained
+    assert u[0] != pytest.approx(u[1])
+    limit = (u[0] + u[1]) / 2
+    tight = {**options, "unexplained_limit": limit}
+    d = solve(y, op, "auto", prior=prior, solver_options=tight).diagnostics
+    assert d.prior_fit.unexplained == pytest.approx(u)  # the same fits
+    assert d.auto_unexplained_limit == [limit, limit]
+    for b, chosen in enumerate(d.auto_choice):
+        ranked = min(d.classical_fold_errors, key=lambda name: d.classical_fold_errors[name][b])
+        assert chosen == ("csgm" if u[b] <= limit else ranked)
+    assert sorted(d.auto_choice).count("csgm") == 1
+    # by default no limit below 6x (R = 1.6 here)
+    plain = solve(y, op, "auto", prior=prior, solver_options=options).diagnostics
+    assert plain.auto_unexplained_limit == [None, None]
+    assert plain.auto_choice == ["csgm", "csgm"]
+
+
 def test_prior_fit_off_is_the_plain_solver(prior):
     op = SingleCoilMRI(_mask(), shape=(R, R))
     y = op.A(_images())
@@ -144,7 +212,7 @@ def test_auto_keeps_per_slice_the_lowest_heldout_error_and_refits_it(prior):
     # ... and its generative error is that of a fit that never saw them, with half the steps
     half = {**FAST, "steps": 3}
     assert scaled_steps("csgm", FAST["steps"], AutoConfig().second_fit_steps) == 3
-    _, predicted = fit_on_split(y, op, held, "csgm", prior=prior, solver_options=half)
+    _, predicted, _ = fit_on_split(y, op, held, "csgm", prior=prior, solver_options=half)
     torch.testing.assert_close(
         torch.tensor(second["csgm"], dtype=torch.float64), heldout_error(held, predicted)[0]
     )
@@ -211,7 +279,7 @@ def test_report_texts():
         best_classical=["tv", "tv"],
         ratio=[2.0, 0.5],
     )
-    assert ratio_text(report) == "prior-fit 1.25 (above margin on 1/2)"
+    assert ratio_text(report) == "prior-fit 1.25 (unlike prior on 1/2)"
     line = mismatch_warning(report, "sgilo")
     assert line.startswith("warning: sgilo's prior") and "1 of 2 slice(s)" in line
     # without per-slice margins, the 4x one; a margin of 1 reads "worse than"
@@ -223,6 +291,25 @@ def test_report_texts():
     assert "more than 2.5x" in mismatch_warning(
         replace(report, ratio=[3.0, 0.5], margin=[2.5, 1.2]), "sgilo"
     )
+    # the unexplained fraction: judged against its limit where there is one
+    unexplained = PriorFit(
+        heldout_fraction=0.1,
+        best_classical=["tv", "tv"],
+        ratio=[1.0, 0.5],
+        margin=[1.8, 1.8],
+        unexplained=[0.2, 0.01],
+        unexplained_limit=[0.09, 0.09],
+    )
+    assert ratio_text(unexplained) == "prior-fit 0.75 (unlike prior on 1/2)"
+    assert unexplained_text(unexplained) == "unexplained 20%"
+    line = mismatch_warning(unexplained, "sgilo", auto=True)
+    assert "left 20% of the measured k-space energy unexplained (limit 9%)" in line
+    assert "1 of 2 slice(s)" in line and "held-out" not in line and "auto kept" in line
+    both = replace(unexplained, ratio=[1.0, 3.0])
+    assert "ratio up to 3.00" in mismatch_warning(both, "sgilo") and "2 of 2" in (
+        mismatch_warning(both, "sgilo")
+    )
+    assert mismatch_warning(replace(unexplained, unexplained_limit=[None, None]), "sgilo") is None
     good = PriorFit(heldout_fraction=0.1, ratio=[0.5], best_classical=["tv"])
     assert mismatch_warning(good, "sgilo") is None
     assert ratio_text(PriorFit(heldout_fraction=None, note="x")) is None

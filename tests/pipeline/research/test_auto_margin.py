@@ -6,6 +6,8 @@ import pytest
 from sgilo.pipeline.research.auto_margin import (
     auto_pick,
     choose_margin,
+    choose_margin_and_limit,
+    limit_table,
     margin_table,
     tuning_images,
 )
@@ -33,6 +35,23 @@ def test_choose_margin_takes_the_lowest_loss_and_the_smaller_tau_on_ties():
     in_domain = _row(1.6, 1.0, 30.0, 27.0)  # needs tau >= 1.6 to keep the prior (+3 dB)
     unlike = _row(2.4, 1.0, 20.0, 24.0)  # tau >= 2.4 would keep the prior (-4 dB)
     assert choose_margin([in_domain, unlike], (1.0, 1.5, 1.8, 2.0, 3.0)) == 1.8
+
+
+def test_the_unexplained_limit_vetoes_the_prior_and_is_chosen_with_tau():
+    # held out, the prior looks fine on both rows (ratio 1.1); one is unlike its training
+    # images and only the unexplained fraction says so
+    in_domain = {**_row(1.1, 1.0, 30.0, 27.0), "unexplained": 0.03}
+    unlike = {**_row(1.1, 1.0, 20.0, 24.0), "unexplained": 0.3}
+    assert auto_pick(unlike, 1.2) == "sgilo" and auto_pick(unlike, 1.2, 0.1) == "tv"
+    assert auto_pick(in_domain, 1.2, 0.1) == "sgilo" and auto_pick(in_domain, 1.2, 0.02) == "tv"
+    taus, limits = (1.0, 1.2), (0.02, 0.1, float("inf"))
+    table = limit_table([in_domain, unlike], taus, limits)
+    assert table[(1.2, 0.1)] == 0.0 and table[(1.2, float("inf"))] == pytest.approx(2.0)
+    assert table[(1.0, 0.1)] == pytest.approx(1.5)
+    assert choose_margin_and_limit([in_domain, unlike], taus, limits) == (1.2, 0.1)
+    # rows without the statistic: a finite limit needs it
+    with pytest.raises(KeyError):
+        auto_pick(_row(1.1, 1.0, 30.0, 27.0), 1.2, 0.1)
 
 
 def test_tuning_images_are_twelve_distinct_unit_range_slices():
@@ -72,7 +91,15 @@ def test_main_keeps_the_rows_of_the_chosen_sets_and_tabulates_them(tmp_path, cap
     out = tmp_path / "out.json"
     assert main(["--rows", str(path), "--out", str(out)]) == 0  # both sets: nothing to measure
     assert len(json.loads(out.read_text())) == len(rows)
-    assert "4x (24 rows)" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "4x (24 rows)" in printed and "unexplained" not in printed  # rows without it
     assert main(["--rows", str(path), "--out", str(out), "--images", "extra"]) == 0
     kept = json.loads(out.read_text())
     assert len(kept) == 24 and all(r["image"].startswith("extra-") for r in kept)
+    # 8x rows with the unexplained fraction: the τ × θ table as well
+    eight = [{**r, "unexplained": 0.05} for r in rows if r["setting"] == "8-coil 8x"]
+    path.write_text(json.dumps(eight))
+    capsys.readouterr()
+    assert main(["--rows", str(path), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "8x (24 rows), τ × θ" in printed and "chosen τ =" in printed
