@@ -120,6 +120,17 @@ class DataParallel:
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return bool(t.item() > 0)
 
+    def any_of(self, flags: list[bool], device: torch.device | str = "cpu") -> list[bool]:
+        """Per entry of ``flags``, whether it is true in any process: one collective (every
+        process must call it with as many flags)."""
+        if not self.active:
+            return list(flags)
+        import torch.distributed as dist
+
+        t = torch.tensor([float(f) for f in flags], device=device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return [bool(v > 0) for v in t.tolist()]
+
 
 #: one process: no sharding, no collectives
 SINGLE = DataParallel()

@@ -12,7 +12,8 @@ libraries are not shown); the command then ends with one line on the original st
     sgilo: interrupted by SIGTERM; 3 of 20 input(s) finished; re-run the same command to finish
 
 and exit code 128 + the signal number (130 for SIGINT, 143 for SIGTERM). A second signal, or a
-clean-up that takes longer than :data:`GRACE_S`, ends the process at once, like SIGKILL: the next
+clean-up that takes longer than :data:`GRACE_S` (:data:`STOP_GRACE_S` for a loop stopping between
+steps), ends the process at once, like SIGKILL: the next
 run into the same output folder removes what it left. When the environment variable
 ``SGILO_HANG_DUMP`` names a file, a clean-up past :data:`GRACE_S` first writes the stacks of all
 threads there (where it hung: the tests set it).
@@ -32,6 +33,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
@@ -46,6 +48,12 @@ GRACE_S = 30.0
 #: seconds a loop inside :func:`stop_between_steps` may take to end its step and write its
 #: checkpoint after the first signal
 STOP_GRACE_S = 120.0
+
+#: inside :func:`stop_between_steps`, a signal this many seconds or less after the first is the
+#: same event, not a second signal: a launcher that forwards a terminal's Ctrl-C to its workers
+#: (torchrun sends SIGTERM to processes that got the SIGINT already), a scheduler that signals
+#: every process of a job
+REPEAT_S = 1.0
 
 #: the end of the one line, after the signal and the progress
 RESUME_HINT = "re-run the same command to finish"
@@ -158,7 +166,7 @@ def _silence_stderr() -> None:
 
 
 def _force_exit() -> None:
-    """End the process now (a second signal, or a clean-up past :data:`GRACE_S`)."""
+    """End the process now (a second signal, or a clean-up past its grace period)."""
     signum = _state.signum or signal.SIGTERM
     _report(signum)
     os._exit(128 + signum)
@@ -283,6 +291,7 @@ class StopFlag:
 
     def __init__(self) -> None:
         self.signum: int | None = None
+        self.at = 0.0  # time.monotonic() of the signal
 
     def __call__(self) -> bool:
         return self.signum is not None
@@ -295,32 +304,45 @@ def stop_between_steps(what: str = "the current step") -> Iterator[StopFlag]:
     after {what} ...``); the loop in the block polls the flag, ends after its step and writes
     what it keeps. When the block then ends, :class:`Interrupted` is raised, so the command
     ends with the usual one line (see :func:`set_resume_hint`) and exit code. The watchdog
-    allows :data:`STOP_GRACE_S` from the signal; a second signal ends the process at once.
-    Elsewhere (no command running, another thread) the flag is never set."""
+    allows :data:`STOP_GRACE_S` from the signal; a second signal more than :data:`REPEAT_S`
+    after the first ends the process at once (earlier ones are the same event, ignored). An
+    error raised in the block after the signal is shown in one line before the command ends
+    as interrupted. Elsewhere (no command running, another thread) the flag is never set."""
     flag = StopFlag()
     if not (_state.armed and _in_main_thread()):
         yield flag
         return
     state = _state
 
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        if state.signum is not None:  # a second signal
-            _force_exit()
-        state.signum = flag.signum = signum
-        state.grace = STOP_GRACE_S
-        state.signalled.set()
-        line = (
-            f"sgilo: {signal_name(signum)}: stopping after {what} "
-            "(a second signal ends at once, losing it)\n"
-        )
+    def say(line: str) -> None:
         try:
             _write_all(state.stderr_fd if state.stderr_fd is not None else 2, line.encode())
         except OSError:
             pass
 
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        now = time.monotonic()
+        if state.signum is not None:
+            if flag.signum is not None and now - flag.at <= REPEAT_S:
+                return  # the same event, delivered again
+            _force_exit()  # a second signal
+        state.signum = flag.signum = signum
+        flag.at = now
+        state.grace = STOP_GRACE_S
+        state.signalled.set()
+        say(
+            f"sgilo: {signal_name(signum)}: stopping after {what} "
+            "(a second signal ends at once, losing it)\n"
+        )
+
     previous = {s: signal.signal(s, on_signal) for s in SIGNALS}
     try:
         yield flag
+    except Exception as exc:
+        if flag.signum is not None:  # not hidden behind the interrupted line
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            say(f"sgilo: error while stopping: {type(exc).__name__}: {first}\n")
+        raise
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)

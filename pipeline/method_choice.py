@@ -53,7 +53,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import torch
@@ -63,10 +63,12 @@ from sgilo.operators.base import LinearOperator
 from sgilo.pipeline.prior_fit import (
     HELDOUT_FRACTION,
     HELDOUT_SEED,
+    UNEXPLAINED_FROM,
     checked_generative,
     predict_on_split,
     score_classical,
     slice_accelerations,
+    unexplained_fraction,
 )
 from sgilo.pipeline.solvers.base import Progress, ReconResult
 from sgilo.pipeline.solvers.diagnostics import PriorFit
@@ -74,8 +76,9 @@ from sgilo.pipeline.solvers.kspace_split import SplitPart, heldout_error, split_
 
 ClassicalName = Literal["zero-filled", "cg-sense", "l1-wavelet", "tv"]
 
-#: batches with a slice accelerated less than this get the second generative fit (step 3)
-SECOND_FIT_BELOW = 6.0
+#: batches with a slice accelerated less than this get the second generative fit (step 3); from
+#: there on the unexplained fraction is judged instead (the same threshold)
+SECOND_FIT_BELOW = UNEXPLAINED_FROM
 #: the margin of the two-fit statistic, chosen on the 4× rows of the tuning set: the smallest τ
 #: within 0.05 dB of the lowest mean loss, averaged over the three parts that could be the second
 #: fit's (:mod:`sgilo.pipeline.research.auto_second_fit`, docs/GENERATIVE.md)
@@ -117,10 +120,11 @@ class AutoConfig(BaseModel):
     unexplained_limit: float | None = Field(
         None,
         gt=0,
+        allow_inf_nan=False,
         description="also keep a classical method on a slice that the first split decides "
         "(no second fit) when the generator's model image leaves more than this fraction of the "
         "fitted k-space energy unexplained beyond the best classical fit (default: 0.09 on "
-        "slices accelerated 6x or more, none below; inf: off; docs/GENERATIVE.md)",
+        "slices accelerated 6x or more, none below; 1e9: off; docs/GENERATIVE.md)",
     )
     second_fit_below: float = Field(
         SECOND_FIT_BELOW,
@@ -246,6 +250,9 @@ def solve_auto(
         if missing:
             score_classical(fits, missing, seed=seed)
             report = _with_errors(report, fits.errors)
+        if config.candidates is not None:  # u beyond the best of these candidates
+            u = unexplained_fraction(fits, generative, candidates)
+            report = replace(report, unexplained=u.tolist())
         parts = outer_partition(y, op, config.classical_folds)
         fitted: dict[int, torch.Tensor] = {}  # part -> (B, N), fitted when first needed
 

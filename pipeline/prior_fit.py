@@ -230,10 +230,15 @@ def _finished(
     """The final step (:func:`_finish`) with ``y``, ``op`` applied to every chain's model image:
     ``(K, B, H, W)``, ``K = 1`` for a result without chains; on ``y``'s device (the model images
     come back from the prior's device, the final step runs on the data's)."""
+    return torch.stack([_finish(x, y, op, config) for x in _chains(model).to(y.device)])
+
+
+def _chains(model: ReconResult) -> torch.Tensor:
+    """Every chain's model image ``(K, B, H, W)`` of a latent fit (``K = 1`` without chains)."""
     chains = getattr(model, "samples", None)
     if chains is None or not chains.numel():
         chains = model.image[None]
-    return torch.stack([_finish(x, y, op, config) for x in chains.to(y.device)])
+    return chains
 
 
 def fit_on_split(
@@ -247,7 +252,7 @@ def fit_on_split(
     seed: int = 0,
     callback: Progress | None = None,
     solver_options: dict | None = None,
-) -> tuple[ReconResult, torch.Tensor]:
+) -> tuple[ReconResult, torch.Tensor, torch.Tensor]:
     """Steps 2–3 of the module docstring for one split ``part`` of ``y``: the latent fit of the
     generative ``method`` on the fitted samples, then the final data-consistency step on the
     same model image(s) twice. Returns the result whose image is the output on *all* samples
@@ -258,11 +263,9 @@ def fit_on_split(
     mean; before the final step: what the generator itself leaves unexplained)."""
     fit = {"prior": prior, "samples": samples, "seed": seed, "callback": callback}
     model, config = _latent_fit(part, method, **fit, options=dict(solver_options or {}))
-    chains = getattr(model, "samples", None)
-    if chains is None or not chains.numel():
-        chains = model.image[None]
     device = part.fit_y.device
-    residual = torch.stack([fitted_residual(part, x.to(device))[0] for x in chains]).mean(dim=0)
+    residuals = [fitted_residual(part, x.to(device))[0] for x in _chains(model)]
+    residual = torch.stack(residuals).mean(dim=0)
     predicted = _finished(model, config, part.fit_y, part.fit_op).mean(dim=0)
     on_all = _finished(model, config, y, op)
     if getattr(model, "samples", None) is not None and model.samples.numel():
@@ -416,27 +419,40 @@ def ratio_text(report: PriorFit | None) -> str | None:
 
 
 def unexplained_text(report: PriorFit | None) -> str | None:
-    """``"unexplained 4%"`` (the largest unexplained fraction over slices, in percent), ASCII;
-    ``None`` without the statistic."""
+    """``"unexplained 4% (limit 9%)"``: the largest unexplained fraction over the slices where it
+    is judged (``"unexplained 14% (not judged below 6x)"`` over all slices where it is judged on
+    none), in percent, ASCII; ``None`` without the statistic."""
     if report is None or not report.unexplained:
         return None
-    return f"unexplained {100 * max(report.unexplained):.0f}%"
+    limits = report.unexplained_limit or [None] * len(report.unexplained)
+    judged = [(u, t) for u, t in zip(report.unexplained, limits, strict=True) if t is not None]
+    if not judged:
+        worst = max(report.unexplained)
+        return f"unexplained {100 * worst:.0f}% (not judged below {UNEXPLAINED_FROM:g}x)"
+    u, t = max(judged)
+    return f"unexplained {100 * u:.0f}% (limit {100 * t:.0f}%)"
 
 
-def mismatch_warning(report: PriorFit | None, method: str, *, auto: bool = False) -> str | None:
+def mismatch_warning(
+    report: PriorFit | None, method: str, *, auto: bool = False, choice: list[str] | None = None
+) -> str | None:
     """One line for stderr when some slice is unlike the prior's training images
     (:func:`unlike_prior`: the prior predicted held-out k-space worse than a classical method by
     more than the slice's margin, :func:`prior_margin`, or its model image left more of the
     fitted k-space unexplained than :func:`unexplained_limit`), else ``None``. ``auto``: the
-    line says that auto kept the classical method there."""
+    line says what auto kept there (``choice``: its method per slice; without it, that it kept
+    a classical method)."""
     worse = unlike_prior(report)
     if not worse:
         return None
-    advice = (
-        "auto kept a classical method there"
-        if auto
-        else "compare with a classical method, or use --method auto"
-    )
+    advice = "compare with a classical method, or use --method auto"
+    if auto:
+        kept = [i for i in worse if choice is not None and choice[i] == method]
+        advice = (
+            f"auto kept {method} on {len(kept)} of them (its own settings)"
+            if kept
+            else "auto kept a classical method there"
+        )
     reasons = []
     heldout = above_margin(report)
     if heldout:
@@ -451,8 +467,9 @@ def mismatch_warning(report: PriorFit | None, method: str, *, auto: bool = False
     if unexplained:
         worst = max(unexplained, key=lambda i: report.unexplained[i])
         reasons.append(
-            f"left {100 * report.unexplained[worst]:.0f}% of the measured k-space energy "
-            f"unexplained (limit {100 * report.unexplained_limit[worst]:.0f}%)"
+            f"left {100 * report.unexplained[worst]:.0f}% more of the fitted k-space energy "
+            f"unexplained than {report.best_classical[worst]} "
+            f"(limit {100 * report.unexplained_limit[worst]:.0f}%)"
         )
     return (
         f"warning: {method}'s prior {' and '.join(reasons)} on {len(worse)} of "

@@ -363,6 +363,7 @@ def reconstruct_file(
                 if method == "auto"
                 else method,
                 auto=method == "auto",
+                choice=getattr(recon.diagnostics, "auto_choice", None),
             )
             if warning:
                 log(f"{study.name}: {warning}")
@@ -437,6 +438,10 @@ def output_clashes(paths: list[Path]) -> dict[int, str]:
     return clashes
 
 
+#: what the summary line's "unexplained X%" is
+UNEXPLAINED_NOTE = "fitted k-space the prior's image explains worse than the best classical fit"
+
+
 def solver_note(diagnostics: Diagnostics | None) -> str:
     """What a generative run did, for its summary line: the Adam steps each CSGM restart or
     ILO/SGILO round ran (``steps_run``; fewer than the schedule when it stopped early), the
@@ -454,7 +459,7 @@ def solver_note(diagnostics: Diagnostics | None) -> str:
             parts.append(f"{diagnostics.config.generative} {fit}")
         unexplained = unexplained_text(diagnostics.prior_fit)
         if unexplained:
-            parts.append(f"{unexplained} of the fitted k-space (largest over slices)")
+            parts.append(f"{unexplained}: {UNEXPLAINED_NOTE}")
         if diagnostics.auto_note:
             parts.append(diagnostics.auto_note)
         return "; ".join(parts)
@@ -477,7 +482,7 @@ def solver_note(diagnostics: Diagnostics | None) -> str:
             parts.append(f"{fit}: held-out k-space error over the best classical method's")
         unexplained = unexplained_text(diagnostics.prior_fit)
         if unexplained:
-            parts.append(f"{unexplained} of the fitted k-space (largest over slices)")
+            parts.append(f"{unexplained}: {UNEXPLAINED_NOTE}")
     return "; ".join(parts)
 
 

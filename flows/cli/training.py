@@ -6,12 +6,13 @@ architecture, from the shipped prior's preset (:mod:`sgilo.models.stylegan2.pres
 from __future__ import annotations
 
 import argparse
+import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sgilo.flows.cli.parser import add_device, add_mirrored, cuda_missing, stderr
-from sgilo.pipeline.interrupt import set_resume_hint, stop_between_steps
+from sgilo.pipeline.interrupt import Interrupted, set_resume_hint, stop_between_steps
 
 if TYPE_CHECKING:
     from sgilo.models.data_parallel import DataParallel
@@ -333,11 +334,13 @@ def _train_gan(args: argparse.Namespace, parallel: DataParallel, device: str) ->
             )
             if parallel.writes:  # rank 0 finishes the generator file
                 _add_latent_stats(args.out / "generator.pt", args.seed)
-            if stop():
+            if result.stopped:  # a signal here or in another data-parallel process
                 set_resume_hint(
                     f"checkpoint written at step {result.step} ({result.images_seen} images "
                     f"seen); {RESUME_TRAINING}"
                 )
+                if not stop():  # this process got none: it ends as the others do
+                    raise Interrupted(signal.SIGTERM)
     except (FileExistsError, ValueError) as exc:
         stderr(f"sgilo train-gan: error: {' '.join(str(exc).split())}")
         return 2

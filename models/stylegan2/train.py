@@ -141,6 +141,7 @@ class TrainResult:
     checkpoint: Path
     generator_file: Path
     log: Path
+    stopped: bool = False  # ended by ``stop`` (in any process), not by its steps or time budget
 
 
 # ---------------------------------------------------------------------- outputs
@@ -241,9 +242,11 @@ def train_gan(
             the checkpoint then records the new batch.
         stop: polled after every step (a signal handler's flag: the CLI's SIGTERM/Ctrl-C);
             when it returns True the run ends after that step as at ``max_seconds`` (log
-            record, samples, checkpoint), so nothing trained is lost and ``resume`` continues
-            it exactly. Data-parallel processes agree on it by a collective every step (as
-            for ``max_seconds``): every process stops at the same step.
+            record, samples, checkpoint; ``stopped`` in the result), so nothing trained is lost
+            and ``resume`` continues it exactly. Data-parallel processes agree on it by a
+            collective every ``progress_every`` steps (every step with ``max_seconds``, whose
+            collective it shares), so that no other step waits for the device: every process
+            stops at the same step, ``stopped`` in all of them.
 
     Returns:
         :class:`TrainResult`. Checkpoints are written every ``checkpoint_every`` steps and at the
@@ -297,10 +300,12 @@ def train_gan(
         set_latent_avg(run.g_ema, seeds(config.seed)["latent_avg"])
         return result
     with autotuned(device):
-        _loop(run, sampler, device, out_dir, progress, max_seconds, stop, sample_z, sample_noises)
+        stopped = _loop(
+            run, sampler, device, out_dir, progress, max_seconds, stop, sample_z, sample_noises
+        )
     if not writes:  # w_avg as rank 0 stores it with its checkpoint
         set_latent_avg(run.g_ema, seeds(config.seed)["latent_avg"])
-    result.step, result.images_seen = run.step, run.images_seen
+    result.step, result.images_seen, result.stopped = run.step, run.images_seen, stopped
     return result
 
 
@@ -314,15 +319,16 @@ def _loop(
     stop: Callable[[], bool] | None,
     sample_z: Tensor,
     sample_noises: list[Tensor],
-) -> None:
+) -> bool:
     """Steps until ``total_steps``, the time budget or ``stop()``, with logs, samples and
-    checkpoints."""
+    checkpoints; returns whether ``stop()`` ended it."""
     config, parallel, writes = run.config, run.parallel, run.parallel.writes
     log_path = out_dir / "log.jsonl"
     history: dict[str, list[Tensor]] = {}
     last: dict[str, Tensor] = {}
     log_t0 = prog_t0 = call_t0 = time.perf_counter()
     log_n = prog_n = 0
+    stopping = False
     while run.step < config.total_steps:
         t = time.perf_counter()
         stats = train_step(run, sampler, device)
@@ -333,9 +339,15 @@ def _loop(
         log_n += config.batch_size
         prog_n += config.batch_size
         out_of_time = max_seconds is not None and time.perf_counter() - call_t0 >= max_seconds
-        out_of_time |= stop is not None and stop()
-        if max_seconds is not None or (stop is not None and parallel.active):
-            out_of_time = parallel.any(out_of_time, device)  # every process stops at one step
+        stopping = stop is not None and stop()
+        if parallel.active and (
+            max_seconds is not None or (stop is not None and run.step % config.progress_every == 0)
+        ):  # every process stops at the same step: [out of time, stop] agreed in one collective
+            agreed = parallel.any_of([out_of_time, stopping], device)
+            out_of_time, stopping = agreed
+        elif parallel.active:
+            stopping = False  # until the next agreement
+        out_of_time |= stopping
         step, done = run.step, run.step == config.total_steps or out_of_time
         kimg = run.images_seen / 1000
         logs = step % config.log_every == 0 or done
@@ -380,3 +392,4 @@ def _loop(
             write_checkpoint(run, out_dir)
         if out_of_time:
             break
+    return stopping

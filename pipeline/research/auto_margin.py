@@ -333,7 +333,8 @@ def main(argv: list[str] | None = None) -> int:
             continue
         tau, limit = choose_margin_and_limit(subset)
         print(
-            f"\n{acc} ({len(subset)} rows), τ × θ (unexplained limit): chosen {tau:g}, {limit:g}\n"
+            f"\n{acc} ({len(subset)} rows), τ × θ (unexplained limit): "
+            f"chosen τ = {tau:g}, θ = {limit:g}\n"
         )
         table = limit_table(subset)
         print("| τ \\ θ | " + " | ".join(f"{t:g}" for t in LIMITS) + " |")

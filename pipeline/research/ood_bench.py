@@ -221,9 +221,10 @@ def _scores(target: np.ndarray, magnitude: np.ndarray) -> tuple[list[float], lis
 
 
 def _record(diag: dict) -> dict:
-    """What the report keeps of a result's diagnostics: ``auto``'s choice, note and held-out
-    errors, and the λ an auto-λ run chose."""
-    keep = {k: v for k, v in diag.items() if k in ("auto_choice", "auto_note", "lambda_rel")}
+    """What the report keeps of a result's diagnostics: ``auto``'s choice, note, held-out errors
+    and unexplained fractions, and the λ an auto-λ run chose."""
+    kept = ("auto_choice", "auto_note", "lambda_rel", "prior_fit_unexplained")
+    keep = {k: v for k, v in diag.items() if k in kept}
     keep |= {k: v for k, v in diag.items() if "heldout_error" in k}
     return keep
 

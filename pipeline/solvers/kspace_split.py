@@ -97,19 +97,21 @@ def heldout_error(part: SplitPart, image: torch.Tensor) -> torch.Tensor:
     """The mean squared prediction error on the held-out measurements of ``part`` for images
     ``(copies · len(part.slices), H, W)`` fitted on its ``fit_y``: float64 ``(copies, n)``,
     ``‖M_h ⊙ (A x − y)‖² / n_h`` per entry (``n_h``: held-out measurements of that slice)."""
-    residual = part.held_op.A(image.to(part.held_y.dtype)) - part.held_y
-    n = len(part.slices)
-    sse = residual.abs().pow(2).reshape(residual.shape[0], -1).sum(dim=1).to(torch.float64)
-    counts = part.held_op.num_measurements(residual.shape[0]).clamp_min(1)
-    return (sse.cpu() / counts).view(-1, n)
+    sse = _squared_residual(part.held_op, part.held_y, image)
+    counts = part.held_op.num_measurements(sse.shape[0]).clamp_min(1)
+    return (sse / counts).view(-1, len(part.slices))
 
 
 def fitted_residual(part: SplitPart, image: torch.Tensor) -> torch.Tensor:
     """How much of its *fitted* measurements an image leaves unexplained: float64 ``(copies, n)``,
     ``‖M_f ⊙ (A x − y)‖²`` per entry (summed, not averaged), for images ``(copies · n, H, W)``."""
-    residual = part.fit_op.A(image.to(part.fit_y.dtype)) - part.fit_y
-    sse = residual.abs().pow(2).reshape(residual.shape[0], -1).sum(dim=1).to(torch.float64)
-    return sse.cpu().view(-1, len(part.slices))
+    return _squared_residual(part.fit_op, part.fit_y, image).view(-1, len(part.slices))
+
+
+def _squared_residual(op: LinearOperator, y: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+    """``‖A x − y‖²`` per image: float64 ``(N,)`` on the CPU."""
+    residual = op.A(image.to(y.dtype)) - y
+    return residual.abs().pow(2).reshape(residual.shape[0], -1).sum(dim=1).to(torch.float64).cpu()
 
 
 def fitted_energy(part: SplitPart) -> torch.Tensor:

@@ -339,6 +339,71 @@ def test_a_hung_cleanup_ends_after_the_grace_period(tmp_path, monkeypatch):
     assert "in hung_cleanup" in dump.read_text()  # where it hung, for the one who debugs it
 
 
+def _stop_script(body: str) -> subprocess.CompletedProcess:
+    """Run ``body`` (defining ``command()``) under ``run_interruptibly``; returns the process."""
+    code = PRELUDE + textwrap.dedent(body) + "\nsys.exit(interrupt.run_interruptibly(command))\n"
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+
+
+STOPPING = "sgilo: SIGTERM: stopping after the step (a second signal ends at once, losing it)"
+INTERRUPTED = "sgilo: interrupted by SIGTERM; re-run the same command to finish"
+
+
+def test_a_loop_that_stops_between_steps_sees_the_flag_and_a_repeat_is_the_same_event():
+    proc = _stop_script(
+        """
+        def command():
+            with interrupt.stop_between_steps("the step") as stop:
+                os.kill(os.getpid(), signal.SIGTERM)
+                os.kill(os.getpid(), signal.SIGINT)  # forwarded by a launcher: the same event
+                time.sleep(0.1)
+                grace = interrupt._state.grace == interrupt.STOP_GRACE_S
+                print("step ended", stop(), stop.signum == signal.SIGTERM, grace, flush=True)
+            print("not reached", flush=True)
+            return 0
+        """
+    )
+    assert proc.returncode == 143, proc.stderr
+    assert proc.stdout == "step ended True True True\n"
+    assert proc.stderr.splitlines() == [STOPPING, INTERRUPTED]
+
+
+def test_a_later_second_signal_ends_the_stop_at_once():
+    proc = _stop_script(
+        """
+        interrupt.REPEAT_S = 0.1
+        def command():
+            with interrupt.stop_between_steps("the step") as stop:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(0.3)
+                print("still stopping", flush=True)
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(5)
+                print("not reached", flush=True)
+        """
+    )
+    assert proc.returncode == 143, proc.stderr
+    assert proc.stdout == "still stopping\n"
+    assert proc.stderr.splitlines() == [STOPPING, INTERRUPTED]
+
+
+def test_an_error_while_stopping_is_shown_before_the_interrupted_line():
+    proc = _stop_script(
+        """
+        def command():
+            with interrupt.stop_between_steps("the step"):
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(0.1)
+                raise OSError("disk full\\nand more")
+        """
+    )
+    assert proc.returncode == 143, proc.stderr
+    error = "sgilo: error while stopping: OSError: disk full"
+    assert proc.stderr.splitlines() == [STOPPING, error, INTERRUPTED]
+
+
 # ---- training: stop after the step, with a checkpoint
 
 GAN = [
@@ -415,6 +480,9 @@ def test_train_score_stops_after_the_step_with_its_state(tmp_path: Path) -> None
         r"--resume continues it",
         rest[-1],
     ), "\n".join(rest)
+    stopping = "sgilo: SIGTERM: stopping after this step, writing the training state"
+    assert any(line.startswith(stopping) for line in rest), rest
+    assert not any("Traceback" in line for line in lines), "\n".join(lines)
     state = torch.load(out / "train_state.pt", weights_only=True)
     step = int(state["step"])
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
@@ -425,3 +493,7 @@ def test_train_score_stops_after_the_step_with_its_state(tmp_path: Path) -> None
     ref_state = torch.load(ref / "train_state.pt", weights_only=True)
     for key in ("network", "ema"):
         assert _state_dicts_equal(state[key], ref_state[key]), key
+    # --resume goes on from it
+    args = ["train-score", *generator, "--out", str(out), "--resume", *SCORE]
+    assert main([*args, "--steps", str(step + 3)]) == 0
+    assert int(torch.load(out / "train_state.pt", weights_only=True)["step"]) == step + 3

@@ -207,3 +207,69 @@ def test_gan_source_computes_only_its_rows(space):
         assert part.shape == (4, *whole.shape[1:])
         assert torch.allclose(part, p.shard(whole), atol=1e-6)
         assert torch.equal(gen.get_state(), whole_gen.get_state())
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            found.append(int(entry.name))
+    return found
+
+
+def _rank_of(pid: int) -> str | None:
+    try:
+        env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    ranks = [e.split(b"=", 1)[1].decode() for e in env if e.startswith(b"RANK=")]
+    return ranks[0] if ranks else None
+
+
+def test_a_signal_to_one_process_stops_both_at_the_same_step(gan_runs):
+    """SIGTERM to rank 1 only: both processes agree on the step (a multiple of the progress
+    interval, 10), rank 0 writes that step's checkpoint and says so, and rank 1 stops too."""
+    import threading
+    import time
+
+    root, gan = gan_runs["root"], gan_runs["gan"]
+    out = root / "stopped"
+    args = [*gan, "--steps", "100000", "--checkpoint-every", "100000", "--out", str(out)]
+    proc = subprocess.Popen(
+        [*TORCHRUN, "-m", "sgilo.flows.cli", *args],
+        cwd=root,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + 240
+        while not any(line.startswith("step 20/") for line in lines):
+            assert proc.poll() is None and time.monotonic() < deadline, "".join(lines)
+            time.sleep(0.05)
+        workers = [p for p in _children(proc.pid) if _rank_of(p) == "1"]
+        assert len(workers) == 1, (workers, _children(proc.pid))
+        os.kill(workers[0], 15)
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    reader.join(timeout=10)
+    text = "".join(lines)
+    step = int(torch.load(out / "checkpoint.pt", weights_only=True)["step"])
+    assert step >= 20 and step % 10 == 0, text
+    assert json.loads((out / "log.jsonl").read_text().splitlines()[-1])["step"] == step
+    assert f"interrupted by SIGTERM; checkpoint written at step {step} " in text, text
+    assert "sgilo: SIGTERM: stopping after this step" in text, text

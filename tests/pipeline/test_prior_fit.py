@@ -164,6 +164,29 @@ def test_auto_keeps_a_classical_method_where_the_prior_leaves_too_much_unexplain
     plain = solve(y, op, "auto", prior=prior, solver_options=options).diagnostics
     assert plain.auto_unexplained_limit == [None, None]
     assert plain.auto_choice == ["csgm", "csgm"]
+    # a limit must be finite (run.json is strict JSON); 1e9 turns it off
+    with pytest.raises(ValueError, match="unexplained_limit"):
+        AutoConfig(unexplained_limit=math.inf)
+    # other candidates: u beyond the best of those
+    only_tv = solve(y, op, "auto", prior=prior, solver_options={**options, "candidates": ["tv"]})
+    fits = heldout_split(y, op, 0.1, 0)
+    tv = fitted_residual(fits.part, run_method(fits.part.fit_y, fits.part.fit_op, "tv").image)[0]
+    best = (
+        torch.stack(
+            [
+                fitted_residual(fits.part, run_method(fits.part.fit_y, fits.part.fit_op, c).image)[
+                    0
+                ]
+                for c in classical_candidates(op)
+            ]
+        )
+        .min(dim=0)
+        .values
+    )
+    shift = (tv - best) / fits.part.fit_y.abs().pow(2).flatten(1).sum(dim=1).to(torch.float64)
+    assert only_tv.diagnostics.prior_fit.unexplained == pytest.approx(
+        (torch.tensor(u, dtype=torch.float64) - shift).tolist(), rel=1e-4, abs=1e-6
+    )
 
 
 def test_prior_fit_off_is_the_plain_solver(prior):
@@ -301,10 +324,17 @@ def test_report_texts():
         unexplained_limit=[0.09, 0.09],
     )
     assert ratio_text(unexplained) == "prior-fit 0.75 (unlike prior on 1/2)"
-    assert unexplained_text(unexplained) == "unexplained 20%"
+    assert unexplained_text(unexplained) == "unexplained 20% (limit 9%)"
     line = mismatch_warning(unexplained, "sgilo", auto=True)
-    assert "left 20% of the measured k-space energy unexplained (limit 9%)" in line
-    assert "1 of 2 slice(s)" in line and "held-out" not in line and "auto kept" in line
+    assert "left 20% more of the fitted k-space energy unexplained than tv (limit 9%)" in line
+    assert "1 of 2 slice(s)" in line and "held-out" not in line
+    assert "auto kept a classical method there" in line
+    # auto with its own settings may have kept the prior on a flagged slice: the line says so
+    kept = mismatch_warning(unexplained, "sgilo", auto=True, choice=["sgilo", "tv"])
+    assert "auto kept sgilo on 1 of them" in kept
+    # not judged on any slice (below 6x): the largest over all slices, said so
+    below = replace(unexplained, unexplained_limit=[None, None], unexplained=[0.14, 0.02])
+    assert unexplained_text(below) == "unexplained 14% (not judged below 6x)"
     both = replace(unexplained, ratio=[1.0, 3.0])
     assert "ratio up to 3.00" in mismatch_warning(both, "sgilo") and "2 of 2" in (
         mismatch_warning(both, "sgilo")

@@ -130,3 +130,16 @@ def test_summaries_from_hand_made_cells():
     no_auto = [r for r in rows if r.variant != "auto"]
     assert auto_summary(no_auto, ["zero-filled", "tv", "sgilo"]) == []
     assert time_summary(no_auto) == []
+
+
+def test_cells_keep_auto_choice_heldout_errors_and_unexplained_fractions():
+    from sgilo.pipeline.research.ood_bench import _record
+
+    diag = {
+        "auto_choice": ["tv"],
+        "prior_fit_heldout_errors": {"sgilo": [1.0]},
+        "prior_fit_unexplained": [0.2],
+        "lambda_rel": [0.01],
+        "generative_run": {"steps": 3},
+    }
+    assert _record(diag) == {k: v for k, v in diag.items() if k != "generative_run"}
