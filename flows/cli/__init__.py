@@ -22,13 +22,14 @@
     sgilo sample --generator PATH [--score PATH --block K] --out FILE.png [--n N] [--seed S]
 
 One module per command group: :mod:`~sgilo.flows.cli.reconstruct`, :mod:`~sgilo.flows.cli.batch`
-(batch, serve), :mod:`~sgilo.flows.cli.training` (train-gan, train-score, invert-training),
-:mod:`~sgilo.flows.cli.sample`, :mod:`~sgilo.flows.cli.research` (bench, scaling, tune-*,
-evaluate-prior) and :mod:`~sgilo.flows.cli.demo`; :mod:`~sgilo.flows.cli.parser` has the parser
-machinery and :mod:`~sgilo.flows.cli.recon_options` the options every reconstructing command
-shares. A command's options are added only when it is used, and heavy libraries (torch, sigpy,
-prefect) are imported inside the commands, so ``sgilo --help`` is fast. Options that mirror a
-config field take their defaults from it. Exit codes: 0 success; 1 when any input failed (each
+(batch, serve), :mod:`~sgilo.flows.cli.training` (train-gan, train-score),
+:mod:`~sgilo.flows.cli.invert` (invert-training), :mod:`~sgilo.flows.cli.sample`,
+:mod:`~sgilo.flows.cli.research` (bench, scaling, tune-*, evaluate-prior) and
+:mod:`~sgilo.flows.cli.demo`; :mod:`~sgilo.flows.cli.parser` has the parser machinery and
+:mod:`~sgilo.flows.cli.recon_options` the options every reconstructing command shares. A
+command's options are added only when it is used, and heavy libraries (torch, sigpy, prefect) are
+imported inside the commands, so ``sgilo --help`` is fast. Options that mirror a config field
+take their defaults from it. Exit codes: 0 success; 1 when any input failed (each
 failure is one line on stderr naming the file); 2 for a usage error.
 """
 
@@ -39,7 +40,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from sgilo.flows.cli import batch, demo, reconstruct, research, sample, training
+from sgilo.flows.cli import batch, demo, invert, reconstruct, research, sample, training
 from sgilo.flows.cli.parser import CommandParser, OneLineParser
 
 #: command → (module of sgilo.flows.cli, function)
@@ -51,7 +52,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "tune-classical": ("research", "cmd_tune"),
     "train-gan": ("training", "cmd_train_gan"),
     "train-score": ("training", "cmd_train_score"),
-    "invert-training": ("training", "cmd_invert_training"),
+    "invert-training": ("invert", "cmd_invert_training"),
     "sample": ("sample", "cmd_sample"),
     "evaluate-prior": ("research", "cmd_evaluate_prior"),
     "bench": ("research", "cmd_bench"),
@@ -69,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
         "baselines.",
     )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=CommandParser)
-    for group in (demo, reconstruct, batch, training, sample, research):
+    for group in (demo, reconstruct, batch, training, invert, sample, research):
         group.register(sub)
     return parser
 
