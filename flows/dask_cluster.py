@@ -10,6 +10,9 @@ two workers on one GPU can still gain). With dask-cuda installed and no more wor
 the cluster is its ``LocalCUDACluster`` (the same placement, plus its CPU-affinity and memory
 settings); else a :class:`distributed.SpecCluster` of nannies, each started with its own
 ``CUDA_VISIBLE_DEVICES``.
+
+Every worker process of a cluster started here ignores SIGINT (a terminal's Ctrl-C reaches the
+whole process group; the ``sgilo`` process ends the cluster itself): :mod:`sgilo.flows.dask_worker`.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Any
 from prefect.client.orchestration import get_client
 from prefect.task_runners import TaskRunner
 
+from sgilo.flows.dask_worker import PRELOAD
 from sgilo.pipeline.batch import BatchOptions
 from sgilo.pipeline.runtime import cache_dir
 
@@ -50,7 +54,8 @@ def gpu_worker_specs(
 ) -> dict[str, dict[str, Any]]:
     """:class:`distributed.SpecCluster` worker specs: one single-threaded nanny per entry of
     ``gpus`` (:func:`worker_gpus`), named ``gpu<i>-<entry>``, its process started with
-    ``CUDA_VISIBLE_DEVICES`` set to that entry (and ``env``)."""
+    ``CUDA_VISIBLE_DEVICES`` set to that entry (and ``env``) and the preload of
+    :mod:`sgilo.flows.dask_worker`."""
     from distributed import Nanny
 
     specs = {}
@@ -65,6 +70,7 @@ def gpu_worker_specs(
                 "dashboard_address": ":0",
                 "local_directory": local_directory,
                 "env": {**env, "CUDA_VISIBLE_DEVICES": gpu},
+                "preload": [PRELOAD],
             },
         }
     return specs
@@ -98,7 +104,12 @@ def cluster_plan(
     n = options.workers
     if n is None:
         raise ValueError("a local cluster needs options.workers")
-    common = {"host": "127.0.0.1", "dashboard_address": ":0", "local_directory": local_directory}
+    common = {
+        "host": "127.0.0.1",
+        "dashboard_address": ":0",
+        "local_directory": local_directory,
+        "preload": [PRELOAD],  # workers ignore a terminal's Ctrl-C: see sgilo.flows.dask_worker
+    }
     if options.device != "cuda":
         kwargs = {"n_workers": n, "threads_per_worker": 1, "processes": True, "env": env}
         return "distributed.LocalCluster", {**kwargs, **common}

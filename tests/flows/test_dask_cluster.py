@@ -213,4 +213,26 @@ def test_gpu_spec_cluster_starts_workers_that_see_their_gpu(tmp_path):
     with gpu_spec_cluster(["7", "GPU-x"], env, str(tmp_path)) as cluster, Client(cluster) as c:
         c.wait_for_workers(2, timeout=60)
         seen = c.run(lambda: os.environ.get("CUDA_VISIBLE_DEVICES"))
+        handlers = c.run(lambda: signal.getsignal(signal.SIGINT))
     assert sorted(seen.values()) == ["7", "GPU-x"]
+    assert set(handlers.values()) == {signal.SIG_IGN}
+
+
+def test_local_cluster_workers_outlive_a_ctrl_c(tmp_path):
+    """The CPU cluster of ``sgilo batch --workers 2`` as planned: a SIGINT to its worker
+    processes (what a terminal's Ctrl-C sends to the process group) neither cancels their work
+    nor closes them; the sgilo process alone ends the cluster (tests/flows/test_signals.py)."""
+    from distributed import Client, LocalCluster
+
+    _, kwargs = _plan("cpu", 2, visible=None, count=0, dask_cuda=False)
+    kwargs = {**kwargs, "env": {"OMP_NUM_THREADS": "1"}, "local_directory": str(tmp_path)}
+    with LocalCluster(**kwargs) as cluster, Client(cluster) as c:
+        c.wait_for_workers(2, timeout=60)
+        pids = c.run(os.getpid)
+        work = c.submit(time.sleep, 2.0, pure=False)
+        time.sleep(0.5)
+        for pid in pids.values():
+            os.kill(pid, signal.SIGINT)
+        work.result(timeout=30)  # the task running during the signal finished
+        time.sleep(0.5)
+        assert c.run(os.getpid) == pids  # the same worker processes, still serving
