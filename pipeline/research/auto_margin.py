@@ -48,6 +48,13 @@ where its ratio is at most ``τ`` *and* its unexplained fraction at most ``θ``)
 
     python -m sgilo.pipeline.research.auto_margin --rows docs/auto_margin.json --out rows.json \
         --remeasure "single-coil 8x" "8-coil 8x"  # 8x rows with the unexplained fraction, 10 min
+
+The same tables per kind of data follow (single-coil rows, 8-coil rows), and, with ``θ`` fixed
+by all rows, the single-coil rows' own margin (:func:`choose_margin` with that limit: the 8×
+entry of :data:`sgilo.pipeline.prior_fit.SINGLE_COIL_PRIOR_MARGINS`; one coil's one or two
+held-out columns make the ratio noisier than eight coils')::
+
+    python -m sgilo.pipeline.research.auto_margin --rows docs/auto_margin.json --out rows.json
 """
 
 from __future__ import annotations
@@ -242,11 +249,17 @@ def acceleration_of(setting: str) -> str:
 TIE_DB = 0.05
 
 
-def choose_margin(rows: list[dict], taus: tuple[float, ...] = TAUS, tie: float = TIE_DB) -> float:
-    """The smallest ``τ`` whose mean loss to the best single method on ``rows`` is within ``tie``
-    dB of the lowest (the smaller ``τ`` leans to the classical methods, and keeps away from the
-    edge of the plateau where larger ``τ`` let unlike data through)."""
-    table = margin_table(rows, taus)
+def choose_margin(
+    rows: list[dict],
+    taus: tuple[float, ...] = TAUS,
+    tie: float = TIE_DB,
+    limit: float = float("inf"),
+) -> float:
+    """The smallest ``τ`` whose mean loss to the best single method on ``rows`` (with the
+    unexplained fraction's ``limit``) is within ``tie`` dB of the lowest (the smaller ``τ``
+    leans to the classical methods, and keeps away from the edge of the plateau where larger
+    ``τ`` let unlike data through)."""
+    table = margin_table(rows, taus, limit)
     best = min(entry["mean_loss_to_best"] for entry in table)
     return min(e["tau"] for e in table if e["mean_loss_to_best"] <= best + tie)
 
@@ -328,20 +341,33 @@ def main(argv: list[str] | None = None) -> int:
                 f"{entry['worst_loss_to_classical']:.2f} |"
             )
     for acc in sorted({acceleration_of(r["setting"]) for r in rows}):
-        subset = [r for r in rows if acceleration_of(r["setting"]) == acc]
-        if not all("unexplained" in r for r in subset):
+        at = [r for r in rows if acceleration_of(r["setting"]) == acc]
+        if not all("unexplained" in r for r in at):
             continue
-        tau, limit = choose_margin_and_limit(subset)
-        print(
-            f"\n{acc} ({len(subset)} rows), τ × θ (unexplained limit): "
-            f"chosen τ = {tau:g}, θ = {limit:g}\n"
-        )
-        table = limit_table(subset)
-        print("| τ \\ θ | " + " | ".join(f"{t:g}" for t in LIMITS) + " |")
-        print("|---" * (len(LIMITS) + 1) + "|")
-        for t in TAUS:
-            print(f"| {t:g} | " + " | ".join(f"{table[(t, th)]:.2f}" for th in LIMITS) + " |")
+        for coils in ("", "single-coil", "8-coil"):  # all rows, then each kind alone
+            subset = [r for r in at if r["setting"].startswith(coils)]
+            if subset:
+                _print_limit_table(f"{acc} {coils or 'all'}", subset)
+        _, limit = choose_margin_and_limit(at)
+        single = [r for r in at if r["setting"].startswith("single-coil")]
+        if single:
+            tau = choose_margin(single, limit=limit)
+            print(f"\n{acc} single-coil at θ = {limit:g} (chosen on all rows): τ = {tau:g}")
     return 0
+
+
+def _print_limit_table(label: str, subset: list[dict]) -> None:
+    """The τ × θ table of :func:`limit_table` for ``subset`` as Markdown, with its choice."""
+    tau, limit = choose_margin_and_limit(subset)
+    print(
+        f"\n{label} ({len(subset)} rows), τ × θ (unexplained limit): "
+        f"chosen τ = {tau:g}, θ = {limit:g}\n"
+    )
+    table = limit_table(subset)
+    print("| τ \\ θ | " + " | ".join(f"{t:g}" for t in LIMITS) + " |")
+    print("|---" * (len(LIMITS) + 1) + "|")
+    for t in TAUS:
+        print(f"| {t:g} | " + " | ".join(f"{table[(t, th)]:.2f}" for th in LIMITS) + " |")
 
 
 if __name__ == "__main__":

@@ -97,7 +97,8 @@ class PriorFit:
     - ``ratio``: per slice the generative error over the best classical one (< 1: the prior
       predicts unmeasured k-space better);
     - ``margin``: per slice the ratio above which the data counts as unlike the prior's
-      training images (:func:`sgilo.pipeline.prior_fit.prior_margin` of its acceleration);
+      training images (:func:`sgilo.pipeline.prior_fit.prior_margin` of its acceleration and
+      coils);
     - ``unexplained``: per slice the fraction of the fitted samples' energy that the
       generator's model image leaves unexplained beyond the best classical fit
       (:func:`sgilo.pipeline.prior_fit.unexplained_fraction`);

@@ -26,6 +26,7 @@ from sgilo.pipeline.method_choice import (
 from sgilo.pipeline.methods import Prior, run_method, solve
 from sgilo.pipeline.prior_fit import (
     PRIOR_MARGINS,
+    SINGLE_COIL_PRIOR_MARGINS,
     UNEXPLAINED_FROM,
     UNEXPLAINED_LIMIT,
     classical_candidates,
@@ -134,7 +135,7 @@ def test_the_unexplained_limit_applies_from_its_acceleration_on():
     assert unexplained_limit(UNEXPLAINED_FROM) == UNEXPLAINED_LIMIT
     assert unexplained_limit(8.0) == unexplained_limit(12.0) == UNEXPLAINED_LIMIT
     assert unexplained_limit(4.0) is None and unexplained_limit(UNEXPLAINED_FROM - 0.01) is None
-    assert prior_margin(8.0) == PRIOR_MARGINS[-1][1]
+    assert prior_margin(8.0, multi_coil=True) == PRIOR_MARGINS[-1][1]
 
 
 def test_auto_keeps_a_classical_method_where_the_prior_leaves_too_much_unexplained(prior):
@@ -273,7 +274,8 @@ def test_auto_keeps_per_slice_the_lowest_heldout_error_and_refits_it(prior):
     d1 = one.diagnostics
     assert d1.second_fit_errors is None and "second_fit_errors" not in one.diagnostics_dict()
     assert d1.auto_ratio == pytest.approx(d1.prior_fit.ratio)
-    assert d1.auto_margin == [prior_margin(r) for r in slice_accelerations(op, 2)]
+    coils = op.num_coils > 1
+    assert d1.auto_margin == [prior_margin(r, multi_coil=coils) for r in slice_accelerations(op, 2)]
     for b, chosen in enumerate(d1.auto_choice):
         keep = d1.auto_ratio[b] <= d1.auto_margin[b]
         ranked = min(folds, key=lambda name: d1.classical_fold_errors[name][b])
@@ -363,12 +365,33 @@ def test_classical_folds_hold_out_every_outer_column_exactly_once():
         partition_columns(candidates, 6, seed=0)  # slice 1 has only 5 candidates
 
 
-def test_prior_margin_by_acceleration():
-    (r_lo, t_lo), (r_hi, t_hi) = PRIOR_MARGINS[0], PRIOR_MARGINS[-1]
-    assert prior_margin(r_lo) == t_lo and prior_margin(r_hi) == t_hi
-    assert prior_margin(1.0) == t_lo and prior_margin(100.0) == t_hi  # constant outside
-    middle = prior_margin(math.sqrt(r_lo * r_hi))  # log-linear in R
+@pytest.mark.parametrize(
+    ("multi_coil", "table"), [(True, PRIOR_MARGINS), (False, SINGLE_COIL_PRIOR_MARGINS)]
+)
+def test_prior_margin_by_acceleration_and_coils(multi_coil, table):
+    (r_lo, t_lo), (r_hi, t_hi) = table[0], table[-1]
+    assert prior_margin(r_lo, multi_coil=multi_coil) == t_lo
+    assert prior_margin(r_hi, multi_coil=multi_coil) == t_hi
+    assert prior_margin(1.0, multi_coil=multi_coil) == t_lo  # constant outside
+    assert prior_margin(100.0, multi_coil=multi_coil) == t_hi
+    middle = prior_margin(math.sqrt(r_lo * r_hi), multi_coil=multi_coil)  # log-linear in R
     assert middle == pytest.approx((t_lo + t_hi) / 2)
+
+
+def test_single_coil_8x_margin_is_wider(prior):
+    """One coil's one or two held-out columns at 8x: a wider margin than several coils', in the
+    report of a real run as in auto's choice."""
+    assert prior_margin(8.0, multi_coil=False) > prior_margin(8.0, multi_coil=True)
+    assert prior_margin(4.0, multi_coil=False) == prior_margin(4.0, multi_coil=True)
+    maps = torch.ones(2, R, R, dtype=torch.complex64) / math.sqrt(2.0)
+    mask = _mask([3, 12])  # two columns of 16, no centre: R = 8
+    for op, multi_coil in [(SingleCoilMRI(mask, (R, R)), False), (MultiCoilMRI(maps, mask), True)]:
+        y = op.A(_images())
+        settings = {**FAST, "phase": "none"}  # no calibration region to take a phase from
+        options = {"generative": "csgm", "generative_settings": settings}
+        d = solve(y, op, "auto", prior=prior, solver_options=options).diagnostics
+        expected = prior_margin(8.0, multi_coil=multi_coil)
+        assert d.prior_fit.margin == [expected, expected] and d.auto_margin == d.prior_fit.margin
     mask = torch.zeros(R, dtype=torch.bool)
     mask[::4] = True  # every 4th column: R = 4
     op = SingleCoilMRI(mask, (R, R))
