@@ -26,7 +26,7 @@ slice is, through k-space cross-validation (:mod:`sgilo.pipeline.prior_fit`):
 4. keep per slice the generative method unless its held-out error exceeds the margin
    (``margin``; by default :data:`TWO_FIT_MARGIN` with two fits, else the slice's
    :func:`sgilo.pipeline.prior_fit.prior_margin`, which grows with the acceleration, faster for
-   single-coil data; why a
+   data of one coil; why a
    margin above 1: :mod:`sgilo.pipeline.prior_fit`) times the lowest classical one, or, on a
    slice without the second fit, its model image leaves more of the fitted k-space energy
    unexplained than the limit (``unexplained_limit``; by default
@@ -116,7 +116,7 @@ class AutoConfig(BaseModel):
         description="keep the generative method on a slice unless its held-out error exceeds "
         "margin × the best classical one (1: the lowest error wins; default: 1.0 where a "
         "second generative fit scored the slice, else by the slice's acceleration, 1.0 at 4x "
-        "and 1.8 at 8x, 3.0 at 8x single-coil, docs/GENERATIVE.md)",
+        "and 1.5 at 8x with more than one coil, 3.0 at 8x with one, docs/GENERATIVE.md)",
     )
     unexplained_limit: float | None = Field(
         None,

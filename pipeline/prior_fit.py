@@ -34,8 +34,8 @@ and for single- or multi-coil data, chosen on a tuning set, docs/GENERATIVE.md);
 ``sgilo reconstruct`` says so on stderr and ``auto`` keeps the classical method. Both ``e``
 include the noise of the held-out samples, so ``r`` tends to 1 as the noise dominates.
 ``auto`` (:mod:`sgilo.pipeline.method_choice`) decides with the same test at 8×, and at 4× with
-a second generative fit that holds out more
-columns (:func:`predict_on_split` on another split).
+a second generative fit that holds out more columns (:func:`predict_on_split` on another
+split).
 
 A second statistic needs no held-out samples: the **unexplained fraction** per slice,
 ``u = (‖M_f ⊙ (A x̂ − y)‖² − min_c ‖M_f ⊙ (A x_c − y)‖²) / ‖M_f ⊙ y‖²``, how much of the energy
@@ -86,13 +86,14 @@ HELDOUT_SEED = 0
 #: the centre, so the held-out ones sit where a generator is weakest even on data it knows
 #: (module docstring); chosen per acceleration on a tuning set that no benchmark scores
 #: (:mod:`sgilo.pipeline.research.auto_margin`, docs/GENERATIVE.md)
-PRIOR_MARGINS: tuple[tuple[float, float], ...] = ((4.0, 1.0), (8.0, 1.8))
-#: the same for single-coil slices. At 8× their one or two held-out columns of one coil make the
-#: ratio far noisier than eight coils' (0.9–2.6 on axial brains the prior wins by 0.2–3.8 dB):
-#: with the limit ``θ`` of :data:`UNEXPLAINED_LIMIT` (chosen on all 8× rows with the margin of
-#: :data:`PRIOR_MARGINS`), the 24 single-coil 8× rows of the tuning set alone choose τ = 3
-#: (auto's mean loss there 0.18 dB; 0.25 at τ = 1.8, which rejected one more slice, one the
-#: prior won by 1.6 dB; docs/GENERATIVE.md)
+PRIOR_MARGINS: tuple[tuple[float, float], ...] = ((4.0, 1.0), (8.0, 1.5))
+#: the same for single-coil slices. At 8× one coil's one or two held-out columns make the ratio
+#: far noisier than several coils' views of the same columns (0.9–2.6 on axial brains the prior
+#: wins by 0.2–3.8 dB). With the limit ``θ`` of :data:`UNEXPLAINED_LIMIT` (chosen on all 8× rows
+#: together with one margin for both kinds), each kind's rows choose their own 8× margin by the
+#: same rule: single-coil τ = 3 (auto's mean loss there 0.18 dB; 0.25 at τ = 1.8, which rejected
+#: one more slice, one the prior won by 1.6 dB), 8-coil τ = 1.5 (0.40 dB, as at 1.8 and 2.0;
+#: docs/GENERATIVE.md)
 SINGLE_COIL_PRIOR_MARGINS: tuple[tuple[float, float], ...] = ((4.0, 1.0), (8.0, 3.0))
 #: the unexplained fraction ``u`` (module docstring) above which a slice accelerated at least
 #: :data:`UNEXPLAINED_FROM` times counts as unlike the prior's training images; chosen with the 8×
@@ -108,8 +109,9 @@ def unexplained_limit(acceleration: float) -> float | None:
 
 
 def prior_margin(acceleration: float, *, multi_coil: bool) -> float:
-    """``τ(R)`` for an acceleration ``R`` (≥ 1): of :data:`PRIOR_MARGINS` for multi-coil data,
-    of :data:`SINGLE_COIL_PRIOR_MARGINS` for single-coil data."""
+    """``τ(R)`` for an acceleration ``R`` (≥ 1): of :data:`PRIOR_MARGINS` for data of more
+    than one coil, of :data:`SINGLE_COIL_PRIOR_MARGINS` for one coil (single-coil data, or
+    multi-coil data with one coil map)."""
     margins = PRIOR_MARGINS if multi_coil else SINGLE_COIL_PRIOR_MARGINS
     points = [(math.log(r), t) for r, t in margins]
     x = math.log(max(float(acceleration), 1.0))

@@ -43,16 +43,16 @@ Rows measured since the unexplained fraction exists (:func:`sgilo.pipeline.prior
 unexplained_fraction`) carry it (``unexplained``); for the accelerations whose rows all do,
 :func:`limit_table` gives auto's mean loss over a grid of margins ``τ`` × limits ``θ`` (SGILO kept
 where its ratio is at most ``τ`` *and* its unexplained fraction at most ``θ``), and
-:func:`choose_margin_and_limit` the pair (the 8× ``PRIOR_MARGINS`` entry and
-``UNEXPLAINED_LIMIT``)::
+:func:`choose_margin_and_limit` the pair (its ``θ`` is ``UNEXPLAINED_LIMIT``; its ``τ`` was
+the 8× margin of both kinds of data until each kind got its own, below)::
 
     python -m sgilo.pipeline.research.auto_margin --rows docs/auto_margin.json --out rows.json \
         --remeasure "single-coil 8x" "8-coil 8x"  # 8x rows with the unexplained fraction, 10 min
 
 The same tables per kind of data follow (single-coil rows, 8-coil rows), and, with ``θ`` fixed
-by all rows, the single-coil rows' own margin (:func:`choose_margin` with that limit: the 8×
-entry of :data:`sgilo.pipeline.prior_fit.SINGLE_COIL_PRIOR_MARGINS`; one coil's one or two
-held-out columns make the ratio noisier than eight coils')::
+by all rows, each kind's own margin (:func:`choose_margin` with that limit: the 8× entries of
+:data:`sgilo.pipeline.prior_fit.SINGLE_COIL_PRIOR_MARGINS` and ``PRIOR_MARGINS``; one coil's one
+or two held-out columns make the ratio noisier than eight coils')::
 
     python -m sgilo.pipeline.research.auto_margin --rows docs/auto_margin.json --out rows.json
 """
@@ -348,11 +348,16 @@ def main(argv: list[str] | None = None) -> int:
             subset = [r for r in at if r["setting"].startswith(coils)]
             if subset:
                 _print_limit_table(f"{acc} {coils or 'all'}", subset)
+        from sgilo.pipeline.prior_fit import UNEXPLAINED_FROM
+
+        if float(acc.rstrip("x")) < UNEXPLAINED_FROM:
+            continue  # θ is not judged there
         _, limit = choose_margin_and_limit(at)
-        single = [r for r in at if r["setting"].startswith("single-coil")]
-        if single:
-            tau = choose_margin(single, limit=limit)
-            print(f"\n{acc} single-coil at θ = {limit:g} (chosen on all rows): τ = {tau:g}")
+        for coils in ("single-coil", "8-coil"):
+            subset = [r for r in at if r["setting"].startswith(coils)]
+            if subset:
+                tau = choose_margin(subset, limit=limit)
+                print(f"\n{acc} {coils} at θ = {limit:g} (chosen on all rows): τ = {tau:g}")
     return 0
 
 

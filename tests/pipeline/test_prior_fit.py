@@ -378,20 +378,29 @@ def test_prior_margin_by_acceleration_and_coils(multi_coil, table):
     assert middle == pytest.approx((t_lo + t_hi) / 2)
 
 
-def test_single_coil_8x_margin_is_wider(prior):
+def test_one_coil_8x_margin_is_wider(prior):
     """One coil's one or two held-out columns at 8x: a wider margin than several coils', in the
-    report of a real run as in auto's choice."""
+    report of a real run as in auto's choice; multi-coil data with one coil map counts as one
+    coil."""
     assert prior_margin(8.0, multi_coil=False) > prior_margin(8.0, multi_coil=True)
     assert prior_margin(4.0, multi_coil=False) == prior_margin(4.0, multi_coil=True)
     maps = torch.ones(2, R, R, dtype=torch.complex64) / math.sqrt(2.0)
     mask = _mask([3, 12])  # two columns of 16, no centre: R = 8
-    for op, multi_coil in [(SingleCoilMRI(mask, (R, R)), False), (MultiCoilMRI(maps, mask), True)]:
+    cases = [
+        (SingleCoilMRI(mask, (R, R)), False),
+        (MultiCoilMRI(maps[:1] * math.sqrt(2.0), mask), False),
+        (MultiCoilMRI(maps, mask), True),
+    ]
+    for op, multi_coil in cases:
         y = op.A(_images())
         settings = {**FAST, "phase": "none"}  # no calibration region to take a phase from
         options = {"generative": "csgm", "generative_settings": settings}
         d = solve(y, op, "auto", prior=prior, solver_options=options).diagnostics
         expected = prior_margin(8.0, multi_coil=multi_coil)
         assert d.prior_fit.margin == [expected, expected] and d.auto_margin == d.prior_fit.margin
+
+
+def test_slice_accelerations_from_the_masks():
     mask = torch.zeros(R, dtype=torch.bool)
     mask[::4] = True  # every 4th column: R = 4
     op = SingleCoilMRI(mask, (R, R))

@@ -107,10 +107,12 @@ def test_main_keeps_the_rows_of_the_chosen_sets_and_tabulates_them(tmp_path, cap
     assert "8x all (24 rows), τ × θ" in printed and "8x 8-coil (24 rows), τ × θ" in printed
     assert re.search(r"chosen τ = [0-9.]+, θ = [0-9.]+", printed)
     assert "single-coil" not in printed  # no such rows: no table, no margin of their own
+    assert "8x 8-coil at θ" in printed
     # with single-coil 8x rows: their table, and their margin at the θ of all rows
     single = [{**r, "setting": "single-coil 8x"} for r in eight]
     path.write_text(json.dumps(eight + single))
     assert main(["--rows", str(path), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "8x all (48 rows)" in printed and "8x single-coil (24 rows), τ × θ" in printed
-    assert re.search(r"8x single-coil at θ = [0-9.]+ \(chosen on all rows\): τ = ", printed)
+    for kind in ("single-coil", "8-coil"):
+        assert re.search(rf"8x {kind} at θ = [0-9.]+ \(chosen on all rows\): τ = ", printed)
