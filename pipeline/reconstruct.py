@@ -447,13 +447,15 @@ def solver_note(diagnostics: Diagnostics | None) -> str:
     ILO/SGILO round ran (``steps_run``; fewer than the schedule when it stopped early), the
     spaces in which SGILO's score models took prior steps (``prior_spaces_used``), the
     prior-fit ratio (:func:`sgilo.pipeline.prior_fit.ratio_text`) and the unexplained fraction
-    (:func:`sgilo.pipeline.prior_fit.unexplained_text`); for ``auto`` the method it kept per
-    slice. Empty for the classical methods."""
+    (:func:`sgilo.pipeline.prior_fit.unexplained_text`); for ``auto`` the method kept per slice
+    and the tests that chose. Empty for the classical methods."""
     from sgilo.pipeline.method_choice import AutoDiagnostics, choice_summary
     from sgilo.pipeline.prior_fit import ratio_text, unexplained_text
 
     if isinstance(diagnostics, AutoDiagnostics):
-        parts = [f"auto kept {choice_summary(diagnostics.auto_choice)} (held-out k-space error)"]
+        judged = any(t is not None for t in diagnostics.auto_unexplained_limit or [])
+        tests = "held-out k-space error" + (" and unexplained fraction" if judged else "")
+        parts = [f"auto kept {choice_summary(diagnostics.auto_choice)} ({tests})"]
         fit = ratio_text(diagnostics.prior_fit)
         if fit:
             parts.append(f"{diagnostics.config.generative} {fit}")

@@ -117,17 +117,22 @@ def auto_summary(rows: list[OODRow], methods: list[str]) -> list[str]:
     single_pool = tuple(m for m in methods if m != AUTO)
     cases = _cases(rows)
     choice: dict[tuple[str, str, str], str] = {}
+    tests: dict[tuple[str, str, str], str] = {}
     for r in rows:
         if r.variant == AUTO and "auto_choice" in r.extra:
             for g, lab, c in zip(r.groups, r.labels, r.extra["auto_choice"], strict=True):
                 choice[(r.setting, g, lab)] = c
+            for k, text in enumerate(_statistics(r.extra)):
+                tests[(r.setting, r.groups[k], r.labels[k])] = text
     per_file: dict[tuple[str, str], list[tuple[str, float, float, str]]] = {}
     for (st, g, lab), ps in cases.items():
         single, classical = _best(ps, single_pool), _best(ps, CLASSICAL)
         if AUTO not in ps or single is None or classical is None:
             continue
+        kept = choice.get((st, g, lab), "?")
+        kept += f" ({tests[(st, g, lab)]})" if (st, g, lab) in tests else ""
         per_file.setdefault((g, lab), []).append(
-            (st, ps[AUTO] - single[0], ps[AUTO] - classical[0], choice.get((st, g, lab), "?"))
+            (st, ps[AUTO] - single[0], ps[AUTO] - classical[0], kept)
         )
     if not per_file:
         return []
@@ -147,6 +152,10 @@ def auto_summary(rows: list[OODRow], methods: list[str]) -> list[str]:
         f"- `auto − best classical`, worst case: **{worst[0]:+.2f} dB** ({worst[1]}, "
         f"{worst[2]}, {worst[3]}).",
         "",
+        "auto's choice per case, with the generative method's prior-fit ratio `r` (held-out error "
+        "of the first split over the best classical one's; at 4× a second fit decides) and "
+        "unexplained fraction `u` (docs/GENERATIVE.md):",
+        "",
         "| group | file | setting | auto − best single | auto − best classical | auto's choice |",
         "|---|---|---|---:|---:|---|",
     ]
@@ -164,6 +173,23 @@ def auto_summary(rows: list[OODRow], methods: list[str]) -> list[str]:
         for g, cnt in counts.items():
             lines.append(f"- {g}: " + ", ".join(f"{m} {n}" for m, n in cnt.most_common()))
     return [*lines, ""]
+
+
+def _statistics(extra: dict) -> list[str]:
+    """Per slice ``"r 1.52, u 0.082"`` from an auto row's record: the prior-fit ratio from the
+    held-out errors (the generative method's over the lowest classical one's) and the
+    unexplained fraction, where recorded (empty without held-out errors)."""
+    errors = extra.get("prior_fit_heldout_errors") or {}
+    generative = [m for m in errors if m not in CLASSICAL]
+    if len(generative) != 1 or len(errors) < 2:
+        return []
+    own = errors[generative[0]]
+    lowest = np.min([errors[m] for m in errors if m in CLASSICAL], axis=0)
+    ratios = [f"r {a / max(b, 1e-300):.2f}" for a, b in zip(own, lowest, strict=True)]
+    u = extra.get("prior_fit_unexplained")
+    if u is None:
+        return ratios
+    return [f"{r}, u {v:.3f}" for r, v in zip(ratios, u, strict=True)]
 
 
 def lambda_summary(rows: list[OODRow]) -> list[str]:

@@ -188,6 +188,19 @@ def test_solver_note_says_what_the_fit_ran():
     assert "no round reached the score model(s) of [1]" in solver_note(sgilo_run([1], []))
     assert "no score model" in solver_note(sgilo_run([], []))
     assert "no prior step" in solver_note(sgilo_run([0], [0], lam=0.0, tau=0.0))
+    # auto: which tests chose (the unexplained fraction only where a limit applied)
+    from sgilo.pipeline.method_choice import AutoConfig, AutoDiagnostics
+
+    def auto_run(limits: list) -> AutoDiagnostics:
+        choice = ["sgilo", "tv"]
+        return AutoDiagnostics(
+            config=AutoConfig(), auto_choice=choice, prior_fit=None, auto_unexplained_limit=limits
+        )
+
+    at_4x = solver_note(auto_run([None, None]))
+    assert at_4x.startswith("auto kept sgilo on 1 slice, tv on 1 (held-out k-space error)")
+    at_8x = solver_note(auto_run([0.09, 0.09]))
+    assert "(held-out k-space error and unexplained fraction)" in at_8x
 
 
 def test_auto_says_what_it_kept_and_records_every_error(files, tmp_path, capsys):

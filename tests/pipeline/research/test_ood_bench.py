@@ -123,6 +123,15 @@ def test_summaries_from_hand_made_cells():
     # auto − best classical: +1.5 and −0.2 (worst, file b)
     assert "worst case: **-0.20 dB** (g, b, sc)" in text
     assert "- g: sgilo 1, tv 1" in text
+    # with the held-out errors and unexplained fractions recorded: r and u per case
+    stats = {
+        "auto_choice": ["sgilo", "tv"],
+        "prior_fit_heldout_errors": {"sgilo": [1.0, 3.0], "l1-wavelet": [2.0, 1.5], "tv": [4, 2]},
+        "prior_fit_unexplained": [0.02, 0.31],
+    }
+    rows_u = [*rows[:3], _row("sc", "auto", [25.5, 21.8], seconds=20.0, extra=stats)]
+    text_u = "\n".join(auto_summary(rows_u, ["zero-filled", "tv", "sgilo", "auto"]))
+    assert "| sgilo (r 0.50, u 0.020) |" in text_u and "| tv (r 2.00, u 0.310) |" in text_u
     lam = "\n".join(lambda_summary(rows))
     assert "| tv | sc | -0.40, -0.50 | -0.25 | -0.40 (g: a) |" in lam
     assert "| all | 20.00 | 10.00 | **2.00** |" in "\n".join(time_summary(rows))
