@@ -401,7 +401,8 @@ def _with_errors(report: PriorFit | None, errors: dict[str, torch.Tensor]) -> Pr
 
 
 def choice_summary(choice: list[str]) -> str:
-    """``"sgilo on 3 slices, tv on 2"``: how often each method was kept, most frequent first."""
+    """``"sgilo on 3 slices, tv on 2 slices"``: how often each method was kept, most frequent
+    first."""
     counts: dict[str, int] = {}
     for name in choice:
         counts[name] = counts.get(name, 0) + 1

@@ -30,7 +30,7 @@ generator's texture is least right, while the image error is dominated by the fe
 columns next to the centre, where the prior helps most: on the prior's own training slices ``r``
 is about 0.8–1.05 even where SGILO beats the best classical method by 4 dB. So the ratio that
 says "unlike the training images" is a margin above 1 (:func:`prior_margin`, by acceleration
-and for single- or multi-coil data, chosen on a tuning set, docs/GENERATIVE.md); above it
+and for data of one coil or more, chosen on a tuning set, docs/GENERATIVE.md); above it
 ``sgilo reconstruct`` says so on stderr and ``auto`` keeps the classical method. Both ``e``
 include the noise of the held-out samples, so ``r`` tends to 1 as the noise dominates.
 ``auto`` (:mod:`sgilo.pipeline.method_choice`) decides with the same test at 8×, and at 4× with
@@ -79,25 +79,26 @@ from sgilo.pipeline.solvers.kspace_split import (
 #: the default fraction of the measured outer columns held out, and the draw's seed
 HELDOUT_FRACTION = 0.1
 HELDOUT_SEED = 0
-#: the prior margin ``τ(R)`` by a slice's acceleration ``R`` (all k-space samples over the
-#: measured ones): ``(R, τ)`` pairs, log-linear in ``R`` between them and constant outside. A
-#: prior-fit ratio above ``τ(R)`` says the data is unlike the prior's training images (``auto``
-#: keeps the classical method). It grows with ``R`` because fewer measured outer columns lie near
-#: the centre, so the held-out ones sit where a generator is weakest even on data it knows
-#: (module docstring); chosen per acceleration on a tuning set that no benchmark scores
-#: (:mod:`sgilo.pipeline.research.auto_margin`, docs/GENERATIVE.md)
+#: the prior margin ``τ(R)`` of data with more than one coil, by a slice's acceleration ``R``
+#: (all k-space samples over the measured ones): ``(R, τ)`` pairs, log-linear in ``R`` between
+#: them and constant outside. A prior-fit ratio above ``τ(R)`` says the data is unlike the
+#: prior's training images (``auto`` keeps the classical method). It grows with ``R`` because
+#: fewer measured outer columns lie near the centre, so the held-out ones sit where a generator
+#: is weakest even on data it knows (module docstring); chosen per acceleration on a tuning set
+#: that no benchmark scores (:mod:`sgilo.pipeline.research.auto_margin`, docs/GENERATIVE.md)
 PRIOR_MARGINS: tuple[tuple[float, float], ...] = ((4.0, 1.0), (8.0, 1.5))
-#: the same for single-coil slices. At 8× one coil's one or two held-out columns make the ratio
-#: far noisier than several coils' views of the same columns (0.9–2.6 on axial brains the prior
-#: wins by 0.2–3.8 dB). With the limit ``θ`` of :data:`UNEXPLAINED_LIMIT` (chosen on all 8× rows
-#: together with one margin for both kinds), each kind's rows choose their own 8× margin by the
-#: same rule: single-coil τ = 3 (auto's mean loss there 0.18 dB; 0.25 at τ = 1.8, which rejected
-#: one more slice, one the prior won by 1.6 dB), 8-coil τ = 1.5 (0.40 dB, as at 1.8 and 2.0;
-#: docs/GENERATIVE.md)
+#: the same for data of one coil (single-coil, or a SENSE file with one map). At 8× one coil's
+#: one or two held-out columns make the ratio far noisier than several coils' views of the same
+#: columns (0.9–2.6 on axial brains the prior wins by 0.2–3.8 dB). With the limit ``θ`` of
+#: :data:`UNEXPLAINED_LIMIT` (chosen on all 8× rows together with one margin for both kinds),
+#: each kind's rows choose their own 8× margin by the same rule: one coil τ = 3 (auto's mean
+#: loss there 0.18 dB; 0.25 at τ = 1.8, which rejected one more slice, one the prior won by
+#: 1.6 dB), 8 coils τ = 1.5 (0.40 dB, as at 1.8 and 2.0; docs/GENERATIVE.md)
 SINGLE_COIL_PRIOR_MARGINS: tuple[tuple[float, float], ...] = ((4.0, 1.0), (8.0, 3.0))
 #: the unexplained fraction ``u`` (module docstring) above which a slice accelerated at least
-#: :data:`UNEXPLAINED_FROM` times counts as unlike the prior's training images; chosen with the 8×
-#: margin of :data:`PRIOR_MARGINS` on the same tuning set (docs/GENERATIVE.md)
+#: :data:`UNEXPLAINED_FROM` times counts as unlike the prior's training images; chosen on all 8×
+#: rows of the same tuning set together with one 8× margin for both kinds of data, 1.8
+#: (docs/GENERATIVE.md; each kind's own margin came after, at this θ)
 UNEXPLAINED_LIMIT = 0.09
 UNEXPLAINED_FROM = 6.0
 

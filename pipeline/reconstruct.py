@@ -454,17 +454,16 @@ def solver_note(diagnostics: Diagnostics | None) -> str:
 
     if isinstance(diagnostics, AutoDiagnostics):
         judged = any(t is not None for t in diagnostics.auto_unexplained_limit or [])
-        tests = "held-out k-space error" + (" and unexplained fraction" if judged else "")
-        parts = [f"auto kept {choice_summary(diagnostics.auto_choice)} ({tests})"]
+        tests = f" (held-out k-space error{' and unexplained fraction' if judged else ''})"
+        tests = "" if diagnostics.auto_note else tests  # nothing held out: the note says why
+        parts = [f"auto kept {choice_summary(diagnostics.auto_choice)}{tests}"]
         fit = ratio_text(diagnostics.prior_fit)
         if fit:
             parts.append(f"{diagnostics.config.generative} {fit}")
         unexplained = unexplained_text(diagnostics.prior_fit)
         if unexplained:
             parts.append(f"{unexplained}: {UNEXPLAINED_NOTE}")
-        if diagnostics.auto_note:
-            parts.append(diagnostics.auto_note)
-        return "; ".join(parts)
+        return "; ".join([*parts, *([diagnostics.auto_note] if diagnostics.auto_note else [])])
     parts = []
     if isinstance(diagnostics, CSGMDiagnostics | ILODiagnostics | SGILODiagnostics):
         parts.append(f"steps run {diagnostics.steps_run}")

@@ -152,10 +152,16 @@ def auto_summary(rows: list[OODRow], methods: list[str]) -> list[str]:
         f"- `auto − best classical`, worst case: **{worst[0]:+.2f} dB** ({worst[1]}, "
         f"{worst[2]}, {worst[3]}).",
         "",
-        "auto's choice per case, with the generative method's prior-fit ratio `r` (held-out error "
-        "of the first split over the best classical one's; at 4× a second fit decides) and "
-        "unexplained fraction `u` (docs/GENERATIVE.md):",
-        "",
+        *(
+            [
+                "auto's choice per case, with the generative method's prior-fit ratio `r` "
+                "(held-out error of the first split over the best classical one's; at 4× a second "
+                "fit decides) and unexplained fraction `u` where recorded (docs/GENERATIVE.md):",
+                "",
+            ]
+            if tests
+            else []
+        ),
         "| group | file | setting | auto − best single | auto − best classical | auto's choice |",
         "|---|---|---|---:|---:|---|",
     ]

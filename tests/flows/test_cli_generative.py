@@ -189,6 +189,8 @@ def test_solver_note_says_what_the_fit_ran():
     assert "no score model" in solver_note(sgilo_run([], []))
     assert "no prior step" in solver_note(sgilo_run([0], [0], lam=0.0, tau=0.0))
     # auto: which tests chose (the unexplained fraction only where a limit applied)
+    from dataclasses import replace
+
     from sgilo.pipeline.method_choice import AutoConfig, AutoDiagnostics
 
     def auto_run(limits: list) -> AutoDiagnostics:
@@ -201,6 +203,11 @@ def test_solver_note_says_what_the_fit_ran():
     assert at_4x == "auto kept sgilo on 1 slice, tv on 1 slice (held-out k-space error)"
     at_8x = solver_note(auto_run([0.09, 0.09]))
     assert "(held-out k-space error and unexplained fraction)" in at_8x
+    # nothing held out: no test chose; the note says why
+    none = replace(auto_run([None, None]), auto_note="nothing held out: sgilo on every slice")
+    assert solver_note(none) == (
+        "auto kept sgilo on 1 slice, tv on 1 slice; nothing held out: sgilo on every slice"
+    )
 
 
 def test_auto_says_what_it_kept_and_records_every_error(files, tmp_path, capsys):

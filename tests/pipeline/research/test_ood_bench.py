@@ -132,6 +132,13 @@ def test_summaries_from_hand_made_cells():
     rows_u = [*rows[:3], _row("sc", "auto", [25.5, 21.8], seconds=20.0, extra=stats)]
     text_u = "\n".join(auto_summary(rows_u, ["zero-filled", "tv", "sgilo", "auto"]))
     assert "| sgilo (r 0.50, u 0.020) |" in text_u and "| tv (r 2.00, u 0.310) |" in text_u
+    assert "prior-fit ratio `r`" in text_u and "prior-fit ratio" not in text  # only when there
+    # an older record without u, and CSGM as the generative method: r alone
+    older = {**stats, "prior_fit_unexplained": None}
+    older["prior_fit_heldout_errors"] = {"csgm": [1.0, 3.0], "tv": [4.0, 2.0]}
+    rows_r = [*rows[:3], _row("sc", "auto", [25.5, 21.8], seconds=20.0, extra=older)]
+    text_r = "\n".join(auto_summary(rows_r, ["zero-filled", "tv", "sgilo", "auto"]))
+    assert "| sgilo (r 0.25) |" in text_r and "| tv (r 1.50) |" in text_r
     lam = "\n".join(lambda_summary(rows))
     assert "| tv | sc | -0.40, -0.50 | -0.25 | -0.40 (g: a) |" in lam
     assert "| all | 20.00 | 10.00 | **2.00** |" in "\n".join(time_summary(rows))
