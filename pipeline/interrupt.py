@@ -14,7 +14,9 @@ libraries are not shown); the command then ends with one line on the original st
 and exit code 128 + the signal number (130 for SIGINT, 143 for SIGTERM). A second signal, or a
 clean-up that takes longer than :data:`GRACE_S` (:data:`STOP_GRACE_S` for a loop stopping between
 steps), ends the process at once, like SIGKILL: the next
-run into the same output folder removes what it left. When the environment variable
+run into the same output folder removes what it left. So does an exit that takes longer than
+:data:`EXIT_GRACE_S` after the one line (a library's exit handler flushing to a server that does
+not answer): what the command wrote is complete by then. When the environment variable
 ``SGILO_HANG_DUMP`` names a file, a clean-up past :data:`GRACE_S` first writes the stacks of all
 threads there (where it hung: the tests set it).
 
@@ -44,6 +46,11 @@ SIGNALS: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGINT)
 
 #: seconds the clean-up may take after the first signal before the process ends at once
 GRACE_S = 30.0
+
+#: seconds the process may take to exit after the one line (libraries' exit handlers: a workflow
+#: engine flushing its logs and events to its server) before it ends at once, within
+#: :data:`GRACE_S` or :data:`STOP_GRACE_S` from the signal
+EXIT_GRACE_S = 10.0
 
 #: seconds a loop inside :func:`stop_between_steps` may take to end its step and write its
 #: checkpoint after the first signal
@@ -96,6 +103,7 @@ class _State:
         self.reported = False
         self.resume_hint = RESUME_HINT  # the end of the one line (set_resume_hint)
         self.grace = GRACE_S  # seconds the clean-up may take after the first signal
+        self.exit_by: float | None = None  # time.monotonic() by which the process must be gone
         self.signalled = threading.Event()  # set by the first signal: the watchdog starts timing
         self.ended = threading.Event()  # set when the command has returned or raised
 
@@ -186,11 +194,17 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
 
 def _watch(state: _State) -> None:
     """The watchdog thread: after the first signal, give the clean-up ``state.grace`` seconds
-    (:data:`GRACE_S`, or :data:`STOP_GRACE_S` for a loop that stops between steps)."""
+    (:data:`GRACE_S`, or :data:`STOP_GRACE_S` for a loop that stops between steps), and the exit
+    after the one line until ``state.exit_by``, whichever ends first."""
     state.signalled.wait()
-    if not state.ended.wait(state.grace) and state is _state:
-        _dump_stacks(os.environ.get("SGILO_HANG_DUMP"))
-        _force_exit()
+    start = time.monotonic()
+    while not state.ended.wait(0.1):
+        limit = start + state.grace
+        if state.exit_by is not None:
+            limit = min(limit, state.exit_by)
+        if time.monotonic() >= limit and state is _state:
+            _dump_stacks(os.environ.get("SGILO_HANG_DUMP"))
+            _force_exit()
 
 
 def _dump_stacks(path: str | None) -> None:
@@ -245,9 +259,11 @@ def run_interruptibly(command: Callable[[], int]) -> int:
             _end(state, previous)
             raise
         _report(signum)
+        state.exit_by = time.monotonic() + EXIT_GRACE_S
         return 128 + signum
     if state.signum is not None:  # held in a deferred section, or swallowed by a library
         _report(state.signum)
+        state.exit_by = time.monotonic() + EXIT_GRACE_S
         return 128 + state.signum
     _end(state, previous)
     return code
@@ -374,7 +390,9 @@ def quiet_children() -> Iterator[None]:
     LocalCluster's workers) write their stderr through a relay that forwards it until the first
     signal and drops it after, so that what they print while their cluster is shut down does not
     follow the one line. Within the block this process's own stderr takes the same way.
-    Elsewhere it does nothing."""
+    When the block ends, the relay forwards what is already in the pipe and stops: a child that
+    outlives the block (multiprocessing's resource tracker lives until this process exits) does
+    not hold it up. Elsewhere it does nothing."""
     if not (_state.armed and _in_main_thread() and _state.stderr_fd is not None):
         yield
         return
@@ -383,9 +401,10 @@ def quiet_children() -> Iterator[None]:
     outside = os.dup(2)
     os.dup2(write_end, 2)
     os.close(write_end)
+    closing = threading.Event()
     relay = threading.Thread(
         target=_relay,
-        args=(state, read_end, os.dup(state.stderr_fd)),
+        args=(state, read_end, os.dup(state.stderr_fd), closing),
         name="sgilo-stderr",
         daemon=True,
     )
@@ -396,13 +415,32 @@ def quiet_children() -> Iterator[None]:
         if state.signum is None:
             os.dup2(outside, 2)  # (after a signal fd 2 stays on /dev/null)
         os.close(outside)
-        relay.join(timeout=5.0)  # until every child has closed its end of the pipe
+        closing.set()
+        relay.join(timeout=RELAY_JOIN_S)
 
 
-def _relay(state: _State, read_end: int, target: int) -> None:
-    """Copy the pipe to ``target`` until end of file; drop everything once a signal came."""
+#: seconds the end of :func:`quiet_children` waits for its relay to forward what is in the pipe
+RELAY_JOIN_S = 5.0
+
+#: once the block has ended, the relay stops after the pipe has been empty for this long
+RELAY_IDLE_S = 0.2
+
+
+def _relay(state: _State, read_end: int, target: int, closing: threading.Event) -> None:
+    """Copy the pipe to ``target``, dropping everything once a signal came; stop at end of file,
+    or, once ``closing`` is set, when the pipe has been empty for :data:`RELAY_IDLE_S`."""
+    import select
+
     try:
-        while data := os.read(read_end, 1 << 16):
+        while True:
+            ready, _, _ = select.select([read_end], [], [], RELAY_IDLE_S)
+            if not ready:
+                if closing.is_set():
+                    break
+                continue
+            data = os.read(read_end, 1 << 16)
+            if not data:
+                break
             if state.signum is None:
                 try:
                     _write_all(target, data)

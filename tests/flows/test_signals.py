@@ -339,6 +339,57 @@ def test_a_hung_cleanup_ends_after_the_grace_period(tmp_path, monkeypatch):
     assert "in hung_cleanup" in dump.read_text()  # where it hung, for the one who debugs it
 
 
+def test_a_hung_exit_ends_after_the_exit_grace(tmp_path, monkeypatch):
+    """An exit handler that hangs after the one line (a workflow engine flushing to a server
+    that does not answer) gets EXIT_GRACE_S, not the whole GRACE_S; it still runs."""
+    monkeypatch.setenv("SGILO_HANG_DUMP", str(tmp_path / "hang.txt"))
+    start = time.monotonic()
+    _script(
+        """
+        import atexit
+        interrupt.EXIT_GRACE_S = 0.5
+        def hung_flush():
+            print("flushing", flush=True)
+            time.sleep(30)
+        def command():
+            atexit.register(hung_flush)
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)
+        """,
+        expect=143,
+        stdout="flushing\n",
+    )
+    assert time.monotonic() - start < 20  # GRACE_S (30 s) did not end it
+    assert "in hung_flush" in (tmp_path / "hang.txt").read_text()
+
+
+def test_quiet_children_forwards_and_lets_a_long_lived_child_be():
+    """What a child writes in the block reaches stderr; a child that outlives the block (such
+    as multiprocessing's resource tracker) holds neither the block's end nor the relay."""
+    code = PRELUDE + textwrap.dedent(
+        """
+        import subprocess, threading
+        def command():
+            with interrupt.quiet_children():
+                child = subprocess.Popen([sys.executable, "-c", "import sys, time; "
+                    "print('child says', file=sys.stderr, flush=True); time.sleep(30)"])
+                time.sleep(1.0)
+            relays = [t for t in threading.enumerate() if t.name == "sgilo-stderr"]
+            print("relay running" if relays else "relay ended", flush=True)
+            child.kill()
+            child.wait()
+            return 0
+        sys.exit(interrupt.run_interruptibly(command))
+        """
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "relay ended\n"
+    assert proc.stderr == "child says\n"
+
+
 def _stop_script(body: str) -> subprocess.CompletedProcess:
     """Run ``body`` (defining ``command()``) under ``run_interruptibly``; returns the process."""
     code = PRELUDE + textwrap.dedent(body) + "\nsys.exit(interrupt.run_interruptibly(command))\n"
