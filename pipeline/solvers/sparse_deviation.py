@@ -68,5 +68,9 @@ def sparse_deviation(
 ) -> torch.Tensor:
     """``x̂ + ν`` of the module docstring for a complex ``x`` ``(B, H, W)`` in the units of ``y``;
     ``lam`` relative (> 0; a number, or ``(B,)``: one per slice); ``iterations`` FISTA
-    iterations. Returns complex ``(B, H, W)``."""
-    return l1_wavelet(y, op, lam=lam, iterations=iterations, center=x).image.to(x.dtype)
+    iterations. Returns complex ``(B, H, W)``. FISTA runs in ``x``'s precision: complex64 for
+    a float32 generator's image (more would only carry the generator's rounding further)."""
+    dtype = x.dtype if x.dtype in (torch.complex64, torch.complex128) else torch.complex128
+    return l1_wavelet(y, op, lam=lam, iterations=iterations, center=x, dtype=dtype).image.to(
+        x.dtype
+    )
