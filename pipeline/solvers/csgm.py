@@ -241,9 +241,7 @@ def fit_input_latent(
     dtype, device = problem.dtype, problem.device
     total = config.restarts * config.steps
     history: list[float] = []
-    best_loss = torch.full((batch,), math.inf, dtype=torch.float64, device=device)
-    best_z = torch.zeros(batch, generator.style_dim, dtype=dtype, device=device)
-    best_restart = torch.zeros(batch, dtype=torch.long, device=device)
+    kept = Kept.empty(batch, generator.style_dim, dtype, device)
     restart_losses: list[list[float]] = []
     steps_run: list[int] = []
     every = resolve_sync_every(config.host_sync_every, device)
@@ -258,27 +256,17 @@ def fit_input_latent(
             # ramp-down at the end (0.17 / 0.61 dB single-/8-coil 8×, docs/SPEED.md §10)
             stop = DeviceEarlyStop(batch, device, patience, every=every, per_slice=False)
             for step in range(config.steps + 1):
-                _, data = problem.image_and_loss(input_latent_output(generator, z, synthesize))
-                current = data.detach().to(torch.float64)
-                wins = (current < best_loss) & stop.active  # nothing counts past a stop
+                data, current = evaluate_latent(problem, generator, z, synthesize)
+                wins = (current < kept.loss) & stop.active  # nothing counts past a stop
                 stop.observe(current)
-                best_loss = torch.where(wins, current, best_loss)
-                best_z = torch.where(wins[:, None], z.detach(), best_z)
-                best_restart = torch.where(
-                    wins, torch.full_like(best_restart, restart), best_restart
-                )
+                kept.take(wins, current, z, restart)
                 if step == config.steps:  # the final iterate is evaluated, not stepped
                     break
                 stop.advance(step)
                 if stop.check(step):  # a host read every `every` steps
                     break
                 step_losses.append(current.mean())
-                for group in optimizer.param_groups:
-                    group["lr"] = _learning_rate(config, step)
-                loss = (data + config.latent_weight * z.pow(2).sum(dim=1)).sum()
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+                adam_step(optimizer, z, data, config, step)
                 if callback:
                     callback(restart * config.steps + step + 1, total, f"{label} restart {restart}")
             stopped = stop.stopped_at()
@@ -287,7 +275,77 @@ def fit_input_latent(
                 history.extend(torch.stack(step_losses[:ran]).tolist())
             restart_losses.append([float(v) for v in stop.lowest])
             steps_run.append(ran)
-    return InputLatentFit(best_z, best_loss, best_restart, restart_losses, history, steps_run)
+    return InputLatentFit(kept.z, kept.loss, kept.restart, restart_losses, history, steps_run)
+
+
+@dataclass
+class Kept:
+    """Per slice (row), the lowest measurement loss ``(N,)`` float64 over the steps seen so
+    far, its latent ``z`` ``(N, style_dim)`` and restart ``(N,)``."""
+
+    loss: torch.Tensor
+    z: torch.Tensor
+    restart: torch.Tensor
+
+    @classmethod
+    def empty(cls, rows: int, dim: int, dtype: torch.dtype, device: torch.device) -> Kept:
+        return cls(
+            torch.full((rows,), math.inf, dtype=torch.float64, device=device),
+            torch.zeros(rows, dim, dtype=dtype, device=device),
+            torch.zeros(rows, dtype=torch.long, device=device),
+        )
+
+    def take(
+        self,
+        wins: torch.Tensor,
+        current: torch.Tensor,
+        z: torch.Tensor,
+        restart: int | torch.Tensor,
+    ) -> None:
+        """Keep ``current`` ``(N,)``, ``z`` and ``restart`` (one, or ``(N,)``) where ``wins``."""
+        self.loss = torch.where(wins, current, self.loss)
+        self.z = torch.where(wins[:, None], z.detach(), self.z)
+        self.restart = torch.where(wins, torch.as_tensor(restart).to(self.restart), self.restart)
+
+    def rows(self, index: torch.Tensor) -> Kept:
+        """The rows ``index``."""
+        return Kept(self.loss[index], self.z[index], self.restart[index])
+
+
+class LossModel(Protocol):
+    """What :func:`evaluate_latent` needs of a problem (a :class:`Problem`, an
+    :class:`ImageProblem`, or their restarts side by side, ``ChainBatch``)."""
+
+    def image_and_loss(self, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
+def evaluate_latent(
+    problem: LossModel,
+    generator: LatentGenerator,
+    z: torch.Tensor,
+    synthesize: Callable[..., torch.Tensor] | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The measurement loss of input latents ``z`` ``(N, style_dim)``: ``(N,)`` with its graph
+    (for :func:`adam_step`), and detached in float64."""
+    _, data = problem.image_and_loss(input_latent_output(generator, z, synthesize))
+    return data, data.detach().to(torch.float64)
+
+
+def adam_step(
+    optimizer: torch.optim.Optimizer,
+    z: torch.Tensor,
+    data: torch.Tensor,
+    config: CSGMConfig,
+    step: int,
+) -> None:
+    """One Adam step of step ``step`` of the schedule on ``Σ (data + λ‖z‖²)`` (``data`` the
+    per-row measurement loss of ``z``)."""
+    for group in optimizer.param_groups:
+        group["lr"] = _learning_rate(config, step)
+    loss = (data + config.latent_weight * z.pow(2).sum(dim=1)).sum()
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
 
 
 # -- helpers ------------------------------------------------------------------------------

@@ -7,7 +7,8 @@ the prior, and the later rounds refine the wrong image. ``init="csgm"`` starts t
 CSGM's solution (:func:`sgilo.pipeline.solvers.csgm.fit_input_latent`: ``init_restarts``
 random starts,
 at most ``init_steps`` Adam steps each, stopped early as ILO's rounds are, the lowest
-measurement loss per slice), mapped exactly into their space:
+measurement loss per slice; the restarts raced for the first ``init_race`` steps, then only each
+slice's leader, :mod:`sgilo.pipeline.solvers.raced_restarts`), mapped exactly into their space:
 
     w = mapping(ẑ_csgm),    z_row = (LeakyReLU_5(w) − μ) / σ   on every row,
 
@@ -33,6 +34,7 @@ from sgilo.pipeline.solvers.compiled import CompileConfig
 from sgilo.pipeline.solvers.csgm import CSGMConfig, InputLatentFit, fit_input_latent
 from sgilo.pipeline.solvers.host_sync import HostSyncConfig
 from sgilo.pipeline.solvers.problem import ImageProblem, Problem
+from sgilo.pipeline.solvers.raced_restarts import race_input_latent
 
 
 class WarmStartConfig(HostSyncConfig, CompileConfig):
@@ -56,10 +58,27 @@ class WarmStartConfig(HostSyncConfig, CompileConfig):
         "by a relative 1e-3 for `init_patience` steps",
     )
     init_patience: int = Field(20, ge=1, description="patience of the CSGM start's early stop")
+    init_race: int = Field(
+        50,
+        ge=0,
+        description="run the CSGM start's restarts side by side for this many steps, then only "
+        "each slice's leading one (pipeline/solvers/raced_restarts.py); 0: one after the other",
+    )
+
+    def races(self) -> bool:
+        """Whether the CSGM start races its restarts (:attr:`init_race`)."""
+        return (
+            self.init == "csgm" and self.init_restarts > 1 and 0 < self.init_race < self.init_steps
+        )
 
     def init_steps_total(self) -> int:
-        """Adam steps the start may cost (0 for a random start; fewer when it stops early)."""
-        return self.init_steps * self.init_restarts if self.init == "csgm" else 0
+        """Adam steps the start may cost, a racing step counting one per restart (0 for a random
+        start; fewer when it stops early)."""
+        if self.init != "csgm":
+            return 0
+        if self.races():
+            return self.init_race * self.init_restarts + self.init_steps - self.init_race
+        return self.init_steps * self.init_restarts
 
 
 def gaussianize(w: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
@@ -80,8 +99,9 @@ def csgm_start(
     label: str = "start",
 ) -> tuple[torch.Tensor, InputLatentFit]:
     """CSGM's fit of ``problem`` (the latent weight and learning-rate schedule of
-    :class:`~sgilo.pipeline.solvers.csgm.CSGMConfig`'s defaults) and its Gaussianized w+ latent
-    ``(B, n_latent, D)``, every row the same."""
+    :class:`~sgilo.pipeline.solvers.csgm.CSGMConfig`'s defaults; the restarts raced when
+    :meth:`WarmStartConfig.races`) and its Gaussianized w+ latent ``(B, n_latent, D)``, every
+    row the same."""
     csgm_config = CSGMConfig(
         steps=config.init_steps,
         restarts=config.init_restarts,
@@ -89,9 +109,11 @@ def csgm_start(
         compile=config.compile,
     )
     patience = config.init_patience if config.init_early_stop else None
-    fit = fit_input_latent(
-        problem, generator, csgm_config, rng=rng, callback=callback, label=label, patience=patience
-    )
+    fit_options = {"rng": rng, "callback": callback, "label": label, "patience": patience}
+    if config.races():
+        fit = race_input_latent(problem, generator, csgm_config, config.init_race, **fit_options)
+    else:
+        fit = fit_input_latent(problem, generator, csgm_config, **fit_options)
     with torch.no_grad():
         z = gaussianize(generator.mapping(fit.z), mu, sigma)
     return z[:, None, :].expand(-1, generator.n_latent, -1).contiguous(), fit
