@@ -17,8 +17,8 @@ steps), ends the process at once, like SIGKILL: the next
 run into the same output folder removes what it left. So does an exit that takes longer than
 :data:`EXIT_GRACE_S` after the one line (a library's exit handler flushing to a server that does
 not answer): what the command wrote is complete by then. When the environment variable
-``SGILO_HANG_DUMP`` names a file, a clean-up past :data:`GRACE_S` first writes the stacks of all
-threads there (where it hung: the tests set it).
+``SGILO_HANG_DUMP`` names a file, a clean-up or an exit past its limit first writes the stacks of
+all threads there (where it hung: the tests set it).
 
 Short critical sections (``with deferred():``, e.g. committing an output set by renames) hold a
 signal until they end, so that an output set is never half committed by SIGTERM or Ctrl-C.
@@ -199,10 +199,12 @@ def _watch(state: _State) -> None:
     state.signalled.wait()
     start = time.monotonic()
     while not state.ended.wait(0.1):
+        if state is not _state:  # a later command's watchdog has taken over
+            return
         limit = start + state.grace
         if state.exit_by is not None:
             limit = min(limit, state.exit_by)
-        if time.monotonic() >= limit and state is _state:
+        if time.monotonic() >= limit:
             _dump_stacks(os.environ.get("SGILO_HANG_DUMP"))
             _force_exit()
 
@@ -258,6 +260,10 @@ def run_interruptibly(command: Callable[[], int]) -> int:
         if signum is None:
             _end(state, previous)
             raise
+        if state.signum is None:  # a library's handler saw the signal, not this module's
+            state.signum = signum
+            _silence_stderr()
+            state.signalled.set()  # the watchdog bounds the exit too
         _report(signum)
         state.exit_by = time.monotonic() + EXIT_GRACE_S
         return 128 + signum
@@ -390,9 +396,10 @@ def quiet_children() -> Iterator[None]:
     LocalCluster's workers) write their stderr through a relay that forwards it until the first
     signal and drops it after, so that what they print while their cluster is shut down does not
     follow the one line. Within the block this process's own stderr takes the same way.
-    When the block ends, the relay forwards what is already in the pipe and stops: a child that
-    outlives the block (multiprocessing's resource tracker lives until this process exits) does
-    not hold it up. Elsewhere it does nothing."""
+    When the block ends it waits until the relay has forwarded what is in the pipe (the pipe
+    empty for :data:`RELAY_IDLE_S`, at most :data:`RELAY_JOIN_S`), not until every child has
+    closed it: one that outlives the block (multiprocessing's resource tracker lives until this
+    process exits) is still relayed. Elsewhere it does nothing."""
     if not (_state.armed and _in_main_thread() and _state.stderr_fd is not None):
         yield
         return
@@ -401,10 +408,10 @@ def quiet_children() -> Iterator[None]:
     outside = os.dup(2)
     os.dup2(write_end, 2)
     os.close(write_end)
-    closing = threading.Event()
+    closing, drained = threading.Event(), threading.Event()
     relay = threading.Thread(
         target=_relay,
-        args=(state, read_end, os.dup(state.stderr_fd), closing),
+        args=(state, read_end, os.dup(state.stderr_fd), closing, drained),
         name="sgilo-stderr",
         daemon=True,
     )
@@ -416,27 +423,37 @@ def quiet_children() -> Iterator[None]:
             os.dup2(outside, 2)  # (after a signal fd 2 stays on /dev/null)
         os.close(outside)
         closing.set()
-        relay.join(timeout=RELAY_JOIN_S)
+        drained.wait(timeout=RELAY_JOIN_S)
 
 
-#: seconds the end of :func:`quiet_children` waits for its relay to forward what is in the pipe
+#: seconds the end of :func:`quiet_children` waits at most for its relay to forward what is in
+#: the pipe
 RELAY_JOIN_S = 5.0
 
-#: once the block has ended, the relay stops after the pipe has been empty for this long
+#: once the block has ended, what is in the pipe has been forwarded when it stayed empty this long
 RELAY_IDLE_S = 0.2
 
 
-def _relay(state: _State, read_end: int, target: int, closing: threading.Event) -> None:
-    """Copy the pipe to ``target``, dropping everything once a signal came; stop at end of file,
-    or, once ``closing`` is set, when the pipe has been empty for :data:`RELAY_IDLE_S`."""
+def _relay(
+    state: _State,
+    read_end: int,
+    target: int,
+    closing: threading.Event,
+    drained: threading.Event,
+) -> None:
+    """Copy the pipe to ``target`` until end of file, dropping everything once a signal came.
+    Once ``closing`` is set (before a wait), a wait of :data:`RELAY_IDLE_S` with nothing to read
+    sets ``drained``; the relay goes on until every writer has closed the pipe."""
     import select
 
+    poller = select.poll()
+    poller.register(read_end, select.POLLIN)
     try:
         while True:
-            ready, _, _ = select.select([read_end], [], [], RELAY_IDLE_S)
-            if not ready:
-                if closing.is_set():
-                    break
+            was_closing = closing.is_set()
+            if not poller.poll(None if drained.is_set() else RELAY_IDLE_S * 1000):
+                if was_closing:
+                    drained.set()
                 continue
             data = os.read(read_end, 1 << 16)
             if not data:
@@ -447,5 +464,6 @@ def _relay(state: _State, read_end: int, target: int, closing: threading.Event) 
                 except OSError:
                     pass
     finally:
+        drained.set()
         os.close(read_end)
         os.close(target)

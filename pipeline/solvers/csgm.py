@@ -191,7 +191,9 @@ class InputLatentFit:
     """Of :func:`fit_input_latent`, per slice: the kept latent ``z`` ``(B, style_dim)``, its
     measurement loss ``(B,)`` (float64) and restart ``(B,)``; each restart's lowest loss per
     slice, the per-step mean measurement loss (restart after restart) and the Adam steps each
-    restart ran (fewer than ``steps`` when it stopped early)."""
+    restart ran (fewer than ``steps`` when it stopped early). Of the raced restarts
+    (:mod:`sgilo.pipeline.solvers.raced_restarts`): the history of the race, then of the
+    leaders; each restart's steps its longest run over the slices."""
 
     z: torch.Tensor
     loss: torch.Tensor
@@ -255,27 +257,69 @@ def fit_input_latent(
             # batch-wide: a slice ended on its own plateau would miss the learning rate's
             # ramp-down at the end (0.17 / 0.61 dB single-/8-coil 8×, docs/SPEED.md §10)
             stop = DeviceEarlyStop(batch, device, patience, every=every, per_slice=False)
-            for step in range(config.steps + 1):
-                data, current = evaluate_latent(problem, generator, z, synthesize)
-                wins = (current < kept.loss) & stop.active  # nothing counts past a stop
-                stop.observe(current)
-                kept.take(wins, current, z, restart)
-                if step == config.steps:  # the final iterate is evaluated, not stepped
-                    break
-                stop.advance(step)
-                if stop.check(step):  # a host read every `every` steps
-                    break
-                step_losses.append(current.mean())
-                adam_step(optimizer, z, data, config, step)
+
+            def on_step(step: int, restart: int = restart) -> None:
                 if callback:
                     callback(restart * config.steps + step + 1, total, f"{label} restart {restart}")
-            stopped = stop.stopped_at()
-            ran = len(step_losses) if stopped is None else stopped
+
+            step_losses, ran = descend(
+                problem,
+                generator,
+                z,
+                optimizer,
+                config,
+                first=0,
+                kept=kept,
+                restart=restart,
+                stop=stop,
+                synthesize=synthesize,
+                on_step=on_step,
+            )
             if ran:
-                history.extend(torch.stack(step_losses[:ran]).tolist())
+                history.extend(torch.stack(step_losses).tolist())
             restart_losses.append([float(v) for v in stop.lowest])
             steps_run.append(ran)
     return InputLatentFit(kept.z, kept.loss, kept.restart, restart_losses, history, steps_run)
+
+
+def descend(
+    problem: LossModel,
+    generator: LatentGenerator,
+    z: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    config: CSGMConfig,
+    *,
+    first: int,
+    kept: Kept,
+    restart: int | torch.Tensor,
+    stop: DeviceEarlyStop,
+    synthesize: Callable[..., torch.Tensor] | None,
+    on_step: Callable[[int], None] | None = None,
+) -> tuple[list[torch.Tensor], int]:
+    """Steps ``first … config.steps`` of the schedule on the latent ``z`` ``(N, style_dim)``:
+    each iterate is evaluated and the lowest measurement loss per row kept in ``kept`` (with
+    ``restart``: one, or ``(N,)``); the final iterate is evaluated, not stepped; ``stop`` may end
+    the loop earlier (nothing counts past a row's stop; a host read every ``every`` steps).
+    ``on_step(step)`` after each Adam step. Returns the per-step mean losses ``(N,)`` → scalar
+    tensors of the steps that count, and how many Adam steps counted."""
+    step_losses: list[torch.Tensor] = []
+    for step in range(first, config.steps + 1):
+        data, current = evaluate_latent(problem, generator, z, synthesize)
+        wins = (current < kept.loss) & stop.active  # nothing counts past a stop
+        stop.observe(current)
+        kept.take(wins, current, z, restart)
+        if step == config.steps:  # the final iterate is evaluated, not stepped
+            break
+        stop.advance(step)
+        if stop.check(step):  # a host read every `every` steps
+            break
+        step_losses.append(current.mean())
+        adam_step(optimizer, z, data, config, step)
+        if on_step:
+            on_step(step)
+    stopped = stop.stopped_at()
+    ran = len(step_losses) if stopped is None else stopped - first
+    return step_losses[:ran], ran
 
 
 @dataclass
@@ -305,7 +349,7 @@ class Kept:
         """Keep ``current`` ``(N,)``, ``z`` and ``restart`` (one, or ``(N,)``) where ``wins``."""
         self.loss = torch.where(wins, current, self.loss)
         self.z = torch.where(wins[:, None], z.detach(), self.z)
-        self.restart = torch.where(wins, torch.as_tensor(restart).to(self.restart), self.restart)
+        self.restart = torch.where(wins, restart, self.restart)  # (an int: no host-to-device copy)
 
     def rows(self, index: torch.Tensor) -> Kept:
         """The rows ``index``."""

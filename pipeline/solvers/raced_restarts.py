@@ -12,17 +12,22 @@ continues it, with its Adam moments, on the same learning-rate schedule to ``ste
 
     row-steps per slice:  R·race + (steps − race)   instead of   R·steps
 
-(150 instead of 200 at ``R = 2``, ``race = 50``, ``steps = 100``). The leader's trajectory is the
-one it would have run alone (the same start, schedule and gradients, up to the float rounding of
-a batch of another size). As before, per slice the kept iterate is the one with the lowest
-measurement loss over every evaluated step of every restart (never a ground truth).
+(150 instead of 200 at ``R = 2``, ``race = 50``, ``steps = 100``). Without early stop the
+leader's trajectory is the one it runs alone (the same start, schedule, gradients and Adam
+moments, up to the float rounding of a batch of another size). As before, per slice the kept
+iterate is the one with the lowest measurement loss over every evaluated step of every restart
+(never a ground truth).
 
-Early stop: none while racing; after the hand-over the batch-wide rule of the fit over the
-leaders (``patience``, :class:`sgilo.pipeline.solvers.host_sync.DeviceEarlyStop`). The result's
-``restart_losses`` give each restart's lowest loss per slice over the steps it ran for that slice,
-``steps_run`` each restart's longest run (``race``, plus the steps after the hand-over for a
-restart that leads some slice), ``history`` the per-step mean loss of the race, then of the
-leaders.
+Early stop: the race runs its steps in full; from the hand-over on, the batch-wide rule of the
+fit over the leaders (``patience``, :class:`sgilo.pipeline.solvers.host_sync.DeviceEarlyStop`),
+its count starting there. With early stop the leaders may therefore end at other steps than the
+restarts run alone (at the defaults, 100 steps, patience 20 and the learning rate ramped down over
+the last 25, the batch-wide rule did not fire before the ramp on 16 slices, docs/SPEED.md §10).
+
+The result's ``restart_losses`` give each restart's lowest loss per slice over the steps it ran
+for that slice, ``steps_run`` each restart's longest run (``race``, plus the steps after the
+hand-over for a restart that leads some slice), ``history`` the per-step mean loss of the race,
+then of the leaders.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from sgilo.pipeline.solvers.csgm import (
     Kept,
     LatentGenerator,
     adam_step,
+    descend,
     evaluate_latent,
 )
 from sgilo.pipeline.solvers.generator_state import frozen
@@ -57,10 +63,11 @@ def race_input_latent(
     label: str = "start",
     patience: int | None = None,
 ) -> InputLatentFit:
-    """CSGM's fit of ``problem`` (``B`` slices) as :func:`~sgilo.pipeline.solvers.csgm.
-    fit_input_latent` with ``config``'s ``restarts``, ``steps`` and schedule, the restarts raced
-    for the first ``race`` steps (module docstring; ``0 < race < steps``, ``restarts ≥ 2``). The
-    start latents are drawn from ``rng`` restart after restart, as the sequential fit draws them.
+    """CSGM's fit of ``problem`` (``B`` slices) as
+    :func:`~sgilo.pipeline.solvers.csgm.fit_input_latent` with ``config``'s ``restarts``,
+    ``steps`` and schedule, the restarts raced for the first ``race`` steps (module docstring;
+    ``0 < race < steps``, ``restarts ≥ 2``). The start latents are drawn from ``rng`` restart
+    after restart, as the sequential fit draws them.
     ``callback(done, total, message)`` after every step, a racing step counting ``R``:
     ``total = R·race + (steps − race)``."""
     restarts, steps, batch = config.restarts, config.steps, problem.batch
@@ -93,24 +100,25 @@ def race_input_latent(
         z, optimizer = _continue(optimizer, z, index, config.lr)
         every = resolve_sync_every(config.host_sync_every, device)
         stop = DeviceEarlyStop(batch, device, patience, every=every, per_slice=False)
-        after: list[torch.Tensor] = []
-        for step in range(race, steps + 1):
-            data, current = evaluate_latent(problem, generator, z, synthesize)
-            wins = (current < kept.loss) & stop.active
-            stop.observe(current)
-            kept.take(wins, current, z, leader)
-            if step == steps:  # the final iterate is evaluated, not stepped
-                break
-            stop.advance(step)
-            if stop.check(step):
-                break
-            after.append(current.mean())
-            adam_step(optimizer, z, data, config, step)
+
+        def on_step(step: int) -> None:
             if callback:
                 callback(restarts * race + step - race + 1, total, f"{label} leaders")
-    stopped = stop.stopped_at()
-    ran = len(after) if stopped is None else stopped - race
-    history += after[:ran]
+
+        after, ran = descend(
+            problem,
+            generator,
+            z,
+            optimizer,
+            config,
+            first=race,
+            kept=kept,
+            restart=leader,
+            stop=stop,
+            synthesize=synthesize,
+            on_step=on_step,
+        )
+    history += after
     lowest = by_row.loss.view(restarts, batch).clone()
     columns = torch.arange(batch, device=device)
     lowest[leader, columns] = torch.minimum(lowest[leader, columns], stop.lowest)
@@ -131,10 +139,11 @@ def _continue(
     """The rows ``index`` of the latent ``z`` and of its Adam state (moments and step count), as
     a new leaf and optimizer that go on where these left off."""
     state = optimizer.state_dict()
-    for entry in state["state"].values():
-        for key in ("exp_avg", "exp_avg_sq"):
-            entry[key] = entry[key][index]
-    kept = z.detach()[index].clone().requires_grad_(True)
+    state["state"] = {
+        key: {**entry, "exp_avg": entry["exp_avg"][index], "exp_avg_sq": entry["exp_avg_sq"][index]}
+        for key, entry in state["state"].items()
+    }
+    kept = z.detach()[index].requires_grad_(True)  # (indexing copies)
     continued = torch.optim.Adam([kept], lr=lr)
     continued.load_state_dict(state)
     return kept, continued

@@ -76,6 +76,35 @@ def test_a_slice_whose_late_winner_loses_the_race(gen_stats):
     assert late.any() and (raced.loss[late] > alone.loss[late]).all()
 
 
+@pytest.mark.parametrize("every", [1, 4])
+def test_the_leaders_stop_early_after_the_hand_over(gen_stats, every):
+    """With a patience, the race runs in full and the leaders stop batch-wide after the
+    hand-over: the steps run and the history count from there, and a host read every 4 steps
+    keeps what a read every step keeps (nothing counts past the stop)."""
+    gen, _ = gen_stats
+    problem = _problem(gen, slices=1)
+    config = CSGMConfig(steps=80, restarts=2, lr=0.3, host_sync_every=every)
+    every_step = race_input_latent(
+        problem,
+        gen,
+        config.model_copy(update={"host_sync_every": 1}),
+        RACE,
+        rng=torch.Generator().manual_seed(9),
+        patience=3,
+    )
+    raced = race_input_latent(
+        problem, gen, config, RACE, rng=torch.Generator().manual_seed(9), patience=3
+    )
+    longest = max(raced.steps_run)
+    assert RACE < longest < 80  # stopped early, after the race (here at step 24)
+    assert len(raced.history) == longest
+    leading = set(raced.restart.tolist())
+    assert raced.steps_run == [longest if r in leading else RACE for r in range(2)]
+    assert raced.steps_run == every_step.steps_run
+    torch.testing.assert_close(raced.loss, every_step.loss, rtol=1e-6, atol=0)
+    torch.testing.assert_close(raced.z, every_step.z, rtol=1e-5, atol=1e-6)
+
+
 def test_bad_races_are_refused(gen_stats):
     gen, _ = gen_stats
     problem = _problem(gen, slices=1)
