@@ -25,8 +25,9 @@ from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 #: fields a method's user may not set: they come from other options (``--samples``)
 RESERVED: dict[str, frozenset[str]] = {"sgilo": frozenset({"chains"})}
-#: classical-solver keyword arguments that are not settings
-_NOT_SETTINGS = frozenset({"rng", "callback"})
+#: classical-solver keyword arguments that are not settings (``dtype``: the precision the
+#: generative final step asks of ℓ1-wavelet; the classical method runs as sigpy, complex128)
+_NOT_SETTINGS = frozenset({"rng", "callback", "dtype"})
 
 
 class SettingError(ValueError):

@@ -71,7 +71,7 @@ def test_parse_assignment_needs_a_field(text):
 
 
 def test_classical_fields_come_from_the_solver_signatures():
-    # plain keyword arguments only: no rng/callback, no tensor arguments (dcf, center)
+    # plain keyword arguments only: no rng/callback/dtype, no tensor arguments (dcf, center)
     assert settable_fields("zero-filled") == []
     assert settable_fields("cg-sense") == ["iterations", "damping", "tolerance"]
     assert settable_fields("l1-wavelet") == ["lam", "iterations", "shifts"]
