@@ -15,7 +15,9 @@ as follows, per batch of ``B`` slices:
    with the method's settings) is applied twice to the same ``x̂``: on the fitted samples, which
    gives the generative method's prediction of the held-out ones, and on *all* samples, which
    gives the output; so the output uses every measurement, and the latent fit is the only part
-   that did not see the held-out columns;
+   that did not see the held-out columns (the output's step trusts only the model image's low
+   band, :mod:`sgilo.pipeline.solvers.trusted_band`; the prediction uses the whole model image,
+   since it is the prior that is judged);
 4. the classical candidates (CG-SENSE for multi-coil, ℓ1-wavelet and TV at their defaults) are
    fitted on the same fitted samples (not zero-filled: predicting 0 for every unmeasured
    sample scores well on the weak high-frequency columns that make up most held-out samples,
@@ -193,13 +195,17 @@ def score_classical(
     return images
 
 
-def _finish(x: torch.Tensor, y: torch.Tensor, op: LinearOperator, config: object) -> torch.Tensor:
+def _finish(
+    x: torch.Tensor, y: torch.Tensor, op: LinearOperator, config: object, resolution: int | None
+) -> torch.Tensor:
     """The final step of a latent solver on a model image ``x`` (complex ``(B, H, W)``, units of
     ``y``; :func:`sgilo.pipeline.solvers.problem.finish_image` after the scale): data
-    consistency with ``y`` when the config asks for it, then 0 outside the coils' support."""
+    consistency with ``y`` when the config asks for it (trusting the band of a generator of
+    ``resolution`` that the config sets; ``None``: the whole model image), then 0 outside the
+    coils' support."""
     out = x
     if getattr(config, "data_consistency", False):
-        out = make_consistent(x, y, op, config)
+        out = make_consistent(x, y, op, config, resolution)
     support = coil_support(op)
     if support is not None:
         out = out * support.to(out.device)
@@ -238,12 +244,27 @@ def _latent_fit(
 
 
 def _finished(
-    model: ReconResult, config: object, y: torch.Tensor, op: LinearOperator
+    model: ReconResult,
+    config: object,
+    y: torch.Tensor,
+    op: LinearOperator,
+    resolution: int | None = None,
 ) -> torch.Tensor:
     """The final step (:func:`_finish`) with ``y``, ``op`` applied to every chain's model image:
     ``(K, B, H, W)``, ``K = 1`` for a result without chains; on ``y``'s device (the model images
-    come back from the prior's device, the final step runs on the data's)."""
-    return torch.stack([_finish(x, y, op, config) for x in _chains(model).to(y.device)])
+    come back from the prior's device, the final step runs on the data's). ``resolution``: the
+    generator's, for the output's trusted band; the predictions of held-out samples leave it
+    out (``None``), since they judge the whole model image."""
+    chains = _chains(model).to(y.device)
+    return torch.stack([_finish(x, y, op, config, resolution) for x in chains])
+
+
+def _resolution(prior: object) -> int | None:
+    """The generator's resolution ``R`` of a loaded prior (``None`` if it has none)."""
+    generator = getattr(prior, "generator", None)
+    config = getattr(generator, "config", None)
+    resolution = getattr(config, "resolution", None)
+    return None if resolution is None else int(resolution)
 
 
 def _chains(model: ReconResult) -> torch.Tensor:
@@ -280,7 +301,7 @@ def fit_on_split(
     residuals = [fitted_residual(part, x.to(device))[0] for x in _chains(model)]
     residual = torch.stack(residuals).mean(dim=0)
     predicted = _finished(model, config, part.fit_y, part.fit_op).mean(dim=0)
-    on_all = _finished(model, config, y, op)
+    on_all = _finished(model, config, y, op, _resolution(prior))
     if getattr(model, "samples", None) is not None and model.samples.numel():
         std = (on_all.abs() if on_all.is_complex() else on_all).std(dim=0, correction=0)
         model = replace(model, image=on_all.mean(dim=0), samples=on_all, std=std)

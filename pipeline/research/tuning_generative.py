@@ -140,13 +140,14 @@ def _sweep_final_step(
         solver_options={**base_options, "data_consistency": False},
     )
     fit_seconds = time.perf_counter() - start
+    resolution = int(prior.generator.config.resolution)
     fields = {k: v for k, v in base_options.items() if k in MRIFitConfig.model_fields}
     support = coil_support(op)
     rows = []
     for value in values:
         start = time.perf_counter()
         config = MRIFitConfig(**{**fields, param: value, "data_consistency": True})
-        image = make_consistent(fit.image, y, op, config)
+        image = make_consistent(fit.image, y, op, config, resolution)
         if support is not None:
             image = image * support
         seconds = fit_seconds + time.perf_counter() - start

@@ -147,6 +147,7 @@ def measure(
         HELDOUT_SEED,
         _finished,
         _latent_fit,
+        _resolution,
         heldout_split,
     )
     from sgilo.pipeline.research.bench import validation_targets
@@ -170,7 +171,7 @@ def measure(
             options=dict(options or {}),
         )
         model_images = fit.samples.to(y.device)
-        outputs = _finished(fit, config, y, op)
+        outputs = _finished(fit, config, y, op, _resolution(prior))
         seconds = time.perf_counter() - start
         classical = [solve(y, op, m, seed=seed).magnitude for m in GAP_METHODS]
         magnitude = outputs.mean(dim=0).abs().numpy()

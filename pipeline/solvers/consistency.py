@@ -1,6 +1,7 @@
 """The final data-consistency step of the latent-space solvers: a model image made consistent
 with the measurements, exactly (k-space replacement or CG on the regularised normal equations) or
-as a sparse deviation from it, and zeroed outside the coils' support."""
+as a sparse deviation from it (or from its low band: :mod:`sgilo.pipeline.solvers.trusted_band`),
+and zeroed outside the coils' support."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from sgilo.operators.fft import fft2c, ifft2c
 from sgilo.pipeline.algorithms.conjugate_gradient import conjugate_gradient
 from sgilo.pipeline.solvers.fit_config import MRIFitConfig
 from sgilo.pipeline.solvers.sparse_deviation import resolve_dc_wavelet, sparse_deviation
+from sgilo.pipeline.solvers.trusted_band import applies, low_band, resolve_band_lambda
 
 
 def data_consistency(
@@ -48,16 +50,31 @@ def data_consistency(
 
 
 def make_consistent(
-    x: torch.Tensor, y: torch.Tensor, op: LinearOperator, config: MRIFitConfig
+    x: torch.Tensor,
+    y: torch.Tensor,
+    op: LinearOperator,
+    config: MRIFitConfig,
+    resolution: int | None = None,
 ) -> torch.Tensor:
     """The final step on a model image ``x`` (complex ``(B, H, W)``, units of ``y``): the sparse
     deviation ``x + ν`` (:func:`sgilo.pipeline.solvers.sparse_deviation.sparse_deviation`) when
     ``config.dc_wavelet`` resolves to λ > 0 (``"auto"`` always does), else exact data consistency
-    (:func:`data_consistency` with ``config.dc_weight``, ``config.dc_iterations``)."""
-    lam = resolve_dc_wavelet(config.dc_wavelet, op, x.shape[0])
-    if bool((lam > 0).all()):
-        return sparse_deviation(x, y, op, lam)
-    return data_consistency(x, y, op, weight=config.dc_weight, iterations=config.dc_iterations)
+    (:func:`data_consistency` with ``config.dc_weight``, ``config.dc_iterations``). With the
+    generator's ``resolution`` given, ``config.dc_band > 0`` and Cartesian data, the sparse
+    deviation is taken from the low band of the model image (zeroed outside the coils'
+    support, :func:`coil_support`, first) only, at the λ of
+    :func:`sgilo.pipeline.solvers.trusted_band.resolve_band_lambda`
+    (:mod:`sgilo.pipeline.solvers.trusted_band`)."""
+    batch = x.shape[0]
+    lam = resolve_dc_wavelet(config.dc_wavelet, op, batch)
+    if not bool((lam > 0).all()):
+        return data_consistency(x, y, op, weight=config.dc_weight, iterations=config.dc_iterations)
+    if applies(config.dc_band, resolution, op, batch):
+        support = coil_support(op)  # the model outside the coils' view must not leak inward
+        inside = x if support is None else x * support.to(x.device)
+        reference = low_band(inside, config.dc_band, int(resolution))
+        return sparse_deviation(reference, y, op, resolve_band_lambda(config.dc_wavelet, op, batch))
+    return sparse_deviation(x, y, op, lam)
 
 
 def coil_support(op: LinearOperator) -> torch.Tensor | None:

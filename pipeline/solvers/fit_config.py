@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from sgilo.pipeline.solvers.sparse_deviation import DCWaveletSetting
+from sgilo.pipeline.solvers.trusted_band import DEFAULT_DC_BAND
 
 PhaseModel = Literal["auto", "none", "from-calibration", "from-sense"]
 
@@ -54,8 +55,17 @@ class MRIFitConfig(BaseModel):
         "auto",
         description="relative λ of the final step's sparse deviation from the model image, "
         "x = argmin ½‖Ax − y‖² + λ‖Ψ(x − x̂)‖₁ (0: exact data consistency; 'auto': per kind "
-        "of data and sampled fraction, chosen on training slices; "
+        "of data and sampled fraction, chosen on training slices, or with dc_band > 0 the "
+        "classical l1-wavelet's default; "
         "pipeline/solvers/sparse_deviation.py)",
+    )
+    dc_band: float = Field(
+        DEFAULT_DC_BAND,
+        ge=0,
+        description="the model image's band the final step trusts, as a fraction b of the "
+        "generator's Nyquist frequency: its k-space columns kept fully up to b, tapered to "
+        "none at 3b, the rest left to the sparse deviation at the classical l1-wavelet's λ "
+        "(Cartesian data; 0: the whole model image; pipeline/solvers/trusted_band.py)",
     )
     dc_iterations: int = Field(
         50, ge=1, description="CG steps of multi-coil data consistency (about converged at μ)"

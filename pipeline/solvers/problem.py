@@ -30,6 +30,7 @@ from sgilo.pipeline.solvers.fit_config import MRIFitConfig, PhaseModel, resolve_
 from sgilo.pipeline.solvers.generator_state import latent_dtype_device
 from sgilo.pipeline.solvers.resample import GridPlacement
 from sgilo.pipeline.solvers.sparse_deviation import resolve_dc_wavelet
+from sgilo.pipeline.solvers.trusted_band import applies, resolve_band_lambda
 
 #: the bounds of the fitted intensity gain (``Problem.gain``)
 GAIN_RANGE = (0.5, 2.0)
@@ -293,8 +294,9 @@ def finish_image(
     """A normalised-units image ``(B, H, W)`` back in the units of ``y`` (× ``s``), then, if
     ``config.data_consistency``, made consistent with ``y`` and set to 0 outside the coils'
     support (:func:`coil_support`); detached. The consistency step is the sparse deviation
-    ``x̂ + ν`` (:mod:`sgilo.pipeline.solvers.sparse_deviation`) when ``config.dc_wavelet`` resolves
-    to λ > 0, else exact (:func:`data_consistency`). A natural-image problem's image
+    ``x̂ + ν`` (:mod:`sgilo.pipeline.solvers.sparse_deviation`; from ``x̂``'s low band,
+    :mod:`sgilo.pipeline.solvers.trusted_band`) when ``config.dc_wavelet`` resolves to λ > 0,
+    else exact (:func:`data_consistency`). A natural-image problem's image
     ``(B, C, R, R)`` is returned as is (detached): the papers' form has no data-consistency
     step."""
     if isinstance(problem, ImageProblem):
@@ -302,7 +304,7 @@ def finish_image(
     y = problem.y
     out = x.detach() * problem.scale.view(-1, 1, 1).to(y.dtype)
     if config.data_consistency:
-        out = make_consistent(out, y, problem.op, config)
+        out = make_consistent(out, y, problem.op, config, problem.placement.resolution)
     support = coil_support(problem.op)
     if support is not None:
         out = out * support.to(out.device)
@@ -316,4 +318,7 @@ def final_step_lambdas(problem: Problem | ImageProblem, config: MRIFitConfig) ->
     if not isinstance(problem, Problem) or not config.data_consistency:
         return None
     lam = resolve_dc_wavelet(config.dc_wavelet, problem.op, problem.batch)
+    resolution = problem.placement.resolution
+    if bool((lam > 0).all()) and applies(config.dc_band, resolution, problem.op, problem.batch):
+        lam = resolve_band_lambda(config.dc_wavelet, problem.op, problem.batch)
     return [float(v) for v in lam]
