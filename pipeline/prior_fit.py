@@ -68,7 +68,7 @@ import torch
 from sgilo.operators.base import LinearOperator
 from sgilo.pipeline.solvers import heldout_columns as columns
 from sgilo.pipeline.solvers.base import Progress, ReconResult
-from sgilo.pipeline.solvers.consistency import coil_support, make_consistent
+from sgilo.pipeline.solvers.consistency import coil_support, final_lambdas, make_consistent
 from sgilo.pipeline.solvers.diagnostics import PriorFit
 from sgilo.pipeline.solvers.kspace_split import (
     SplitPart,
@@ -307,7 +307,12 @@ def fit_on_split(
         model = replace(model, image=on_all.mean(dim=0), samples=on_all, std=std)
     else:
         model = replace(model, image=on_all[0])
+    lambdas = None
+    if getattr(config, "data_consistency", False):  # the output's step, as run.json reports it
+        lambdas = final_lambdas(op, config, y.shape[0], _resolution(prior))
     model = replace(model, diagnostics=replace(model.diagnostics, config=config))
+    if hasattr(model.diagnostics, "dc_lambdas"):
+        model = replace(model, diagnostics=replace(model.diagnostics, dc_lambdas=lambdas))
     return model, predicted, residual
 
 

@@ -302,7 +302,8 @@ def _write_attrs(f: h5py.File, attrs: Mapping[str, Any] | None) -> None:
 #: "Uncertainty")
 STD_DESCRIPTION = (
     "per-pixel std of the magnitudes over SGILO's chains: where the posterior samples disagree "
-    "under the model; it does not rank the error (not an error map)"
+    "under the model (they differ in the model image's trusted low band; the rest comes from "
+    "the final l1-wavelet step); it does not rank the error (not an error map)"
 )
 
 

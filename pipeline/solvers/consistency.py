@@ -77,6 +77,17 @@ def make_consistent(
     return sparse_deviation(x, y, op, lam)
 
 
+def final_lambdas(
+    op: LinearOperator, config: MRIFitConfig, batch: int, resolution: int | None
+) -> list[float]:
+    """The relative λ per slice ``(B,)`` of :func:`make_consistent`'s step with these
+    arguments (0: exact data consistency)."""
+    lam = resolve_dc_wavelet(config.dc_wavelet, op, batch)
+    if bool((lam > 0).all()) and applies(config.dc_band, resolution, op, batch):
+        lam = resolve_band_lambda(config.dc_wavelet, op, batch)
+    return [float(v) for v in lam]
+
+
 def coil_support(op: LinearOperator) -> torch.Tensor | None:
     """Where the coil maps see the image, ``Σ_c |S_c|² > 0``: bool ``(H, W)`` or ``(B, H, W)``
     (``None`` for operators without maps). Outside it the measurements carry no information

@@ -27,7 +27,9 @@ per slice, batched over the ``B`` slices of ``y``:
   (docs/GENERATIVE_TUNING.md): the PSNR of 3 full restarts at 2.2× less time;
 - data consistency (optional, default on), after the fit: by default the sparse deviation
   ``x = argmin ½‖A x − y‖² + λ‖Ψ(x − x̂)‖₁`` (:mod:`sgilo.pipeline.solvers.sparse_deviation`, λ from
-  the kind of data and the sampled fraction); with ``dc_wavelet=0`` exact consistency:
+  the kind of data and the sampled fraction), on Cartesian column masks from the low band of
+  ``x̂`` only, at the classical ℓ1-wavelet's λ (:mod:`sgilo.pipeline.solvers.trusted_band`,
+  ``dc_band``); with ``dc_wavelet=0`` exact consistency:
   * single-coil Cartesian: the sampled k-space of the output is replaced by the measured one,
     ``F x_dc = F x̂`` where ``M = 0`` and ``y / M`` where ``M > 0`` (for a 0/1 mask this is
     ``x_dc = x̂ + A^H(y − A x̂)``);

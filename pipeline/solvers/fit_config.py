@@ -55,7 +55,7 @@ class MRIFitConfig(BaseModel):
         "auto",
         description="relative λ of the final step's sparse deviation from the model image, "
         "x = argmin ½‖Ax − y‖² + λ‖Ψ(x − x̂)‖₁ (0: exact data consistency; 'auto': per kind "
-        "of data and sampled fraction, chosen on training slices, or with dc_band > 0 the "
+        "of data and sampled fraction, chosen on training slices, or where dc_band applies the "
         "classical l1-wavelet's default; "
         "pipeline/solvers/sparse_deviation.py)",
     )
@@ -65,7 +65,8 @@ class MRIFitConfig(BaseModel):
         description="the model image's band the final step trusts, as a fraction b of the "
         "generator's Nyquist frequency: its k-space columns kept fully up to b, tapered to "
         "none at 3b, the rest left to the sparse deviation at the classical l1-wavelet's λ "
-        "(Cartesian data; 0: the whole model image; pipeline/solvers/trusted_band.py)",
+        "(Cartesian column masks with the sparse deviation on; 0: the whole model image; "
+        "pipeline/solvers/trusted_band.py)",
     )
     dc_iterations: int = Field(
         50, ge=1, description="CG steps of multi-coil data consistency (about converged at μ)"

@@ -25,12 +25,10 @@ import torch
 from sgilo.operators.base import LinearOperator
 from sgilo.pipeline.solvers.calibration import calibration_phase, num_measurements, sense_phase
 from sgilo.pipeline.solvers.classical import data_scale
-from sgilo.pipeline.solvers.consistency import coil_support, make_consistent
+from sgilo.pipeline.solvers.consistency import coil_support, final_lambdas, make_consistent
 from sgilo.pipeline.solvers.fit_config import MRIFitConfig, PhaseModel, resolve_phase
 from sgilo.pipeline.solvers.generator_state import latent_dtype_device
 from sgilo.pipeline.solvers.resample import GridPlacement
-from sgilo.pipeline.solvers.sparse_deviation import resolve_dc_wavelet
-from sgilo.pipeline.solvers.trusted_band import applies, resolve_band_lambda
 
 #: the bounds of the fitted intensity gain (``Problem.gain``)
 GAIN_RANGE = (0.5, 2.0)
@@ -317,8 +315,4 @@ def final_step_lambdas(problem: Problem | ImageProblem, config: MRIFitConfig) ->
     natural-image problem, or ``config.data_consistency`` off)."""
     if not isinstance(problem, Problem) or not config.data_consistency:
         return None
-    lam = resolve_dc_wavelet(config.dc_wavelet, problem.op, problem.batch)
-    resolution = problem.placement.resolution
-    if bool((lam > 0).all()) and applies(config.dc_band, resolution, problem.op, problem.batch):
-        lam = resolve_band_lambda(config.dc_wavelet, problem.op, problem.batch)
-    return [float(v) for v in lam]
+    return final_lambdas(problem.op, config, problem.batch, problem.placement.resolution)

@@ -24,8 +24,10 @@ leaves of the data, which is why the step's ``λ`` is then the classical ℓ1-wa
 (:func:`resolve_band_lambda`). ``b = 0`` turns it off: the whole model image is the reference,
 as in the sparse-deviation step of :mod:`sgilo.pipeline.solvers.sparse_deviation`.
 
-Readout frequencies are not weighted (a Cartesian column is measured along its whole length).
-Non-Cartesian data has no phase-encoding axis: the step keeps the whole model image there.
+Readout frequencies are not weighted (a column of a Cartesian column mask is measured along its
+whole length). Other sampling (2-D masks, non-Cartesian trajectories) has no phase-encoding axis
+to weight: the step keeps the whole model image there, as it does with exact data consistency
+(``dc_wavelet=0``) and where the generator's resolution is not known.
 """
 
 from __future__ import annotations
@@ -71,8 +73,12 @@ def low_band(x: torch.Tensor, band: float, resolution: int) -> torch.Tensor:
 
 def applies(band: float, resolution: int | None, op: LinearOperator, batch: int) -> bool:
     """Whether the final step uses the low band: ``band > 0``, the generator's ``resolution``
-    known, and Cartesian data (a sampling mask)."""
-    return band > 0 and resolution is not None and op.slice_masks(batch) is not None
+    known, and a Cartesian column mask (each column measured along its whole length or not at
+    all; not a 2-D or non-Cartesian sampling pattern)."""
+    if band <= 0 or resolution is None:
+        return False
+    mask = op.slice_masks(batch)
+    return mask is not None and bool((mask.amax(dim=-2) == mask.amin(dim=-2)).all())
 
 
 def resolve_band_lambda(setting: float | str, op: LinearOperator, batch: int) -> torch.Tensor:

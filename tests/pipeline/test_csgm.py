@@ -19,8 +19,8 @@ from sgilo.operators.base import Identity
 from sgilo.operators.fft import fft2c
 from sgilo.operators.masks import column_mask
 from sgilo.operators.mri import MultiCoilMRI, SingleCoilMRI
+from sgilo.pipeline.solvers.classical import DEFAULT_LAMBDA
 from sgilo.pipeline.solvers.csgm import CSGMConfig, csgm
-from sgilo.pipeline.solvers.sparse_deviation import DEFAULT_DC_WAVELET
 
 R = 8
 D = 6
@@ -260,9 +260,10 @@ def test_image_is_zero_outside_the_coil_support():
         )
         assert (res.image[..., : R // 2] == 0).all()
         assert (res.image[..., R // 2 :].abs() > 0).float().mean() > 0.9
-        # the final step's λ is recorded per slice: fully sampled multi-coil data take the 4×
-        # anchor of "auto" (constant beyond it)
-        expected = [DEFAULT_DC_WAVELET["multi-coil"][1]] * 2 if dc else None
+        # the final step's λ is recorded per slice: fully sampled multi-coil data (a column mask,
+        # so the trusted band applies and "auto" is the classical ℓ1-wavelet's λ) take its 4×
+        # anchor (constant beyond it)
+        expected = [DEFAULT_LAMBDA[("l1-wavelet", "multi-coil")][1]] * 2 if dc else None
         assert (res.diagnostics.dc_lambdas if dc else None) == pytest.approx(expected)
         assert dc or res.diagnostics.dc_lambdas is None
 

@@ -109,3 +109,41 @@ def test_prior_fit_judges_the_whole_model_image(gen_stats):
     reports = {band: run.diagnostics.prior_fit for band, run in runs.items()}
     assert reports[0.0].heldout_errors == reports[0.5].heldout_errors
     assert (runs[0.0].image - runs[0.5].image).abs().max() > 1e-3
+
+
+def test_low_band_on_a_wide_grid_keeps_the_columns_of_the_band():
+    x = torch.randn(1, 16, 48, dtype=torch.complex64, generator=torch.Generator().manual_seed(3))
+    k0, k1 = band_edges(BAND, 16, (16, 48))  # 6 and 18 columns across the 48-wide grid
+    low = fft2c(low_band(x, BAND, 16))
+    k = (torch.arange(48) - 24).abs()
+    torch.testing.assert_close(low[..., k <= k0], fft2c(x)[..., k <= k0], rtol=1e-5, atol=1e-5)
+    assert low[..., k >= k1].abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("prior_fit", [False, True])
+def test_every_generative_output_uses_the_band_and_reports_its_lambda(gen_stats, prior_fit):
+    """Both paths to a generative output (the solver's own final step, and the prior-fit check's
+    step on all samples) pass the generator's resolution and record the λ they used."""
+    gen, stats = gen_stats
+    prior = Prior(gen, stats, Path("tiny.pt"))
+    r = int(gen.config.resolution)
+    mask = torch.zeros(r)
+    mask[[0, 2, 4, 6, 7, 8, 9, 11, 13, 15]] = 1  # 10 of 16 columns: the 4× anchors
+    op = SingleCoilMRI(mask, shape=(r, r))
+    images = torch.randn(2, r, r, dtype=torch.complex64, generator=torch.Generator().manual_seed(4))
+    y = op.A(images)
+    base = {"steps": 6, "restarts": 1, "prior_fit": prior_fit}
+    runs = {
+        band: solve(y, op, "csgm", prior=prior, solver_options={**base, "dc_band": band})
+        for band in (0.0, 0.5)
+    }
+    # single-coil at 4×: the classical ℓ1-wavelet's λ 0.003 where the band applies, the
+    # sparse deviation's own 0.001 where it does not
+    assert runs[0.5].diagnostics.dc_lambdas == pytest.approx([0.003, 0.003])
+    assert runs[0.0].diagnostics.dc_lambdas == pytest.approx([0.001, 0.001])
+    if not prior_fit:  # the solver's final step equals the band's step on its model image
+        plain = {**base, "data_consistency": False}
+        model = solve(y, op, "csgm", prior=prior, solver_options=plain)
+        expected = make_consistent(model.image, y, op, MRIFitConfig(dc_band=0.5), resolution=r)
+        torch.testing.assert_close(runs[0.5].image, expected, rtol=1e-4, atol=1e-5)
+    assert (runs[0.0].image - runs[0.5].image).abs().max() > 1e-3
