@@ -116,7 +116,7 @@ class AutoConfig(BaseModel):
         description="keep the generative method on a slice unless its held-out error exceeds "
         "margin × the best classical one (1: the lowest error wins; default: 1.0 where a "
         "second generative fit scored the slice, else by the slice's acceleration, 1.0 at 4x "
-        "and 1.5 at 8x with more than one coil, 3.0 at 8x with one, docs/GENERATIVE.md)",
+        "and 3.0 at 8x, per kind of data, docs/GENERATIVE.md)",
     )
     unexplained_limit: float | None = Field(
         None,
