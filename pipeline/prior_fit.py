@@ -66,9 +66,10 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from sgilo.operators.base import LinearOperator
+from sgilo.pipeline.model_images import chains_of, finish_chains, generator_resolution
 from sgilo.pipeline.solvers import heldout_columns as columns
 from sgilo.pipeline.solvers.base import Progress, ReconResult
-from sgilo.pipeline.solvers.consistency import coil_support, final_lambdas, make_consistent
+from sgilo.pipeline.solvers.consistency import final_lambdas
 from sgilo.pipeline.solvers.diagnostics import PriorFit
 from sgilo.pipeline.solvers.kspace_split import (
     SplitPart,
@@ -199,23 +200,6 @@ def score_classical(
     return images
 
 
-def _finish(
-    x: torch.Tensor, y: torch.Tensor, op: LinearOperator, config: object, resolution: int | None
-) -> torch.Tensor:
-    """The final step of a latent solver on a model image ``x`` (complex ``(B, H, W)``, units of
-    ``y``; :func:`sgilo.pipeline.solvers.problem.finish_image` after the scale): data
-    consistency with ``y`` when the config asks for it (trusting the band of a generator of
-    ``resolution`` that the config sets; ``None``: the whole model image), then 0 outside the
-    coils' support."""
-    out = x
-    if getattr(config, "data_consistency", False):
-        out = make_consistent(x, y, op, config, resolution)
-    support = coil_support(op)
-    if support is not None:
-        out = out * support.to(out.device)
-    return out.detach()
-
-
 def _latent_fit(
     part: SplitPart,
     method: str,
@@ -247,38 +231,6 @@ def _latent_fit(
     return model, config
 
 
-def _finished(
-    model: ReconResult,
-    config: object,
-    y: torch.Tensor,
-    op: LinearOperator,
-    resolution: int | None = None,
-) -> torch.Tensor:
-    """The final step (:func:`_finish`) with ``y``, ``op`` applied to every chain's model image:
-    ``(K, B, H, W)``, ``K = 1`` for a result without chains; on ``y``'s device (the model images
-    come back from the prior's device, the final step runs on the data's). ``resolution``: the
-    generator's, for the output's trusted band; the predictions of held-out samples leave it
-    out (``None``), since they judge the whole model image."""
-    chains = _chains(model).to(y.device)
-    return torch.stack([_finish(x, y, op, config, resolution) for x in chains])
-
-
-def _resolution(prior: object) -> int | None:
-    """The generator's resolution ``R`` of a loaded prior (``None`` if it has none)."""
-    generator = getattr(prior, "generator", None)
-    config = getattr(generator, "config", None)
-    resolution = getattr(config, "resolution", None)
-    return None if resolution is None else int(resolution)
-
-
-def _chains(model: ReconResult) -> torch.Tensor:
-    """Every chain's model image ``(K, B, H, W)`` of a latent fit (``K = 1`` without chains)."""
-    chains = getattr(model, "samples", None)
-    if chains is None or not chains.numel():
-        chains = model.image[None]
-    return chains
-
-
 def fit_on_split(
     y: torch.Tensor,
     op: LinearOperator,
@@ -302,10 +254,10 @@ def fit_on_split(
     fit = {"prior": prior, "samples": samples, "seed": seed, "callback": callback}
     model, config = _latent_fit(part, method, **fit, options=dict(solver_options or {}))
     device = part.fit_y.device
-    residuals = [fitted_residual(part, x.to(device))[0] for x in _chains(model)]
+    residuals = [fitted_residual(part, x.to(device))[0] for x in chains_of(model)]
     residual = torch.stack(residuals).mean(dim=0)
-    predicted = _finished(model, config, part.fit_y, part.fit_op).mean(dim=0)
-    on_all = _finished(model, config, y, op, _resolution(prior))
+    predicted = finish_chains(model, config, part.fit_y, part.fit_op).mean(dim=0)
+    on_all = finish_chains(model, config, y, op, generator_resolution(prior))
     if getattr(model, "samples", None) is not None and model.samples.numel():
         std = (on_all.abs() if on_all.is_complex() else on_all).std(dim=0, correction=0)
         model = replace(model, image=on_all.mean(dim=0), samples=on_all, std=std)
@@ -313,7 +265,7 @@ def fit_on_split(
         model = replace(model, image=on_all[0])
     lambdas = None
     if getattr(config, "data_consistency", False):  # the output's step, as run.json reports it
-        lambdas = final_lambdas(op, config, y.shape[0], _resolution(prior))
+        lambdas = final_lambdas(op, config, y.shape[0], generator_resolution(prior))
     model = replace(model, diagnostics=replace(model.diagnostics, config=config))
     if hasattr(model.diagnostics, "dc_lambdas"):
         model = replace(model, diagnostics=replace(model.diagnostics, dc_lambdas=lambdas))
@@ -336,7 +288,7 @@ def predict_on_split(
     output is not used (no final step on every sample)."""
     fit = {"prior": prior, "samples": samples, "seed": seed, "callback": callback}
     model, config = _latent_fit(part, method, **fit, options=dict(solver_options or {}))
-    return _finished(model, config, part.fit_y, part.fit_op).mean(dim=0)
+    return finish_chains(model, config, part.fit_y, part.fit_op).mean(dim=0)
 
 
 def checked_generative(

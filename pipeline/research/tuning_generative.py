@@ -24,7 +24,8 @@ from sgilo.operators.base import LinearOperator
 from sgilo.pipeline.experiment import Setting, espirit_operator
 from sgilo.pipeline.methods import Prior, solve
 from sgilo.pipeline.metrics import psnr
-from sgilo.pipeline.solvers.consistency import coil_support, make_consistent
+from sgilo.pipeline.model_images import generator_resolution
+from sgilo.pipeline.solvers.consistency import finish_model_image
 from sgilo.pipeline.solvers.fit_config import MRIFitConfig
 
 #: config fields of the final data-consistency step alone: a sweep of one of them fits once
@@ -124,10 +125,10 @@ def _sweep_final_step(
     log: Callable[[str], None],
 ) -> list[GenerativeTuningRow]:
     """A sweep of a field of the final data-consistency step: the method runs once without it,
-    then :func:`~sgilo.pipeline.solvers.consistency.make_consistent` (and the coil-support mask,
-    as the solvers apply it) runs for every value. Same images as separate runs (the step acts on
-    the unscaled model image, and the support mask commutes with it); ``seconds`` is the fit's
-    time plus the step's."""
+    then the final step (:func:`sgilo.pipeline.solvers.consistency.finish_model_image`: data
+    consistency and the coil-support mask, as the solvers apply them) runs for every value. Same
+    images as separate runs (the model image is already 0 outside the support, where the step
+    zeroes it again); ``seconds`` is the fit's time plus the step's."""
     import time
 
     start = time.perf_counter()
@@ -140,16 +141,13 @@ def _sweep_final_step(
         solver_options={**base_options, "data_consistency": False},
     )
     fit_seconds = time.perf_counter() - start
-    resolution = int(prior.generator.config.resolution)
+    resolution = generator_resolution(prior)
     fields = {k: v for k, v in base_options.items() if k in MRIFitConfig.model_fields}
-    support = coil_support(op)
     rows = []
     for value in values:
         start = time.perf_counter()
         config = MRIFitConfig(**{**fields, param: value, "data_consistency": True})
-        image = make_consistent(fit.image, y, op, config, resolution)
-        if support is not None:
-            image = image * support
+        image = finish_model_image(fit.image, y, op, config, resolution)
         seconds = fit_seconds + time.perf_counter() - start
         quality = psnr(target, image.abs().to(torch.float32).cpu().numpy())
         text = json.dumps(value)

@@ -142,12 +142,11 @@ def measure(
     from sgilo.pipeline.experiment import DEFAULT_SETTINGS, espirit_operator
     from sgilo.pipeline.methods import load_prior, solve
     from sgilo.pipeline.metrics import evaluate
+    from sgilo.pipeline.model_images import finish_chains, generator_resolution
     from sgilo.pipeline.prior_fit import (
         HELDOUT_FRACTION,
         HELDOUT_SEED,
-        _finished,
         _latent_fit,
-        _resolution,
         heldout_split,
     )
     from sgilo.pipeline.research.bench import validation_targets
@@ -171,7 +170,7 @@ def measure(
             options=dict(options or {}),
         )
         model_images = fit.samples.to(y.device)
-        outputs = _finished(fit, config, y, op, _resolution(prior))
+        outputs = finish_chains(fit, config, y, op, generator_resolution(prior))
         seconds = time.perf_counter() - start
         classical = [solve(y, op, m, seed=seed).magnitude for m in GAP_METHODS]
         magnitude = outputs.mean(dim=0).abs().numpy()

@@ -98,3 +98,20 @@ def coil_support(op: LinearOperator) -> torch.Tensor | None:
     if maps is None:
         return None
     return maps.abs().pow(2).sum(dim=-3) > 0
+
+
+def finish_model_image(
+    x: torch.Tensor, y: torch.Tensor, op: LinearOperator, config: object, resolution: int | None
+) -> torch.Tensor:
+    """The final step of a latent solver on a model image ``x`` (complex ``(B, H, W)``, in the
+    units of ``y``; :func:`sgilo.pipeline.solvers.problem.finish_image` after the scale): data
+    consistency with ``y`` when the config asks for it (trusting the band of a generator of
+    ``resolution`` that the config sets; ``None``: the whole model image), then 0 outside the
+    coils' support."""
+    out = x
+    if getattr(config, "data_consistency", False):
+        out = make_consistent(x, y, op, config, resolution)
+    support = coil_support(op)
+    if support is not None:
+        out = out * support.to(out.device)
+    return out.detach()

@@ -25,7 +25,7 @@ import torch
 from sgilo.operators.base import LinearOperator
 from sgilo.pipeline.solvers.calibration import calibration_phase, num_measurements, sense_phase
 from sgilo.pipeline.solvers.classical import data_scale
-from sgilo.pipeline.solvers.consistency import coil_support, final_lambdas, make_consistent
+from sgilo.pipeline.solvers.consistency import final_lambdas, finish_model_image
 from sgilo.pipeline.solvers.fit_config import MRIFitConfig, PhaseModel, resolve_phase
 from sgilo.pipeline.solvers.generator_state import latent_dtype_device
 from sgilo.pipeline.solvers.resample import GridPlacement
@@ -289,24 +289,18 @@ def prepare_problem(
 def finish_image(
     problem: Problem | ImageProblem, x: torch.Tensor, config: MRIFitConfig
 ) -> torch.Tensor:
-    """A normalised-units image ``(B, H, W)`` back in the units of ``y`` (× ``s``), then, if
-    ``config.data_consistency``, made consistent with ``y`` and set to 0 outside the coils'
-    support (:func:`coil_support`); detached. The consistency step is the sparse deviation
-    ``x̂ + ν`` (:mod:`sgilo.pipeline.solvers.sparse_deviation`; from ``x̂``'s low band,
+    """A normalised-units image ``(B, H, W)`` back in the units of ``y`` (× ``s``), then the
+    final step (:func:`sgilo.pipeline.solvers.consistency.finish_model_image`): if
+    ``config.data_consistency`` made consistent with ``y``, and set to 0 outside the coils'
+    support; detached. The consistency step is the sparse deviation ``x̂ + ν``
+    (:mod:`sgilo.pipeline.solvers.sparse_deviation`; from ``x̂``'s low band,
     :mod:`sgilo.pipeline.solvers.trusted_band`) when ``config.dc_wavelet`` resolves to λ > 0,
-    else exact (:func:`data_consistency`). A natural-image problem's image
-    ``(B, C, R, R)`` is returned as is (detached): the papers' form has no data-consistency
-    step."""
+    else exact (:func:`data_consistency`). A natural-image problem's image ``(B, C, R, R)`` is
+    returned as is (detached): the papers' form has no data-consistency step."""
     if isinstance(problem, ImageProblem):
         return x.detach()
-    y = problem.y
-    out = x.detach() * problem.scale.view(-1, 1, 1).to(y.dtype)
-    if config.data_consistency:
-        out = make_consistent(out, y, problem.op, config, problem.placement.resolution)
-    support = coil_support(problem.op)
-    if support is not None:
-        out = out * support.to(out.device)
-    return out.detach()
+    out = x.detach() * problem.scale.view(-1, 1, 1).to(problem.y.dtype)
+    return finish_model_image(out, problem.y, problem.op, config, problem.placement.resolution)
 
 
 def final_step_lambdas(problem: Problem | ImageProblem, config: MRIFitConfig) -> list[float] | None:
