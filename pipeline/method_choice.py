@@ -10,23 +10,22 @@ slice is, through k-space cross-validation (:mod:`sgilo.pipeline.prior_fit`):
 2. fit the generative method (``generative``, SGILO by default: its latent fit sees only the
    other samples) and the classical candidates (CG-SENSE for multi-coil, ℓ1-wavelet, TV at
    their defaults, or ``candidates``) on the other samples;
-3. on a batch with a slice accelerated less than ``second_fit_below`` (6: 4× data, whose
-   ~20 outer columns per 128² slice give two or three to a 10 % draw), fit the generative method
-   a **second time**, with half its steps (``second_fit_steps``) and only the final step that
-   predicts (this fit scores, its output is not used), holding out another quarter of the outer
-   columns: part 1 of the
+3. optionally (``second_fit_below`` > 0; off by default) on a batch with a slice accelerated
+   less than ``second_fit_below``, fit the generative method a **second time**, with a fraction
+   of its steps (``second_fit_steps``) and only the final step that predicts (this fit scores,
+   its output is not used), holding out another quarter of the outer columns: part 1 of the
    ``classical_folds``-fold partition below (part 0 contains the draw of step 1, so the two
    held-out sets are disjoint). On those slices the statistic is the squared held-out error
    summed over both held-out sets, the generative one against the lowest classical one on the
-   same samples, and its margin :data:`TWO_FIT_MARGIN`. On the 24 4× rows of the tuning set
-   (:mod:`sgilo.pipeline.research.auto_second_fit`) the second fit cut auto's mean loss to the
-   best single method from 0.40 to 0.25 dB (0.25 and 0.08 with either other part as the second
-   set); at 8× it did not help (0.39–0.51 against 0.39), so there the split of step 1 decides
-   alone (docs/GENERATIVE.md);
+   same samples, and its margin :data:`TWO_FIT_MARGIN`. It was the 4× default (below 6×) until
+   the output's final step kept only the model image's trusted band; re-measured with the band
+   on the 48 4× rows of the tuning set (:mod:`sgilo.pipeline.research.auto_second_fit`), the
+   first fit alone at the 4× margin 2.0 lost 0.30 dB to the best single method against 0.41
+   for the second fit at τ 1.0 (0.36 at its best τ), without the second fit's time
+   (docs/GENERATIVE.md);
 4. keep per slice the generative method unless its held-out error exceeds the margin
-   (``margin``; by default :data:`TWO_FIT_MARGIN` with two fits, else the slice's
-   :func:`sgilo.pipeline.prior_fit.prior_margin`, which grows with the acceleration, faster for
-   data of one coil; why a
+   (``margin``; by default the slice's :func:`sgilo.pipeline.prior_fit.prior_margin`, which
+   grows with the acceleration, per kind of data, or :data:`TWO_FIT_MARGIN` with two fits; why a
    margin above 1: :mod:`sgilo.pipeline.prior_fit`) times the lowest classical one, or, on a
    slice without the second fit, its model image leaves more of the fitted k-space energy
    unexplained than the limit (``unexplained_limit``; by default
@@ -41,7 +40,7 @@ slice is, through k-space cross-validation (:mod:`sgilo.pipeline.prior_fit`):
    scores); a classical choice is solved again on all samples.
 
 The cost is one generative fit (as ``--method sgilo``, which measures the same held-out errors for
-its prior-fit report), a shorter second one on 4× data, plus the classical fits on the splits,
+its prior-fit report), plus the classical fits on the splits,
 the folds that rank them (only when some slice goes to a classical method) and the chosen
 classical refits. The choice, the statistic and every error are in the diagnostics
 (``auto_choice``, ``auto_ratio``, ``auto_margin``, ``auto_unexplained_limit``,
@@ -64,7 +63,6 @@ from sgilo.operators.base import LinearOperator
 from sgilo.pipeline.prior_fit import (
     HELDOUT_FRACTION,
     HELDOUT_SEED,
-    UNEXPLAINED_FROM,
     checked_generative,
     predict_on_split,
     score_classical,
@@ -77,9 +75,9 @@ from sgilo.pipeline.solvers.kspace_split import SplitPart, heldout_error, split_
 
 ClassicalName = Literal["zero-filled", "cg-sense", "l1-wavelet", "tv"]
 
-#: batches with a slice accelerated less than this get the second generative fit (step 3); from
-#: there on the unexplained fraction is judged instead (the same threshold)
-SECOND_FIT_BELOW = UNEXPLAINED_FROM
+#: batches with a slice accelerated less than this get the second generative fit (step 3): off
+#: by default since the trusted band (docs/GENERATIVE.md); it was :data:`UNEXPLAINED_FROM` (6)
+SECOND_FIT_BELOW = 0.0
 #: the margin of the two-fit statistic, chosen on the 4× rows of the tuning set: the smallest τ
 #: within 0.05 dB of the lowest mean loss, averaged over the three parts that could be the second
 #: fit's (:mod:`sgilo.pipeline.research.auto_second_fit`, docs/GENERATIVE.md)
@@ -115,8 +113,8 @@ class AutoConfig(BaseModel):
         gt=0,
         description="keep the generative method on a slice unless its held-out error exceeds "
         "margin × the best classical one (1: the lowest error wins; default: 1.0 where a "
-        "second generative fit scored the slice, else by the slice's acceleration, 1.0 at 4x "
-        "and 3.0 at 8x, per kind of data, docs/GENERATIVE.md)",
+        "second generative fit scored the slice, else by the slice's acceleration, 2.0 at 4x "
+        "and 3.0 at 8x, docs/GENERATIVE.md)",
     )
     unexplained_limit: float | None = Field(
         None,
@@ -131,7 +129,8 @@ class AutoConfig(BaseModel):
         SECOND_FIT_BELOW,
         ge=0,
         description="fit the generative method a second time, holding out another quarter of "
-        "the outer columns, on batches with a slice accelerated less than this (0: never)",
+        "the outer columns, on batches with a slice accelerated less than this (0, the "
+        "default: never; 6 was the default before the trusted band)",
     )
     second_fit_steps: float = Field(
         SECOND_FIT_STEPS,
