@@ -155,8 +155,9 @@ def auto_summary(rows: list[OODRow], methods: list[str]) -> list[str]:
         *(
             [
                 "auto's choice per case, with the generative method's prior-fit ratio `r` "
-                "(held-out error of the first split over the best classical one's; at 4× a second "
-                "fit decides) and unexplained fraction `u` where recorded (docs/GENERATIVE.md):",
+                "(held-out error of the first split over the best classical one's; with a second "
+                "fit, `second_fit_below`, over both held-out sets) and unexplained fraction `u` "
+                "where recorded (docs/GENERATIVE.md):",
                 "",
             ]
             if tests
