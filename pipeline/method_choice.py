@@ -29,8 +29,8 @@ slice is, through k-space cross-validation (:mod:`sgilo.pipeline.prior_fit`):
    margin above 1: :mod:`sgilo.pipeline.prior_fit`) times the lowest classical one, or, on a
    slice without the second fit, its model image leaves more of the fitted k-space energy
    unexplained than the limit (``unexplained_limit``; by default
-   :func:`sgilo.pipeline.prior_fit.unexplained_limit`, 0.09 from 6× on: the held-out columns
-   are one or two there, the fitted samples all the rest); else the
+   :func:`sgilo.pipeline.prior_fit.unexplained_limit`, 0.09 from 3× on: the held-out columns
+   are a few, the fitted samples all the rest); else the
    classical candidate with the lowest held-out error summed over ``classical_folds`` folds that
    together hold out every outer column once (the classical fits are cheap, and one fold of 10 %
    is one or two columns at 8×: too few to rank ℓ1-wavelet against TV, which differ by up to
@@ -76,7 +76,7 @@ from sgilo.pipeline.solvers.kspace_split import SplitPart, heldout_error, split_
 ClassicalName = Literal["zero-filled", "cg-sense", "l1-wavelet", "tv"]
 
 #: batches with a slice accelerated less than this get the second generative fit (step 3): off
-#: by default since the trusted band (docs/GENERATIVE.md); it was :data:`UNEXPLAINED_FROM` (6)
+#: by default since the trusted band (docs/GENERATIVE.md); it was 6
 SECOND_FIT_BELOW = 0.0
 #: the margin of the two-fit statistic, chosen on the 4× rows of the tuning set: the smallest τ
 #: within 0.05 dB of the lowest mean loss, averaged over the three parts that could be the second
@@ -123,7 +123,7 @@ class AutoConfig(BaseModel):
         description="also keep a classical method on a slice that the first split decides "
         "(no second fit) when the generator's model image leaves more than this fraction of the "
         "fitted k-space energy unexplained beyond the best classical fit (default: 0.09 on "
-        "slices accelerated 6x or more, none below; 1e9: off; docs/GENERATIVE.md)",
+        "slices accelerated 3x or more, none below; 1e9: off; docs/GENERATIVE.md)",
     )
     second_fit_below: float = Field(
         SECOND_FIT_BELOW,

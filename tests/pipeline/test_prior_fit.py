@@ -134,7 +134,8 @@ def test_unexplained_fraction_is_the_model_images_residual_beyond_the_best_class
 def test_the_unexplained_limit_applies_from_its_acceleration_on():
     assert unexplained_limit(UNEXPLAINED_FROM) == UNEXPLAINED_LIMIT
     assert unexplained_limit(8.0) == unexplained_limit(12.0) == UNEXPLAINED_LIMIT
-    assert unexplained_limit(4.0) is None and unexplained_limit(UNEXPLAINED_FROM - 0.01) is None
+    assert unexplained_limit(4.0) == UNEXPLAINED_LIMIT  # 4x data too
+    assert unexplained_limit(1.6) is None and unexplained_limit(UNEXPLAINED_FROM - 0.01) is None
     assert prior_margin(8.0, multi_coil=True) == PRIOR_MARGINS[-1][1]
 
 
@@ -161,7 +162,7 @@ def test_auto_keeps_a_classical_method_where_the_prior_leaves_too_much_unexplain
         ranked = min(d.classical_fold_errors, key=lambda name: d.classical_fold_errors[name][b])
         assert chosen == ("csgm" if u[b] <= limit else ranked)
     assert sorted(d.auto_choice).count("csgm") == 1
-    # by default no limit below 6x (R = 1.6 here)
+    # by default no limit below 3x (R = 1.6 here)
     plain = solve(y, op, "auto", prior=prior, solver_options=options).diagnostics
     assert plain.auto_unexplained_limit == [None, None]
     assert plain.auto_choice == ["csgm", "csgm"]
@@ -339,7 +340,7 @@ def test_report_texts():
     assert "auto kept sgilo on 1 of them" in kept
     # not judged on any slice (below 6x): the largest over all slices, said so
     below = replace(unexplained, unexplained_limit=[None, None], unexplained=[0.14, 0.02])
-    assert unexplained_text(below) == "unexplained 14% (not judged below 6x)"
+    assert unexplained_text(below) == "unexplained 14% (not judged below 3x)"
     both = replace(unexplained, ratio=[1.0, 3.0])
     assert "ratio up to 3.00" in mismatch_warning(both, "sgilo") and "2 of 2" in (
         mismatch_warning(both, "sgilo")
