@@ -130,7 +130,8 @@ class AutoConfig(BaseModel):
         ge=0,
         description="fit the generative method a second time, holding out another quarter of "
         "the outer columns, on batches with a slice accelerated less than this (0, the "
-        "default: never; 6 was the default before the trusted band)",
+        "default: never; 6 was the default before the trusted band; the unexplained "
+        "fraction is not judged on the slices it scores)",
     )
     second_fit_steps: float = Field(
         SECOND_FIT_STEPS,
