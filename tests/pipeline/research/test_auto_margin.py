@@ -116,3 +116,31 @@ def test_main_keeps_the_rows_of_the_chosen_sets_and_tabulates_them(tmp_path, cap
     assert "8x all (48 rows)" in printed and "8x single-coil (24 rows), τ × θ" in printed
     for kind in ("single-coil", "8-coil"):
         assert re.search(rf"8x {kind} at θ = [0-9.]+ \(chosen on all rows\): τ = ", printed)
+
+
+def test_head_tuning_images_are_new_heads_apart_from_the_default_sets():
+    from sgilo.pipeline.research.auto_margin import (
+        DEFAULT_IMAGE_SETS,
+        IMAGE_SETS,
+        extra_tuning_images,
+        head_tuning_images,
+    )
+    from sgilo.pipeline.research.unseen_subjects import subject_images
+
+    images, names = head_tuning_images(64)
+    assert images.shape == (8, 64, 64) and len(set(names)) == 8
+    assert not set(names) & (set(tuning_images(64)[1]) | set(extra_tuning_images(64)[1]))
+    assert np.isfinite(images).all() and images.min() >= 0 and images.max() <= 1
+    assert np.linalg.matrix_rank(images.reshape(8, -1)) == 8
+    assert np.array_equal(IMAGE_SETS["heads"](64)[0], images)  # seeded
+    assert "heads" in IMAGE_SETS and "heads" not in DEFAULT_IMAGE_SETS
+    # heads: more of the field of view is bright than in the skull-stripped extra axial slices
+    extra, extra_names = extra_tuning_images(64)
+    plain = {"extra-axial-0", "extra-axial-1", "extra-axial-2"}
+    axial = extra[[k for k, n in enumerate(extra_names) if n in plain]]
+    assert len(axial) == 3
+    assert (images > 0.05).mean() > (axial > 0.05).mean()
+    # training planes, not the validation heads of unseen_subjects
+    validation = subject_images(8, 64, head=True).reshape(8, -1)
+    corr = np.corrcoef(np.concatenate([images.reshape(8, -1), validation]))[:8, 8:]
+    assert corr.max() < 0.99

@@ -43,3 +43,31 @@ def test_main_writes_the_rows_as_json(tmp_path):
     assert [(r["setting"], r["method"], len(r["psnr"])) for r in record["rows"]] == [
         ("8-coil 8x", "zero-filled", 1)
     ]
+
+
+def test_auto_summary_compares_auto_with_each_slices_best_methods():
+    from sgilo.pipeline.research.unseen_subjects import auto_summary, print_auto_summary
+
+    def row(method, psnr, model=None, **extra):
+        return {"setting": "8-coil 8x", "method": method, "model": model, "psnr": psnr, **extra}
+
+    rows = [
+        row("l1-wavelet", [20.0, 18.0]),
+        row("tv", [19.0, 18.5]),
+        row("sgilo", [22.0, 17.0], "p"),
+        row("sgilo", [30.0, 30.0], "other prior"),  # another prior's rows do not count
+        row("auto", [22.0, 17.8], "p", choice=["sgilo", "l1-wavelet"]),
+        {**row("tv", [9.0, 9.0]), "setting": "single-coil 8x"},  # another setting
+    ]
+    (summary,) = auto_summary(rows)
+    assert summary["model"] == "p" and summary["picks"] == {"sgilo": 1, "l1-wavelet": 1}
+    # best single per slice: 22.0 (sgilo), 18.5 (tv); best classical: 20.0, 18.5
+    assert np.isclose(summary["to_best_mean"], (0.0 - 0.7) / 2)
+    assert np.isclose(summary["to_best_worst"], -0.7)
+    assert np.isclose(summary["to_classical_mean"], (2.0 - 0.7) / 2)
+    assert np.isclose(summary["to_classical_worst"], -0.7)
+    assert summary["below_classical_by_0.5"] == 1
+    lines = []
+    print_auto_summary([summary], log=lines.append)
+    assert len(lines) == 3 and "| 8-coil 8x | p | -0.35 / -0.70 | +0.65 / -0.70 | 1 |" in lines[2]
+    assert auto_summary([r for r in rows if r["method"] != "auto"]) == []
