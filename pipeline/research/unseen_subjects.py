@@ -27,18 +27,19 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
 from sgilo.pipeline.provenance import write_json_atomic
+from sgilo.pipeline.research.auto_margin import CLASSICAL
 
 #: the seed of the images (not a benchmark's or a tuning set's)
 SEED = 21
 GENERATIVE = ("csgm", "ilo", "sgilo")
 #: the methods that run once per prior
 WITH_PRIOR = (*GENERATIVE, "auto")
-CLASSICAL = ("l1-wavelet", "tv", "cg-sense")
 #: what an ``auto`` row keeps of its diagnostics (per slice)
 AUTO_KEYS = {
     "choice": "auto_choice",
@@ -124,9 +125,7 @@ def auto_summary(rows: list[dict]) -> list[dict]:
         classical = np.max([r["psnr"] for r in single if r["method"] in CLASSICAL], axis=0)
         to_best = np.asarray(auto["psnr"]) - best
         to_classical = np.asarray(auto["psnr"]) - classical
-        picks: dict[str, int] = {}
-        for choice in auto.get("choice") or []:
-            picks[choice] = picks.get(choice, 0) + 1
+        picks = dict(Counter(auto.get("choice") or []))
         out.append(
             {
                 "setting": auto["setting"],

@@ -71,3 +71,26 @@ def test_auto_summary_compares_auto_with_each_slices_best_methods():
     print_auto_summary([summary], log=lines.append)
     assert len(lines) == 3 and "| 8-coil 8x | p | -0.35 / -0.70 | +0.65 / -0.70 | 1 |" in lines[2]
     assert auto_summary([r for r in rows if r["method"] != "auto"]) == []
+
+
+@pytest.mark.slow
+def test_measure_runs_auto_with_the_prior_and_records_its_choice(tmp_path):
+    import torch
+
+    from sgilo.models.stylegan2.checkpoint import fit_latent_stats, save_generator
+    from sgilo.models.stylegan2.generator import Generator, GeneratorConfig
+
+    torch.manual_seed(0)
+    channels = {r: 8 for r in (4, 8, 16, 32, 64, 128)}
+    config = GeneratorConfig(
+        resolution=128, style_dim=16, n_mlp=2, image_channels=1, channels=channels
+    )
+    g = Generator(config).eval()
+    stats = fit_latent_stats(g, n=500, generator_rng=torch.Generator().manual_seed(1))
+    model = str(save_generator(tmp_path / "g.pt", g, latent_stats=stats))
+    tv, auto = measure([model], ["tv", "auto"], ["single-coil 8x"], slices=1, log=lambda *a: 0)
+    assert tv["model"] is None and auto["model"] == model  # auto ran with the prior
+    assert auto["choice"][0] in ("sgilo", "l1-wavelet", "tv")
+    assert auto["ratio"][0] > 0 and auto["unexplained"][0] is not None
+    if auto["choice"][0] == "tv":  # a classical pick is that method's image
+        assert auto["psnr"] == tv["psnr"]
