@@ -3,8 +3,9 @@
 ``configure_environment()`` points numba, matplotlib, Prefect, torch inductor and Dask scratch at
 one cache folder (``$SGILO_CACHE_DIR``, default ``<tmp>/sgilo-cache``) unless the user already set
 them, and on a machine that other work keeps busy makes OpenMP's idle threads sleep rather than
-spin (``OMP_WAIT_POLICY=PASSIVE``, unless set). It must run before those libraries are imported;
-the CLI and the test-suite call it first.
+spin (``OMP_WAIT_POLICY=PASSIVE``, unless set). It also keeps freed memory in the process
+instead of handing it back to the kernel page by page (:mod:`sgilo.pipeline.allocator`). It must
+run before those libraries are imported; the CLI and the test-suite call it first.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+
+from sgilo.pipeline.allocator import keep_freed_memory
 
 
 def cache_dir() -> Path:
@@ -55,4 +58,5 @@ def configure_environment() -> Path:
         os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
     # the temporary Prefect server needs longer than its default 20 s on a busy 2-core machine
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+    keep_freed_memory()
     return root

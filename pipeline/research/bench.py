@@ -129,9 +129,11 @@ def _cell(job: dict) -> None:
     """Child process: load the acquisition, run one method, write magnitude + figures."""
     import torch
 
+    from sgilo.pipeline.allocator import keep_freed_memory
     from sgilo.pipeline.experiment import load_acquisition, make_operator
     from sgilo.pipeline.methods import load_prior, solve
 
+    keep_freed_memory()  # as in the ``sgilo`` process (per process: a spawned child needs its own)
     torch.set_num_threads(job["threads"])
     acq, espirit = load_acquisition(Path(job["acquisition"]))
     maps = None if espirit is None else torch.from_numpy(espirit)
