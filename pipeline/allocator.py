@@ -4,9 +4,10 @@ glibc serves a request above its *mmap threshold* (128 KiB at first, raised dyna
 32 MiB as large blocks are freed) with fresh pages from the kernel, and gives the free memory at
 the top of its heap back to the kernel whenever more than the *trim threshold* (128 KiB, also
 adapting) lies there. A solver step allocates and frees the same few-MiB tensors hundreds of
-times, so each new tensor faults its pages in again and the kernel zeroes every one: a forward
-and backward pass of the shipped 128² generator at batch 16 took 33 000 page faults and about a
-quarter of its time in them (docs/SPEED.md, "Freed memory kept").
+times, so each new tensor faults its pages in again and the kernel zeroes every one. A forward
+and backward pass of the shipped 128² generator took 17 000–49 000 page faults at batch 16
+(97–125 ms; 84 ms without them) and 780 000 at batch 64, SGILO's 4 chains × 16 slices (1.1 s;
+0.36 s without) (docs/SPEED.md, "Freed memory kept").
 
 :func:`keep_freed_memory` turns the mapped blocks off (``M_MMAP_MAX`` 0: every block comes
 from the heap, also those above 32 MiB, the largest mmap threshold glibc accepts, which SGILO's
