@@ -13,6 +13,9 @@ settings); else a :class:`distributed.SpecCluster` of nannies, each started with
 
 Every worker process of a cluster started here ignores SIGINT (a terminal's Ctrl-C reaches the
 whole process group; the ``sgilo`` process ends the cluster itself): :mod:`sgilo.flows.dask_worker`.
+And each starts with the allocator settings of the ``sgilo`` process
+(:func:`sgilo.pipeline.allocator.worker_environment`): as Dask's nanny variables set before the
+worker process is spawned (``distributed.nanny.pre-spawn-environ``; glibc reads them at start).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from prefect.client.orchestration import get_client
 from prefect.task_runners import TaskRunner
 
 from sgilo.flows.dask_worker import PRELOAD
+from sgilo.pipeline.allocator import worker_environment
 from sgilo.pipeline.batch import BatchOptions
 from sgilo.pipeline.runtime import cache_dir
 
@@ -125,6 +129,20 @@ def cluster_plan(
     return gpu_spec_cluster, {"gpus": placement, "env": env, "local_directory": local_directory}
 
 
+def allocator_variables() -> dict[str, str]:
+    """Give the workers of a local cluster started from now on the allocator of this process
+    (:func:`sgilo.pipeline.allocator.worker_environment`; nothing if it kept glibc's defaults):
+    Dask's nanny spawns each worker with its ``pre-spawn-environ`` variables, and takes a
+    variable's value from this process's environment before its config, so both are set.
+    Returns the variables set."""
+    import dask
+
+    variables = worker_environment()
+    os.environ.update(variables)
+    dask.config.set({f"distributed.nanny.pre-spawn-environ.{k}": v for k, v in variables.items()})
+    return variables
+
+
 def task_runner(options: BatchOptions) -> TaskRunner:
     """The Dask task runner for ``options``: the cluster at ``options.dask_address``, or a new
     local cluster (:func:`cluster_plan`) whose workers report to this flow's Prefect API."""
@@ -132,6 +150,7 @@ def task_runner(options: BatchOptions) -> TaskRunner:
 
     if options.dask_address is not None:
         return DaskTaskRunner(address=options.dask_address)
+    allocator_variables()
     scratch = cache_dir() / "dask"
     scratch.mkdir(parents=True, exist_ok=True)
     # workers report to this flow's Prefect API (on a temporary server they would start their own)

@@ -6,9 +6,9 @@ included. Left alone, each worker's event loop cancels its running task and clos
 once, racing the ``sgilo`` process's own handler and printing warnings after the one interrupted
 line (:mod:`sgilo.pipeline.interrupt`). The workers therefore ignore SIGINT: the ``sgilo``
 process alone decides, and it shuts its cluster down (SIGTERM and the nannies' close messages
-still end the workers). They also keep freed memory as the ``sgilo`` process does
-(:mod:`sgilo.pipeline.allocator`; ``mallopt`` settings are per process, not inherited). Workers of
-a cluster sgilo did not start (``--dask-address``) are left as their owner configured them.
+still end the workers). Workers of a cluster sgilo did not start (``--dask-address``) are left as
+their owner configured them. (The workers' allocator is set through their environment, before
+they start: :func:`sgilo.pipeline.allocator.worker_environment`.)
 """
 
 from __future__ import annotations
@@ -17,16 +17,12 @@ import signal
 import threading
 from typing import Any
 
-from sgilo.pipeline.allocator import keep_freed_memory
-
 #: the module name given to Dask as the workers' preload
 PRELOAD = __name__
 
 
 def dask_setup(worker: Any) -> None:
     """Called by Dask in the worker process as the worker starts (in its event loop, on the main
-    thread): keep freed memory, and ignore SIGINT there (not off the main thread, where
-    ``signal`` would refuse)."""
-    keep_freed_memory()
+    thread): ignore SIGINT there. Does nothing off the main thread (``signal`` would refuse)."""
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, signal.SIG_IGN)

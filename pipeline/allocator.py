@@ -13,15 +13,25 @@ and backward pass of the shipped 128² generator took 17 000–49 000 page fault
 from the heap, also those above 32 MiB, the largest mmap threshold glibc accepts, which SGILO's
 4 chains × 16 slices exceed) and raises the trim threshold to 1 GiB (``M_TRIM_THRESHOLD``, which
 also stops its adaptation), so that freed memory is reused instead of returned and faulted in
-again. On the benchmark's 16-slice batches SGILO ran 1.7–2.1× faster, with the same images and
-a peak memory within ±16 % (docs/SPEED.md, "Freed memory kept"). The process keeps up to 1 GiB
-of free memory at the top of its heap, and memory freed below the top, until it ends. Where
+again. On the benchmark's 16-slice batches SGILO ran 1.6–2.1× faster (CSGM up to 1.15×), with
+the same images and a peak memory −9 % to +16 % (docs/SPEED.md, "Freed memory kept"). The
+process keeps up to 1 GiB of free memory at the top of its heap, and memory freed below the top,
+until it ends: its resident memory stays near its peak. Where
 ``brk`` cannot grow the heap, glibc still maps the block.
 
-It only acts on Linux with glibc, through ``mallopt(3)``, and not when the user already tuned the
-allocator (``GLIBC_TUNABLES`` or ``MALLOC_*`` variables set) or turned this off with
+The process's threads share one heap (``M_ARENA_MAX`` 1): glibc's per-thread arenas are capped
+at 64 MiB and map larger blocks whatever ``M_MMAP_MAX`` says, and a Prefect or Dask task may run
+on a thread other than the main one.
+
+It only acts on Linux with glibc, through ``mallopt(3)``, and not when the user already set
+glibc's allocator (a ``glibc.malloc.*`` entry in ``GLIBC_TUNABLES``, one of its ``MALLOC_*_``
+variables, or another allocator in ``LD_PRELOAD``) or turned this off with
 ``SGILO_KEEP_FREED_MEMORY=0``. :func:`sgilo.pipeline.runtime.configure_environment` calls it (the
-CLI, the test suite) and so do the Dask workers that sgilo starts (:mod:`sgilo.flows.dask_worker`).
+CLI, the test suite), as do the benchmark's per-method processes and ``device_timing``. Worker
+processes of a Dask cluster that sgilo starts get the same settings from their environment
+(:func:`worker_environment`, set before they start: Dask's nanny itself sets
+``MALLOC_TRIM_THRESHOLD_`` for its workers, and per-thread arenas must be ruled out before any
+thread starts).
 """
 
 from __future__ import annotations
@@ -29,10 +39,12 @@ from __future__ import annotations
 import ctypes
 import os
 import platform
+from collections.abc import Mapping
 
 #: ``mallopt`` parameter numbers (glibc's ``malloc.h``)
 M_TRIM_THRESHOLD = -1
 M_MMAP_MAX = -4
+M_ARENA_MAX = -8
 
 #: free memory at the heap's top kept before any goes back to the kernel
 TRIM_THRESHOLD = 1024 * 1024 * 1024
@@ -40,26 +52,70 @@ TRIM_THRESHOLD = 1024 * 1024 * 1024
 #: set to ``0`` to leave glibc's defaults alone
 OPT_OUT = "SGILO_KEEP_FREED_MEMORY"
 
+#: the environment variables through which glibc's allocator is set (``man 3 mallopt``)
+MALLOC_VARIABLES = (
+    "MALLOC_ARENA_MAX",
+    "MALLOC_ARENA_TEST",
+    "MALLOC_CHECK_",
+    "MALLOC_MMAP_MAX_",
+    "MALLOC_MMAP_THRESHOLD_",
+    "MALLOC_PERTURB_",
+    "MALLOC_TOP_PAD_",
+    "MALLOC_TRIM_THRESHOLD_",
+)
+#: the same settings as :func:`keep_freed_memory`, as glibc tunables (read at process start)
+TUNABLES = (
+    f"glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold={TRIM_THRESHOLD}:glibc.malloc.arena_max=1"
+)
 
-def user_tuned_allocator(environ: dict[str, str] | os._Environ[str] = os.environ) -> bool:
-    """Whether the environment already sets glibc's allocator (``GLIBC_TUNABLES`` or a
-    ``MALLOC_*`` variable) or opts out through :data:`OPT_OUT`."""
+_kept = False
+
+
+def user_tuned_allocator(environ: Mapping[str, str] = os.environ) -> bool:
+    """Whether ``environ`` already sets the allocator (a ``glibc.malloc.*`` tunable, one of
+    :data:`MALLOC_VARIABLES`, or jemalloc/tcmalloc/mimalloc in ``LD_PRELOAD``) or opts out
+    through :data:`OPT_OUT`."""
     if environ.get(OPT_OUT, "").strip().lower() in ("0", "false", "no", "off"):
         return True
-    return "GLIBC_TUNABLES" in environ or any(key.startswith("MALLOC_") for key in environ)
+    if "glibc.malloc." in environ.get("GLIBC_TUNABLES", ""):
+        return True
+    preload = environ.get("LD_PRELOAD", "")
+    if any(name in preload for name in ("jemalloc", "tcmalloc", "mimalloc")):
+        return True
+    return any(key in environ for key in MALLOC_VARIABLES)
+
+
+def _glibc() -> bool:
+    return platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
 
 
 def keep_freed_memory() -> bool:
-    """Set glibc's mmap and trim thresholds (module docstring) in this process; returns whether
-    both were set (``False`` off Linux/glibc, when the user tuned the allocator, or if ``mallopt``
+    """Set glibc's allocator as the module docstring says, in this process; returns whether every
+    setting took (``False`` off Linux/glibc, when the user set the allocator, or if ``mallopt``
     refused)."""
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-        return False
-    if user_tuned_allocator():
+    global _kept
+    if not _glibc() or user_tuned_allocator():
         return False
     try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc = ctypes.CDLL("libc.so.6")
     except OSError:
         return False
-    ok = libc.mallopt(M_MMAP_MAX, 0) == 1
-    return bool(libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1 and ok)
+    settings = ((M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, TRIM_THRESHOLD), (M_ARENA_MAX, 1))
+    done = [libc.mallopt(parameter, value) == 1 for parameter, value in settings]
+    _kept = _kept or all(done)
+    return all(done)
+
+
+def worker_environment(environ: Mapping[str, str] = os.environ) -> dict[str, str]:
+    """The variables that give a new process the allocator of this one: ``GLIBC_TUNABLES`` with
+    :data:`TUNABLES` (after the non-allocator tunables ``environ`` already holds) and
+    ``MALLOC_TRIM_THRESHOLD_`` (which Dask's nanny sets for its workers otherwise, and which
+    would override the tunable); empty unless :func:`keep_freed_memory` acted in this process."""
+    if not _kept:
+        return {}
+    current = [t for t in environ.get("GLIBC_TUNABLES", "").split(":") if t]
+    others = [t for t in current if not t.startswith("glibc.malloc.")]
+    return {
+        "GLIBC_TUNABLES": ":".join([*others, TUNABLES]),
+        "MALLOC_TRIM_THRESHOLD_": str(TRIM_THRESHOLD),
+    }

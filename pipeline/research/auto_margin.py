@@ -311,6 +311,9 @@ def choose_margin_and_limit(
 
 
 def main(argv: list[str] | None = None) -> int:
+    from sgilo.pipeline.allocator import keep_freed_memory
+
+    keep_freed_memory()  # as the sgilo command does (docs/SPEED.md §15)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True, help="rows as JSON")
     parser.add_argument("--rows", type=Path, default=None, help="reuse measured rows")

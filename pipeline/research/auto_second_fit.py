@@ -163,6 +163,9 @@ def loss_table(rows: list[dict], first_rows: list[dict], part: int | None) -> li
 
 
 def main(argv: list[str] | None = None) -> int:
+    from sgilo.pipeline.allocator import keep_freed_memory
+
+    keep_freed_memory()  # as the sgilo command does (docs/SPEED.md §15)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=None, help="measure and write rows as JSON")
     parser.add_argument(

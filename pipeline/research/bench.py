@@ -198,6 +198,8 @@ CELL_CODE: tuple[str, ...] = (
     "pipeline/experiment.py",
     "pipeline/espirit.py",
     "pipeline/metrics.py",
+    "pipeline/allocator.py",
+    "pipeline/research/bench.py",
 )
 
 
@@ -213,8 +215,10 @@ def _code_hash(root: Path) -> str:
 
 def run_key(config: BenchConfig) -> str:
     """A hash of everything a cell's result depends on except its (setting, method): the run's
-    conditions, the prior's files (SHA-256) and the code of :data:`CELL_CODE`."""
+    conditions, the prior's files (SHA-256), the code of :data:`CELL_CODE` and whether the cells
+    keep freed memory."""
     from sgilo.models.registry import resolve_model
+    from sgilo.pipeline.allocator import user_tuned_allocator
     from sgilo.pipeline.provenance import sha256_file
 
     conditions = config.model_dump(exclude={"methods", "settings"})
@@ -222,8 +226,11 @@ def run_key(config: BenchConfig) -> str:
     if any(m in NEEDS_PRIOR for m in config.methods):
         files = resolve_model(config.model)
         models = [sha256_file(p) for p in [files.generator, *files.score_models]]
+    code = _code_hash(Path(__file__).parents[2])
+    # whether the cells keep freed memory (sgilo.pipeline.allocator): their seconds depend on it
+    kept = not user_tuned_allocator()
     blob = json.dumps(
-        {"conditions": conditions, "models": models, "code": _code_hash(Path(__file__).parents[2])},
+        {"conditions": conditions, "models": models, "code": code, "freed_memory_kept": kept},
         sort_keys=True,
     )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -196,6 +196,9 @@ def _case(text: str) -> tuple[int, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from sgilo.pipeline.allocator import keep_freed_memory
+
+    keep_freed_memory()  # as the sgilo command does (docs/SPEED.md §15)
     p = argparse.ArgumentParser(
         prog="python -m sgilo.pipeline.research.gpu_recon_probe", description=__doc__
     )

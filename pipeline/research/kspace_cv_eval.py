@@ -135,6 +135,9 @@ def score(collected: list[dict], folds: int = CV_FOLDS, width: float = SE_WIDTH)
 
 
 def main(argv: list[str] | None = None) -> int:
+    from sgilo.pipeline.allocator import keep_freed_memory
+
+    keep_freed_memory()  # as the sgilo command does (docs/SPEED.md §15)
     p = argparse.ArgumentParser(
         prog="python -m sgilo.pipeline.research.kspace_cv_eval", description=__doc__
     )

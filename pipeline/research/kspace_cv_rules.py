@@ -121,6 +121,9 @@ def collect(
 
 
 def main(argv: list[str] | None = None) -> int:
+    from sgilo.pipeline.allocator import keep_freed_memory
+
+    keep_freed_memory()  # as the sgilo command does (docs/SPEED.md §15)
     p = argparse.ArgumentParser(prog="python -m sgilo.pipeline.research.kspace_cv_rules")
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--slices", type=int, default=6)

@@ -129,6 +129,9 @@ def markdown(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from sgilo.pipeline.allocator import keep_freed_memory
+
+    keep_freed_memory()  # as the sgilo command does (docs/SPEED.md §15)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True, help="JSON rows")
     parser.add_argument("--basis", type=int, default=None, help="DCT functions per axis")

@@ -34,6 +34,9 @@ def nearest_psnr(images: np.ndarray, references: np.ndarray) -> np.ndarray:
 
 
 def main() -> None:
+    from sgilo.pipeline.allocator import keep_freed_memory
+
+    keep_freed_memory()  # as the sgilo command does (docs/SPEED.md §15)
     torch.set_num_threads(1)
     start = time.time()
     prior = load_prior("natural-rgb-32")

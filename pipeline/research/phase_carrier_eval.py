@@ -112,6 +112,9 @@ def evaluate(
 
 
 def main() -> None:
+    from sgilo.pipeline.allocator import keep_freed_memory
+
+    keep_freed_memory()  # as the sgilo command does (docs/SPEED.md §15)
     p = argparse.ArgumentParser(prog="python -m sgilo.pipeline.research.phase_carrier_eval")
     p.add_argument("--split", default="validation", choices=["train", "validation"])
     p.add_argument("--slices", type=int, default=6)

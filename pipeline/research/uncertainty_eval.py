@@ -221,6 +221,9 @@ def markdown(rows: list[dict]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from sgilo.pipeline.allocator import keep_freed_memory
+
+    keep_freed_memory()  # as the sgilo command does (docs/SPEED.md §15)
     parser = argparse.ArgumentParser(prog="python -m sgilo.pipeline.research.uncertainty_eval")
     parser.add_argument("--out", type=Path, required=True, help="JSON rows")
     parser.add_argument("--slices", type=int, default=8)

@@ -161,6 +161,9 @@ def print_auto_summary(summary: list[dict], log=print) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from sgilo.pipeline.allocator import keep_freed_memory
+
+    keep_freed_memory()  # as the sgilo command does (docs/SPEED.md §15)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["brain-t1-128"], help="names or files")
     parser.add_argument("--methods", nargs="+", default=["l1-wavelet", "tv", "ilo"])
