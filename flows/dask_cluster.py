@@ -150,12 +150,12 @@ def task_runner(options: BatchOptions) -> TaskRunner:
 
     if options.dask_address is not None:
         return DaskTaskRunner(address=options.dask_address)
-    allocator_variables()
     scratch = cache_dir() / "dask"
     scratch.mkdir(parents=True, exist_ok=True)
     # workers report to this flow's Prefect API (on a temporary server they would start their own)
     with get_client(sync_client=True) as client:
         api_url = str(client.api_url)
+    allocator_variables()  # after the Prefect server (if one starts) and before the workers
     device_count = 0
     if options.device == "cuda":
         import torch

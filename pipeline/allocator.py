@@ -19,19 +19,19 @@ process keeps up to 1 GiB of free memory at the top of its heap, and memory free
 until it ends: its resident memory stays near its peak. Where
 ``brk`` cannot grow the heap, glibc still maps the block.
 
-The process's threads share one heap (``M_ARENA_MAX`` 1): glibc's per-thread arenas are capped
-at 64 MiB and map larger blocks whatever ``M_MMAP_MAX`` says, and a Prefect or Dask task may run
-on a thread other than the main one.
+The process's threads share one heap (``M_ARENA_MAX`` 1): glibc's per-thread arenas are made
+of 64 MiB heaps and map any block larger than that whatever ``M_MMAP_MAX`` says, and a Prefect or
+Dask task may run on a thread other than the main one. This holds for threads that first
+allocate after the call: call it before the process starts threads (the CLI does, first thing).
 
 It only acts on Linux with glibc, through ``mallopt(3)``, and not when the user already set
-glibc's allocator (a ``glibc.malloc.*`` entry in ``GLIBC_TUNABLES``, one of its ``MALLOC_*_``
-variables, or another allocator in ``LD_PRELOAD``) or turned this off with
-``SGILO_KEEP_FREED_MEMORY=0``. :func:`sgilo.pipeline.runtime.configure_environment` calls it (the
-CLI, the test suite), as do the benchmark's per-method processes and ``device_timing``. Worker
-processes of a Dask cluster that sgilo starts get the same settings from their environment
-(:func:`worker_environment`, set before they start: Dask's nanny itself sets
-``MALLOC_TRIM_THRESHOLD_`` for its workers, and per-thread arenas must be ruled out before any
-thread starts).
+glibc's allocator (a ``glibc.malloc.*`` entry in ``GLIBC_TUNABLES`` other than these settings,
+one of glibc's ``MALLOC_*`` variables, or another allocator in ``LD_PRELOAD``) or turned this
+off with ``SGILO_KEEP_FREED_MEMORY=0``. :func:`sgilo.pipeline.runtime.configure_environment`
+calls it (the CLI, the test suite), as do the benchmark's per-method processes, ``device_timing``
+and the research scripts. Worker processes of a Dask cluster that sgilo starts get the same
+settings from their environment (:func:`worker_environment`, set before they start, as
+per-thread arenas must be ruled out before any thread allocates).
 """
 
 from __future__ import annotations
@@ -71,18 +71,25 @@ TUNABLES = (
 _kept = False
 
 
+def _malloc_tunables(environ: Mapping[str, str]) -> list[str]:
+    tunables = environ.get("GLIBC_TUNABLES", "").split(":")
+    return [t for t in tunables if t.startswith("glibc.malloc.")]
+
+
 def user_tuned_allocator(environ: Mapping[str, str] = os.environ) -> bool:
-    """Whether ``environ`` already sets the allocator (a ``glibc.malloc.*`` tunable, one of
-    :data:`MALLOC_VARIABLES`, or jemalloc/tcmalloc/mimalloc in ``LD_PRELOAD``) or opts out
-    through :data:`OPT_OUT`."""
+    """Whether ``environ`` already sets the allocator otherwise than :func:`worker_environment`
+    does (a ``glibc.malloc.*`` tunable, one of :data:`MALLOC_VARIABLES`, or
+    jemalloc/tcmalloc/mimalloc in ``LD_PRELOAD``), or opts out through :data:`OPT_OUT`."""
     if environ.get(OPT_OUT, "").strip().lower() in ("0", "false", "no", "off"):
         return True
-    if "glibc.malloc." in environ.get("GLIBC_TUNABLES", ""):
+    ours = _malloc_tunables(environ) == TUNABLES.split(":")  # a process sgilo started
+    if _malloc_tunables(environ) and not ours:
         return True
     preload = environ.get("LD_PRELOAD", "")
     if any(name in preload for name in ("jemalloc", "tcmalloc", "mimalloc")):
         return True
-    return any(key in environ for key in MALLOC_VARIABLES)
+    own = {"MALLOC_TRIM_THRESHOLD_": str(TRIM_THRESHOLD)} if ours else {}
+    return any(key in environ and environ[key] != own.get(key) for key in MALLOC_VARIABLES)
 
 
 def _glibc() -> bool:
@@ -108,9 +115,10 @@ def keep_freed_memory() -> bool:
 
 def worker_environment(environ: Mapping[str, str] = os.environ) -> dict[str, str]:
     """The variables that give a new process the allocator of this one: ``GLIBC_TUNABLES`` with
-    :data:`TUNABLES` (after the non-allocator tunables ``environ`` already holds) and
-    ``MALLOC_TRIM_THRESHOLD_`` (which Dask's nanny sets for its workers otherwise, and which
-    would override the tunable); empty unless :func:`keep_freed_memory` acted in this process."""
+    :data:`TUNABLES` (after the non-allocator tunables ``environ`` already holds; glibc takes a
+    tunable over its ``MALLOC_*`` alias), and ``MALLOC_TRIM_THRESHOLD_`` with the same value in
+    place of the 65536 that Dask's nanny gives its workers; empty unless
+    :func:`keep_freed_memory` acted in this process."""
     if not _kept:
         return {}
     current = [t for t in environ.get("GLIBC_TUNABLES", "").split(":") if t]
