@@ -14,8 +14,8 @@ settings); else a :class:`distributed.SpecCluster` of nannies, each started with
 Every worker process of a cluster started here ignores SIGINT (a terminal's Ctrl-C reaches the
 whole process group; the ``sgilo`` process ends the cluster itself): :mod:`sgilo.flows.dask_worker`.
 And each starts with the allocator settings of the ``sgilo`` process
-(:func:`sgilo.pipeline.allocator.worker_environment`): as Dask's nanny variables set before the
-worker process is spawned (``distributed.nanny.pre-spawn-environ``; glibc reads them at start).
+(:func:`sgilo.pipeline.allocator.worker_environment`): as environment variables the worker
+process inherits when it is spawned (glibc reads them at start).
 """
 
 from __future__ import annotations
@@ -131,15 +131,12 @@ def cluster_plan(
 
 def allocator_variables() -> dict[str, str]:
     """Give the workers of a local cluster started from now on the allocator of this process
-    (:func:`sgilo.pipeline.allocator.worker_environment`; nothing if it kept glibc's defaults):
-    Dask's nanny spawns each worker with its ``pre-spawn-environ`` variables, and takes a
-    variable's value from this process's environment before its config, so both are set.
+    (:func:`sgilo.pipeline.allocator.worker_environment`; nothing if it kept glibc's defaults),
+    through this process's environment, which a spawned worker inherits: Dask's nanny takes its
+    ``pre-spawn-environ`` variable ``MALLOC_TRIM_THRESHOLD_`` from there before its config.
     Returns the variables set."""
-    import dask
-
     variables = worker_environment()
     os.environ.update(variables)
-    dask.config.set({f"distributed.nanny.pre-spawn-environ.{k}": v for k, v in variables.items()})
     return variables
 
 

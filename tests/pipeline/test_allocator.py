@@ -152,10 +152,8 @@ def test_dask_workers_that_sgilo_starts_keep_freed_memory(monkeypatch: pytest.Mo
     """A real local cluster started after :func:`allocator_variables`: its worker runs the rounds
     on its task thread (not the main one) without page faults."""
     import builtins
-    import copy
     import types
 
-    import dask
     from distributed import Client, LocalCluster
 
     from sgilo.flows.dask_cluster import allocator_variables
@@ -165,19 +163,14 @@ def test_dask_workers_that_sgilo_starts_keep_freed_memory(monkeypatch: pytest.Mo
     for key in ("GLIBC_TUNABLES", "MALLOC_TRIM_THRESHOLD_"):  # restored after the test
         monkeypatch.setenv(key, os.environ.get(key, ""))
         monkeypatch.delenv(key)
-    saved = copy.deepcopy(dask.config.config)
     # a copy that no module holds travels by value: the worker need not import the tests
     work = types.FunctionType(round_faults.__code__, {"__builtins__": builtins}, "round_faults")
-    try:
-        assert allocator_variables()
-        with (
-            LocalCluster(
-                n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0"
-            ) as cluster,
-            Client(cluster) as client,
-        ):
-            faults = client.submit(work, pure=False).result(timeout=120)
-    finally:
-        dask.config.config.clear()
-        dask.config.config.update(saved)
+    assert allocator_variables()
+    with (
+        LocalCluster(
+            n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0"
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        faults = client.submit(work, pure=False).result(timeout=120)
     assert _kept(*faults)
