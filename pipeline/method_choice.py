@@ -70,6 +70,7 @@ from sgilo.pipeline.prior_fit import (
     unexplained_fraction,
 )
 from sgilo.pipeline.solvers.base import Progress, ReconResult
+from sgilo.pipeline.solvers.classical import scoring_options
 from sgilo.pipeline.solvers.diagnostics import PriorFit
 from sgilo.pipeline.solvers.kspace_split import SplitPart, heldout_error, split_measurements
 
@@ -386,7 +387,8 @@ def kfold_errors(
         part = per_fold_part(y, op, parts[k])
         count = part.held_op.num_measurements(batch)
         for j, name in enumerate(methods):
-            image = run_method(part.fit_y, part.fit_op, name).image
+            options = scoring_options(name)  # scores only: complex64
+            image = run_method(part.fit_y, part.fit_op, name, solver_options=options).image
             total[k, :, j] = heldout_error(part, image)[0] * count
     return total
 

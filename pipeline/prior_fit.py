@@ -19,7 +19,9 @@ as follows, per batch of ``B`` slices:
    band, :mod:`sgilo.pipeline.solvers.trusted_band`; the prediction uses the whole model image,
    since it is the prior that is judged);
 4. the classical candidates (CG-SENSE for multi-coil, ℓ1-wavelet and TV at their defaults) are
-   fitted on the same fitted samples (not zero-filled: predicting 0 for every unmeasured
+   fitted on the same fitted samples (ℓ1-wavelet and TV in complex64, which scores as well as the
+   output's complex128: :data:`sgilo.pipeline.solvers.classical.SCORING_DTYPE`; not
+   zero-filled: predicting 0 for every unmeasured
    sample scores well on the weak high-frequency columns that make up most held-out samples,
    and gives the worst image);
 5. every fit is scored by its mean squared error on the held-out samples,
@@ -68,6 +70,7 @@ from sgilo.operators.base import LinearOperator
 from sgilo.pipeline.model_images import chains_of, finish_chains, generator_resolution
 from sgilo.pipeline.solvers import heldout_columns as columns
 from sgilo.pipeline.solvers.base import Progress, ReconResult
+from sgilo.pipeline.solvers.classical import scoring_options
 from sgilo.pipeline.solvers.consistency import final_lambdas
 from sgilo.pipeline.solvers.diagnostics import PriorFit
 from sgilo.pipeline.solvers.kspace_split import (
@@ -203,7 +206,10 @@ def score_classical(
 
     images = {}
     for name in candidates:
-        result = run_method(fits.part.fit_y, fits.part.fit_op, name, seed=seed)
+        options = scoring_options(name)  # scores only: complex64
+        result = run_method(
+            fits.part.fit_y, fits.part.fit_op, name, seed=seed, solver_options=options
+        )
         images[name] = result.image
         fits.errors[name] = heldout_error(fits.part, result.image)[0]
         fits.fitted[name] = fitted_residual(fits.part, result.image)[0]

@@ -80,6 +80,12 @@ DEFAULT_LAMBDA: dict[tuple[str, str], tuple[float, float]] = {
 DEFAULT_ITERATIONS = {"cg-sense": 40, "l1-wavelet": 100, "tv": 100}
 #: CG-SENSE iterations that initialise the ℓ1-wavelet and TV solvers
 WARM_START_ITERATIONS = 10
+#: the precision of the ℓ1-wavelet and TV fits that only *score* held-out k-space: the λ grid of
+#: ``lam="auto"`` (:mod:`sgilo.pipeline.solvers.kspace_cv`) and the classical candidates of the
+#: prior-fit check and of ``auto`` on a split (:func:`scoring_options`). An output is always
+#: solved in complex128, as sigpy; a score needs no more than complex64: the held-out error moves by
+#: about 1e-5 relative, for 1.2–1.9× less time (docs/SPEED.md §16)
+SCORING_DTYPE = torch.complex64
 
 
 def coil_kind(op: LinearOperator) -> str:
@@ -172,6 +178,13 @@ def cg_sense(
     )
 
 
+def scoring_options(method: str) -> dict:
+    """The solver options of a classical ``method``'s fit that only scores held-out k-space
+    (:data:`SCORING_DTYPE` for ℓ1-wavelet and TV; nothing for the others, which run in the
+    data's precision)."""
+    return {"dtype": SCORING_DTYPE} if method in ("l1-wavelet", "tv") else {}
+
+
 def data_scale(y: torch.Tensor, op: LinearOperator) -> torch.Tensor:
     """Per-slice scale ``s``: the 99th percentile of the zero-filled magnitude, ``(B,)``."""
     mag = zero_filled(y, op).image.abs().reshape(y.shape[0], -1).to(torch.float64)
@@ -241,7 +254,10 @@ def l1_wavelet(
         _check_auto(lam)
 
         def fit(v: torch.Tensor, sub: LinearOperator, lam_abs: torch.Tensor) -> torch.Tensor:
-            return _l1_wavelet_images(v, sub, lam_abs.tolist(), iterations, shifts, dtype=dtype)
+            images = _l1_wavelet_images(
+                v, sub, lam_abs.tolist(), iterations, shifts, dtype=SCORING_DTYPE
+            )
+            return images.to(dtype)
 
         choice = choose_lambda(
             data,
@@ -273,11 +289,12 @@ def l1_wavelet(
     )
 
 
-#: on the CPU the ℓ1-wavelet and TV solvers run at most this many k-space elements (slices ×
-#: coils × pixels) at a time: a working set that stays in cache is faster than one batch (8 coils,
-#: 16 slices at 128²: ℓ1-wavelet 0.57 s per slice in chunks of 2 slices, 1.45 in one batch;
-#: docs/SPEED.md §9, §10)
-L1_CHUNK_ELEMENTS = 2**18
+#: on the CPU the ℓ1-wavelet and TV solvers run at most this many bytes of k-space (slices ×
+#: coils × pixels × the solve's complex item size) at a time: a working set that stays in cache
+#: is faster than one batch (8 coils, 16 slices at 128², complex128: ℓ1-wavelet 0.57 s per slice
+#: in chunks of 2 slices, 1.45 in one batch; docs/SPEED.md §9, §10); 4 MiB is 2 such slices in
+#: complex128 and 4 in complex64 (docs/SPEED.md §16)
+L1_CHUNK_BYTES = 2**22
 
 
 def _in_chunks(
@@ -286,15 +303,17 @@ def _in_chunks(
     solve: Callable[[list[int], LinearOperator], torch.Tensor],
     callback: Progress | None = None,
     label: str = "",
+    dtype: torch.dtype = torch.complex128,
 ) -> torch.Tensor:
     """``solve(index, sub_op)`` on chunks of the slices of ``data`` ``(B, *op.oshape)`` —
     ``sub_op`` the operator on the slices ``index`` — concatenated along the batch: on the CPU
-    chunks of at most :data:`L1_CHUNK_ELEMENTS` k-space elements (at least one slice), else (a
-    GPU, or non-Cartesian data) one chunk. ``callback(done, B, label)`` after each chunk."""
+    chunks of at most :data:`L1_CHUNK_BYTES` of k-space in the solve's ``dtype`` (at least one
+    slice), else (a GPU, or non-Cartesian data) one chunk. ``callback(done, B, label)`` after
+    each chunk."""
     batch = data.shape[0]
     masks = op.slice_masks(batch)  # None for non-Cartesian data: one chunk
-    per_slice = max(1, data[0].numel())
-    chunk = max(1, min(batch, L1_CHUNK_ELEMENTS // per_slice))
+    per_slice = max(1, data[0].numel() * dtype.itemsize)
+    chunk = max(1, min(batch, L1_CHUNK_BYTES // per_slice))
     if masks is None or data.device.type != "cpu":  # a GPU wants the whole batch
         chunk = batch
     out = []
@@ -337,7 +356,7 @@ def _l1_wavelet_images(
             shifts=cycle,
         )
 
-    return _in_chunks(data, op, solve, callback, "l1-wavelet")
+    return _in_chunks(data, op, solve, callback, "l1-wavelet", dtype)
 
 
 def _slice_operator(op: LinearOperator, masks: torch.Tensor, index: list[int]) -> LinearOperator:
@@ -393,6 +412,7 @@ def total_variation(
     *,
     lam: float | torch.Tensor | Literal["auto"] | None = None,
     iterations: int = DEFAULT_ITERATIONS["tv"],
+    dtype: torch.dtype = torch.complex128,
     rng: torch.Generator | None = None,
     callback: Progress | None = None,
 ) -> ReconResult:
@@ -408,7 +428,8 @@ def total_variation(
     (:func:`sgilo.pipeline.algorithms.total_variation.anisotropic_tv_least_squares`): circular
     finite differences, ``σ = 1``, ``τ = 1/λ_max(AᴴA + GᴴG)`` per slice from the power iteration
     started where sigpy's ``MaxEig`` starts after ``np.random.seed(0)``, ``θ = 1``, from 10
-    CG-SENSE iterations, in complex128 as sigpy (the image is returned in ``y``'s dtype). It gives
+    CG-SENSE iterations, in complex128 as sigpy (``dtype``; complex64 for a fit that only scores,
+    :data:`SCORING_DTYPE`; the image is returned in ``y``'s dtype). It gives
     sigpy's images to rounding (a relative 1e-7 for complex64 data, the rounding of the output;
     tests/pipeline/test_classical.py) for the cases sigpy's app covers the same way: a 0/1
     Cartesian mask, which sigpy applies as data weights (its ``√M ⊙ (F S x − y)`` is
@@ -425,7 +446,7 @@ def total_variation(
         _check_auto(lam)
 
         def fit(v: torch.Tensor, sub: LinearOperator, lam_abs: torch.Tensor) -> torch.Tensor:
-            return _tv_images(v, sub, lam_abs, iterations)
+            return _tv_images(v, sub, lam_abs, iterations, dtype=SCORING_DTYPE).to(dtype)
 
         fallback = _noise_fallback("tv", y, op, scale)
         default = default_lambda("tv", op, y.shape[0])
@@ -437,7 +458,7 @@ def total_variation(
         lam = default_lambda("tv", op, y.shape[0]) if lam is None else lam
         lams = torch.as_tensor(lam, dtype=torch.float64).expand(y.shape[0]).clone()
         lam_abs = lams.to(scale.device) * scale
-    image = _tv_images(y, op, lam_abs, iterations, callback)
+    image = _tv_images(y, op, lam_abs, iterations, callback, dtype)
     return ReconResult(
         image=image.to(y.dtype),
         seconds=time.perf_counter() - start,
@@ -456,14 +477,14 @@ def _tv_images(
     lam_abs: torch.Tensor,
     iterations: int,
     callback: Progress | None = None,
+    dtype: torch.dtype = torch.complex128,
 ) -> torch.Tensor:
     """The TV images of ``y`` ``(B, *op.oshape)`` with the absolute weights ``lam_abs``
-    ``(B,)`` float64: complex128 ``(B, H, W)`` (:func:`total_variation`), on the CPU in chunks
-    of slices (:func:`_in_chunks`; the result does not depend on the chunks)."""
+    ``(B,)`` float64: complex ``(B, H, W)`` of ``dtype`` (:func:`total_variation`), on the CPU
+    in chunks of slices (:func:`_in_chunks`; the result does not depend on the chunks)."""
     # warm start from a few CG-SENSE iterations: the first-order solver converges slowly from
     # zero (measured on training slices, 8-coil 4×, TV 100 iterations: 27.8 dB cold, 30.8 warm)
     warm = cg_sense(y, op, iterations=WARM_START_ITERATIONS).image.detach()
-    dtype = torch.complex128
     lam = lam_abs.to(y.device)
     step_start = _sigpy_start(op.ishape).to(y.device)
 
@@ -477,7 +498,7 @@ def _tv_images(
             start=step_start.expand(len(index), *op.ishape),
         )
 
-    return _in_chunks(y, op, solve, callback, "tv")
+    return _in_chunks(y, op, solve, callback, "tv", dtype)
 
 
 CLASSICAL: dict[str, Callable[..., ReconResult]] = {

@@ -27,7 +27,8 @@ The fit in step 2 has a data term over ``m_fit`` of the ``m`` measurements, so i
 ``λ_g · m_fit/m``: the weight per measurement of the refit (as the lasso's ``(1/2m)‖·‖² + λ‖·‖₁``
 carries its λ between sample sizes). The weights are relative, ``λ_abs = λ_rel · s`` with ``s`` the
 slice's data scale of *all* measurements (the caller's ``scale``), so the chosen relative λ is the
-one the refit uses. Cost: ``7 K`` fits of the split data and the refit.
+one the refit uses. Cost: ``7 K`` fits of the split data (in complex64, which scores as well
+as complex128: :data:`sgilo.pipeline.solvers.classical.SCORING_DTYPE`) and the refit.
 
 With fewer than two candidate columns in a slice (a fully sampled or centre-only mask) nothing
 can be held out: every slice gets the caller's noise-based λ (``fallback``, from the estimated

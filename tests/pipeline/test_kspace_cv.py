@@ -172,6 +172,26 @@ def test_tv_auto_batches_grid_and_slices_and_non_cartesian_holds_out_samples(sli
     assert np.array(d.heldout_errors).shape == (2, 7) and d.lambda_note is None
 
 
+@pytest.mark.parametrize("method", ["l1-wavelet", "tv"])
+def test_the_grid_is_scored_in_complex64_and_the_output_solved_in_complex128(
+    slices, method, monkeypatch
+):
+    # the λ grid's fits only score held-out columns: complex64 (SCORING_DTYPE) moves their errors
+    # by rounding only; the refit that is the output stays complex128 (sigpy's precision)
+    import sgilo.pipeline.solvers.classical as classical
+
+    _, y, op = _acquire(slices, 30, coils=4)
+    solver = l1_wavelet if method == "l1-wavelet" else total_variation
+    fast = solver(y, op, lam="auto", iterations=10)
+    monkeypatch.setattr(classical, "SCORING_DTYPE", torch.complex128)
+    precise = solver(y, op, lam="auto", iterations=10)
+    fast_errors, precise_errors = (np.array(r.diagnostics.heldout_errors) for r in (fast, precise))
+    assert not np.array_equal(fast_errors, precise_errors)  # the grid did run in complex64
+    assert np.allclose(fast_errors, precise_errors, rtol=1e-4, atol=0)
+    assert fast.diagnostics.lambda_rel == precise.diagnostics.lambda_rel
+    assert torch.equal(fast.image, precise.image)  # the refit, the output, is complex128 in both
+
+
 def test_noise_estimate_brackets_the_true_sigma(slices):
     # σ̂ is an upper bound (less the scatter of a median of few corner samples at 64²) that
     # tightens with the noise: what signal is left in the corners of
