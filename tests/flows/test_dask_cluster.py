@@ -139,6 +139,29 @@ def test_batch_on_a_running_dask_cluster(dask_address, studies, tmp_path):
 # ----------------------------------------------------------------------------- GPU placement
 
 
+def test_the_local_cluster_workers_inherit_the_allocator(prefect_api_url, monkeypatch):
+    # task_runner puts the allocator's variables into this process's environment before it
+    # plans a local cluster, whose spawned workers inherit them (tests/pipeline/test_allocator.py
+    # shows a worker so started keeps its freed memory); a cluster of the user's own
+    # (--dask-address) is left as it is
+    from sgilo.flows.dask_cluster import task_runner
+    from sgilo.pipeline import allocator
+
+    if not allocator.worker_environment():
+        pytest.skip(
+            "this process kept glibc's defaults (a user setting or SGILO_KEEP_FREED_MEMORY=0)"
+        )
+    monkeypatch.setenv("PREFECT_API_URL", prefect_api_url)
+    for name in ("GLIBC_TUNABLES", "MALLOC_TRIM_THRESHOLD_"):
+        monkeypatch.setenv(name, "")  # recorded, so that the test's end restores the original
+        monkeypatch.delenv(name)
+    task_runner(BatchOptions(method="zero-filled", dask_address="tcp://127.0.0.1:1"))
+    assert "GLIBC_TUNABLES" not in os.environ  # someone else's cluster: nothing set
+    task_runner(BatchOptions(method="zero-filled", workers=2))
+    assert os.environ["GLIBC_TUNABLES"] == allocator.TUNABLES
+    assert os.environ["MALLOC_TRIM_THRESHOLD_"] == str(allocator.TRIM_THRESHOLD)
+
+
 def test_visible_gpus_from_cuda_visible_devices_or_the_count():
     assert visible_gpus(None, 3) == ["0", "1", "2"]
     assert visible_gpus("2, 5", 8) == ["2", "5"]  # the entries, not the count
