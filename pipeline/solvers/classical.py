@@ -54,7 +54,6 @@ import torch
 
 from sgilo.operators.base import LinearOperator
 from sgilo.operators.fft import ifft2c
-from sgilo.operators.mri import MultiCoilMRI, SingleCoilMRI
 from sgilo.pipeline.algorithms.conjugate_gradient import conjugate_gradient
 from sgilo.pipeline.algorithms.total_variation import anisotropic_tv_least_squares
 from sgilo.pipeline.algorithms.wavelet_least_squares import wavelet_l1_least_squares
@@ -63,6 +62,7 @@ from sgilo.pipeline.solvers.diagnostics import ClassicalDiagnostics
 from sgilo.pipeline.solvers.kspace_cv import LambdaChoice, choose_lambda, estimate_noise_sigma
 from sgilo.pipeline.solvers.lambda_rule import noise_lambda
 from sgilo.pipeline.solvers.sampling import interpolate_by_fraction, sampled_fraction
+from sgilo.pipeline.solvers.slice_chunks import in_chunks
 
 #: relative regularisation weights per (method, single- or multi-coil data) as ``(λ at 8×,
 #: λ at 4×)``, set per slice from its sampled fraction
@@ -289,43 +289,6 @@ def l1_wavelet(
     )
 
 
-#: on the CPU the ℓ1-wavelet and TV solvers run at most this many bytes of k-space (slices ×
-#: coils × pixels × the solve's complex item size) at a time: a working set that stays in cache
-#: is faster than one batch (8 coils, 16 slices at 128², complex128: ℓ1-wavelet 0.57 s per slice
-#: in chunks of 2 slices, 1.45 in one batch; docs/SPEED.md §9, §10); 4 MiB is 2 such slices in
-#: complex128 and 4 in complex64 (docs/SPEED.md §16)
-L1_CHUNK_BYTES = 2**22
-
-
-def _in_chunks(
-    data: torch.Tensor,
-    op: LinearOperator,
-    solve: Callable[[list[int], LinearOperator], torch.Tensor],
-    callback: Progress | None = None,
-    label: str = "",
-    dtype: torch.dtype = torch.complex128,
-) -> torch.Tensor:
-    """``solve(index, sub_op)`` on chunks of the slices of ``data`` ``(B, *op.oshape)`` —
-    ``sub_op`` the operator on the slices ``index`` — concatenated along the batch: on the CPU
-    chunks of at most :data:`L1_CHUNK_BYTES` of k-space in the solve's ``dtype`` (at least one
-    slice), else (a GPU, or non-Cartesian data) one chunk. ``callback(done, B, label)`` after
-    each chunk."""
-    batch = data.shape[0]
-    masks = op.slice_masks(batch)  # None for non-Cartesian data: one chunk
-    per_slice = max(1, data[0].numel() * dtype.itemsize)
-    chunk = max(1, min(batch, L1_CHUNK_BYTES // per_slice))
-    if masks is None or data.device.type != "cpu":  # a GPU wants the whole batch
-        chunk = batch
-    out = []
-    for first in range(0, batch, chunk):
-        index = list(range(first, min(batch, first + chunk)))
-        assert masks is not None or chunk == batch
-        out.append(solve(index, op if chunk == batch else _slice_operator(op, masks, index)))
-        if callback:
-            callback(index[-1] + 1, batch, label)
-    return torch.cat(out)
-
-
 def _l1_wavelet_images(
     data: torch.Tensor,
     op: LinearOperator,
@@ -339,7 +302,8 @@ def _l1_wavelet_images(
     the absolute weights ``lam_abs`` ``(B,)``: complex ``(B, H, W)`` of ``dtype``
     (:func:`sgilo.pipeline.algorithms.wavelet_least_squares.wavelet_l1_least_squares` with the
     step-size start of sigpy's ``MaxEig``), complex128 as sigpy by default, on the CPU in chunks
-    of slices (:func:`_in_chunks`; the result does not depend on the chunks)."""
+    of slices (:func:`~sgilo.pipeline.solvers.slice_chunks.in_chunks`; the result does not
+    depend on the chunks)."""
     warm = cg_sense(data, op, iterations=WARM_START_ITERATIONS).image.detach()
     lam = torch.tensor(lam_abs, dtype=torch.float64, device=data.device)
     step_start = _sigpy_start(op.ishape).to(dtype).to(data.device)
@@ -356,16 +320,7 @@ def _l1_wavelet_images(
             shifts=cycle,
         )
 
-    return _in_chunks(data, op, solve, callback, "l1-wavelet", dtype)
-
-
-def _slice_operator(op: LinearOperator, masks: torch.Tensor, index: list[int]) -> LinearOperator:
-    """The Cartesian ``op`` on the slices ``index`` of its batch (``masks`` its per-slice
-    masks ``(B, H, W)``)."""
-    maps = op.coil_maps
-    if maps is None:
-        return SingleCoilMRI(masks[index])
-    return MultiCoilMRI(maps if maps.ndim == 3 else maps[index], masks[index])
+    return in_chunks(data, op, solve, callback, "l1-wavelet", dtype)
 
 
 def _check_auto(lam: str) -> None:
@@ -481,7 +436,8 @@ def _tv_images(
 ) -> torch.Tensor:
     """The TV images of ``y`` ``(B, *op.oshape)`` with the absolute weights ``lam_abs``
     ``(B,)`` float64: complex ``(B, H, W)`` of ``dtype`` (:func:`total_variation`), on the CPU
-    in chunks of slices (:func:`_in_chunks`; the result does not depend on the chunks)."""
+    in chunks of slices (:func:`~sgilo.pipeline.solvers.slice_chunks.in_chunks`; the result
+    does not depend on the chunks)."""
     # warm start from a few CG-SENSE iterations: the first-order solver converges slowly from
     # zero (measured on training slices, 8-coil 4×, TV 100 iterations: 27.8 dB cold, 30.8 warm)
     warm = cg_sense(y, op, iterations=WARM_START_ITERATIONS).image.detach()
@@ -498,7 +454,7 @@ def _tv_images(
             start=step_start.expand(len(index), *op.ishape),
         )
 
-    return _in_chunks(y, op, solve, callback, "tv", dtype)
+    return in_chunks(y, op, solve, callback, "tv", dtype)
 
 
 CLASSICAL: dict[str, Callable[..., ReconResult]] = {

@@ -164,6 +164,7 @@ def test_chunks_of_slices_give_the_batch_result(coils, method, inner, monkeypatc
     (``L1_CHUNK_BYTES``): chunks of one slice, and of 2 + 1, with per-slice masks and (for
     multi-coil data) per-slice maps and λ, give what one batch gives."""
     import sgilo.pipeline.solvers.classical as classical
+    import sgilo.pipeline.solvers.slice_chunks as slice_chunks
 
     h = w = 48
     phantom = np.abs(sp.shepp_logan((h, w)))
@@ -197,14 +198,14 @@ def test_chunks_of_slices_give_the_batch_result(coils, method, inner, monkeypatc
     per_slice = h * w * (1 if coils is None else coils) * torch.complex128.itemsize
     for chunk, sizes in ((1, [1, 1, 1]), (2, [2, 1])):
         calls.clear()
-        monkeypatch.setattr(classical, "L1_CHUNK_BYTES", chunk * per_slice)
+        monkeypatch.setattr(slice_chunks, "L1_CHUNK_BYTES", chunk * per_slice)
         chunked = reconstruct(y, op, lam=lam, iterations=12).image
         assert calls == sizes
         torch.testing.assert_close(chunked, batch, rtol=0, atol=1e-10)
     assert not torch.allclose(batch[0], batch[1])
     # the limit is in bytes: the room of one complex128 slice holds two complex64 ones
     calls.clear()
-    monkeypatch.setattr(classical, "L1_CHUNK_BYTES", per_slice)
+    monkeypatch.setattr(slice_chunks, "L1_CHUNK_BYTES", per_slice)
     reconstruct(y, op, lam=lam, iterations=2, dtype=torch.complex64)
     assert calls == [2, 1]
 
