@@ -147,7 +147,9 @@ def joined(device: str) -> Iterator[tuple[DataParallel, str]]:
     """Join torchrun's process group for the duration: yields ``(parallel, device)``, the device
     being ``cuda:LOCAL_RANK`` for "cuda" under torchrun (NCCL), else ``device`` (gloo on the
     CPU). Without torchrun (``WORLD_SIZE`` unset or 1): ``(SINGLE, device)`` and no process
-    group."""
+    group. On a normal exit the processes meet at a barrier before the group is destroyed, so
+    that one that finishes first (rank 1, while rank 0 writes its checkpoint) does not tear the
+    group down under the others; after an error there is no barrier (torchrun stops the rest)."""
     rank, local_rank, world = torchrun_world()
     if world <= 1:
         yield SINGLE, device
@@ -162,5 +164,6 @@ def joined(device: str) -> Iterator[tuple[DataParallel, str]]:
     dist.init_process_group(backend, rank=rank, world_size=world)
     try:
         yield DataParallel(rank, world), device
+        dist.barrier()  # not in `finally`: after an error the others may never arrive
     finally:
         dist.destroy_process_group()

@@ -273,3 +273,39 @@ def test_a_signal_to_one_process_stops_both_at_the_same_step(gan_runs):
     assert json.loads((out / "log.jsonl").read_text().splitlines()[-1])["step"] == step
     assert f"interrupted by SIGTERM; checkpoint written at step {step} " in text, text
     assert "sgilo: SIGTERM: stopping after this step" in text, text
+
+
+LEAVE_TOGETHER = """
+import sys, time
+from sgilo.models.data_parallel import joined
+
+with joined("cpu") as (parallel, _):
+    parallel.any(False)  # a collective: both processes are in the group
+    if parallel.rank == 0:
+        time.sleep(2.0)  # rank 0 still busy (writing its checkpoint) when rank 1 is done
+    done = time.time()
+print(f"rank {parallel.rank} done {done:.3f} left {time.time():.3f}", file=sys.stderr)
+"""
+
+
+def test_processes_leave_the_group_together(tmp_path):
+    """A process that finishes first waits for the others before the group is destroyed (it
+    must not tear the group down under rank 0); fails without the barrier in `joined`."""
+    script = tmp_path / "leave.py"
+    script.write_text(LEAVE_TOGETHER)
+    done = subprocess.run(
+        [*TORCHRUN, str(script)],
+        cwd=tmp_path,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    times = {}
+    for line in done.stderr.splitlines():
+        if line.startswith("rank "):
+            words = line.split()
+            times[int(words[1])] = (float(words[3]), float(words[5]))
+    assert set(times) == {0, 1}, done.stderr
+    assert times[1][1] >= times[0][0] - 0.05, times  # rank 1 left after rank 0 was done
