@@ -30,20 +30,24 @@ slice is, through k-space cross-validation (:mod:`sgilo.pipeline.prior_fit`):
    slice without the second fit, its model image leaves more of the fitted k-space energy
    unexplained than the limit (``unexplained_limit``; by default
    :func:`sgilo.pipeline.prior_fit.unexplained_limit`, 0.09 from 3× on: the held-out columns
-   are a few, the fitted samples all the rest); else the
-   classical candidate with the lowest held-out error summed over ``classical_folds`` folds that
-   together hold out every outer column once (the classical fits are cheap, and one fold of 10 %
-   is one or two columns at 8×: too few to rank ℓ1-wavelet against TV, which differ by up to
-   5 dB on data their defaults were not tuned for);
-5. refit it on every sample: the generative output applies the final data-consistency step with
+   are a few, the fitted samples all the rest); else the classical candidates, fitted on
+   ``classical_folds`` folds that together hold out every outer column once (the classical fits
+   are cheap, and one fold of 10 % is one or two columns at 8×), are **blended** with the convex
+   weights that minimise their held-out error summed over the folds
+   (:mod:`sgilo.pipeline.classical_blend`: keeping the one with the lowest error, the rule
+   before 2026-12-07 and ``classical_blend=False``, picks the wrong one of ℓ1-wavelet and TV
+   often, and they differ by up to 5 dB on data their defaults were not tuned for);
+5. refit on every sample: the generative output applies the final data-consistency step with
    all samples to the model image of step 2 (the latent fit is not repeated; the second fit only
-   scores); a classical choice is solved again on all samples.
+   scores); each classical candidate with a weight is solved again on all samples and the
+   slice's output is their weighted sum.
 
 The cost is one generative fit (as ``--method sgilo``, which measures the same held-out errors for
 its prior-fit report), plus the classical fits on the splits,
 the folds that rank them (only when some slice goes to a classical method) and the chosen
 classical refits. The choice, the statistic and every error are in the diagnostics
-(``auto_choice``, ``auto_ratio``, ``auto_margin``, ``auto_unexplained_limit``,
+(``auto_choice``, where a blend is named by its candidates, heaviest first, as ``tv+l1-wavelet``;
+``auto_weights``, ``auto_ratio``, ``auto_margin``, ``auto_unexplained_limit``,
 ``prior_fit_heldout_errors``, ``prior_fit_unexplained``, ``second_fit_errors``).
 Nothing to hold out (a slice with fewer than two measured outer columns, non-Cartesian data): the
 generative method on every slice, with a note.
@@ -60,6 +64,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from sgilo.operators.base import LinearOperator
+from sgilo.pipeline.classical_blend import blend_label, fold_gram, simplex_weights
 from sgilo.pipeline.prior_fit import (
     HELDOUT_FRACTION,
     HELDOUT_SEED,
@@ -108,6 +113,12 @@ class AutoConfig(BaseModel):
     )
     classical_folds: int = Field(
         4, ge=1, description="folds over the outer columns that rank the classical candidates"
+    )
+    classical_blend: bool = Field(
+        True,
+        description="on a slice given to the classical candidates, blend them with the convex "
+        "weights that minimise their held-out error over the folds (pipeline/classical_blend.py)"
+        "; false: keep the one with the lowest",
     )
     margin: float | None = Field(
         None,
@@ -185,6 +196,9 @@ class AutoDiagnostics:
     - ``classical_fold_errors``: per classical candidate the squared held-out error per slice
       ``(B,)`` summed over the folds that rank them (``None`` without a choice, and when every
       slice kept the generative method: the folds are then not fitted);
+    - ``auto_weights``: per slice the classical candidates' weights in its output (those above
+      0; one weight of 1 where one candidate was kept), ``None`` on the slices that kept the
+      generative method; the whole field ``None`` when every slice kept it;
     - ``generative_run``: the generative run's own record (its config, steps, losses);
     - ``auto_note``: why no choice was made (nothing to hold out), else ``None``.
     """
@@ -197,6 +211,7 @@ class AutoDiagnostics:
     auto_unexplained_limit: list[float | None] | None = None
     second_fit_errors: dict[str, list[float]] | None = None
     classical_fold_errors: dict[str, list[float]] | None = None
+    auto_weights: list[dict[str, float] | None] | None = None
     generative_run: dict[str, Any] = field(default_factory=dict)
     auto_note: str | None = None
 
@@ -243,6 +258,7 @@ def solve_auto(
     std = getattr(result, "std", None)
     std = None if std is None or not std.numel() or samples < 2 else std.to(y.device).clone()
     note, fold_errors, second, ratio, margins, limits = None, None, None, None, None, None
+    blend = None
     if fits is None:
         choice = [generative] * batch
         note = f"{report.note if report else 'nothing held out'}: {generative} on every slice"
@@ -256,12 +272,16 @@ def solve_auto(
             u = unexplained_fraction(fits, generative, candidates)
             report = replace(report, unexplained=u.tolist())
         parts = outer_partition(y, op, config.classical_folds)
-        fitted: dict[int, torch.Tensor] = {}  # part -> (B, N), fitted when first needed
+        fitted: dict[int, tuple] = {}  # part -> (errors, G, c), fitted when first needed
 
-        def fold(k: int) -> torch.Tensor:
+        def fold_stats(k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
             if k not in fitted:
-                fitted[k] = kfold_errors(y, op, candidates, parts[k : k + 1])[0]
+                stats = kfold_statistics(y, op, candidates, parts[k : k + 1])
+                fitted[k] = tuple(t[0] for t in stats)
             return fitted[k]
+
+        def fold(k: int) -> torch.Tensor:  # (B, N) squared held-out errors of part k
+            return fold_stats(k)[0]
 
         classical = torch.stack([fits.errors[n] for n in candidates], dim=1)  # (B, N)
         ratio = fits.errors[generative] / classical.min(dim=1).values.clamp_min(1e-300)
@@ -300,20 +320,37 @@ def solve_auto(
         keep = (ratio <= margins) & (unexplained <= bound)
         choice = [generative] * batch
         if not bool(keep.all()):  # rank the classical candidates only when one is needed
-            ranked = (
-                classical  # one fold: the split
-                if parts is None
-                else torch.stack([fold(k) for k in range(parts.shape[0])]).sum(dim=0)
-            )
+            if parts is None:  # one fold, the split: no blend, the lowest error
+                ranked = classical
+                weights = torch.nn.functional.one_hot(ranked.argmin(dim=1), len(candidates)).to(
+                    torch.float64
+                )
+            else:
+                stats = [fold_stats(k) for k in range(parts.shape[0])]
+                ranked = torch.stack([t[0] for t in stats]).sum(dim=0)
+                if config.classical_blend:
+                    gram = torch.stack([t[1] for t in stats]).sum(dim=0)
+                    weights = simplex_weights(gram, torch.stack([t[2] for t in stats]).sum(dim=0))
+                else:
+                    weights = torch.nn.functional.one_hot(ranked.argmin(dim=1), len(candidates)).to(
+                        torch.float64
+                    )
             fold_errors = {n: ranked[:, j].tolist() for j, n in enumerate(candidates)}
-            choice = [
-                generative if k else candidates[i]
-                for k, i in zip(keep.tolist(), ranked.argmin(dim=1).tolist(), strict=True)
+            blend = [
+                None if k else {n: w for n, w in zip(candidates, row, strict=True) if w > 0}
+                for k, row in zip(keep.tolist(), weights.tolist(), strict=True)
             ]
-        for name in dict.fromkeys(c for c in choice if c != generative):
-            rows = torch.tensor([b for b, c in enumerate(choice) if c == name])
-            refit = run_method(y, op, name, seed=seed).image.to(image.dtype)
-            image[rows] = refit[rows]
+            choice = [
+                generative if b is None else blend_label(tuple(b), list(b.values())) for b in blend
+            ]
+            rows = [b for b, k in enumerate(keep.tolist()) if not k]
+            image[rows] = 0
+            for j, name in enumerate(candidates):
+                if not bool((weights[rows, j] > 0).any()):
+                    continue
+                refit = run_method(y, op, name, seed=seed).image.to(image.dtype)
+                w = weights[rows, j].to(device=image.device, dtype=image.real.dtype)
+                image[rows] += w[:, None, None] * refit[rows]
             if std is not None:
                 std[rows] = 0
     diagnostics = AutoDiagnostics(
@@ -325,6 +362,7 @@ def solve_auto(
         auto_unexplained_limit=limits,
         second_fit_errors=second,
         classical_fold_errors=fold_errors,
+        auto_weights=blend,
         generative_run=result.diagnostics_dict(),
         auto_note=note,
     )
@@ -379,18 +417,31 @@ def kfold_errors(
     some of its parts), slice and method, the squared held-out error summed over that part's
     held-out samples, the method fitted at its defaults on the other samples; summed over all the
     parts of :func:`outer_partition`, every outer column has been held out once."""
+    return kfold_statistics(y, op, methods, parts)[0]
+
+
+def kfold_statistics(
+    y: torch.Tensor, op: LinearOperator, methods: tuple[str, ...], parts: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`kfold_errors` ``(K, B, N)`` and, from the same fits, the blend's ``G``
+    ``(K, B, N, N)`` and ``c`` ``(K, B, N)`` per part
+    (:func:`sgilo.pipeline.classical_blend.fold_gram`)."""
     from sgilo.pipeline.methods import run_method
 
-    batch = y.shape[0]
-    total = torch.zeros(parts.shape[0], batch, len(methods), dtype=torch.float64)
+    batch, n = y.shape[0], len(methods)
+    total = torch.zeros(parts.shape[0], batch, n, dtype=torch.float64)
+    gram = torch.zeros(parts.shape[0], batch, n, n, dtype=torch.float64)
+    cross = torch.zeros(parts.shape[0], batch, n, dtype=torch.float64)
     for k in range(parts.shape[0]):
         part = per_fold_part(y, op, parts[k])
         count = part.held_op.num_measurements(batch)
+        images = []
         for j, name in enumerate(methods):
             options = scoring_options(name)  # scores only: complex64
-            image = run_method(part.fit_y, part.fit_op, name, solver_options=options).image
-            total[k, :, j] = heldout_error(part, image)[0] * count
-    return total
+            images.append(run_method(part.fit_y, part.fit_op, name, solver_options=options).image)
+            total[k, :, j] = heldout_error(part, images[-1])[0] * count
+        gram[k], cross[k] = fold_gram(part, images)
+    return total, gram, cross
 
 
 def _with_errors(report: PriorFit | None, errors: dict[str, torch.Tensor]) -> PriorFit | None:

@@ -170,8 +170,8 @@ def test_auto_keeps_a_classical_method_where_the_prior_leaves_too_much_unexplain
     assert d.prior_fit.unexplained == pytest.approx(u)  # the same fits
     assert d.auto_unexplained_limit == [limit, limit]
     for b, chosen in enumerate(d.auto_choice):
-        ranked = min(d.classical_fold_errors, key=lambda name: d.classical_fold_errors[name][b])
-        assert chosen == ("csgm" if u[b] <= limit else ranked)
+        assert (chosen == "csgm") == (u[b] <= limit)
+        assert (d.auto_weights[b] is None) == (u[b] <= limit)  # else the classical blend's
     assert sorted(d.auto_choice).count("csgm") == 1
     # by default no limit below 3x (R = 1.6 here)
     plain = solve(y, op, "auto", prior=prior, solver_options=options).diagnostics
@@ -222,7 +222,7 @@ def test_nothing_to_hold_out_runs_on_all_samples_with_a_note(prior):
     assert "csgm on every slice" in auto.diagnostics.auto_note
 
 
-def test_auto_keeps_per_slice_the_lowest_heldout_error_and_refits_it(prior):
+def test_auto_keeps_the_generative_method_or_blends_the_classical_ones_per_slice(prior):
     g = torch.Generator().manual_seed(3)
     maps = torch.randn(3, R, R, generator=g) + 1j * torch.randn(3, R, R, generator=g)
     maps = (maps / maps.abs().pow(2).sum(0).sqrt()).to(torch.complex64)
@@ -264,13 +264,26 @@ def test_auto_keeps_per_slice_the_lowest_heldout_error_and_refits_it(prior):
         summed = {k: float(errors[k][b] * n0[b] + second[k][b] * n1[b]) for k in errors}
         ratio = summed["csgm"] / min(v for k, v in summed.items() if k != "csgm")
         assert d.auto_ratio[b] == pytest.approx(ratio, rel=1e-6)
-        ranked = min(folds, key=lambda name: folds[name][b])  # the 4-fold ranking
-        assert chosen == ("csgm" if ratio <= TWO_FIT_MARGIN else ranked)
-        if chosen != "csgm":  # a classical choice is refitted on every measurement
-            refit = run_method(y, op, chosen).image
-            torch.testing.assert_close(result.image[b], refit[b].to(result.image.dtype))
+        assert (chosen == "csgm") == (ratio <= TWO_FIT_MARGIN)
+        if chosen != "csgm":  # the classical candidates with a weight, refitted on every sample
+            weights = d.auto_weights[b]
+            assert chosen == "+".join(sorted(weights, key=lambda n: -weights[n]))
+            assert sum(weights.values()) == pytest.approx(1.0) and min(weights.values()) > 0
+            blend = sum(w * run_method(y, op, n).image[b] for n, w in weights.items())
+            torch.testing.assert_close(result.image[b], blend.to(result.image.dtype))
     # the tiny random generator cannot draw smooth blobs: a classical method wins somewhere
     assert any(c != "csgm" for c in d.auto_choice)
+    # without the blend: the candidate with the lowest error summed over the 4 folds, refitted
+    single = solve(y, op, "auto", prior=prior, solver_options={**options, "classical_blend": False})
+    for b, chosen in enumerate(single.diagnostics.auto_choice):
+        if chosen != "csgm":
+            assert chosen == min(folds, key=lambda name: folds[name][b])
+            assert single.diagnostics.auto_weights[b] == {chosen: 1.0}
+            refit = run_method(y, op, chosen).image
+            torch.testing.assert_close(single.image[b], refit[b].to(result.image.dtype))
+    assert [c == "csgm" for c in single.diagnostics.auto_choice] == [
+        c == "csgm" for c in d.auto_choice
+    ]
     # margin 1e9: the generative method everywhere; a tiny margin: the best classical one
     always = solve(y, op, "auto", prior=prior, solver_options={**options, "margin": 1e9})
     assert always.diagnostics.auto_choice == ["csgm", "csgm"]
@@ -294,7 +307,7 @@ def test_auto_keeps_per_slice_the_lowest_heldout_error_and_refits_it(prior):
         if d1.auto_ratio[b] <= d1.auto_margin[b]:
             assert chosen == "csgm"
         else:  # the ranking folds exist once some slice goes to a classical method
-            assert chosen == min(folds, key=lambda name: d1.classical_fold_errors[name][b])
+            assert set(d1.auto_weights[b]) <= set(d1.classical_fold_errors)
 
 
 def test_second_fit_steps_scale_every_round():
