@@ -5,8 +5,8 @@ slice, it has the classical candidates' fits on ``K`` folds that together hold o
 measured outer column once. Keeping the candidate with the lowest held-out error picks the wrong
 one often: ℓ1-wavelet and TV at their defaults differ by 0.5–2 dB on many slices, and a few
 outer columns (the ones nearest the centre carry most of the error) cannot rank them reliably.
-Their errors are only partly shared, though, so a convex combination of the two usually beats
-the worse one by most of the gap and often beats both. The classical output is therefore the
+Their errors are only partly shared, though, so a convex combination of the two usually lands
+near the better one and sometimes beats both. The classical output is therefore the
 stacked estimate (Breiman, "Stacked regressions", 1996, with the weights on the simplex)
 
     x = Σ_j w_j x_j,    w = argmin_{w ≥ 0, Σ_j w_j = 1} Σ_k ‖M_k ⊙ (A Σ_j w_j x_j⁽ᵏ⁾ − y)‖²,
@@ -19,8 +19,9 @@ quadratic ``wᵀ G w − 2 cᵀ w + const`` with
 
 (:func:`fold_gram`), minimised exactly over the simplex by trying every support
 (:func:`simplex_weights`; at most four candidates). The held-out samples' noise is independent of
-the fits, so it adds the same constant to every ``w``; the weights are a few numbers fitted on
-thousands of samples. ``w`` at a vertex is the old choice (one candidate).
+the fits: it adds its energy to every ``w``'s objective and a cross term of mean zero, and the
+weights are a few numbers fitted on thousands of samples. ``w`` at a vertex is the old choice
+(one candidate).
 
 Measured on the tuning sets of :mod:`sgilo.pipeline.research.auto_margin` (images no benchmark
 scores) by :mod:`sgilo.pipeline.research.classical_blend_eval`: docs/GENERATIVE.md, "The
