@@ -86,12 +86,15 @@ def headline(study: KSpaceStudy, recon: StudyReconstruction) -> str:
     """The first words of :func:`description`, ASCII, short enough for a DICOM
     ``SeriesDescription`` (64) and a NIfTI ``descrip`` (80): method (with ``auto``'s choices),
     acceleration, calibration size and the prior-fit ratio of a generative reconstruction
-    (:func:`sgilo.pipeline.prior_fit.ratio_text`)."""
+    (:func:`sgilo.pipeline.prior_fit.ratio_text`). A slice where ``auto`` blended classical
+    candidates counts as ``blend`` here (their names and weights follow in
+    :func:`description`'s ``auto_choice`` and ``auto_weights``), so the rest fits in 64."""
     from sgilo.pipeline.prior_fit import ratio_text
 
     method = recon.method
     choice = getattr(recon.diagnostics, "auto_choice", None)
     if choice:
+        choice = ["blend" if "+" in name else name for name in choice]
         counts = {name: choice.count(name) for name in dict.fromkeys(choice)}
         method += "(" + ",".join(f"{n} {k}" for n, k in counts.items()) + ")"
     parts = [f"sgilo {method}"]

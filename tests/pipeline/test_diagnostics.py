@@ -128,6 +128,22 @@ def test_description_shows_a_uniform_per_slice_value_once():
         "sgilo l1-wavelet R=4 ACS=8 lambda_rel=0.003 iterations=100 shifts=True "
         "lambda_abs=[0.0029, 0.0031] maps=none"
     )
+    # auto: a slice with blended classical candidates counts as "blend" in the headline (the
+    # first 64 characters, a DICOM SeriesDescription), named in full in the rest
+    from sgilo.pipeline.export import headline
+    from sgilo.pipeline.method_choice import AutoConfig, AutoDiagnostics
+
+    weights = [None, {"l1-wavelet": 0.6, "tv": 0.4}, {"tv": 0.7, "l1-wavelet": 0.3}, {"tv": 1.0}]
+    auto = AutoDiagnostics(
+        config=AutoConfig(),
+        auto_choice=["sgilo", "l1-wavelet+tv", "tv+l1-wavelet", "tv"],
+        prior_fit=None,
+        auto_weights=weights,
+    )
+    mixed = StudyReconstruction("s", np.zeros((4, 4, 4), np.float32), "auto", 1.0, auto)
+    assert headline(study, mixed) == "sgilo auto(sgilo 1,blend 2,tv 1) R=4 ACS=8"
+    text = description(study, mixed)
+    assert '"l1-wavelet+tv", "tv+l1-wavelet"' in text and '{"l1-wavelet": 0.6, "tv": 0.4}' in text
     ilo = StudyReconstruction("s", recon.magnitude, "ilo", 1.0, _ilo_diagnostics(None))
     text = description(study, ilo)
     assert " steps=[5, 3] " in text and " radii=null " in text and " rounds=2 " in text
