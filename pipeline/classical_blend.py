@@ -41,15 +41,24 @@ def fold_gram(part: SplitPart, images: list[torch.Tensor]) -> tuple[torch.Tensor
     """``G`` ``(B, N, N)`` and ``c`` ``(B, N)`` of the module docstring for one fold: the real
     inner products of the candidates' predictions of ``part``'s held-out samples (``images``: N
     complex ``(B, H, W)`` fitted on ``part.fit_y``) with each other and with the held-out data;
-    float64 on the CPU."""
-    held = part.held_y.to(torch.complex128)
-    batch = held.shape[0]
-    predictions = torch.stack(
-        [part.held_op.A(x.to(part.held_y.dtype)).to(torch.complex128) for x in images], dim=1
-    ).reshape(batch, len(images), -1)
-    gram = torch.einsum("bid,bjd->bij", predictions.conj(), predictions).real
-    cross = torch.einsum("bid,bd->bi", predictions.conj(), held.reshape(batch, -1)).real
-    return gram.cpu(), cross.cpu()
+    float64 on the CPU. The predictions stay in the data's precision (one k-space array per
+    candidate, as large as ``y``); the sums are taken in float64."""
+    batch = part.held_y.shape[0]
+    predictions = [part.held_op.A(x.to(part.held_y.dtype)) for x in images]
+    n = len(predictions)
+    gram = torch.zeros(batch, n, n, dtype=torch.float64)
+    cross = torch.zeros(batch, n, dtype=torch.float64)
+    for i in range(n):
+        cross[:, i] = _real_inner(predictions[i], part.held_y)
+        for j in range(i, n):
+            gram[:, i, j] = gram[:, j, i] = _real_inner(predictions[i], predictions[j])
+    return gram, cross
+
+
+def _real_inner(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``Re⟨a, b⟩`` per slice of two complex ``(B, …)`` arrays: float64 ``(B,)`` on the CPU."""
+    product = (a.conj() * b).real.reshape(a.shape[0], -1)
+    return product.sum(dim=1, dtype=torch.float64).cpu()
 
 
 def simplex_weights(gram: torch.Tensor, cross: torch.Tensor) -> torch.Tensor:
