@@ -79,7 +79,7 @@ def simplex_weights(gram: torch.Tensor, cross: torch.Tensor) -> torch.Tensor:
                 if w is None:
                     continue
                 value = float(w @ g @ w - 2 * c @ w)
-                if value < best - 1e-12 * abs(best if best != float("inf") else 0.0):
+                if value < best - 1e-12 * abs(value):  # a tie keeps the smaller support
                     best, best_w = value, w
         weights[b] = best_w
     return weights

@@ -320,21 +320,14 @@ def solve_auto(
         keep = (ratio <= margins) & (unexplained <= bound)
         choice = [generative] * batch
         if not bool(keep.all()):  # rank the classical candidates only when one is needed
-            if parts is None:  # one fold, the split: no blend, the lowest error
-                ranked = classical
-                weights = torch.nn.functional.one_hot(ranked.argmin(dim=1), len(candidates)).to(
-                    torch.float64
-                )
-            else:
-                stats = [fold_stats(k) for k in range(parts.shape[0])]
-                ranked = torch.stack([t[0] for t in stats]).sum(dim=0)
-                if config.classical_blend:
-                    gram = torch.stack([t[1] for t in stats]).sum(dim=0)
-                    weights = simplex_weights(gram, torch.stack([t[2] for t in stats]).sum(dim=0))
-                else:
-                    weights = torch.nn.functional.one_hot(ranked.argmin(dim=1), len(candidates)).to(
-                        torch.float64
-                    )
+            stats = [] if parts is None else [fold_stats(k) for k in range(parts.shape[0])]
+            # one fold (the split) ranks alone; else the errors summed over the folds
+            ranked = torch.stack([t[0] for t in stats]).sum(dim=0) if stats else classical
+            weights = torch.nn.functional.one_hot(ranked.argmin(dim=1), len(candidates))
+            weights = weights.to(torch.float64)  # the lowest error, unless blended:
+            if stats and config.classical_blend:
+                gram = torch.stack([t[1] for t in stats]).sum(dim=0)
+                weights = simplex_weights(gram, torch.stack([t[2] for t in stats]).sum(dim=0))
             fold_errors = {n: ranked[:, j].tolist() for j, n in enumerate(candidates)}
             blend = [
                 None if k else {n: w for n, w in zip(candidates, row, strict=True) if w > 0}

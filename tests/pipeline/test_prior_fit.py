@@ -290,6 +290,7 @@ def test_auto_keeps_the_generative_method_or_blends_the_classical_ones_per_slice
     # nothing went to a classical method: the ranking folds were not fitted, and the statistic
     # is the same
     assert always.diagnostics.classical_fold_errors is None
+    assert always.diagnostics.auto_weights is None
     assert always.diagnostics.auto_ratio == pytest.approx(d.auto_ratio)
     record = result.diagnostics_dict()
     assert record["auto_choice"] == d.auto_choice and record["generative"] == "csgm"
