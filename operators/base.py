@@ -26,7 +26,7 @@ override what they know.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 import torch
@@ -73,12 +73,34 @@ class LinearOperator(torch.nn.Module):
         _check_shape(self, y, self.oshape, "adjoint input")
         return self._AH(y)
 
+    def A_columns(self, x: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
+        """``A x`` on the last-axis entries ``columns`` ``(L,)`` (long) of ``y`` only:
+        ``(B, *oshape[:-1], L)``, equal to ``A(x)[..., columns]`` (the Cartesian MRI operators
+        compute no other column of k-space). Losses over the sampled columns of a Cartesian mask
+        use it."""
+        _check_shape(self, x, self.ishape, "input")
+        return self._A_columns(x, columns)
+
+    def _A_columns(self, x: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
+        return self._A(x).index_select(-1, columns)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.A(x)
 
     def normal(self, x: torch.Tensor) -> torch.Tensor:
         """``A^H A x``."""
-        return self.A_adjoint(self.A(x))
+        _check_shape(self, x, self.ishape, "input")
+        return self._normal(x)
+
+    def _normal(self, x: torch.Tensor) -> torch.Tensor:
+        return self._AH(self._A(x))
+
+    def residual_gradient(self, y: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+        """``z ↦ Aᴴ(A z − y)`` for fixed data ``y`` ``(B, *oshape)``: the gradient of
+        ``½‖A z − y‖²``, formed with the residual ``A z − y`` (not ``AᴴA z − Aᴴ y``, whose
+        rounding reaches the null space of ``A``). Operators that can prepare ``y`` once for a
+        cheaper form override it (the Cartesian MRI operators with a column mask)."""
+        return lambda z: self.A_adjoint(self.A(z) - y)
 
     @property
     def H(self) -> LinearOperator:

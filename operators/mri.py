@@ -22,6 +22,8 @@ for the Cartesian operators (below) and the power iteration for the NUFFT, which
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from sgilo.operators.base import (
@@ -32,7 +34,7 @@ from sgilo.operators.base import (
     require_complex,
     require_finite,
 )
-from sgilo.operators.fft import fft2c, ifft2c
+from sgilo.operators.fft import column_normal, fft1c, fft2c, fft2c_columns, ifft1c, ifft2c
 from sgilo.operators.sigpy_bridge import apply_sigpy_linop
 
 
@@ -82,6 +84,12 @@ def _real_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.complex128 else torch.float32
 
 
+def _by_column(mask: torch.Tensor) -> bool:
+    """Whether a real ``(…, H, W)`` mask is the same in every row (a Cartesian column mask, one
+    per slice): then ``AᴴA`` needs transforms along ``W`` only (:func:`column_normal`)."""
+    return bool((mask == mask[..., :1, :]).all())
+
+
 def _mask_peak(mask: torch.Tensor, batch: int, dtype: torch.dtype | None) -> torch.Tensor:
     """``max M²`` per slice of a real ``(H, W)`` or ``(B, H, W)`` mask: ``(batch,)``, in the real
     dtype of ``dtype`` (the mask's own for ``None``)."""
@@ -108,6 +116,7 @@ class SingleCoilMRI(LinearOperator):
         shape = (int(shape[0]), int(shape[1]))
         super().__init__(shape, shape)
         self.register_buffer("mask", _as_mask(mask, shape))
+        self._columns_only = _by_column(self.mask)
 
     @property
     def kind(self) -> OperatorKind:
@@ -130,10 +139,40 @@ class SingleCoilMRI(LinearOperator):
         _check_batch(self, self.mask, x, 3)
         return self.mask.to(_real_dtype(x.dtype)) * fft2c(x)
 
+    def _A_columns(self, x: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
+        """``(M ⊙ F x)[..., columns]``, computing only those columns of ``F x``."""
+        require_complex(x, "image")
+        _check_batch(self, self.mask, x, 3)
+        mask = self.mask.index_select(-1, columns).to(_real_dtype(x.dtype))
+        return mask * fft2c_columns(x, columns)
+
     def _AH(self, y: torch.Tensor) -> torch.Tensor:
         require_complex(y, "k-space")
         _check_batch(self, self.mask, y, 3)
         return ifft2c(self.mask.to(_real_dtype(y.dtype)) * y)
+
+    def _normal(self, x: torch.Tensor) -> torch.Tensor:
+        """``Fᴴ M² F x``; 1-D transforms along ``W`` for a column mask."""
+        if not self._columns_only:
+            return super()._normal(x)
+        require_complex(x, "image")
+        _check_batch(self, self.mask, x, 3)
+        return column_normal(x, self.mask[..., :1, :].to(_real_dtype(x.dtype)).pow(2))
+
+    def residual_gradient(self, y: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+        """``z ↦ Fᴴ M (M F z − y)``; for a column mask with ``y`` taken once along ``H``
+        (``Fᴴ M = F_Wᴴ M F_Hᴴ``), so each call runs 1-D transforms along ``W`` only."""
+        if not self._columns_only:
+            return super().residual_gradient(y)
+        require_complex(y, "k-space")
+        _check_batch(self, self.mask, y, 3)
+        columns = ifft1c(y, -2)
+
+        def gradient(z: torch.Tensor) -> torch.Tensor:
+            mask = self.mask[..., :1, :].to(_real_dtype(z.dtype))
+            return ifft1c(mask * (mask * fft1c(z, -1) - columns), -1)
+
+        return gradient
 
 
 def _as_maps(maps: torch.Tensor) -> torch.Tensor:
@@ -171,6 +210,7 @@ class MultiCoilMRI(LinearOperator):
         self.register_buffer("maps", maps)
         # (…, 1, H, W): broadcast over coils
         self.register_buffer("mask", mask.unsqueeze(-3))
+        self._columns_only = _by_column(mask)
 
     @property
     def kind(self) -> OperatorKind:
@@ -207,12 +247,51 @@ class MultiCoilMRI(LinearOperator):
         coil_images = self.maps.to(x.dtype) * x.unsqueeze(1)
         return self.mask.to(_real_dtype(x.dtype)) * fft2c(coil_images)
 
+    def _A_columns(self, x: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
+        """``(M ⊙ F (S_c ⊙ x))[..., columns]``, computing only those columns of k-space."""
+        require_complex(x, "image")
+        _check_batch(self, self.maps, x, 4)
+        _check_batch(self, self.mask, x, 4)
+        coil_images = self.maps.to(x.dtype) * x.unsqueeze(1)
+        mask = self.mask.index_select(-1, columns).to(_real_dtype(x.dtype))
+        return mask * fft2c_columns(coil_images, columns)
+
     def _AH(self, y: torch.Tensor) -> torch.Tensor:
         require_complex(y, "k-space")
         _check_batch(self, self.maps, y, 4)
         _check_batch(self, self.mask, y, 4)
         coil_images = ifft2c(self.mask.to(_real_dtype(y.dtype)) * y)
         return (self.maps.to(y.dtype).conj() * coil_images).sum(dim=1)
+
+    def _normal(self, x: torch.Tensor) -> torch.Tensor:
+        """``Σ_c S_cᴴ Fᴴ M² F (S_c x)``; 1-D transforms along ``W`` for a column mask."""
+        if not self._columns_only:
+            return super()._normal(x)
+        require_complex(x, "image")
+        _check_batch(self, self.maps, x, 4)
+        _check_batch(self, self.mask, x, 4)
+        maps = self.maps.to(x.dtype)
+        weights = self.mask[..., :1, :].to(_real_dtype(x.dtype)).pow(2)
+        coil_images = column_normal(maps * x.unsqueeze(1), weights)
+        return (maps.conj() * coil_images).sum(dim=1)
+
+    def residual_gradient(self, y: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+        """``z ↦ Σ_c S_cᴴ Fᴴ M (M F (S_c z) − y_c)``; for a column mask with ``y`` taken once along
+        ``H``, so each call runs 1-D transforms along ``W`` only."""
+        if not self._columns_only:
+            return super().residual_gradient(y)
+        require_complex(y, "k-space")
+        _check_batch(self, self.maps, y, 4)
+        _check_batch(self, self.mask, y, 4)
+        columns = ifft1c(y, -2)
+
+        def gradient(z: torch.Tensor) -> torch.Tensor:
+            maps = self.maps.to(z.dtype)
+            mask = self.mask[..., :1, :].to(_real_dtype(z.dtype))
+            residual = mask * fft1c(maps * z.unsqueeze(1), -1) - columns
+            return (maps.conj() * ifft1c(mask * residual, -1)).sum(dim=1)
+
+        return gradient
 
 
 class NonCartesianMRI(LinearOperator):

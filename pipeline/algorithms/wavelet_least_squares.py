@@ -51,7 +51,7 @@ def wavelet_l1_least_squares(
 
     Args:
         y: complex ``(B, *op.oshape)``, the measurements.
-        op: the forward model ``A`` on complex ``(B, H, W)`` (``op.A``, ``op.A_adjoint``,
+        op: the forward model ``A`` on complex ``(B, H, W)`` (``op.residual_gradient``,
             ``op.normal``).
         lam: ``λ ≥ 0``, a number or ``(B,)``.
         x0: the start, complex ``(B, H, W)``.
@@ -74,8 +74,7 @@ def wavelet_l1_least_squares(
         psi = Wavelet2D(tuple(x0.shape[-2:]), name=wavelet)
         k = 0
 
-        def gradient(z: torch.Tensor) -> torch.Tensor:
-            return op.A_adjoint(op.A(z) - y)
+        gradient = op.residual_gradient(y)  # z ↦ Aᴴ(A z − y)
 
         def prox(v: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             nonlocal k

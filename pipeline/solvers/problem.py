@@ -29,6 +29,7 @@ from sgilo.pipeline.solvers.consistency import final_lambdas, finish_model_image
 from sgilo.pipeline.solvers.fit_config import MRIFitConfig, PhaseModel, resolve_phase
 from sgilo.pipeline.solvers.generator_state import latent_dtype_device
 from sgilo.pipeline.solvers.resample import GridPlacement
+from sgilo.pipeline.solvers.sampling import sampled_columns
 
 #: the bounds of the fitted intensity gain (``Problem.gain``)
 GAIN_RANGE = (0.5, 2.0)
@@ -108,7 +109,12 @@ class Problem:
     ``heldout`` (``(B, L)`` bool over the last axis of ``y``: k-space columns, or non-Cartesian
     samples; :mod:`sgilo.pipeline.solvers.holdout`) splits the measurements: the fit loss, the gain
     and ``m`` then use only the other entries, and :meth:`image_and_losses` also returns the loss on
-    the held-out ones (``m_heldout`` of them per slice). ``None``: every measurement is fitted."""
+    the held-out ones (``m_heldout`` of them per slice). ``None``: every measurement is fitted.
+
+    ``columns`` (``(L',)`` long, :func:`~sgilo.pipeline.solvers.sampling.sampled_columns`): the
+    last-axis entries of ``y`` that some slice samples; the losses and the gain read ``A x`` and
+    ``y/s`` there only (:meth:`LinearOperator.A_columns`), where every other entry of both is
+    zero. ``None``: all."""
 
     y: torch.Tensor
     op: LinearOperator
@@ -124,10 +130,21 @@ class Problem:
     fit_gain: bool = False
     heldout: torch.Tensor | None = None
     m_heldout: torch.Tensor | None = None
+    columns: torch.Tensor | None = None
 
     @property
     def batch(self) -> int:
         return self.y.shape[0]
+
+    def _read(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """``A x``, ``y/s`` and the held-out flags ``(B, L')`` on the entries the losses read
+        (:attr:`columns`)."""
+        if self.columns is None:
+            return self.op.A(x), self.y_normalized, self.heldout
+        columns = self.columns
+        heldout = None if self.heldout is None else self.heldout[:, columns]
+        yn = self.y_normalized.index_select(-1, columns)
+        return self.op.A_columns(x, columns), yn, heldout
 
     def _on_last_axis(self, columns: torch.Tensor) -> torch.Tensor:
         """``(B, L)`` → broadcastable against ``y`` ``(B, …, L)``."""
@@ -156,20 +173,23 @@ class Problem:
         entries ``/ m_heldout`` per slice ``(B,)`` (``None`` without a hold-out), all from one
         application of ``A``."""
         x = self._model_image(g)
-        ax = self.op.A(x)
+        ax, yn, heldout = self._read(x)
         if self.fit_gain:
-            a = self._gain_of(ax)
+            a = self._gain_of(ax, yn, heldout)
             x = x * a.view(-1, *([1] * (x.ndim - 1)))
             ax = a.view(-1, *([1] * (ax.ndim - 1))) * ax
-        fit, heldout = self._split_losses(ax - self.y_normalized)
-        return x, fit, heldout
+        fit, held = self._split_losses(ax - yn, heldout)
+        return x, fit, held
 
-    def _split_losses(self, r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The residual ``r`` ``(B, *oshape)`` → (fit loss, held-out loss or ``None``) ``(B,)``."""
+    def _split_losses(
+        self, r: torch.Tensor, heldout: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The residual ``r`` ``(B, …, L)`` and held-out flags ``(B, L)`` → (fit loss, held-out
+        loss or ``None``) ``(B,)``."""
         sq = r.abs().pow(2)
-        if self.heldout is None:
+        if heldout is None:
             return sq.reshape(self.batch, -1).sum(dim=1) / self.m, None
-        out = self._on_last_axis(self.heldout)
+        out = self._on_last_axis(heldout)
         held = torch.where(out, sq, 0.0).reshape(self.batch, -1).sum(dim=1)
         fit = torch.where(out, 0.0, sq).reshape(self.batch, -1).sum(dim=1)
         assert self.m_heldout is not None
@@ -186,13 +206,14 @@ class Problem:
         """The per-slice gain ``a = clamp(Re⟨A x, y/s⟩ / ‖A x‖², 0.5, 2)`` ``(B,)`` that best
         matches ``a·x`` to the data (the least-squares optimum, kept in the autograd graph, so the
         latents are fitted to the gain-corrected residual)."""
-        return self._gain_of(self.op.A(x))
+        return self._gain_of(*self._read(x))
 
-    def _gain_of(self, ax: torch.Tensor) -> torch.Tensor:
-        """:meth:`gain` from ``A x`` ``(B, *op.oshape)`` (on the fitted entries only)."""
-        yn = self.y_normalized
-        if self.heldout is not None:
-            fitted = ~self._on_last_axis(self.heldout)
+    def _gain_of(
+        self, ax: torch.Tensor, yn: torch.Tensor, heldout: torch.Tensor | None
+    ) -> torch.Tensor:
+        """:meth:`gain` from ``A x`` and ``y/s`` ``(B, …, L)`` (on the fitted entries only)."""
+        if heldout is not None:
+            fitted = ~self._on_last_axis(heldout)
             ax, yn = torch.where(fitted, ax, 0), torch.where(fitted, yn, 0)
         ax = ax.reshape(self.batch, -1)
         yn = yn.reshape(self.batch, -1)
@@ -202,7 +223,8 @@ class Problem:
 
     def measurement_loss(self, x: torch.Tensor) -> torch.Tensor:
         """``‖A x − y/s‖² / m`` per slice ``(B,)`` (over the fitted entries)."""
-        return self._split_losses(self.op.A(x) - self.y_normalized)[0]
+        ax, yn, heldout = self._read(x)
+        return self._split_losses(ax - yn, heldout)[0]
 
 
 @dataclass
@@ -282,7 +304,19 @@ def prepare_problem(
     dtype, device = latent_dtype_device(generator, y)
     placement = GridPlacement(int(generator.config.resolution), tuple(op.ishape))
     return Problem(
-        y, op, y_n, scale, carrier, phase_model, m, channels, dtype, device, placement, fit_gain
+        y,
+        op,
+        y_n,
+        scale,
+        carrier,
+        phase_model,
+        m,
+        channels,
+        dtype,
+        device,
+        placement,
+        fit_gain,
+        columns=sampled_columns(op, batch),
     )
 
 

@@ -37,6 +37,21 @@ def sampled_fraction(op: LinearOperator, batch: int) -> torch.Tensor:
     return op.sampled_fraction(batch)
 
 
+def sampled_columns(op: LinearOperator, batch: int) -> torch.Tensor | None:
+    """The k-space columns (last-axis entries) that ``op``'s Cartesian mask samples in any row of
+    any of ``batch`` slices, long ``(L',)`` on the mask's device; ``None`` when the operator has
+    no Cartesian mask or samples every column (nothing to leave out). ``A x`` and the data are
+    zero on every other column, so a loss over k-space needs only these
+    (:class:`sgilo.pipeline.solvers.problem.Problem`)."""
+    masks = op.slice_masks(batch)
+    if masks is None:
+        return None
+    sampled = (masks > 0).any(dim=-2).any(dim=0)  # (W,)
+    if bool(sampled.all()):
+        return None
+    return torch.nonzero(sampled).flatten()
+
+
 def interpolate_by_fraction(fraction: torch.Tensor, at_8x: float, at_4x: float) -> torch.Tensor:
     """``v(f)`` of the module docstring, elementwise on a float tensor of sampled fractions."""
     t = (fraction.clamp_min(1e-12).log() - math.log(FRACTION_8X)) / math.log(

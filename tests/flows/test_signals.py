@@ -143,7 +143,9 @@ def inputs(tmp_path_factory, studies) -> Path:
 
 
 OUTPUTS = {n: [n, n.replace(".h5", ".nii.gz")] for n in NAMES}
-RECON = ["--method", "tv", "--format", "h5,nifti"]  # about 0.4 s per input: time to signal
+# about 0.4 s per input (TV's default 200 iterations take 0.1 s on these tiny studies, a window
+# that a busy machine's pipe reader can miss: every input finished before the signal landed)
+RECON = ["--method", "tv", "--set", "iterations=600", "--format", "h5,nifti"]
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])

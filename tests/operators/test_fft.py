@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from sgilo.operators.fft import centred_fft_axis, fft2c, ifft2c
+from sgilo.operators.fft import centred_fft_axis, fft1c, fft2c, fft2c_columns, ifft1c, ifft2c
 
 
 def test_one_axis_transform_composes_to_fft2c_and_inverts():
@@ -41,3 +41,32 @@ def test_checkerboard_path_equals_the_shifted_definition(shape, dtype):
     # the DC sample of a constant image stays at (H // 2, W // 2)
     k = fft2c(torch.ones(*shape, dtype=torch.complex128)).abs()
     assert divmod(int(k.argmax()), shape[1]) == (shape[0] // 2, shape[1] // 2)
+
+
+@pytest.mark.parametrize("shape", [(8, 6), (16, 12), (7, 6), (6, 7)])
+@pytest.mark.parametrize("dtype", [torch.complex64, torch.complex128])
+def test_columns_of_the_transform_equal_those_of_the_full_one(shape, dtype):
+    """``fft2c_columns`` (the FFT along H on the kept columns only) is ``fft2c(x)[..., cols]``,
+    in value and in its gradient; odd sizes take the full transform."""
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(2, 3, *shape, generator=g, dtype=dtype).requires_grad_(True)
+    columns = torch.tensor([0, 2, shape[1] // 2, shape[1] - 1])
+    tol = 1e-6 if dtype == torch.complex64 else 1e-13
+    part = fft2c_columns(x, columns)
+    full = fft2c(x)[..., columns]
+    torch.testing.assert_close(part, full, rtol=tol, atol=tol)
+    weights = torch.randn(part.shape, generator=g, dtype=dtype)
+    (grad_part,) = torch.autograd.grad((part * weights).real.sum(), x)
+    (grad_full,) = torch.autograd.grad((full * weights).real.sum(), x)
+    torch.testing.assert_close(grad_part, grad_full, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("shape", [(8, 6), (7, 6), (6, 7), (5, 5)])
+def test_one_axis_torch_transforms_compose_to_fft2c_and_invert(shape):
+    x = torch.randn(2, *shape, generator=torch.Generator().manual_seed(3), dtype=torch.complex128)
+    torch.testing.assert_close(fft1c(fft1c(x, -1), -2), fft2c(x), rtol=1e-13, atol=1e-13)
+    torch.testing.assert_close(ifft1c(ifft1c(x, -2), -1), ifft2c(x), rtol=1e-13, atol=1e-13)
+    for dim in (-2, -1):
+        torch.testing.assert_close(ifft1c(fft1c(x, dim), dim), x, rtol=1e-13, atol=1e-13)
+        expected = centred_fft_axis(x.numpy(), dim)
+        np.testing.assert_allclose(fft1c(x, dim).numpy(), expected, atol=1e-12)

@@ -125,6 +125,50 @@ def test_autograd_through_cartesian_and_nufft_matches_closed_form():
         assert torch.allclose(x.grad, expected, rtol=1e-10, atol=1e-10), type(op).__name__
 
 
+def test_operators_compute_single_columns_of_k_space():
+    """``A_columns(x, cols)`` is ``A(x)[..., cols]`` for the Cartesian operators (shared and
+    per-slice masks and maps), the generic form for the NUFFT (the last axis: samples)."""
+    shape = (12, 16)
+    maps = maps_for(shape, 3)
+    masks = [np.broadcast_to(random_column_mask(16, 0.2, 2, seed=s), shape) for s in (0, 1)]
+    mask = torch.from_numpy(np.stack(masks).astype(float))
+    ops = [
+        SingleCoilMRI(mask[0], shape),
+        SingleCoilMRI(mask, shape),
+        MultiCoilMRI(torch.from_numpy(maps), mask[0]),
+        MultiCoilMRI(torch.from_numpy(np.stack([maps, maps[::-1]])), mask),
+        NonCartesianMRI(torch.from_numpy(radial_trajectory(5, 8, shape)), torch.from_numpy(maps)),
+    ]
+    x = torch.from_numpy(crandn(2, *shape))
+    for op in ops:
+        columns = torch.tensor([1, 5, 8, op.oshape[-1] - 1])
+        torch.testing.assert_close(op.A_columns(x, columns), op.A(x)[..., columns])
+    with pytest.raises(ValueError, match="input"):
+        ops[0].A_columns(x[:, :-1], columns)
+
+
+@pytest.mark.parametrize("shape", [(12, 16), (11, 15)])
+def test_normal_operator_of_column_masks_equals_the_adjoint_of_the_forward(shape):
+    """``AᴴA`` and ``z ↦ Aᴴ(A z − y)`` take 1-D transforms for column masks
+    (``operators.fft.column_normal``, ``fft1c``) and the 2-D ones otherwise; all equal the
+    composition of ``A_adjoint`` and ``A``, weights and per-slice masks included."""
+    h, w = shape
+    maps = torch.from_numpy(maps_for(shape, 3))
+    columns = torch.from_numpy(random_column_mask(w, 0.2, 2, seed=0)) * 0.7  # weights, not 0/1
+    per_slice = torch.stack([columns, columns.roll(3)])[:, None, :].expand(2, h, w)
+    points = torch.rand(h, w, generator=torch.Generator().manual_seed(1)) < 0.4  # not by column
+    x = torch.from_numpy(crandn(2, *shape))
+    for mask, by_column in ((columns, True), (per_slice, True), (points.double(), False)):
+        for op in (SingleCoilMRI(mask, shape), MultiCoilMRI(maps, mask)):
+            assert op._columns_only is by_column
+            expected = op.A_adjoint(op.A(x))
+            torch.testing.assert_close(op.normal(x), expected, rtol=1e-12, atol=1e-12)
+            y = op.A(torch.from_numpy(crandn(2, *shape, seed=7)))
+            gradient = op.residual_gradient(y)
+            expected = op.A_adjoint(op.A(x) - y)
+            torch.testing.assert_close(gradient(x), expected, rtol=1e-12, atol=1e-12)
+
+
 def test_single_precision_runs():
     shape = (16, 12)
     op = SingleCoilMRI(torch.ones(12), shape)

@@ -87,6 +87,40 @@ def test_fit_and_heldout_losses_split_the_measurement_loss(gen_stats, coils):
     assert torch.allclose(split.measurement_loss(full.image(g)), fit)
 
 
+@pytest.mark.parametrize("coils", [0, 3])
+@pytest.mark.parametrize("fraction", [0.0, 0.5])
+def test_losses_read_only_the_sampled_columns_and_equal_the_full_ones(gen_stats, coils, fraction):
+    """A problem reads ``A x`` and ``y`` on the sampled columns alone (``Problem.columns``, the
+    union over the batch of per-slice masks); its image, gain, fit and held-out losses and their
+    gradients equal those computed over every column of k-space."""
+    gen, _ = gen_stats
+    other = _mask()
+    other[[0, 3]] = torch.tensor([0.0, 1.0])
+    masks = torch.stack([_mask(), other])[:, None, :].expand(2, R, R)
+    op = MultiCoilMRI(_maps(coils), masks) if coils else SingleCoilMRI(masks, shape=(R, R))
+    truth = _truth(gen)
+    y = op.A(truth) + 0.05 * op.A(torch.randn_like(truth))
+    problem = with_holdout(_problem(gen, op, y, gain=True), fraction, seed=1)
+    union = sorted({*MEASURED, 3})
+    assert problem.columns is not None and problem.columns.tolist() == union
+    full = dataclasses.replace(problem, columns=None)
+    g = torch.randn(2, 1, R, R, generator=torch.Generator().manual_seed(2)).requires_grad_(True)
+    ours, theirs = problem.image_and_losses(g), full.image_and_losses(g)
+    assert (ours[2] is None) == (theirs[2] is None) == (fraction == 0)
+    for a, b in zip(ours, theirs, strict=True):
+        if a is not None:
+            torch.testing.assert_close(a, b)
+    (grad,) = torch.autograd.grad(ours[1].sum(), g)
+    (grad_full,) = torch.autograd.grad(theirs[1].sum(), g)
+    torch.testing.assert_close(grad, grad_full)
+    x = full.image(g).detach()
+    torch.testing.assert_close(problem.measurement_loss(x), full.measurement_loss(x))
+    torch.testing.assert_close(problem.gain(x), full.gain(x))
+    # every column sampled, or no Cartesian mask: nothing to leave out
+    every = SingleCoilMRI(torch.ones(R), shape=(R, R))
+    assert _problem(gen, every, every.A(truth)).columns is None
+
+
 def test_fit_and_gain_do_not_see_the_heldout_data(gen_stats):
     gen, _ = gen_stats
     op = SingleCoilMRI(_mask(), shape=(R, R))
@@ -201,6 +235,7 @@ def test_non_cartesian_samples_can_be_held_out(gen_stats):
     y = op.A(_truth(gen))
     problem = with_holdout(_problem(gen, op, y), 0.2, seed=0)
     assert problem.heldout.shape == (2, op.oshape[-1])
+    assert problem.columns is None  # samples, not columns: the losses read every one
     assert problem.heldout.sum(dim=1).tolist() == [round(0.2 * op.oshape[-1])] * 2
     assert torch.equal(problem.m + problem.m_heldout, torch.full((2,), float(op.oshape[-1])))
 

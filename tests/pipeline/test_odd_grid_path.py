@@ -49,11 +49,13 @@ def test_single_coil_file_on_odd_grid_gets_the_cartesian_operator(tmp_path: Path
 
 
 @pytest.mark.parametrize(
-    ("grid", "ffts"), [((R, R), 1), ((15, 17), 3), ((33, 31), 3), ((31, 37), 3)]
+    ("grid", "ffts"), [((R, R), 2), ((15, 17), 3), ((33, 31), 3), ((31, 37), 3)]
 )
 def test_solver_step_on_odd_grid_is_fft_only(gen_stats, monkeypatch, grid, ffts) -> None:
     """On the generator's grid the step has the operator's FFT only (the placement is the
-    identity); elsewhere the placement adds one FFT of the R² image and one inverse FFT of the
+    identity), as two 1-D passes on an even grid (``fft2c_columns``: along W, then along H on the
+    sampled columns) and one 2-D FFT on an odd one; there the placement adds one FFT of the R²
+    image and one inverse FFT of the
     min(H, W)² square (cropped below R, zero-padded above), whatever the parity of H and W; and
     the graph stays small (about 40 nodes): a Python loop over rows or columns would add one
     node per row."""
