@@ -41,16 +41,13 @@ def test_without_proc_stat_the_load_average_decides(monkeypatch):
 
 
 def test_own_work_does_not_count(monkeypatch):
-    """This process's CPU time over the window is not "other work": a process that spins
-    itself while it measures does not call the machine busy (on one core of a quiet machine)."""
-    cores = os.cpu_count() or 1
-    if cores < 2:
-        pytest.skip("needs two cores: one spins, the other stays idle")
-    monkeypatch.setattr(time, "sleep", _spin)
-    assert any(not runtime.machine_is_busy() for _ in range(5))
-
-
-def _spin(seconds: float) -> None:
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        pass
+    """The cores' busy time over the window less this process's own CPU time is "other work":
+    half of 2 cores busy is busy, unless this process did that half itself."""
+    ticks = iter([(0, 0), (20, 40), (0, 0), (20, 40)])  # (busy, total): 1 of 2 cores busy
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(runtime, "_cpu_times", lambda: next(ticks))
+    monkeypatch.setattr(time, "sleep", lambda seconds: None)
+    own = iter([0.0, 0.0, 5.0, 5.2])  # process CPU seconds before and after each window
+    monkeypatch.setattr(time, "process_time", lambda: next(own))
+    assert runtime.machine_is_busy(0.2)  # another process kept a core busy
+    assert not runtime.machine_is_busy(0.2)  # this process did
