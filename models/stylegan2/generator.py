@@ -138,6 +138,15 @@ class GeneratorConfig(BaseModel):
         return {r: self.channels_at(r) for r in self.block_resolutions}
 
 
+def _feature_layout(device: torch.device) -> torch.memory_format:
+    """The memory layout of the features inside :meth:`Generator.run_blocks`: channels-last
+    on the CPU, where oneDNN's convolutions run about twice as fast on it as on the usual
+    layout (forward and backward of the 16-channel 3×3 convolution at 128², batch 32, 2 cores:
+    60 ms against 120), the usual layout elsewhere. The values are the same up to the order of
+    the sums."""
+    return torch.channels_last if device.type == "cpu" else torch.contiguous_format
+
+
 class SynthesisState(NamedTuple):
     """Output of a synthesis block: features (B, C_k, r, r) and skip image (B, C_img, r, r)."""
 
@@ -293,21 +302,25 @@ class Generator(nn.Module):
         if noises is not None and len(noises) != self.num_noises:
             raise ValueError(f"noises must hold {self.num_noises} maps, got {len(noises)}")
         batch = ws.shape[0]
+        layout = _feature_layout(ws.device)
         if start == 0:
             if h is not None:
                 raise ValueError("block 0 starts from the learned constant: h must be None")
-            x = self.conv1(self.input(batch), ws[:, 0], self._noise(noises, 0, batch))
+            x = self.input(batch).contiguous(memory_format=layout)
+            x = self.conv1(x, ws[:, 0], self._noise(noises, 0, batch))
             state = SynthesisState(x, self.to_rgb1(x, ws[:, 1]))
             first = 1
         else:
             state = self._check_state(h, start, batch)
+            state = SynthesisState(state.features.contiguous(memory_format=layout), state.skip)
             first = start
         for k in range(first, end):
             up, conv, to_rgb = self.convs[2 * k - 2], self.convs[2 * k - 1], self.to_rgbs[k - 1]
             x = up(state.features, ws[:, 2 * k - 1], self._noise(noises, 2 * k - 1, batch))
             x = conv(x, ws[:, 2 * k], self._noise(noises, 2 * k, batch))
             state = SynthesisState(x, to_rgb(x, ws[:, 2 * k + 1], state.skip))
-        return state
+        # callers (ILO's balls, the score model) see the usual contiguous layout
+        return SynthesisState(state.features.contiguous(), state.skip.contiguous())
 
     def synthesize(
         self,
