@@ -82,6 +82,11 @@ def _upsample_fir(x: Tensor, kernel: Tensor, up: int, pad: tuple[int, int]) -> T
     return F.pad(out, (pad[0] - kw + 1, up + pad[1] - kw, pad[0] - kh + 1, up + pad[1] - kh))
 
 
+def _channels_last(x: Tensor) -> bool:
+    """Whether ``x`` (B, C, H, W) is stored channels-last and not also contiguous."""
+    return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+
+
 def fused_leaky_relu(x: Tensor, bias: Tensor, slope: float = LRELU_SLOPE) -> Tensor:
     """``√2 · leaky_relu(x + bias, slope)``; x: (B, C, ...), bias: (C,)."""
     shape = (1, -1) + (1,) * (x.dim() - 2)
@@ -297,6 +302,10 @@ class StyledConv(nn.Module):
         out, d = self.conv.convolve(x, style)
         bias = (self.activate.bias * LRELU_GAIN).view(1, -1, 1, 1)
         shift = (self.noise.weight * LRELU_GAIN) * noise + bias
+        # the output takes the features' layout (channels-last on the CPU, generator.py), not
+        # the layout of the (1 or B, C, H, W) shift
+        if _channels_last(out):
+            shift = shift.contiguous(memory_format=torch.channels_last)
         out = torch.addcmul(shift, out, (d * LRELU_GAIN)[:, :, None, None])
         return F.leaky_relu(out, LRELU_SLOPE)
 

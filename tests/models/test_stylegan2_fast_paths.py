@@ -115,7 +115,13 @@ def test_channels_last_synthesis_equals_contiguous(monkeypatch):
         return image, state, tail, grad
 
     assert generator_module._feature_layout(ws.device) == torch.channels_last
+    seen = []  # the layout the convolutions of the last block get: the point of the change
+    hook = g.convs[-1].register_forward_pre_hook(
+        lambda module, args: seen.append(args[0].is_contiguous(memory_format=torch.channels_last))
+    )
     fast = run()
+    hook.remove()
+    assert seen and all(seen)
     monkeypatch.setattr(generator_module, "_feature_layout", lambda device: torch.contiguous_format)
     plain = run()
     image, state, tail, grad = fast
