@@ -295,6 +295,20 @@ class Generator(nn.Module):
         h: SynthesisState | None = None,
     ) -> SynthesisState:
         """Blocks start … end−1; returns the state after block end−1. Pure (see synthesize)."""
+        state = self._blocks(ws, noises, start, end, h)
+        # callers (ILO's balls, the score model) see the usual contiguous layout
+        return SynthesisState(state.features.contiguous(), state.skip.contiguous())
+
+    def _blocks(
+        self,
+        ws: Tensor,
+        noises: Sequence[Tensor | None] | None,
+        start: int,
+        end: int | None,
+        h: SynthesisState | None,
+    ) -> SynthesisState:
+        """:meth:`run_blocks` with the features in :func:`_feature_layout` (channels-last on
+        the CPU)."""
         ws = self._check_ws(ws)
         end = self.num_blocks if end is None else end
         if not 0 <= start < end <= self.num_blocks:
@@ -319,8 +333,7 @@ class Generator(nn.Module):
             x = up(state.features, ws[:, 2 * k - 1], self._noise(noises, 2 * k - 1, batch))
             x = conv(x, ws[:, 2 * k], self._noise(noises, 2 * k, batch))
             state = SynthesisState(x, to_rgb(x, ws[:, 2 * k + 1], state.skip))
-        # callers (ILO's balls, the score model) see the usual contiguous layout
-        return SynthesisState(state.features.contiguous(), state.skip.contiguous())
+        return state
 
     def synthesize(
         self,
@@ -339,10 +352,9 @@ class Generator(nn.Module):
         Returns the image (B, image_channels, R, R) when end is None or equals num_blocks, else
         the :class:`SynthesisState` of block end−1.
         """
-        state = self.run_blocks(ws, noises, start, end, h)
-        if end is None or end == self.num_blocks:
-            return state.skip
-        return state
+        if end is None or end == self.num_blocks:  # the image alone: no features converted
+            return self._blocks(ws, noises, start, end, h).skip.contiguous()
+        return self.run_blocks(ws, noises, start, end, h)
 
     def block_output(
         self, k: int, ws: Tensor, noises: Sequence[Tensor | None] | None = None

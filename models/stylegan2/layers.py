@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from sgilo.models.stylegan2.epilogue import styled_epilogue
+
 #: StyleGAN-2's resampling filter (binomial, separable)
 BLUR_KERNEL: tuple[int, ...] = (1, 3, 3, 1)
 #: gain of the fused leaky ReLU, keeping the activations' second moment
@@ -299,6 +301,7 @@ class StyledConv(nn.Module):
     def forward(self, x: Tensor, style: Tensor, noise: Tensor) -> Tensor:
         # √2·lrelu(conv·d + a·noise + b) = lrelu(conv·(√2 d) + √2(a·noise + b)): the
         # demodulation, noise, bias and gain in two passes over the features instead of five
+        # (and four backward, epilogue.py)
         out, d = self.conv.convolve(x, style)
         bias = (self.activate.bias * LRELU_GAIN).view(1, -1, 1, 1)
         shift = (self.noise.weight * LRELU_GAIN) * noise + bias
@@ -306,8 +309,7 @@ class StyledConv(nn.Module):
         # the layout of the (1 or B, C, H, W) shift
         if _channels_last(out):
             shift = shift.contiguous(memory_format=torch.channels_last)
-        out = torch.addcmul(shift, out, (d * LRELU_GAIN)[:, :, None, None])
-        return F.leaky_relu(out, LRELU_SLOPE)
+        return styled_epilogue(out, (d * LRELU_GAIN)[:, :, None, None], shift, LRELU_SLOPE)
 
 
 class ToRGB(nn.Module):

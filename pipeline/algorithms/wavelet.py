@@ -160,6 +160,34 @@ class Wavelet2D:
         a = a[:, self.offset[0] :, self.offset[1] :]
         return self._from_real(a, lead, is_complex)
 
+    def shrink(self, x: torch.Tensor, threshold: torch.Tensor | float) -> torch.Tensor:
+        """``Ψᴴ soft_t(Ψ x)`` (:func:`soft_threshold` on every coefficient, the complex modulus
+        for complex ``x``): ``(..., H, W)`` → ``(..., H, W)``; ``threshold`` ``t ≥ 0`` a number or
+        a tensor broadcasting against the leading shape ``...`` (one per image).
+
+        The same values as ``adjoint([soft_threshold(c, t) for c in forward(x)])`` to rounding,
+        without the coefficient list: each level's analysis output ``(N, 2, 2, h', w')`` is
+        shrunk where it lies (the real and imaginary parts as the pairs of rows
+        :meth:`_to_real` makes) and fed back to the synthesis with the finer approximation put
+        in its low/low band, so the complex coefficients are never assembled (the proximal step
+        of :mod:`sgilo.pipeline.algorithms.wavelet_least_squares`, 1.3× faster on complex64
+        ``(4, 128, 128)``, docs/SPEED.md §20)."""
+        lead, a = self._to_real(x)
+        pairs = 2 if x.is_complex() else 1
+        t = torch.as_tensor(threshold, dtype=a.dtype, device=a.device).expand(lead).reshape(-1)
+        a = F.pad(a, (self.offset[1], 0, self.offset[0], 0))
+        blocks = []
+        for _ in range(self.level):
+            blocks.append(self._analysis(a))
+            a = blocks[-1][:, 0, 0]
+        a = _shrink_rows(a, t, pairs)  # the coarsest approximation (the image when J = 0)
+        for j in reversed(range(self.level)):
+            c = _shrink_rows(blocks[j], t, pairs)
+            c[:, 0, 0] = a
+            a = self._synthesis(c, self.sides[j])
+        a = a[:, self.offset[0] :, self.offset[1] :]
+        return self._from_real(a, lead, x.is_complex())
+
     # ------------------------------------------------------------------ layout
     @staticmethod
     def _to_real(x: torch.Tensor, bands: bool = False) -> tuple[tuple[int, ...], torch.Tensor]:
@@ -183,3 +211,14 @@ def soft_threshold(x: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
     """``sign(x) · max(|x| − t, 0)`` elementwise (the complex modulus for complex ``x``; ``t``
     broadcasts against ``x``), the proximal map of ``t‖·‖₁``."""
     return torch.sgn(x) * (x.abs() - t).clamp_min(0)
+
+
+def _shrink_rows(c: torch.Tensor, t: torch.Tensor, pairs: int) -> torch.Tensor:
+    """:func:`soft_threshold` at ``t`` ``(B,)`` of real rows ``c`` ``(B·pairs, ...)``, where
+    ``pairs = 2`` makes rows ``2b`` and ``2b + 1`` the real and imaginary parts of one complex
+    value (thresholded by its modulus): ``c · max(|c| − t, 0) / |c|``, 0 where ``|c| = 0``."""
+    rows = c.reshape(t.numel(), pairs, -1)
+    modulus = rows.abs() if pairs == 1 else torch.hypot(rows[:, 0], rows[:, 1])[:, None]
+    level = t.reshape(-1, 1, 1)
+    factor = (modulus - level).clamp_min(0) / modulus.clamp_min(torch.finfo(c.dtype).tiny)
+    return (rows * factor).reshape(c.shape)

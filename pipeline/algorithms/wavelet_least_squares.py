@@ -11,8 +11,9 @@ eigenvalue of ``AᴴA`` from the power iteration, and the proximal step
     x ← S_k⁻¹ Ψᴴ soft_{t λ}(Ψ S_k v),
 
 ``S_k`` a circular shift of the image by ``s_k`` pixels (cycle spinning; ``s_k = (0, 0)`` gives
-the plain iteration, sigpy's ``L1WaveletRecon``). ``Ψᴴ soft(Ψ ·)`` is the shrinkage sigpy's app
-uses; it is the exact proximal map only for a square orthogonal ``Ψ``, which the zero-extended
+the plain iteration, sigpy's ``L1WaveletRecon``). ``Ψᴴ soft(Ψ ·)``
+(:meth:`~sgilo.pipeline.algorithms.wavelet.Wavelet2D.shrink`) is the shrinkage sigpy's app uses;
+it is the exact proximal map only for a square orthogonal ``Ψ``, which the zero-extended
 transform is not at the image border. The shifts are given, the same for every batch element, so
 an image does not depend on the batch it is in.
 """
@@ -26,7 +27,7 @@ import torch
 from sgilo.operators.base import LinearOperator
 from sgilo.pipeline.algorithms.fista import fista
 from sgilo.pipeline.algorithms.power_iteration import DEFAULT_ITERATIONS, power_iteration
-from sgilo.pipeline.algorithms.wavelet import DEFAULT_WAVELET, Wavelet2D, soft_threshold
+from sgilo.pipeline.algorithms.wavelet import DEFAULT_WAVELET, Wavelet2D
 
 
 def _per_element(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -81,9 +82,7 @@ def wavelet_l1_least_squares(
             s = (0, 0) if shifts is None else (int(shifts[k][0]), int(shifts[k][1]))
             k += 1
             level = t.reshape(-1) * lam_b
-            coefficients = psi(torch.roll(v, s, dims=(-2, -1)) if any(s) else v)
-            shrunk = [soft_threshold(c, _per_element(level, c)) for c in coefficients]
-            out = psi.adjoint(shrunk)
+            out = psi.shrink(torch.roll(v, s, dims=(-2, -1)) if any(s) else v, level)
             out = torch.roll(out, (-s[0], -s[1]), dims=(-2, -1)) if any(s) else out
             if on_iteration:
                 on_iteration(k)

@@ -230,3 +230,24 @@ def test_needs_a_shift_per_iteration():
     op_y = torch.zeros(1, 16, 16, dtype=torch.complex128)
     with pytest.raises(ValueError, match="shifts"):
         wavelet_l1_least_squares(op_y, None, 0.1, op_y, 5, start=op_y, shifts=cycle_shifts(4))
+
+
+@pytest.mark.parametrize("dtype", [torch.complex128, torch.float64, torch.complex64])
+@pytest.mark.parametrize("shape", [(3, 32, 32), (2, 31, 40), (2, 5, 6)])
+def test_shrink_equals_thresholding_the_coefficient_list(dtype, shape):
+    """``shrink`` against the adjoint of the soft-thresholded coefficient list, with one
+    threshold per image (a swapped real/imaginary pairing or a band left unshrunk shows), on
+    odd sides and on an image too small for any level (``J = 0``)."""
+    torch.manual_seed(0)
+    psi = Wavelet2D(shape[-2:])
+    x = torch.randn(*shape, dtype=dtype)
+    t = torch.tensor([0.0, 0.4, 1.5][: shape[0]], dtype=x.real.dtype)
+    coefficients = psi(x)
+    shrunk = [soft_threshold(c, t.reshape(-1, *[1] * (c.dim() - 1))) for c in coefficients]
+    expected = psi.adjoint(shrunk)
+    out = psi.shrink(x, t)
+    tol = 1e-5 if dtype == torch.complex64 else 1e-12
+    torch.testing.assert_close(out, expected, rtol=tol, atol=tol)
+    torch.testing.assert_close(out[0], x[0], rtol=tol, atol=tol)  # t = 0: Ψᴴ Ψ = I
+    assert (out[1:] - x[1:]).abs().max() > 0.1  # the others really shrunk
+    torch.testing.assert_close(psi.shrink(x, 0.4)[1], out[1], rtol=tol, atol=tol)  # a number
