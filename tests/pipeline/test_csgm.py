@@ -175,6 +175,45 @@ def test_restarts_with_steps_select_by_measurement_loss():
     np.testing.assert_allclose(actual.numpy(), chosen, rtol=1e-6)
 
 
+def test_restarts_race_then_only_the_leaders_run():
+    """``race`` steps of every restart side by side, then each slice's leader alone: the
+    progress total and the steps each restart ran say so; ``race=0`` runs them in turn. The
+    kept iterate is the lowest measurement loss either way, and on this convex fit both reach
+    the known answer."""
+    gen = LinearGenerator(seed=8)
+    x = _truth(gen, batch=3)
+    op = _full_op()
+    y = op.A(x)
+
+    def run(**kw):
+        totals = []
+        res = csgm(
+            y,
+            op,
+            generator=gen,
+            config=_config(steps=300, restarts=2, **kw),
+            rng=torch.Generator().manual_seed(3),
+            callback=lambda done, total, message: totals.append((done, total, message)),
+        )
+        return res, totals
+
+    raced, totals = run(race=100)
+    assert totals[-1][:2] == (2 * 100 + 300 - 100,) * 2
+    assert any("race" in m for _, _, m in totals) and any("leaders" in m for _, _, m in totals)
+    leaders = set(raced.diagnostics.chosen_restart)
+    assert raced.diagnostics.steps_run == [300 if r in leaders else 100 for r in range(2)]
+    in_turn, totals = run(race=0)
+    assert totals[-1][:2] == (2 * 300,) * 2
+    assert in_turn.diagnostics.steps_run == [300, 300]
+    for res in (raced, in_turn):
+        chosen = np.array(res.diagnostics.measurement_losses)
+        per_restart = np.array(res.diagnostics.restart_losses)
+        np.testing.assert_allclose(chosen, per_restart.min(axis=0), rtol=1e-12)
+        assert _rel(res.image, x) < 1e-3
+    assert CSGMConfig().races() and not CSGMConfig(restarts=1).races()
+    assert not CSGMConfig(race=300).races()  # race ≥ steps: in turn
+
+
 def test_early_stop_ends_stalled_restarts():
     """A learning rate of 1e-9 leaves the loss flat: with early_stop each restart ends after
     `patience` steps without a relative improvement of 1e-3; without it every step runs. The
