@@ -25,11 +25,12 @@ per slice, batched over the ``B`` slices of ``y``:
   restart; CSGM keeps the batch-wide rule, :mod:`sgilo.pipeline.solvers.host_sync`). The defaults, 2
   restarts of at most 300 steps stopped early, were chosen on training slices
   (docs/GENERATIVE_TUNING.md): the PSNR of 3 full restarts at 2.2× less time;
-- the restarts raced (``race``, default 150 steps): side by side as one batch for the first
-  ``race`` steps, then only each slice's leader to the end of the schedule
-  (:mod:`sgilo.pipeline.solvers.raced_restarts`, as ILO's and SGILO's CSGM start): 450 row-steps
-  per slice instead of 600, about 25 % less time; on the 96 tuning slices of docs/SPEED.md §20
-  the PSNR moved by +0.017 ± 0.009 dB;
+- optionally the restarts raced (``race``, off by default): side by side as one batch for the
+  first ``race`` steps, then only each slice's leader to the end of the schedule
+  (:mod:`sgilo.pipeline.solvers.raced_restarts`, as ILO's and SGILO's CSGM start). The race runs
+  its steps in full, so it saves time only where the restarts would run most of their schedule
+  (``race=150``: 1.4× faster on 24-slice batches, 1.5× slower on a 16-slice 8-coil 4× batch whose
+  restarts stopped early, docs/SPEED.md §21);
 - data consistency (optional, default on), after the fit: by default the sparse deviation
   ``x = argmin ½‖A x − y‖² + λ‖Ψ(x − x̂)‖₁`` (:mod:`sgilo.pipeline.solvers.sparse_deviation`, λ from
   the kind of data and the sampled fraction), on Cartesian column masks from the low band of
@@ -132,10 +133,12 @@ class CSGMConfig(MRIFitConfig, PriorFitConfig, HostSyncConfig, CompileConfig):
     )
     patience: int = Field(20, ge=1, description="steps without improvement before early stop")
     race: int = Field(
-        150,
+        0,
         ge=0,
         description="run the restarts side by side for this many steps, then only each slice's "
-        "leading one (pipeline/solvers/raced_restarts.py); 0 (or ≥ steps): one after the other",
+        "leading one (pipeline/solvers/raced_restarts.py); 0 (or ≥ steps): one after the other "
+        "(the default: on the CPU the race costs more where early stop ends restarts early, "
+        "docs/SPEED.md §21)",
     )
 
     def races(self) -> bool:

@@ -210,7 +210,8 @@ def test_restarts_race_then_only_the_leaders_run():
         per_restart = np.array(res.diagnostics.restart_losses)
         np.testing.assert_allclose(chosen, per_restart.min(axis=0), rtol=1e-12)
         assert _rel(res.image, x) < 1e-3
-    assert CSGMConfig().races() and not CSGMConfig(restarts=1).races()
+    assert not CSGMConfig().races() and CSGMConfig(race=150).races()  # off by default
+    assert not CSGMConfig(race=150, restarts=1).races()
     assert not CSGMConfig(race=300).races()  # race ≥ steps: in turn
 
 
