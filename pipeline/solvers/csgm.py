@@ -141,10 +141,6 @@ class CSGMConfig(MRIFitConfig, PriorFitConfig, HostSyncConfig, CompileConfig):
         "docs/SPEED.md §21)",
     )
 
-    def races(self) -> bool:
-        """Whether the fit races its restarts (:attr:`race`)."""
-        return self.restarts > 1 and 0 < self.race < self.steps
-
 
 def csgm(
     y: torch.Tensor,
@@ -175,17 +171,12 @@ def csgm(
         normalize=config.normalize,
         fit_gain=config.fit_gain,
     )
-    fit_options = {
-        "rng": rng,
-        "callback": callback,
-        "patience": config.patience if config.early_stop else None,
-    }
-    if config.races():
-        from sgilo.pipeline.solvers.raced_restarts import race_input_latent  # imports this module
+    from sgilo.pipeline.solvers.raced_restarts import fit_restarts  # it imports this module
 
-        fit = race_input_latent(problem, generator, config, config.race, **fit_options)
-    else:
-        fit = fit_input_latent(problem, generator, config, **fit_options)
+    patience = config.patience if config.early_stop else None
+    fit = fit_restarts(
+        problem, generator, config, config.race, rng=rng, callback=callback, patience=patience
+    )
     with frozen(generator), torch.no_grad():
         x = input_latent_image(problem, generator, fit.z)
 

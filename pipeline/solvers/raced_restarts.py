@@ -45,11 +45,34 @@ from sgilo.pipeline.solvers.csgm import (
     adam_step,
     descend,
     evaluate_latent,
+    fit_input_latent,
 )
 from sgilo.pipeline.solvers.generator_state import frozen
 from sgilo.pipeline.solvers.host_sync import DeviceEarlyStop, resolve_sync_every
 from sgilo.pipeline.solvers.problem import ImageProblem, Problem
 from sgilo.pipeline.solvers.random_source import randn_from
+
+
+def races(restarts: int, race: int, steps: int) -> bool:
+    """Whether ``restarts`` restarts of ``steps`` steps race for ``race`` steps (two or more
+    restarts and ``0 < race < steps``; otherwise they run one after the other)."""
+    return restarts > 1 and 0 < race < steps
+
+
+def fit_restarts(
+    problem: Problem | ImageProblem,
+    generator: LatentGenerator,
+    config: CSGMConfig,
+    race: int,
+    **options: object,
+) -> InputLatentFit:
+    """CSGM's fit of ``problem`` with ``config``'s restarts: raced for ``race`` steps when
+    :func:`races`, else one after the other (:func:`~sgilo.pipeline.solvers.csgm.
+    fit_input_latent`); ``options`` (``rng``, ``callback``, ``label``, ``patience``) go to the
+    fit."""
+    if races(config.restarts, race, config.steps):
+        return race_input_latent(problem, generator, config, race, **options)
+    return fit_input_latent(problem, generator, config, **options)
 
 
 def race_input_latent(
@@ -71,7 +94,7 @@ def race_input_latent(
     ``callback(done, total, message)`` after every step, a racing step counting ``R``:
     ``total = R·race + (steps − race)``."""
     restarts, steps, batch = config.restarts, config.steps, problem.batch
-    if restarts < 2 or not 0 < race < steps:
+    if not races(restarts, race, steps):
         raise ValueError(f"a race needs 2 or more restarts and 0 < race < steps, got {config}")
     dtype, device = problem.dtype, problem.device
     dim = generator.style_dim

@@ -31,10 +31,10 @@ from pydantic import ConfigDict, Field
 from sgilo.models.stylegan2.generator import Generator
 from sgilo.pipeline.solvers.base import Progress
 from sgilo.pipeline.solvers.compiled import CompileConfig
-from sgilo.pipeline.solvers.csgm import CSGMConfig, InputLatentFit, fit_input_latent
+from sgilo.pipeline.solvers.csgm import CSGMConfig, InputLatentFit
 from sgilo.pipeline.solvers.host_sync import HostSyncConfig
 from sgilo.pipeline.solvers.problem import ImageProblem, Problem
-from sgilo.pipeline.solvers.raced_restarts import race_input_latent
+from sgilo.pipeline.solvers.raced_restarts import fit_restarts, races
 
 
 class WarmStartConfig(HostSyncConfig, CompileConfig):
@@ -67,9 +67,7 @@ class WarmStartConfig(HostSyncConfig, CompileConfig):
 
     def races(self) -> bool:
         """Whether the CSGM start races its restarts (:attr:`init_race`)."""
-        return (
-            self.init == "csgm" and self.init_restarts > 1 and 0 < self.init_race < self.init_steps
-        )
+        return self.init == "csgm" and races(self.init_restarts, self.init_race, self.init_steps)
 
     def init_steps_total(self) -> int:
         """Adam steps the start may cost, a racing step counting one per restart (0 for a random
@@ -110,10 +108,7 @@ def csgm_start(
     )
     patience = config.init_patience if config.init_early_stop else None
     fit_options = {"rng": rng, "callback": callback, "label": label, "patience": patience}
-    if config.races():
-        fit = race_input_latent(problem, generator, csgm_config, config.init_race, **fit_options)
-    else:
-        fit = fit_input_latent(problem, generator, csgm_config, **fit_options)
+    fit = fit_restarts(problem, generator, csgm_config, config.init_race, **fit_options)
     with torch.no_grad():
         z = gaussianize(generator.mapping(fit.z), mu, sigma)
     return z[:, None, :].expand(-1, generator.n_latent, -1).contiguous(), fit

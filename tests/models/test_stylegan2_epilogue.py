@@ -51,13 +51,17 @@ def test_epilogue_second_derivative():
     assert torch.autograd.gradgradcheck(f, args)
 
 
-def test_epilogue_keeps_layout_and_skips_unneeded_gradients():
+def test_epilogue_keeps_layout_with_constant_scale_and_shift():
+    """Channels-last in, channels-last out; with ``scale`` and ``shift`` constant (a frozen
+    generator's) only ``out``'s gradient is computed, equal to the plain one."""
     out, scale, shift = inputs(1, channels_last=True)
+    scale = scale.detach()
     shift = shift.detach().contiguous(memory_format=torch.channels_last)
-    y = styled_epilogue(out, scale.detach(), shift, 0.2)
+    y = styled_epilogue(out, scale, shift, 0.2)
     assert y.is_contiguous(memory_format=torch.channels_last) and not y.is_contiguous()
     (grad,) = torch.autograd.grad(y.square().sum(), out)
-    assert grad.shape == out.shape
+    (grad_ref,) = torch.autograd.grad(plain(out, scale, shift).square().sum(), out)
+    torch.testing.assert_close(grad, grad_ref, rtol=1e-12, atol=1e-12)
 
 
 def test_epilogue_rejects_nonpositive_slope():

@@ -177,7 +177,8 @@ def test_restarts_with_steps_select_by_measurement_loss():
 
 def test_restarts_race_then_only_the_leaders_run():
     """``race`` steps of every restart side by side, then each slice's leader alone: the
-    progress total and the steps each restart ran say so; ``race=0`` runs them in turn. The
+    progress total and the steps each restart ran say so; by default (and with ``race`` ≥ the
+    steps) they run in turn. The
     kept iterate is the lowest measurement loss either way, and on this convex fit both reach
     the known answer."""
     gen = LinearGenerator(seed=8)
@@ -202,7 +203,7 @@ def test_restarts_race_then_only_the_leaders_run():
     assert any("race" in m for _, _, m in totals) and any("leaders" in m for _, _, m in totals)
     leaders = set(raced.diagnostics.chosen_restart)
     assert raced.diagnostics.steps_run == [300 if r in leaders else 100 for r in range(2)]
-    in_turn, totals = run(race=0)
+    in_turn, totals = run()  # the default: in turn
     assert totals[-1][:2] == (2 * 300,) * 2
     assert in_turn.diagnostics.steps_run == [300, 300]
     for res in (raced, in_turn):
@@ -210,9 +211,8 @@ def test_restarts_race_then_only_the_leaders_run():
         per_restart = np.array(res.diagnostics.restart_losses)
         np.testing.assert_allclose(chosen, per_restart.min(axis=0), rtol=1e-12)
         assert _rel(res.image, x) < 1e-3
-    assert not CSGMConfig().races() and CSGMConfig(race=150).races()  # off by default
-    assert not CSGMConfig(race=150, restarts=1).races()
-    assert not CSGMConfig(race=300).races()  # race ≥ steps: in turn
+    _, totals = run(race=300)  # race ≥ steps: in turn
+    assert totals[-1][:2] == (2 * 300,) * 2
 
 
 def test_early_stop_ends_stalled_restarts():
