@@ -239,9 +239,11 @@ def _run_tasks(
         # in this thread (the main thread under `sgilo batch`), so that SIGTERM and Ctrl-C
         # stop the input being reconstructed at once and its staging folder is removed
         for i in todo:
+            interrupt.raise_if_received()  # a signal that a library swallowed: no next input
             try:
                 outcome = task(**parameters(i))
             except Exception as exc:  # noqa: BLE001 - every failure becomes one line
+                interrupt.raise_if_received()  # the signal as a library's error: unfinished
                 outcome = exc
             finished(i, outcome)
     else:
@@ -253,8 +255,10 @@ def _run_tasks(
                     try:
                         outcome = future.result()
                     except Exception as exc:  # noqa: BLE001 - every failure becomes one line
+                        interrupt.raise_if_received()
                         outcome = exc
                     finished(futures[future], outcome)
+                    interrupt.raise_if_received()
         except BaseException:
             # interrupted: the cluster is shut down; remove what its killed workers staged
             remove_stale_staging(out)

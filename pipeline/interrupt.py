@@ -120,6 +120,16 @@ def received() -> int | None:
     return _state.signum
 
 
+def raise_if_received() -> None:
+    """Raise :class:`Interrupted` when this command received a signal that nothing raised
+    (a library caught the ``KeyboardInterrupt`` and went on, or turned it into an ordinary
+    error). Loops over inputs call it between inputs and before counting an input as failed:
+    an input that a signal interrupted is unfinished, not failed, and no further input starts.
+    Outside the main thread, inside a :func:`deferred` section or with no signal: nothing."""
+    if _state.signum is not None and _state.armed and _in_main_thread() and not _state.depth:
+        raise Interrupted(_state.signum)
+
+
 def set_progress(finished: int, total: int, *, failed: int = 0) -> None:
     """Record how far the command is (inputs ``finished`` of ``total``; ``failed`` of them
     were bad), for the line printed when it is interrupted."""

@@ -84,6 +84,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     for i, path in enumerate(inputs, 1):
         failures = tally.failures
         interrupt.set_progress(i - 1 - failures, len(inputs), failed=failures)  # if interrupted
+        interrupt.raise_if_received()  # a signal that a library swallowed: no next input
         stderr(f"[{i}/{len(inputs)}] {shown_name(path)}: {args.method}")
         t0 = time.perf_counter()
         try:
@@ -112,6 +113,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
                 volumes=args.volumes,
             )
         except Exception as exc:  # noqa: BLE001 - every failure is one line; the rest go on
+            interrupt.raise_if_received()  # the signal as a library's error: unfinished
             line = printable(" ".join(failure_line(exc, shown_name(path)).split()))
             stderr(f"sgilo: error: {line}")
             _append_log(args.out, line, error=True)
