@@ -27,7 +27,6 @@ import os
 import re
 import secrets
 import shutil
-import time
 from pathlib import Path
 from types import TracebackType
 
@@ -37,9 +36,6 @@ STAGING_PREFIX = ".sgilo-staging-"
 
 #: the lock file inside each staging folder, locked (``flock``) by its owner while in use
 LOCK_NAME = ".lock"
-
-#: a staging folder without a lock file younger than this may be being created: left alone
-UNLOCKED_GRACE_S = 60.0
 
 #: output folders whose dead staging folders this process has removed (once per folder)
 _swept: set[Path] = set()
@@ -116,15 +112,16 @@ def _prefix(label: str) -> str:
 
 def _locked_folder(out_dir: Path, prefix: str) -> tuple[Path, int]:
     """A new folder ``out_dir/<prefix><12 hex>`` and an open descriptor of its lock file,
-    locked. A cleaner can find the lock file free between its creation and the lock, and delete
-    the folder: then (the lock file is unlinked) the next name is tried."""
+    locked. A cleaner (:func:`_remove_if_dead`) can delete the folder between its ``mkdir`` and
+    the lock: then the lock file cannot be created, or it is unlinked once locked, and the next
+    name is tried."""
     for _ in range(5):
         folder = out_dir / f"{prefix}{secrets.token_hex(6)}"
         folder.mkdir()
         try:
             fd = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
         except FileNotFoundError:
-            continue  # removed by a cleaner before its lock file existed (it was not young)
+            continue  # removed by a cleaner before its lock file existed
         fcntl.flock(fd, fcntl.LOCK_EX)
         if os.fstat(fd).st_nlink > 0:
             return folder, fd
@@ -132,23 +129,22 @@ def _locked_folder(out_dir: Path, prefix: str) -> tuple[Path, int]:
     raise OSError(f"cannot create a staging folder in {out_dir}")
 
 
-def _remove_if_dead(folder: Path, now: float) -> bool:
-    """Remove a staging folder that no live process uses: its lock file can be locked (it is
-    deleted while this process holds the lock), or it has none and is older than
-    :data:`UNLOCKED_GRACE_S` (from an older sgilo, or killed between creating the folder and
-    its lock). Returns whether it was removed."""
+def _remove_if_dead(folder: Path) -> bool:
+    """Remove a staging folder that no live process uses: its lock file, created here when
+    missing (a folder from an older sgilo, or one whose creator was killed before its lock
+    existed), can be locked; the folder is deleted while this process holds the lock. Returns
+    whether it was removed.
+
+    A live creator between its ``mkdir`` and its lock loses nothing (:func:`_locked_folder`):
+    its ``open`` finds the folder gone, or its lock waits for this one and then finds the lock
+    file unlinked, and it takes another name; a lock file it creates in a folder being deleted
+    keeps the folder (``rmdir`` of a non-empty folder fails). So a lock-less folder needs no
+    grace period (until 2026-12-07 one younger than 60 s was left: a re-run soon after a kill
+    left its debris)."""
     try:
-        fd = os.open(folder / LOCK_NAME, os.O_RDWR)
-    except FileNotFoundError:
-        try:
-            if now - folder.stat().st_mtime <= UNLOCKED_GRACE_S:
-                return False
-        except OSError:
-            return False  # gone meanwhile
-        shutil.rmtree(folder, ignore_errors=True)
-        return True
+        fd = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError:
-        return False
+        return False  # gone meanwhile, or not ours to touch
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
@@ -158,7 +154,7 @@ def _remove_if_dead(folder: Path, now: float) -> bool:
         shutil.rmtree(folder, ignore_errors=True)
     finally:
         os.close(fd)
-    return True
+    return not folder.exists()
 
 
 def remove_stale_staging(out_dir: str | os.PathLike[str], label: str | None = None) -> list[Path]:
@@ -170,14 +166,10 @@ def remove_stale_staging(out_dir: str | os.PathLike[str], label: str | None = No
         return []
     prefix = re.escape(_prefix(label)) if label is not None else re.escape(STAGING_PREFIX) + r".*\."
     pattern = re.compile(prefix + r"[0-9a-f]{12}")
-    now = time.time()
     return [
         p
         for p in sorted(out.iterdir())
-        if pattern.fullmatch(p.name)
-        and p.is_dir()
-        and not p.is_symlink()
-        and _remove_if_dead(p, now)
+        if pattern.fullmatch(p.name) and p.is_dir() and not p.is_symlink() and _remove_if_dead(p)
     ]
 
 

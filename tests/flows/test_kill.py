@@ -304,7 +304,7 @@ time.sleep(120)
 
 def test_only_dead_staging_folders_are_removed(tmp_path):
     """A staging folder is removed once its owner is dead (SIGKILL), never while it lives,
-    whether the owner is another process or this one; a lock-less one only when old."""
+    whether the owner is another process or this one; a lock-less one at once."""
     out = tmp_path / "out"
     out.mkdir()
     holder = subprocess.Popen(
@@ -331,9 +331,47 @@ def test_only_dead_staging_folders_are_removed(tmp_path):
             holder.kill()
             holder.wait()
 
+    # lock-less (an older sgilo's, or its creator killed before the lock): dead, however young
     old, young = out / f"{STAGING_PREFIX}old.h5.{'a' * 12}", out / f"{STAGING_PREFIX}new.{'b' * 12}"
     old.mkdir()
     young.mkdir()
     os.utime(old, (time.time() - 3600, time.time() - 3600))
-    assert remove_stale_staging(out) == [old]  # young and lock-less: it may be being created
-    assert young.is_dir()
+    assert remove_stale_staging(out) == [young, old]  # (in name order)
+
+
+@pytest.mark.parametrize("moment", ["before the lock file", "before the lock"])
+def test_a_cleaner_between_a_creators_mkdir_and_its_lock(tmp_path, monkeypatch, moment):
+    """A cleaner that runs while a live creator is between ``mkdir`` and its lock removes the
+    young lock-less folder; the creator notices and takes another name, which it keeps."""
+    import fcntl
+
+    from sgilo.pipeline.io import staging
+
+    out = tmp_path / "out"
+    out.mkdir()
+    staging._swept.add(out.resolve())  # no sweep of its own at the first staging
+    removed: list[Path] = []
+    cleaned = []
+    real_open, real_flock = os.open, fcntl.flock
+
+    def cleaner_first(run):
+        def wrapped(*args, **kwargs):
+            if not cleaned:  # once, before the creator's first call (not the cleaner's own)
+                cleaned.append(True)
+                removed.extend(remove_stale_staging(out))
+            return run(*args, **kwargs)
+
+        return wrapped
+
+    if moment == "before the lock file":
+        monkeypatch.setattr(staging.os, "open", cleaner_first(real_open))
+    else:
+        monkeypatch.setattr(staging.fcntl, "flock", cleaner_first(real_flock))
+    with StagedOutputs(out, label="scan.h5") as stage:
+        monkeypatch.undo()
+        assert len(removed) == 1 and not removed[0].exists()  # the first name, removed
+        assert stage.folder != removed[0] and stage.folder.is_dir()
+        assert remove_stale_staging(out) == []  # the second is locked: alive
+        stage.path("scan.h5").write_bytes(b"data")
+        assert [p.name for p in stage.commit()] == ["scan.h5"]
+    assert sorted(p.name for p in out.iterdir()) == ["scan.h5"]
