@@ -133,12 +133,12 @@ class CSGMConfig(MRIFitConfig, PriorFitConfig, HostSyncConfig, CompileConfig):
     )
     patience: int = Field(20, ge=1, description="steps without improvement before early stop")
     race: int = Field(
-        0,
+        150,
         ge=0,
         description="run the restarts side by side for this many steps, then only each slice's "
-        "leading one (pipeline/solvers/raced_restarts.py); 0 (or ≥ steps): one after the other "
-        "(the default: on the CPU the race costs more where early stop ends restarts early, "
-        "docs/SPEED.md §21)",
+        "leading one; a restart whose slices all stalled leaves the race early "
+        "(pipeline/solvers/raced_restarts.py, docs/SPEED.md §21); 0 (or ≥ steps): one after "
+        "the other",
     )
 
 

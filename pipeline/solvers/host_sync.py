@@ -22,7 +22,8 @@ the decision on the device:
 - step ``s`` with losses ``ℓ`` ``(B,)``: on running slices ``improved = ℓ < lowest·(1 − tol)``,
   ``stalled ← 0 if improved else stalled + 1``, ``lowest ← min(lowest, ℓ)``;
   ``now_b = running_b ∧ (stalled_b ≥ patience ∨ force_b)`` (``force``: a replayed stop; with
-  ``per_slice=False`` the condition is ``∀b′ stalled_b′ ≥ patience``); after it,
+  ``per_slice=False`` the condition is ``∀b′ stalled_b′ ≥ patience`` over the running slices of
+  ``b``'s group, :class:`DeviceEarlyStop`); after it,
   ``running ← running ∧ ¬now``;
 - the host reads ``running`` after steps ``N − 1, 2N − 1, …`` (:meth:`DeviceEarlyStop.check`):
   the loop ends when no slice runs, and the running rows are what the generator computes next.
@@ -81,7 +82,10 @@ class DeviceEarlyStop:
     masked: for a compiled generator, which would recompile for every batch size).
     ``per_slice=False``: the batch-wide rule, every slice ends at the first step where all of
     them have stalled for ``patience`` steps (CSGM's fits, whose learning rate ramps down at the
-    end: a slice ended on its own plateau misses that descent, docs/SPEED.md §10)."""
+    end: a slice ended on its own plateau misses that descent, docs/SPEED.md §10); with
+    ``groups = G`` the rows are ``G`` equal consecutive groups (restarts side by side,
+    :mod:`sgilo.pipeline.solvers.raced_restarts`) and the rule holds within each group. Rows
+    that no longer run (ended, or set so by the caller) count as stalled for it."""
 
     def __init__(
         self,
@@ -93,9 +97,12 @@ class DeviceEarlyStop:
         tol: float = 1e-3,
         compact: bool = True,
         per_slice: bool = True,
+        groups: int = 1,
     ) -> None:
+        if groups < 1 or batch % groups:
+            raise ValueError(f"{batch} rows do not split into {groups} equal groups")
         self.patience, self.every, self.tol, self.compact = patience, every, tol, compact
-        self.per_slice = per_slice
+        self.per_slice, self.groups = per_slice, groups
         self.lowest = torch.full((batch,), math.inf, dtype=torch.float64, device=device)
         self.stalled = torch.zeros(batch, dtype=torch.long, device=device)
         self.running = torch.ones(batch, dtype=torch.bool, device=device)
@@ -124,8 +131,9 @@ class DeviceEarlyStop:
             if self.patience is None
             else self.stalled >= self.patience
         )
-        if not self.per_slice:
-            ends = ends.all().expand_as(ends)
+        if not self.per_slice:  # within each group, over the rows still running
+            grouped = (ends | ~self.running).view(self.groups, -1)
+            ends = grouped.all(dim=1, keepdim=True).expand_as(grouped).reshape(-1)
         if force is not None:
             ends = ends | force
             self.forced = True

@@ -18,19 +18,30 @@ moments, up to the float rounding of a batch of another size). As before, per sl
 iterate is the one with the lowest measurement loss over every evaluated step of every restart
 (never a ground truth).
 
-Early stop: the race runs its steps in full; from the hand-over on, the batch-wide rule of the
-fit over the leaders (``patience``, :class:`sgilo.pipeline.solvers.host_sync.DeviceEarlyStop`),
-its count starting there. With early stop the leaders may therefore end at other steps than the
-restarts run alone (at the defaults, 100 steps, patience 20 and the learning rate ramped down over
-the last 25, the batch-wide rule did not fire before the ramp on 16 slices, docs/SPEED.md §10).
+Early stop (``patience``, :class:`sgilo.pipeline.solvers.host_sync.DeviceEarlyStop`): in the
+race, the rule of the restarts run one after the other, restart by restart: a restart leaves the
+race once none of its slices has improved for ``patience`` steps (its rows are no longer
+synthesized, its latent stays where it stopped), and the race ends early when every restart has
+left. At the hand-over the leader of a slice is the restart with the lowest loss so far among
+those still racing (one that left has stalled: continuing it would not pay), while the kept
+iterate starts as the lowest of every restart, one that left included; a slice whose restarts
+have all left keeps that and is not continued (as restarts run alone that stopped there). The
+leaders go on under the batch-wide rule, each slice's count (its lowest loss, the steps since it
+improved) going on from the race, as in the restart run alone. So the race costs about what the
+restarts run alone cost where early stop ends them early (until 2026-12-07 it ran its steps in
+full: 450 row-steps per slice against 256 at 8-coil 4×, docs/SPEED.md §21), and the leaders may
+end at other steps than the restarts run alone.
 
 The result's ``restart_losses`` give each restart's lowest loss per slice over the steps it ran
-for that slice, ``steps_run`` each restart's longest run (``race``, plus the steps after the
-hand-over for a restart that leads some slice), ``history`` the per-step mean loss of the race,
-then of the leaders.
+for that slice, ``steps_run`` each restart's longest run (the step it left the race at, or
+``race`` plus the steps after the hand-over for a restart that leads some slice), ``history`` the
+per-step mean loss of the race (over the restarts still in it), then of the leaders.
 """
 
 from __future__ import annotations
+
+import math
+from collections.abc import Callable
 
 import torch
 
@@ -48,7 +59,7 @@ from sgilo.pipeline.solvers.csgm import (
     fit_input_latent,
 )
 from sgilo.pipeline.solvers.generator_state import frozen
-from sgilo.pipeline.solvers.host_sync import DeviceEarlyStop, resolve_sync_every
+from sgilo.pipeline.solvers.host_sync import DeviceEarlyStop, FrozenRows, resolve_sync_every
 from sgilo.pipeline.solvers.problem import ImageProblem, Problem
 from sgilo.pipeline.solvers.random_source import randn_from
 
@@ -89,8 +100,9 @@ def race_input_latent(
     """CSGM's fit of ``problem`` (``B`` slices) as
     :func:`~sgilo.pipeline.solvers.csgm.fit_input_latent` with ``config``'s ``restarts``,
     ``steps`` and schedule, the restarts raced for the first ``race`` steps (module docstring;
-    ``0 < race < steps``, ``restarts ≥ 2``). The start latents are drawn from ``rng`` restart
-    after restart, as the sequential fit draws them.
+    ``0 < race < steps``, ``restarts ≥ 2``); with ``patience``, a restart leaves the race when
+    none of its slices improved for that many steps. The start latents are drawn from ``rng``
+    restart after restart, as the sequential fit draws them.
     ``callback(done, total, message)`` after every step, a racing step counting ``R``:
     ``total = R·race + (steps − race)``."""
     restarts, steps, batch = config.restarts, config.steps, problem.batch
@@ -100,7 +112,6 @@ def race_input_latent(
     dim = generator.style_dim
     total = restarts * race + steps - race
     synthesize = synthesis(generator, config.compile)
-    rows = ChainBatch(problem, restarts)
     shape = (batch, dim)
     draws = [randn_from(shape, rng, dtype=dtype, device=device) for _ in range(restarts)]
     z = torch.cat(draws).requires_grad_(True)
@@ -108,52 +119,104 @@ def race_input_latent(
     restart_of_row = torch.arange(restarts, device=device).repeat_interleave(batch)
     by_row = Kept.empty(restarts * batch, dim, dtype, device)
     history: list[torch.Tensor] = []
+    every = resolve_sync_every(config.host_sync_every, device)
+    # each restart's slices as one group: CSGM's batch-wide rule, restart by restart
+    in_race = DeviceEarlyStop(
+        restarts * batch,
+        device,
+        patience,
+        every=every,
+        per_slice=False,
+        groups=restarts,
+        compact=config.compile == "off",  # a compiled generator would recompile per batch size
+    )
+    hold = FrozenRows([z], in_race)  # a restart that left keeps its latent
     with frozen(generator):
         for step in range(race):
-            data, current = evaluate_latent(rows, generator, z, synthesize)
-            by_row.take(current < by_row.loss, current, z, restart_of_row)
-            history.append(current.mean())
-            adam_step(optimizer, z, data, config, step)
+            rows = in_race.rows  # the rows racing at the host's last read (None: all)
+            data, current = _evaluate_running(problem, generator, z, rows, synthesize)
+            wins = (current < by_row.loss) & in_race.active
+            in_race.observe(current)
+            by_row.take(wins, current, z, restart_of_row)
+            in_race.advance(step)
+            if in_race.check(step):  # every restart has left
+                break
+            running = in_race.running
+            history.append(torch.where(running, current, 0).sum() / running.sum().clamp(min=1))
+            hold.before()
+            adam_step(optimizer, z if rows is None else z[rows], data, config, step)
+            hold.after()
             if callback:
                 callback(restarts * (step + 1), total, f"{label} race")
-        # the hand-over: per slice the row with the lowest loss so far
-        leader = by_row.loss.view(restarts, batch).argmin(dim=0)
-        index = leader * batch + torch.arange(batch, device=device)
-        kept = by_row.rows(index)
+        # the hand-over: per slice the racing row with the lowest loss so far goes on; the kept
+        # iterate starts as the lowest of every row (a restart that left included)
+        columns = torch.arange(batch, device=device)
+        losses = by_row.loss.view(restarts, batch)
+        racing = in_race.running.view(restarts, batch)
+        left = ~racing.any(dim=0)  # no restart of the slice races on: nothing to continue
+        leader = torch.where(racing, losses, math.inf).argmin(dim=0)
+        leader = torch.where(left, losses.argmin(dim=0), leader)
+        kept = by_row.rows(losses.argmin(dim=0) * batch + columns)
+        index = leader * batch + columns
         z, optimizer = _continue(optimizer, z, index, config.lr)
-        every = resolve_sync_every(config.host_sync_every, device)
         stop = DeviceEarlyStop(batch, device, patience, every=every, per_slice=False)
+        stop.running = stop.running & ~left
+        # each leader's early-stop count goes on from the race, as in a restart run alone
+        stop.lowest, stop.stalled = in_race.lowest[index], in_race.stalled[index]
 
         def on_step(step: int) -> None:
             if callback:
                 callback(restarts * race + step - race + 1, total, f"{label} leaders")
 
-        after, ran = descend(
-            problem,
-            generator,
-            z,
-            optimizer,
-            config,
-            first=race,
-            kept=kept,
-            restart=leader,
-            stop=stop,
-            synthesize=synthesize,
-            on_step=on_step,
-        )
+        after, ran = [], 0
+        if not bool(left.all()):  # (every restart left the race: nothing to continue)
+            after, ran = descend(
+                problem,
+                generator,
+                z,
+                optimizer,
+                config,
+                first=race,
+                kept=kept,
+                restart=leader,
+                stop=stop,
+                synthesize=synthesize,
+                on_step=on_step,
+            )
     history += after
     lowest = by_row.loss.view(restarts, batch).clone()
-    columns = torch.arange(batch, device=device)
     lowest[leader, columns] = torch.minimum(lowest[leader, columns], stop.lowest)
-    leading = set(leader.tolist())
+    leading = set(leader[~left].tolist())
+    ended = in_race.stop_step.view(restarts, batch)[:, 0].tolist()  # -1: raced to the end
     return InputLatentFit(
         kept.z,
         kept.loss,
         kept.restart,
         lowest.tolist(),
         torch.stack(history).tolist() if history else [],
-        [race + (ran if r in leading else 0) for r in range(restarts)],
+        [(race if e < 0 else e) + (ran if r in leading else 0) for r, e in enumerate(ended)],
     )
+
+
+def _evaluate_running(
+    problem: Problem | ImageProblem,
+    generator: LatentGenerator,
+    z: torch.Tensor,
+    rows: torch.Tensor | None,
+    synthesize: Callable[..., torch.Tensor] | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`~sgilo.pipeline.solvers.csgm.evaluate_latent` of the race's rows ``z``
+    ``(R·B, D)``, restart-major; ``rows``: the rows of the restarts still racing (``None``: all),
+    whole restarts in order. Returns the per-row loss of those rows with its graph and the
+    detached loss of every row, ``inf`` on rows not computed."""
+    batch = problem.batch
+    if rows is None:
+        return evaluate_latent(ChainBatch(problem, z.shape[0] // batch), generator, z, synthesize)
+    data, current = evaluate_latent(
+        ChainBatch(problem, rows.numel() // batch), generator, z[rows], synthesize
+    )
+    full = torch.full((z.shape[0],), math.inf, dtype=current.dtype, device=current.device)
+    return data, full.index_copy(0, rows, current)
 
 
 def _continue(

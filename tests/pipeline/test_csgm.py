@@ -176,11 +176,10 @@ def test_restarts_with_steps_select_by_measurement_loss():
 
 
 def test_restarts_race_then_only_the_leaders_run():
-    """``race`` steps of every restart side by side, then each slice's leader alone: the
-    progress total and the steps each restart ran say so; by default (and with ``race`` ≥ the
-    steps) they run in turn. The
-    kept iterate is the lowest measurement loss either way, and on this convex fit both reach
-    the known answer."""
+    """``race`` steps of every restart side by side (150 by default), then each slice's leader
+    alone: the progress total and the steps each restart ran say so; with ``race=0`` (or
+    ``race`` ≥ the steps) they run in turn. The kept iterate is the lowest measurement loss
+    either way, and on this convex fit both reach the known answer."""
     gen = LinearGenerator(seed=8)
     x = _truth(gen, batch=3)
     op = _full_op()
@@ -198,12 +197,12 @@ def test_restarts_race_then_only_the_leaders_run():
         )
         return res, totals
 
-    raced, totals = run(race=100)
-    assert totals[-1][:2] == (2 * 100 + 300 - 100,) * 2
+    raced, totals = run()  # the default: a race of 150 steps
+    assert totals[-1][:2] == (2 * 150 + 300 - 150,) * 2
     assert any("race" in m for _, _, m in totals) and any("leaders" in m for _, _, m in totals)
     leaders = set(raced.diagnostics.chosen_restart)
-    assert raced.diagnostics.steps_run == [300 if r in leaders else 100 for r in range(2)]
-    in_turn, totals = run()  # the default: in turn
+    assert raced.diagnostics.steps_run == [300 if r in leaders else 150 for r in range(2)]
+    in_turn, totals = run(race=0)
     assert totals[-1][:2] == (2 * 300,) * 2
     assert in_turn.diagnostics.steps_run == [300, 300]
     for res in (raced, in_turn):

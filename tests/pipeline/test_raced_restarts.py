@@ -3,6 +3,8 @@ the trajectory it runs alone, Adam moments included; the others stop at the hand
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import pytest
 import torch
@@ -77,32 +79,58 @@ def test_a_slice_whose_late_winner_loses_the_race(gen_stats):
 
 
 @pytest.mark.parametrize("every", [1, 4])
-def test_the_leaders_stop_early_after_the_hand_over(gen_stats, every):
-    """With a patience, the race runs in full and the leaders stop batch-wide after the
-    hand-over: the steps run and the history count from there, and a host read every 4 steps
-    keeps what a read every step keeps (nothing counts past the stop)."""
+def test_a_stalled_restart_leaves_the_race_and_the_leaders_stop_early(gen_stats, every):
+    """With a patience, a restart whose slices all stalled leaves the race, the leaders stop
+    batch-wide after the hand-over with the count of the race, so each restart ends at the step
+    it ends at when the restarts run one after the other, with the same kept loss; a host read
+    every 4 steps keeps what a read every step keeps (nothing counts past a stop)."""
     gen, _ = gen_stats
     problem = _problem(gen, slices=1)
     config = CSGMConfig(steps=80, restarts=2, lr=0.3, host_sync_every=every)
-    every_step = race_input_latent(
-        problem,
-        gen,
-        config.model_copy(update={"host_sync_every": 1}),
-        RACE,
-        rng=torch.Generator().manual_seed(9),
-        patience=3,
-    )
-    raced = race_input_latent(
-        problem, gen, config, RACE, rng=torch.Generator().manual_seed(9), patience=3
-    )
-    longest = max(raced.steps_run)
-    assert RACE < longest < 80  # stopped early, after the race (here at step 24)
-    assert len(raced.history) == longest
-    leading = set(raced.restart.tolist())
-    assert raced.steps_run == [longest if r in leading else RACE for r in range(2)]
+
+    def run(fit, **update):
+        return fit(
+            problem,
+            gen,
+            config.model_copy(update=update),
+            rng=torch.Generator().manual_seed(3),
+            patience=3,
+        )
+
+    raced = run(partial(race_input_latent, race=RACE))
+    every_step = run(partial(race_input_latent, race=RACE), host_sync_every=1)
+    alone = run(fit_input_latent)
+    left, led = raced.steps_run
+    assert left < RACE < led < 80  # here 5 and 10
+    assert raced.steps_run == alone.steps_run
+    torch.testing.assert_close(raced.loss, alone.loss, rtol=1e-5, atol=0)
+    assert raced.restart.tolist() == alone.restart.tolist() == [1]
+    assert len(raced.history) == led
     assert raced.steps_run == every_step.steps_run
     torch.testing.assert_close(raced.loss, every_step.loss, rtol=1e-6, atol=0)
     torch.testing.assert_close(raced.z, every_step.z, rtol=1e-5, atol=1e-6)
+
+
+def test_when_every_restart_leaves_the_race_nothing_goes_on(gen_stats):
+    """Every restart stalls within the race: it ends there, no leader is continued, and the
+    kept iterate is the lowest of every restart's steps."""
+    gen, _ = gen_stats
+    problem = _problem(gen, slices=2)
+    config = CSGMConfig(steps=80, restarts=2, lr=1e-6)  # too small a step to improve by 1e-3
+    seen = []
+    raced = race_input_latent(
+        problem,
+        gen,
+        config,
+        40,
+        rng=torch.Generator().manual_seed(3),
+        patience=2,
+        callback=lambda done, total, message: seen.append(message),
+    )
+    assert raced.steps_run == [2, 2]
+    assert not any("leaders" in m for m in seen)
+    lowest = torch.tensor(raced.restart_losses, dtype=torch.float64).min(dim=0).values
+    torch.testing.assert_close(raced.loss, lowest, rtol=0, atol=0)
 
 
 def test_bad_races_are_refused(gen_stats):
