@@ -281,7 +281,7 @@ def fit_on_split(
         model = replace(model, image=on_all[0])
     lambdas = None
     if getattr(config, "data_consistency", False):  # the output's step, as run.json reports it
-        lambdas = final_lambdas(op, config, y.shape[0], generator_resolution(prior))
+        lambdas = final_lambdas(op, config, y.shape[0], generator_resolution(prior), y)
     model = replace(model, diagnostics=replace(model.diagnostics, config=config))
     if hasattr(model.diagnostics, "dc_lambdas"):
         model = replace(model, diagnostics=replace(model.diagnostics, dc_lambdas=lambdas))

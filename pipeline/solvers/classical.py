@@ -60,7 +60,7 @@ from sgilo.pipeline.algorithms.wavelet_least_squares import wavelet_l1_least_squ
 from sgilo.pipeline.solvers.base import Progress, ReconResult
 from sgilo.pipeline.solvers.diagnostics import ClassicalDiagnostics
 from sgilo.pipeline.solvers.kspace_cv import LambdaChoice, choose_lambda, estimate_noise_sigma
-from sgilo.pipeline.solvers.lambda_rule import noise_lambda
+from sgilo.pipeline.solvers.lambda_rule import NOISE_RAISE, noise_lambda, raised_for_noise
 from sgilo.pipeline.solvers.sampling import interpolate_by_fraction, sampled_fraction
 from sgilo.pipeline.solvers.slice_chunks import in_chunks
 
@@ -98,6 +98,21 @@ def default_lambda(method: str, op: LinearOperator, batch: int) -> torch.Tensor:
     for the kind of data ``op`` models at each slice's sampled fraction."""
     at_8x, at_4x = DEFAULT_LAMBDA[(method, coil_kind(op))]
     return interpolate_by_fraction(sampled_fraction(op, batch).cpu(), at_8x, at_4x)
+
+
+def tuned_lambda(
+    method: str, y: torch.Tensor, op: LinearOperator, scale: torch.Tensor | None = None
+) -> torch.Tensor:
+    """The default relative λ of ``method`` for the slices ``y`` ``(B,)``: :func:`default_lambda`
+    raised where the data are noisier than the tuning's
+    (:func:`sgilo.pipeline.solvers.lambda_rule.raised_for_noise` of ``σ̂ / s``, ``scale`` the
+    slices' data scale ``s`` ``(B,)``, :func:`data_scale` when not given)."""
+    default = default_lambda(method, op, y.shape[0])
+    if (method, coil_kind(op)) not in NOISE_RAISE:
+        return default
+    scale = data_scale(y, op) if scale is None else scale
+    sigma_rel = estimate_noise_sigma(y, op) / scale.detach().cpu().to(torch.float64)
+    return raised_for_noise(method, coil_kind(op), default, sigma_rel)
 
 
 def _check_op(op: LinearOperator) -> None:
@@ -263,13 +278,14 @@ def l1_wavelet(
             data,
             op,
             fit,
-            default_lambda("l1-wavelet", op, y.shape[0]),
+            tuned_lambda("l1-wavelet", data, op, torch.from_numpy(scale)),
             torch.from_numpy(scale),
             fallback=_noise_fallback("l1-wavelet", data, op, torch.from_numpy(scale)),
             skip=_skip_heldout(op),
         )
         lam = torch.tensor(choice.lam_rel, dtype=torch.float64)
-    lam = default_lambda("l1-wavelet", op, y.shape[0]) if lam is None else lam
+    if lam is None:
+        lam = tuned_lambda("l1-wavelet", data, op, torch.from_numpy(scale))
     lams = torch.as_tensor(lam, dtype=torch.float64).expand(y.shape[0]).tolist()
     lam_abs = [v * s for v, s in zip(lams, scale, strict=True)]
     image = _l1_wavelet_images(data, op, lam_abs, iterations, shifts, callback, dtype)

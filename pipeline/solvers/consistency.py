@@ -73,18 +73,23 @@ def make_consistent(
         support = coil_support(op)  # the model outside the coils' view must not leak inward
         inside = x if support is None else x * support.to(x.device)
         reference = low_band(inside, config.dc_band, int(resolution))
-        return sparse_deviation(reference, y, op, resolve_band_lambda(config.dc_wavelet, op, batch))
+        lam = resolve_band_lambda(config.dc_wavelet, op, batch, y)
+        return sparse_deviation(reference, y, op, lam)
     return sparse_deviation(x, y, op, lam)
 
 
 def final_lambdas(
-    op: LinearOperator, config: MRIFitConfig, batch: int, resolution: int | None
+    op: LinearOperator,
+    config: MRIFitConfig,
+    batch: int,
+    resolution: int | None,
+    y: torch.Tensor | None = None,
 ) -> list[float]:
     """The relative λ per slice ``(B,)`` of :func:`make_consistent`'s step with these
-    arguments (0: exact data consistency)."""
+    arguments and the measurements ``y`` (0: exact data consistency)."""
     lam = resolve_dc_wavelet(config.dc_wavelet, op, batch)
     if bool((lam > 0).all()) and applies(config.dc_band, resolution, op, batch):
-        lam = resolve_band_lambda(config.dc_wavelet, op, batch)
+        lam = resolve_band_lambda(config.dc_wavelet, op, batch, y)
     return [float(v) for v in lam]
 
 

@@ -84,3 +84,31 @@ def noise_lambda(
     reference, power = NOISE_RULE[(method, kind)]
     ratio = (sigma_rel.to(torch.float64) / reference).clamp(1 / 30, 30)
     return default * ratio.pow(power)
+
+
+#: the default raised for noisy data, per (method, kind of data): ``(r_0, p)`` of
+#: ``λ = λ_default · max(1, r / r_0)^p`` with ``r = σ̂ / s`` (:func:`raised_for_noise`). Chosen on
+#: the tuning images of :mod:`sgilo.pipeline.research.auto_margin` (4 of the base set, 4 of the
+#: heads, 12/20/30 dB, ESPIRiT maps, masks seed 3; docs/CLASSICAL_TUNING.md, "Noisier data"):
+#: multi-coil ℓ1-wavelet's tuned λ was 4.2 dB short of the best at 8-coil 4× and 12 dB, while
+#: at 30 dB (``r`` ≈ 0.006) it was the best; ``r_0`` lies above every 30-dB slice, so the
+#: defaults there are unchanged. Not for TV (its default was within 0.1 dB of the best at every
+#: noise level) nor single-coil ℓ1-wavelet (+0.1 dB at most, and 30-dB slices lie above any
+#: useful ``r_0``).
+NOISE_RAISE = {("l1-wavelet", "multi-coil"): (0.015, 1.0)}
+
+
+def raised_for_noise(
+    method: str, kind: str, default: torch.Tensor, sigma_rel: torch.Tensor
+) -> torch.Tensor:
+    """The tuned relative λ ``default`` ``(B,)``, raised on slices whose estimated noise level
+    ``r = σ̂ / s`` ``(B,)`` is above the rule's ``r_0`` (:data:`NOISE_RAISE`; λ ∝ σ there, as the
+    lasso's weight scales with the noise): ``default · max(1, r / r_0)^p``, at most 30 times the
+    default (the span of the held-out grid). ``default`` itself for the pairs without a rule.
+    ``σ̂`` is an upper bound (:func:`sgilo.pipeline.solvers.kspace_cv.estimate_noise_sigma`): at
+    high SNR it overstates the noise, which stays under ``r_0``."""
+    if (method, kind) not in NOISE_RAISE:
+        return default
+    reference, power = NOISE_RAISE[(method, kind)]
+    ratio = (sigma_rel.to(torch.float64) / reference).clamp(1.0, 30.0)
+    return default * ratio.pow(power).clamp(max=30.0)

@@ -343,4 +343,4 @@ def final_step_lambdas(problem: Problem | ImageProblem, config: MRIFitConfig) ->
     natural-image problem, or ``config.data_consistency`` off)."""
     if not isinstance(problem, Problem) or not config.data_consistency:
         return None
-    return final_lambdas(problem.op, config, problem.batch, problem.placement.resolution)
+    return final_lambdas(problem.op, config, problem.batch, problem.placement.resolution, problem.y)

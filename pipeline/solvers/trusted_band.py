@@ -36,7 +36,7 @@ import torch
 
 from sgilo.operators.base import LinearOperator
 from sgilo.operators.fft import fft2c, ifft2c
-from sgilo.pipeline.solvers.classical import default_lambda
+from sgilo.pipeline.solvers.classical import default_lambda, tuned_lambda
 
 #: ``b``: full trust up to this fraction of the generator's Nyquist frequency, none beyond 3×
 #: it (6.4 and 19.2 cycles per field of view for a 128² prior on its own grid); chosen on the
@@ -81,10 +81,16 @@ def applies(band: float, resolution: int | None, op: LinearOperator, batch: int)
     return mask is not None and bool((mask.amax(dim=-2) == mask.amin(dim=-2)).all())
 
 
-def resolve_band_lambda(setting: float | str, op: LinearOperator, batch: int) -> torch.Tensor:
+def resolve_band_lambda(
+    setting: float | str, op: LinearOperator, batch: int, y: torch.Tensor | None = None
+) -> torch.Tensor:
     """The ``(B,)`` float64 relative λ of the step around the low band: ``setting`` when it is
     a number, else (``"auto"``) the classical ℓ1-wavelet's default for the data's kind and each
-    slice's sampled fraction (:func:`sgilo.pipeline.solvers.classical.default_lambda`)."""
+    slice's sampled fraction, raised where the measurements ``y`` ``(B, *op.oshape)`` are
+    noisier than the tuning's (:func:`sgilo.pipeline.solvers.classical.tuned_lambda`; without
+    ``y``: :func:`sgilo.pipeline.solvers.classical.default_lambda`)."""
     if setting != "auto":
         return torch.full((batch,), float(setting), dtype=torch.float64)
-    return default_lambda("l1-wavelet", op, batch)
+    if y is None:
+        return default_lambda("l1-wavelet", op, batch)
+    return tuned_lambda("l1-wavelet", y, op)

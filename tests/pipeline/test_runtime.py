@@ -17,6 +17,8 @@ import sgilo.pipeline.runtime as runtime
 @pytest.mark.skipif(runtime._cpu_times() is None, reason="needs Linux's /proc/stat")
 def test_busy_while_other_processes_spin_and_quiet_as_soon_as_they_stop():
     cores = os.cpu_count() or 1
+    if not any(not runtime.machine_is_busy() for _ in range(5)):
+        pytest.skip("other work occupies the cores: the quiet state after the spinners can't show")
     spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(cores)]
     try:
         time.sleep(0.5)  # the interpreters start
