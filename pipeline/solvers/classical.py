@@ -70,7 +70,8 @@ from sgilo.pipeline.solvers.slice_chunks import in_chunks
 #: constant outside). Single-coil: one value at both, chosen on MNI training slices by
 #: `sgilo tune-classical`; multi-coil: one per acceleration, chosen by
 #: :mod:`sgilo.pipeline.research.kspace_cv_rules` on the tuning images of
-#: :mod:`sgilo.pipeline.research.auto_margin` (docs/CLASSICAL_TUNING.md)
+#: :mod:`sgilo.pipeline.research.auto_margin` (docs/CLASSICAL_TUNING.md). Multi-coil ℓ1-wavelet's
+#: is raised on data noisier than the tuning's (:func:`tuned_lambda`)
 DEFAULT_LAMBDA: dict[tuple[str, str], tuple[float, float]] = {
     ("l1-wavelet", "single-coil"): (0.003, 0.003),
     ("l1-wavelet", "multi-coil"): (1e-3, 3e-4),
