@@ -25,12 +25,11 @@ per slice, batched over the ``B`` slices of ``y``:
   restart; CSGM keeps the batch-wide rule, :mod:`sgilo.pipeline.solvers.host_sync`). The defaults, 2
   restarts of at most 300 steps stopped early, were chosen on training slices
   (docs/GENERATIVE_TUNING.md): the PSNR of 3 full restarts at 2.2× less time;
-- optionally the restarts raced (``race``, off by default): side by side as one batch for the
-  first ``race`` steps, then only each slice's leader to the end of the schedule
-  (:mod:`sgilo.pipeline.solvers.raced_restarts`, as ILO's and SGILO's CSGM start). The race runs
-  its steps in full, so it saves time only where the restarts would run most of their schedule
-  (``race=150``: 1.4× faster on 24-slice batches, 1.5× slower on a 16-slice 8-coil 4× batch whose
-  restarts stopped early, docs/SPEED.md §21);
+- the restarts raced (``race``, 150 steps by default; 0: one after the other): side by side as
+  one batch for the first ``race`` steps, a restart whose slices all stalled leaving early, then
+  only each slice's leader to the end of the schedule (:mod:`sgilo.pipeline.solvers.raced_restarts`,
+  as ILO's and SGILO's CSGM start): on 96 tuning slices +0.02 dB and 1.3–1.5× faster than the
+  restarts in turn (docs/SPEED.md §21);
 - data consistency (optional, default on), after the fit: by default the sparse deviation
   ``x = argmin ½‖A x − y‖² + λ‖Ψ(x − x̂)‖₁`` (:mod:`sgilo.pipeline.solvers.sparse_deviation`, λ from
   the kind of data and the sampled fraction), on Cartesian column masks from the low band of
