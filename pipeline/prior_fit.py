@@ -50,9 +50,9 @@ centre above all) down to a few percent; of a coronal or sagittal slice, another
 or a body, or of data whose coil maps are wrong, 10–60 % (docs/GENERATIVE.md). It uses every
 fitted sample, so it is far less noisy than the held-out error at 8×, where one or two columns
 are held out. On slices accelerated :data:`UNEXPLAINED_FROM` times or more (4× and 8× data) a
-``u`` above :data:`UNEXPLAINED_LIMIT` also counts as unlike the training images (the warning,
-and ``auto`` keeps the classical method); below that it is reported and not judged (not tuned
-there: more of k-space to explain).
+``u`` above its limit (:func:`sgilo.pipeline.prior_fit_rule.unexplained_limit`) also counts as
+unlike the training images (the warning, and ``auto`` keeps the classical method); below that it
+is reported and not judged (not tuned there: more of k-space to explain).
 
 With fewer than two candidate columns in a slice (a fully sampled or centre-only mask) or
 non-Cartesian data nothing is held out: the method runs on all samples as without the check,
@@ -61,13 +61,21 @@ and the report says why (``note``).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field, replace
 
 import torch
 
 from sgilo.operators.base import LinearOperator
 from sgilo.pipeline.model_images import chains_of, finish_chains, generator_resolution
+from sgilo.pipeline.prior_fit_rule import (  # noqa: F401  (re-exported)
+    PRIOR_MARGINS,
+    SINGLE_COIL_PRIOR_MARGINS,
+    SINGLE_COIL_UNEXPLAINED_LIMITS,
+    UNEXPLAINED_FROM,
+    UNEXPLAINED_LIMIT,
+    prior_margin,
+    unexplained_limit,
+)
 from sgilo.pipeline.solvers import heldout_columns as columns
 from sgilo.pipeline.solvers.base import Progress, ReconResult
 from sgilo.pipeline.solvers.classical import scoring_options
@@ -84,64 +92,6 @@ from sgilo.pipeline.solvers.kspace_split import (
 #: the default fraction of the measured outer columns held out, and the draw's seed
 HELDOUT_FRACTION = 0.1
 HELDOUT_SEED = 0
-#: the prior margin ``τ(R)`` of data with more than one coil, by a slice's acceleration ``R``
-#: (all k-space samples over the measured ones): ``(R, τ)`` pairs, log-linear in ``R`` between
-#: them and constant outside. A prior-fit ratio above ``τ(R)`` says the data is unlike the
-#: prior's training images (``auto`` keeps the classical method). It grows with ``R`` because
-#: fewer measured outer columns lie near the centre, so the held-out ones sit where a generator
-#: is weakest even on data it knows (module docstring); chosen per acceleration on a tuning set
-#: that no benchmark scores (:mod:`sgilo.pipeline.research.auto_margin`, docs/GENERATIVE.md).
-#: The 8× margin was 1.5 until the output's final step kept only the model image's trusted band
-#: (:mod:`sgilo.pipeline.solvers.trusted_band`); re-measured with it, 3.0 (auto's mean loss on
-#: the 24 8-coil 8× tuning rows 0.43 dB at θ = 0.09, against 1.05 at 1.5)
-PRIOR_MARGINS: tuple[tuple[float, float], ...] = ((4.0, 2.0), (8.0, 3.0))
-#: the same for data of one coil (single-coil, or a SENSE file with one map). At 8× one coil's
-#: one or two held-out columns make the ratio far noisier than several coils' views of the same
-#: columns (0.9–2.6 on axial brains the prior wins by 0.2–3.8 dB). With the limit ``θ`` of
-#: :data:`UNEXPLAINED_LIMIT` (chosen on all 8× rows together with one margin for both kinds),
-#: each kind's rows choose their own 8× margin by the same rule: one coil τ = 3 (auto's mean
-#: loss there 0.18 dB; 0.25 at τ = 1.8, which rejected one more slice, one the prior won by
-#: 1.6 dB), 8 coils τ = 1.5 (0.40 dB, as at 1.8 and 2.0; docs/GENERATIVE.md); re-measured
-#: with the trusted band, one coil τ = 3 again (0.28 dB at θ = 0.09). The 4× margin of both
-#: kinds was 1.0 behind a second generative fit (``auto``'s ``second_fit_below``); re-measured
-#: with the band, the first fit alone at τ = 2.0 lost least on the 48 4× tuning rows (0.30 dB
-#: mean, one coil 0.40, 8 coils 0.20; the second fit at τ = 1.0: 0.41, 0.46, 0.35), so the
-#: second fit is off by default and τ(4×) = 2.0 for both kinds
-SINGLE_COIL_PRIOR_MARGINS: tuple[tuple[float, float], ...] = ((4.0, 2.0), (8.0, 3.0))
-#: the unexplained fraction ``u`` (module docstring) above which a slice accelerated at least
-#: :data:`UNEXPLAINED_FROM` times counts as unlike the prior's training images; chosen on all 8×
-#: rows of the same tuning set together with one 8× margin for both kinds of data, 1.8
-#: (docs/GENERATIVE.md; each kind's own margin came after, at this θ)
-UNEXPLAINED_LIMIT = 0.09
-#: the lowest acceleration at which ``u`` is judged. It was 6 (8× data only) while a second
-#: generative fit decided at 4×; with the first fit alone at 4× (τ 2.0), the same θ = 0.09 on
-#: the 48 4× tuning rows lowered auto's mean loss to the best single method from 0.30 to
-#: 0.14 dB (one coil 0.40 → 0.22, 8 coils 0.20 → 0.06; worst loss to the best classical
-#: 1.76 → 1.63 dB; θ 0.08–0.09 best at every τ, docs/GENERATIVE.md). The tuning mask's 4× is
-#: 4.7 realised; fastMRI random 4× masks of 128 columns realise 2.9–5.8 (5–95 %: 3.3–4.9), so
-#: the limit applies from 3×
-UNEXPLAINED_FROM = 3.0
-
-
-def unexplained_limit(acceleration: float) -> float | None:
-    """:data:`UNEXPLAINED_LIMIT` for a slice accelerated ``R`` ≥ :data:`UNEXPLAINED_FROM` times,
-    else ``None`` (``u`` is then reported, not judged)."""
-    return UNEXPLAINED_LIMIT if float(acceleration) >= UNEXPLAINED_FROM else None
-
-
-def prior_margin(acceleration: float, *, multi_coil: bool) -> float:
-    """``τ(R)`` for an acceleration ``R`` (≥ 1): of :data:`PRIOR_MARGINS` for data of more
-    than one coil, of :data:`SINGLE_COIL_PRIOR_MARGINS` for one coil (single-coil data, or
-    multi-coil data with one coil map)."""
-    margins = PRIOR_MARGINS if multi_coil else SINGLE_COIL_PRIOR_MARGINS
-    points = [(math.log(r), t) for r, t in margins]
-    x = math.log(max(float(acceleration), 1.0))
-    if x <= points[0][0]:
-        return points[0][1]
-    for (r0, t0), (r1, t1) in zip(points[:-1], points[1:], strict=True):
-        if x <= r1:
-            return t0 + (t1 - t0) * (x - r0) / (r1 - r0)
-    return points[-1][1]
 
 
 def slice_accelerations(op: LinearOperator, batch: int) -> list[float]:
@@ -366,7 +316,9 @@ def checked_generative(
         ratio=(fits.errors[method] / best_error.clamp_min(1e-300)).tolist(),
         margin=[prior_margin(r, multi_coil=op.num_coils > 1) for r in accelerations],
         unexplained=unexplained_fraction(fits, method, candidates).tolist(),
-        unexplained_limit=[unexplained_limit(r) for r in accelerations],
+        unexplained_limit=[
+            unexplained_limit(r, multi_coil=op.num_coils > 1) for r in accelerations
+        ],
     )
     return _with_report(model, report), fits
 

@@ -49,7 +49,8 @@ unexplained_fraction`) carry it (``unexplained``); for the accelerations whose r
 :func:`limit_table` gives auto's mean loss over a grid of margins ``τ`` × limits ``θ`` (SGILO kept
 where its ratio is at most ``τ`` *and* its unexplained fraction at most ``θ``), and
 :func:`choose_margin_and_limit` the pair (its ``θ`` is ``UNEXPLAINED_LIMIT``; its ``τ`` was
-the 8× margin of both kinds of data until each kind got its own, below)::
+the 8× margin of both kinds of data until each kind got its own, below; a kind's own ``θ``:
+:func:`choose_kind_limit`)::
 
     python -m sgilo.pipeline.research.auto_margin --rows docs/auto_margin.json --out rows.json \
         --remeasure "single-coil 8x" "8-coil 8x"  # 8x rows with the unexplained fraction, 10 min
@@ -310,6 +311,23 @@ def choose_margin_and_limit(
     return min(pair for pair, loss in table.items() if loss <= best + tie)
 
 
+def choose_kind_limit(
+    rows: list[dict],
+    joint: float,
+    taus: tuple[float, ...] = TAUS,
+    limits: tuple[float, ...] = LIMITS,
+    tie: float = TIE_DB,
+) -> float:
+    """The limit ``θ`` for one kind of data's ``rows`` given the ``joint`` θ chosen on all rows
+    of their acceleration: the kind's own θ of :func:`choose_margin_and_limit` where its mean loss
+    lies more than ``tie`` dB below the loss at the joint θ (with the kind's margin chosen at
+    it, :func:`choose_margin`), else the joint θ (a split the rows do not resolve is not made)."""
+    tau, own = choose_margin_and_limit(rows, taus, limits, tie)
+    table = limit_table(rows, taus, (own, joint))
+    at_joint = table[(choose_margin(rows, taus, tie, limit=joint), joint)]
+    return own if table[(tau, own)] < at_joint - tie else joint
+
+
 def main(argv: list[str] | None = None) -> int:
     from sgilo.pipeline.allocator import keep_freed_memory
 
@@ -382,6 +400,11 @@ def main(argv: list[str] | None = None) -> int:
             if subset:
                 tau = choose_margin(subset, limit=limit)
                 print(f"\n{acc} {coils} at θ = {limit:g} (chosen on all rows): τ = {tau:g}")
+                own = choose_kind_limit(subset, limit)
+                print(
+                    f"{acc} {coils}, its own limit: θ = {own:g}, τ = "
+                    f"{choose_margin(subset, limit=own):g}"
+                )
     return 0
 
 

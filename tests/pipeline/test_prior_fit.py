@@ -27,6 +27,7 @@ from sgilo.pipeline.methods import Prior, run_method, solve
 from sgilo.pipeline.prior_fit import (
     PRIOR_MARGINS,
     SINGLE_COIL_PRIOR_MARGINS,
+    SINGLE_COIL_UNEXPLAINED_LIMITS,
     UNEXPLAINED_FROM,
     UNEXPLAINED_LIMIT,
     classical_candidates,
@@ -147,6 +148,15 @@ def test_the_unexplained_limit_applies_from_its_acceleration_on():
     assert unexplained_limit(8.0) == unexplained_limit(12.0) == UNEXPLAINED_LIMIT
     assert unexplained_limit(4.0) == UNEXPLAINED_LIMIT  # 4x data too
     assert unexplained_limit(1.6) is None and unexplained_limit(UNEXPLAINED_FROM - 0.01) is None
+    # one coil: its own table, log-linear in R between its points
+    (r4, t4), (r8, t8) = SINGLE_COIL_UNEXPLAINED_LIMITS
+    assert unexplained_limit(r4, multi_coil=False) == pytest.approx(t4)
+    assert unexplained_limit(r8, multi_coil=False) == unexplained_limit(16.0, multi_coil=False)
+    assert unexplained_limit(r8, multi_coil=False) == pytest.approx(t8) and t8 > UNEXPLAINED_LIMIT
+    middle = unexplained_limit((r4 * r8) ** 0.5, multi_coil=False)
+    assert middle == pytest.approx((t4 + t8) / 2)
+    assert unexplained_limit(UNEXPLAINED_FROM, multi_coil=False) == pytest.approx(t4)
+    assert unexplained_limit(UNEXPLAINED_FROM - 0.01, multi_coil=False) is None
     assert prior_margin(8.0, multi_coil=True) == PRIOR_MARGINS[-1][1]
 
 
@@ -428,10 +438,11 @@ def test_prior_margin_by_acceleration_and_coils(multi_coil, table):
     assert middle == pytest.approx((t_lo + t_hi) / 2)
 
 
-def test_each_kind_of_data_has_its_own_8x_margin(prior):
-    """One coil's one or two held-out columns at 8x are judged by the single-coil table, several
-    coils' by the multi-coil one (equal since the trusted band, tuned apart), in the report of a
-    real run as in auto's choice; multi-coil data with one coil map counts as one coil."""
+def test_each_kind_of_data_has_its_own_8x_margin_and_limit(prior):
+    """One coil's one or two held-out columns at 8x are judged by the single-coil tables, several
+    coils' by the multi-coil ones (margins equal since the trusted band, tuned apart; the
+    unexplained limit higher for one coil), in the report of a real run as in auto's choice;
+    multi-coil data with one coil map counts as one coil."""
     assert prior_margin(8.0, multi_coil=False) == SINGLE_COIL_PRIOR_MARGINS[-1][1]
     assert prior_margin(8.0, multi_coil=True) == PRIOR_MARGINS[-1][1]
     assert prior_margin(4.0, multi_coil=False) == prior_margin(4.0, multi_coil=True)
@@ -449,6 +460,9 @@ def test_each_kind_of_data_has_its_own_8x_margin(prior):
         d = solve(y, op, "auto", prior=prior, solver_options=options).diagnostics
         expected = prior_margin(8.0, multi_coil=multi_coil)
         assert d.prior_fit.margin == [expected, expected] and d.auto_margin == d.prior_fit.margin
+        limit = SINGLE_COIL_UNEXPLAINED_LIMITS[-1][1] if not multi_coil else UNEXPLAINED_LIMIT
+        assert d.prior_fit.unexplained_limit == [limit, limit] == d.auto_unexplained_limit
+    assert SINGLE_COIL_UNEXPLAINED_LIMITS[-1][1] != UNEXPLAINED_LIMIT
 
 
 def test_slice_accelerations_from_the_masks():

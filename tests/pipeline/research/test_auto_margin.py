@@ -7,6 +7,7 @@ import pytest
 
 from sgilo.pipeline.research.auto_margin import (
     auto_pick,
+    choose_kind_limit,
     choose_margin,
     choose_margin_and_limit,
     limit_table,
@@ -54,6 +55,22 @@ def test_the_unexplained_limit_vetoes_the_prior_and_is_chosen_with_tau():
     # rows without the statistic: a finite limit needs it
     with pytest.raises(KeyError):
         auto_pick(_row(1.1, 1.0, 30.0, 27.0), 1.2, 0.1)
+
+
+def test_a_kind_of_data_gets_its_own_limit_only_where_its_rows_resolve_it():
+    # the prior wins the first row by 3 dB at u 0.095, loses the second by 4 dB at u 0.3
+    rows = [
+        {**_row(1.1, 1.0, 30.0, 27.0), "unexplained": 0.095},
+        {**_row(1.1, 1.0, 20.0, 24.0), "unexplained": 0.3},
+    ]
+    taus, limits = (1.0, 1.2), (0.09, 0.1, float("inf"))
+    assert choose_margin_and_limit(rows, taus, limits) == (1.2, 0.1)
+    # at the joint 0.09 the first row goes to tv (1.5 dB lost on average): 0.1 resolves it
+    assert choose_kind_limit(rows, 0.09, taus, limits) == 0.1
+    # a gain within the tie keeps the joint limit
+    assert choose_kind_limit(rows, 0.09, taus, limits, tie=1.6) == 0.09
+    # the joint limit already the kind's own: kept
+    assert choose_kind_limit(rows, 0.1, taus, limits) == 0.1
 
 
 def test_tuning_images_are_twelve_distinct_unit_range_slices():
