@@ -43,6 +43,7 @@ from sgilo.pipeline.solvers.diagnostics import (
     SGILODiagnostics,
     diagnostics_record,
 )
+from sgilo.pipeline.solvers.known_noise import known_noise_sigma
 
 
 @dataclass
@@ -155,7 +156,9 @@ def reconstruct_study(
     log: Callable[[str], None] | None = None,
 ) -> StudyReconstruction:
     """Reconstruct every slice of ``study`` with ``method`` (one of :data:`METHODS`); the
-    generative methods need ``prior``; ``log`` gets progress lines of the coil-map estimate."""
+    generative methods need ``prior``; ``log`` gets progress lines of the coil-map estimate. A
+    study with a noise scan (``noise_std``) gives the solvers its noise level
+    (:mod:`sgilo.pipeline.solvers.known_noise`)."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
     if method in NEEDS_PRIOR and prior is None:
@@ -164,16 +167,9 @@ def reconstruct_study(
     y, op, maps_source, maps_check = study_operator(
         study, need_maps=method != "zero-filled", log=log
     )
-    result = solve(
-        y,
-        op,
-        method,
-        prior=prior,
-        samples=samples,
-        seed=seed,
-        callback=callback,
-        solver_options=solver_options,
-    )
+    with known_noise_sigma(study.noise_std):
+        options = {"solver_options": solver_options, "callback": callback}
+        result = solve(y, op, method, prior=prior, samples=samples, seed=seed, **options)
     magnitude = result.magnitude
     metrics = None
     if study.target is not None and study.target.shape == magnitude.shape:

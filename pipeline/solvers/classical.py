@@ -59,6 +59,7 @@ from sgilo.pipeline.algorithms.total_variation import anisotropic_tv_least_squar
 from sgilo.pipeline.algorithms.wavelet_least_squares import wavelet_l1_least_squares
 from sgilo.pipeline.solvers.base import Progress, ReconResult
 from sgilo.pipeline.solvers.diagnostics import ClassicalDiagnostics
+from sgilo.pipeline.solvers.known_noise import known_sigma
 from sgilo.pipeline.solvers.kspace_cv import LambdaChoice, choose_lambda, estimate_noise_sigma
 from sgilo.pipeline.solvers.lambda_rule import NOISE_RAISE, noise_lambda, raised_for_noise
 from sgilo.pipeline.solvers.sampling import interpolate_by_fraction, sampled_fraction
@@ -375,6 +376,7 @@ def _auto_fields(choice: LambdaChoice | None, y: torch.Tensor, op: LinearOperato
         "heldout_fraction": choice.fraction,
         "lambda_note": choice.note,
         "noise_sigma": estimate_noise_sigma(y, op).tolist(),
+        "noise_source": "k-space corners" if known_sigma() is None else "noise scan",
     }
 
 

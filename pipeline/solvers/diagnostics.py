@@ -48,8 +48,10 @@ class ClassicalDiagnostics:
     - ``heldout_fraction``: the fraction of the measured outer columns held out (per fold);
     - ``lambda_note``: why nothing was held out (single-coil data, or too few outer columns): λ
       is then the noise-based rule's (:func:`sgilo.pipeline.solvers.lambda_rule.noise_lambda`);
-    - ``noise_sigma``: the noise level per slice ``(B,)`` estimated from the k-space periphery
-      (:func:`sgilo.pipeline.solvers.kspace_cv.estimate_noise_sigma`), in the units of ``y``.
+    - ``noise_sigma``: the noise level per slice ``(B,)``, in the units of ``y``
+      (:func:`sgilo.pipeline.solvers.kspace_cv.estimate_noise_sigma`);
+    - ``noise_source``: where it came from, ``"noise scan"`` (the input's, e.g. ISMRMRD noise
+      lines: :mod:`sgilo.pipeline.solvers.known_noise`) or ``"k-space corners"`` (estimated).
     """
 
     lambda_rel: list[float] | None = None
@@ -62,6 +64,7 @@ class ClassicalDiagnostics:
     heldout_fraction: float | None = None
     lambda_note: str | None = None
     noise_sigma: list[float] | None = None
+    noise_source: str | None = None
 
 
 @dataclass(frozen=True)

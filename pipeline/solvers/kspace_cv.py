@@ -46,6 +46,7 @@ import torch
 
 from sgilo.operators.base import LinearOperator
 from sgilo.pipeline.solvers import heldout_columns as columns
+from sgilo.pipeline.solvers.known_noise import known_sigma
 from sgilo.pipeline.solvers.kspace_split import heldout_column_errors, split_measurements
 from sgilo.pipeline.solvers.lambda_rule import choose_on_curve
 
@@ -199,8 +200,14 @@ def estimate_noise_sigma(y: torch.Tensor, op: LinearOperator) -> torch.Tensor:
     1.3 at 30 dB and 2.6 at 40 dB (the readout extremes of all measured columns: 1.07, 1.55,
     3.7; tests/pipeline/test_kspace_cv.py checks the bounds). So it is reported with an automatic
     λ (run.json's ``noise_sigma``), not used to centre the grid.
+
+    Where the input measured the noise (an ISMRMRD noise scan), that ``σ`` is returned for every
+    slice instead (:func:`sgilo.pipeline.solvers.known_noise.known_noise_sigma`).
     """
     batch = y.shape[0]
+    known = known_sigma()
+    if known is not None:
+        return torch.full((batch,), known, dtype=torch.float64)
     mag = y.detach().abs().to(torch.float64)
     masks = op.slice_masks(batch)
     if masks is not None:
