@@ -29,8 +29,9 @@ slice is, through k-space cross-validation (:mod:`sgilo.pipeline.prior_fit`):
    margin above 1: :mod:`sgilo.pipeline.prior_fit`) times the lowest classical one, or, on a
    slice without the second fit, its model image leaves more of the fitted k-space energy
    unexplained than the limit (``unexplained_limit``; by default
-   :func:`sgilo.pipeline.prior_fit.unexplained_limit`, 0.09 from 3× on: the held-out columns
-   are a few, the fitted samples all the rest); else the classical candidates, fitted on
+   :func:`sgilo.pipeline.prior_fit.unexplained_limit`, 0.09 from 3× on, for one coil 0.10 at
+   8×: the held-out columns are a few, the fitted samples all the rest); else the classical
+   candidates, fitted on
    ``classical_folds`` folds that together hold out every outer column once (the classical fits
    are cheap, and one fold of 10 % is one or two columns at 8×), are **blended** with the convex
    weights that minimise their held-out error summed over the folds
@@ -135,7 +136,8 @@ class AutoConfig(BaseModel):
         description="also keep a classical method on a slice that the first split decides "
         "(no second fit) when the generator's model image leaves more than this fraction of the "
         "fitted k-space energy unexplained beyond the best classical fit (default: 0.09 on "
-        "slices accelerated 3x or more, none below; 1e9: off; docs/GENERATIVE.md)",
+        "slices accelerated 3x or more, for single-coil data rising to 0.10 at 8x; none below "
+        "3x; 1e9: off; docs/GENERATIVE.md)",
     )
     second_fit_below: float = Field(
         SECOND_FIT_BELOW,
