@@ -14,16 +14,16 @@ from __future__ import annotations
 
 import math
 
-#: the prior margin ``τ(R)`` of data with more than one coil, by a slice's acceleration ``R``
-#: (all k-space samples over the measured ones): ``(R, τ)`` pairs, log-linear in ``R`` between
-#: them and constant outside. A prior-fit ratio above ``τ(R)`` says the data is unlike the
-#: prior's training images (``auto`` keeps the classical method). It grows with ``R`` because
-#: fewer measured outer columns lie near the centre, so the held-out ones sit where a generator
-#: is weakest even on data it knows (module docstring); chosen per acceleration on a tuning set
-#: that no benchmark scores (:mod:`sgilo.pipeline.research.auto_margin`, docs/GENERATIVE.md).
-#: The 8× margin was 1.5 until the output's final step kept only the model image's trusted band
-#: (:mod:`sgilo.pipeline.solvers.trusted_band`); re-measured with it, 3.0 (auto's mean loss on
-#: the 24 8-coil 8× tuning rows 0.43 dB at θ = 0.09, against 1.05 at 1.5)
+#: the prior margin ``τ(R)`` of data with more than one coil, by a slice's acceleration ``R`` (all
+#: k-space samples over the measured ones): ``(R, τ)`` pairs, log-linear in ``R`` between them and
+#: constant outside. A prior-fit ratio above ``τ(R)`` says the data is unlike the prior's training
+#: images (``auto`` keeps the classical method). It grows with ``R`` because fewer measured outer
+#: columns lie near the centre, so the held-out ones sit where a generator is weakest even on data
+#: it knows (:mod:`sgilo.pipeline.prior_fit`); chosen per acceleration on a tuning set that no
+#: benchmark scores (:mod:`sgilo.pipeline.research.auto_margin`, docs/GENERATIVE.md). The 8× margin
+#: was 1.5 until the output's final step kept only the model image's trusted band
+#: (:mod:`sgilo.pipeline.solvers.trusted_band`); re-measured with it, 3.0 (auto's mean loss on the
+#: 24 8-coil 8× tuning rows 0.43 dB at θ = 0.09, against 1.05 at 1.5)
 PRIOR_MARGINS: tuple[tuple[float, float], ...] = ((4.0, 2.0), (8.0, 3.0))
 #: the same for data of one coil (single-coil, or a SENSE file with one map). At 8× one coil's
 #: one or two held-out columns make the ratio far noisier than several coils' views of the same
@@ -38,11 +38,11 @@ PRIOR_MARGINS: tuple[tuple[float, float], ...] = ((4.0, 2.0), (8.0, 3.0))
 #: mean, one coil 0.40, 8 coils 0.20; the second fit at τ = 1.0: 0.41, 0.46, 0.35), so the
 #: second fit is off by default and τ(4×) = 2.0 for both kinds
 SINGLE_COIL_PRIOR_MARGINS: tuple[tuple[float, float], ...] = ((4.0, 2.0), (8.0, 3.0))
-#: the unexplained fraction ``u`` (module docstring) above which a slice accelerated at least
-#: :data:`UNEXPLAINED_FROM` times counts as unlike the prior's training images; chosen on all 8×
-#: rows of the same tuning set together with one 8× margin for both kinds of data, 1.8
-#: (docs/GENERATIVE.md; each kind's own margin came after, at this θ). Data of more than one
-#: coil keep it at every acceleration
+#: the unexplained fraction ``u`` (:mod:`sgilo.pipeline.prior_fit`) above which a slice accelerated
+#: at least :data:`UNEXPLAINED_FROM` times counts as unlike the prior's training images; chosen on
+#: all 8× rows of the same tuning set together with one 8× margin for both kinds of data, 1.8
+#: (docs/GENERATIVE.md; each kind's own margin came after, at this θ). Data of more than one coil
+#: keep it at every acceleration
 UNEXPLAINED_LIMIT = 0.09
 #: ``θ(R)`` for data of one coil: ``(R, θ)`` pairs as :data:`SINGLE_COIL_PRIOR_MARGINS`. A kind
 #: of data gets a limit of its own where its rows choose one that loses less than the joint θ by
