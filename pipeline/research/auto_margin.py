@@ -196,8 +196,10 @@ def measure(
     image_set: str = "base",
 ) -> list[dict]:
     """One row per setting and slice of the tuning set ``image_set`` (:data:`IMAGE_SETS`; except
-    the names in ``skip``): SGILO's and each classical method's PSNR and the held-out errors of
-    SGILO's prior-fit report."""
+    the names in ``skip``): SGILO's and each classical method's PSNR, the held-out errors of
+    SGILO's prior-fit report, its unexplained fraction, the SNR and the estimated noise level
+    ``σ̂/s`` (``sigma_rel``, :func:`sgilo.pipeline.solvers.kspace_cv.estimate_noise_sigma` over
+    the data scale)."""
     from sgilo.pipeline.methods import solve
     from sgilo.pipeline.metrics import evaluate
 
@@ -207,7 +209,11 @@ def measure(
         return []
     images, names = images[keep], [names[k] for k in keep]
     rows = []
+    from sgilo.pipeline.solvers.classical import data_scale
+    from sgilo.pipeline.solvers.kspace_cv import estimate_noise_sigma
+
     for setting, acq, y, op in tuning_problems(images, settings, snr_db, seed):
+        noise = (estimate_noise_sigma(y, op) / data_scale(y, op).cpu().double()).tolist()
         result = solve(y, op, "sgilo", prior=prior)
         record = result.diagnostics_dict()
         errors = record["prior_fit_heldout_errors"]
@@ -220,6 +226,7 @@ def measure(
             err = {k: v[b] for k, v in errors.items()}
             row = {"setting": setting.label, "image": name, "psnr": psnr, "errors": err}
             row["unexplained"] = record["prior_fit_unexplained"][b]
+            row["snr_db"], row["sigma_rel"] = snr_db, noise[b]
             rows.append(row)
     return rows
 

@@ -161,3 +161,25 @@ def test_head_tuning_images_are_new_heads_apart_from_the_default_sets():
     validation = subject_images(8, 64, head=True).reshape(8, -1)
     corr = np.corrcoef(np.concatenate([images.reshape(8, -1), validation]))[:8, 8:]
     assert corr.max() < 0.99
+
+
+def test_measured_rows_carry_the_noise_level(gen_stats):
+    """A row of a tuning run at a given SNR records it and the estimated noise level σ̂/s, which
+    grows as the SNR falls (the rows that a noise-dependent rule is chosen on)."""
+    from pathlib import Path
+
+    from sgilo.pipeline.methods import Prior
+    from sgilo.pipeline.research.auto_margin import measure
+
+    prior = Prior(*gen_stats, Path("tiny.pt"))
+    fast = frozenset({"single-coil 4x"})
+    kwargs = {"size": 32, "settings": fast, "image_set": "base", "skip": frozenset()}
+    names = tuning_images(32)[1]
+    kwargs["skip"] = frozenset(names[2:])  # two images keep it quick
+    noisy = measure(prior, snr_db=10.0, **kwargs)
+    clean = measure(prior, snr_db=40.0, **kwargs)
+    assert [r["image"] for r in noisy] == names[:2] == [r["image"] for r in clean]
+    assert all(r["snr_db"] == 10.0 for r in noisy) and all(r["snr_db"] == 40.0 for r in clean)
+    for a, b in zip(noisy, clean, strict=True):
+        assert a["sigma_rel"] > 2 * b["sigma_rel"] > 0
+        assert set(a["psnr"]) == {"sgilo", "l1-wavelet", "tv"} and "unexplained" in a
