@@ -30,7 +30,10 @@ slice is, through k-space cross-validation (:mod:`sgilo.pipeline.prior_fit`):
    slice without the second fit, its model image leaves more of the fitted k-space energy
    unexplained than the limit (``unexplained_limit``; by default
    :func:`sgilo.pipeline.prior_fit.unexplained_limit`, 0.09 from 3× on, for one coil 0.10 at
-   8×: the held-out columns are a few, the fitted samples all the rest); else the classical
+   8×: the held-out columns are a few, the fitted samples all the rest), or the slice is
+   single-coil, accelerated less than about 5.7×, and noisier than ``noise_limit`` (σ̂/s,
+   :func:`sgilo.pipeline.prior_fit_rule.noise_limit`: there every method's held-out error is the
+   noise and the prior's fit lost to TV on the tuning slices); else the classical
    candidates, fitted on
    ``classical_folds`` folds that together hold out every outer column once (the classical fits
    are cheap, and one fold of 10 % is one or two columns at 8×), are **blended** with the convex
@@ -75,9 +78,11 @@ from sgilo.pipeline.prior_fit import (
     slice_accelerations,
     unexplained_fraction,
 )
+from sgilo.pipeline.prior_fit_rule import noise_limit
 from sgilo.pipeline.solvers.base import Progress, ReconResult
-from sgilo.pipeline.solvers.classical import scoring_options
+from sgilo.pipeline.solvers.classical import data_scale, scoring_options
 from sgilo.pipeline.solvers.diagnostics import PriorFit
+from sgilo.pipeline.solvers.kspace_cv import estimate_noise_sigma
 from sgilo.pipeline.solvers.kspace_split import SplitPart, heldout_error, split_measurements
 
 ClassicalName = Literal["zero-filled", "cg-sense", "l1-wavelet", "tv"]
@@ -139,6 +144,15 @@ class AutoConfig(BaseModel):
         "slices accelerated 3x or more, for single-coil data rising to 0.10 at 8x; none below "
         "3x; 1e9: off; docs/GENERATIVE.md)",
     )
+    noise_limit: float | None = Field(
+        None,
+        gt=0,
+        allow_inf_nan=False,
+        description="also keep a classical method on a slice whose estimated noise level "
+        "sigma/s (the noise std over the data scale) is above this (default: 0.09 on "
+        "single-coil slices accelerated less than 5.7x, none elsewhere; 1e9: off; "
+        "docs/GENERATIVE.md)",
+    )
     second_fit_below: float = Field(
         SECOND_FIT_BELOW,
         ge=0,
@@ -192,6 +206,10 @@ class AutoDiagnostics:
       fraction was compared with (``None`` where it was not: slices the second fit decided, or
       below the acceleration where a limit applies; the whole field ``None`` without a
       choice);
+    - ``auto_noise_level``: per slice the estimated noise level ``σ̂/s``
+      (:func:`sgilo.pipeline.solvers.kspace_cv.estimate_noise_sigma` over the data scale);
+      ``auto_noise_limit``: the limit it was compared with (``None`` where none applies,
+      :func:`sgilo.pipeline.prior_fit_rule.noise_limit`); both ``None`` without a choice;
     - ``second_fit_errors``: per method (the generative one and each classical candidate) the
       mean squared held-out error per slice ``(B,)`` on the second fit's held-out columns
       (``None`` where no second fit ran);
@@ -211,6 +229,8 @@ class AutoDiagnostics:
     auto_ratio: list[float] | None = None
     auto_margin: list[float] | None = None
     auto_unexplained_limit: list[float | None] | None = None
+    auto_noise_level: list[float] | None = None
+    auto_noise_limit: list[float | None] | None = None
     second_fit_errors: dict[str, list[float]] | None = None
     classical_fold_errors: dict[str, list[float]] | None = None
     auto_weights: list[dict[str, float] | None] | None = None
@@ -260,6 +280,7 @@ def solve_auto(
     std = getattr(result, "std", None)
     std = None if std is None or not std.numel() or samples < 2 else std.to(y.device).clone()
     note, fold_errors, second, ratio, margins, limits = None, None, None, None, None, None
+    noise, noise_limits = None, None
     blend = None
     if fits is None:
         choice = [generative] * batch
@@ -319,7 +340,17 @@ def solve_auto(
         ]
         unexplained = torch.tensor(report.unexplained, dtype=torch.float64)
         bound = torch.tensor([math.inf if t is None else t for t in limits], dtype=torch.float64)
-        keep = (ratio <= margins) & (unexplained <= bound)
+        noise = estimate_noise_sigma(y, op) / data_scale(y, op).detach().cpu().to(torch.float64)
+        noise_limits = [
+            noise_limit(r, multi_coil=op.num_coils > 1)
+            if config.noise_limit is None
+            else config.noise_limit
+            for r in accelerations.tolist()
+        ]
+        ceiling = torch.tensor(
+            [math.inf if t is None else t for t in noise_limits], dtype=torch.float64
+        )
+        keep = (ratio <= margins) & (unexplained <= bound) & (noise <= ceiling)
         choice = [generative] * batch
         if not bool(keep.all()):  # rank the classical candidates only when one is needed
             stats = [] if parts is None else [fold_stats(k) for k in range(parts.shape[0])]
@@ -355,6 +386,8 @@ def solve_auto(
         auto_ratio=None if ratio is None else ratio.tolist(),
         auto_margin=None if margins is None else margins.tolist(),
         auto_unexplained_limit=limits,
+        auto_noise_level=None if noise is None else noise.tolist(),
+        auto_noise_limit=noise_limits,
         second_fit_errors=second,
         classical_fold_errors=fold_errors,
         auto_weights=blend,

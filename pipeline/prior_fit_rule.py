@@ -94,3 +94,27 @@ def _log_linear(table: tuple[tuple[float, float], ...], acceleration: float) -> 
         if x <= r1:
             return t0 + (t1 - t0) * (x - r0) / (r1 - r0)
     return points[-1][1]
+
+
+#: ``auto`` keeps a classical method on a single-coil slice accelerated less than
+#: :data:`NOISE_LIMIT_BELOW` times whose estimated noise level ``σ̂/s`` (the noise std over the
+#: data scale; a noise scan's σ where the input has one) is above this. At single-coil 4× and
+#: 12 dB SGILO fell 1.7 dB below the best classical method on average over the 24 tuning slices
+#: of both default sets (0.3 at 20 dB; it led at 8× at both), and every method's held-out error is
+#: then the noise, so the held-out ratio cannot tell (docs/GENERATIVE.md, "Single-coil data at
+#: 12 dB"). Chosen on those 48 single-coil 4× rows at 12 and 20 dB
+#: (:func:`sgilo.pipeline.research.auto_margin.measure` with ``snr_db``) as the smallest limit
+#: within 0.05 dB of the lowest mean loss: 0.33 dB against 0.47 without it
+SINGLE_COIL_NOISE_LIMIT = 0.09
+#: the noise limit applies below this acceleration: the geometric middle of the tuning set's 4×
+#: and 8× (at 8× SGILO led at every noise level measured, 10–30 dB)
+NOISE_LIMIT_BELOW = 4.0 * math.sqrt(2.0)
+
+
+def noise_limit(acceleration: float, *, multi_coil: bool) -> float | None:
+    """The limit of ``σ̂/s`` above which ``auto`` keeps a classical method on a slice
+    accelerated ``R`` times: :data:`SINGLE_COIL_NOISE_LIMIT` for data of one coil below
+    :data:`NOISE_LIMIT_BELOW`, else ``None`` (not judged)."""
+    if multi_coil or float(acceleration) >= NOISE_LIMIT_BELOW:
+        return None
+    return SINGLE_COIL_NOISE_LIMIT
