@@ -52,7 +52,8 @@ the folds that rank them (only when some slice goes to a classical method) and t
 classical refits. The choice, the statistic and every error are in the diagnostics
 (``auto_choice``, where a blend is named by its candidates, heaviest first, as ``tv+l1-wavelet``;
 ``auto_weights``, ``auto_ratio``, ``auto_margin``, ``auto_unexplained_limit``,
-``prior_fit_heldout_errors``, ``prior_fit_unexplained``, ``second_fit_errors``).
+``prior_fit_heldout_errors``, ``prior_fit_unexplained``, ``auto_noise_level``, ``auto_noise_limit``,
+``second_fit_errors``).
 Nothing to hold out (a slice with fewer than two measured outer columns, non-Cartesian data): the
 generative method on every slice, with a note.
 """
@@ -80,9 +81,8 @@ from sgilo.pipeline.prior_fit import (
 )
 from sgilo.pipeline.prior_fit_rule import noise_limit
 from sgilo.pipeline.solvers.base import Progress, ReconResult
-from sgilo.pipeline.solvers.classical import data_scale, scoring_options
+from sgilo.pipeline.solvers.classical import noise_level, scoring_options
 from sgilo.pipeline.solvers.diagnostics import PriorFit
-from sgilo.pipeline.solvers.kspace_cv import estimate_noise_sigma
 from sgilo.pipeline.solvers.kspace_split import SplitPart, heldout_error, split_measurements
 
 ClassicalName = Literal["zero-filled", "cg-sense", "l1-wavelet", "tv"]
@@ -207,7 +207,7 @@ class AutoDiagnostics:
       below the acceleration where a limit applies; the whole field ``None`` without a
       choice);
     - ``auto_noise_level``: per slice the estimated noise level ``σ̂/s``
-      (:func:`sgilo.pipeline.solvers.kspace_cv.estimate_noise_sigma` over the data scale);
+      (:func:`sgilo.pipeline.solvers.classical.noise_level`);
       ``auto_noise_limit``: the limit it was compared with (``None`` where none applies,
       :func:`sgilo.pipeline.prior_fit_rule.noise_limit`); both ``None`` without a choice;
     - ``second_fit_errors``: per method (the generative one and each classical candidate) the
@@ -340,7 +340,7 @@ def solve_auto(
         ]
         unexplained = torch.tensor(report.unexplained, dtype=torch.float64)
         bound = torch.tensor([math.inf if t is None else t for t in limits], dtype=torch.float64)
-        noise = estimate_noise_sigma(y, op) / data_scale(y, op).detach().cpu().to(torch.float64)
+        noise = noise_level(y, op)  # (B,) σ̂/s
         noise_limits = [
             noise_limit(r, multi_coil=op.num_coils > 1)
             if config.noise_limit is None

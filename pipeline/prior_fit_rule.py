@@ -64,7 +64,7 @@ SINGLE_COIL_UNEXPLAINED_LIMITS: tuple[tuple[float, float], ...] = (
 UNEXPLAINED_FROM = 3.0
 
 
-def unexplained_limit(acceleration: float, *, multi_coil: bool = True) -> float | None:
+def unexplained_limit(acceleration: float, *, multi_coil: bool) -> float | None:
     """``θ(R)`` for a slice accelerated ``R`` ≥ :data:`UNEXPLAINED_FROM` times:
     :data:`UNEXPLAINED_LIMIT` for data of more than one coil, of
     :data:`SINGLE_COIL_UNEXPLAINED_LIMITS` for one coil; ``None`` below (``u`` is then

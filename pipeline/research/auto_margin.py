@@ -198,8 +198,7 @@ def measure(
     """One row per setting and slice of the tuning set ``image_set`` (:data:`IMAGE_SETS`; except
     the names in ``skip``): SGILO's and each classical method's PSNR, the held-out errors of
     SGILO's prior-fit report, its unexplained fraction, the SNR and the estimated noise level
-    ``σ̂/s`` (``sigma_rel``, :func:`sgilo.pipeline.solvers.kspace_cv.estimate_noise_sigma` over
-    the data scale)."""
+    ``σ̂/s`` (``sigma_rel``, :func:`sgilo.pipeline.solvers.classical.noise_level`)."""
     from sgilo.pipeline.methods import solve
     from sgilo.pipeline.metrics import evaluate
 
@@ -209,11 +208,10 @@ def measure(
         return []
     images, names = images[keep], [names[k] for k in keep]
     rows = []
-    from sgilo.pipeline.solvers.classical import data_scale
-    from sgilo.pipeline.solvers.kspace_cv import estimate_noise_sigma
+    from sgilo.pipeline.solvers.classical import noise_level
 
     for setting, acq, y, op in tuning_problems(images, settings, snr_db, seed):
-        noise = (estimate_noise_sigma(y, op) / data_scale(y, op).cpu().double()).tolist()
+        noise = noise_level(y, op).tolist()
         result = solve(y, op, "sgilo", prior=prior)
         record = result.diagnostics_dict()
         errors = record["prior_fit_heldout_errors"]

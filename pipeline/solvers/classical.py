@@ -102,6 +102,17 @@ def default_lambda(method: str, op: LinearOperator, batch: int) -> torch.Tensor:
     return interpolate_by_fraction(sampled_fraction(op, batch).cpu(), at_8x, at_4x)
 
 
+def noise_level(
+    y: torch.Tensor, op: LinearOperator, scale: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``r = σ̂ / s`` per slice, float64 ``(B,)`` on the CPU: the noise std
+    (:func:`sgilo.pipeline.solvers.kspace_cv.estimate_noise_sigma`; a noise scan's σ where the
+    input has one) over the slice's data scale ``s`` (``scale``, :func:`data_scale` when not
+    given)."""
+    scale = data_scale(y, op) if scale is None else scale
+    return estimate_noise_sigma(y, op) / scale.detach().cpu().to(torch.float64)
+
+
 def tuned_lambda(
     method: str, y: torch.Tensor, op: LinearOperator, scale: torch.Tensor | None = None
 ) -> torch.Tensor:
@@ -112,9 +123,7 @@ def tuned_lambda(
     default = default_lambda(method, op, y.shape[0])
     if (method, coil_kind(op)) not in NOISE_RAISE:
         return default
-    scale = data_scale(y, op) if scale is None else scale
-    sigma_rel = estimate_noise_sigma(y, op) / scale.detach().cpu().to(torch.float64)
-    return raised_for_noise(method, coil_kind(op), default, sigma_rel)
+    return raised_for_noise(method, coil_kind(op), default, noise_level(y, op, scale))
 
 
 def _check_op(op: LinearOperator) -> None:
@@ -351,9 +360,8 @@ def _noise_fallback(
 ) -> torch.Tensor:
     """The noise-based relative λ ``(B,)`` of ``lam="auto"`` when nothing can be held out:
     :func:`sgilo.pipeline.solvers.lambda_rule.noise_lambda` of ``σ̂ / s``."""
-    sigma_rel = estimate_noise_sigma(y, op) / scale.detach().cpu().to(torch.float64)
     default = default_lambda(method, op, y.shape[0])
-    return noise_lambda(method, coil_kind(op), default, sigma_rel)
+    return noise_lambda(method, coil_kind(op), default, noise_level(y, op, scale))
 
 
 def _skip_heldout(op: LinearOperator) -> str | None:

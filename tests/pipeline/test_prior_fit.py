@@ -144,10 +144,17 @@ def test_unexplained_fraction_is_the_model_images_residual_beyond_the_best_class
 
 
 def test_the_unexplained_limit_applies_from_its_acceleration_on():
-    assert unexplained_limit(UNEXPLAINED_FROM) == UNEXPLAINED_LIMIT
-    assert unexplained_limit(8.0) == unexplained_limit(12.0) == UNEXPLAINED_LIMIT
-    assert unexplained_limit(4.0) == UNEXPLAINED_LIMIT  # 4x data too
-    assert unexplained_limit(1.6) is None and unexplained_limit(UNEXPLAINED_FROM - 0.01) is None
+    assert unexplained_limit(UNEXPLAINED_FROM, multi_coil=True) == UNEXPLAINED_LIMIT
+    assert (
+        unexplained_limit(8.0, multi_coil=True)
+        == unexplained_limit(12.0, multi_coil=True)
+        == UNEXPLAINED_LIMIT
+    )
+    assert unexplained_limit(4.0, multi_coil=True) == UNEXPLAINED_LIMIT  # 4x data too
+    assert (
+        unexplained_limit(1.6, multi_coil=True) is None
+        and unexplained_limit(UNEXPLAINED_FROM - 0.01, multi_coil=True) is None
+    )
     # one coil: its own table, log-linear in R between its points
     (r4, t4), (r8, t8) = SINGLE_COIL_UNEXPLAINED_LIMITS
     assert unexplained_limit(r4, multi_coil=False) == pytest.approx(t4)
