@@ -81,7 +81,7 @@ from sgilo.pipeline.prior_fit import (
 )
 from sgilo.pipeline.prior_fit_rule import noise_limit
 from sgilo.pipeline.solvers.base import Progress, ReconResult
-from sgilo.pipeline.solvers.classical import noise_level, scoring_options
+from sgilo.pipeline.solvers.classical import scoring_options
 from sgilo.pipeline.solvers.diagnostics import PriorFit
 from sgilo.pipeline.solvers.kspace_split import SplitPart, heldout_error, split_measurements
 
@@ -340,7 +340,7 @@ def solve_auto(
         ]
         unexplained = torch.tensor(report.unexplained, dtype=torch.float64)
         bound = torch.tensor([math.inf if t is None else t for t in limits], dtype=torch.float64)
-        noise = noise_level(y, op)  # (B,) σ̂/s
+        noise = torch.tensor(report.noise_level, dtype=torch.float64)  # (B,) σ̂/s
         noise_limits = [
             noise_limit(r, multi_coil=op.num_coils > 1)
             if config.noise_limit is None

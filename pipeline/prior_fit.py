@@ -73,12 +73,13 @@ from sgilo.pipeline.prior_fit_rule import (  # noqa: F401  (re-exported)
     SINGLE_COIL_UNEXPLAINED_LIMITS,
     UNEXPLAINED_FROM,
     UNEXPLAINED_LIMIT,
+    noise_limit,
     prior_margin,
     unexplained_limit,
 )
 from sgilo.pipeline.solvers import heldout_columns as columns
 from sgilo.pipeline.solvers.base import Progress, ReconResult
-from sgilo.pipeline.solvers.classical import scoring_options
+from sgilo.pipeline.solvers.classical import noise_level, scoring_options
 from sgilo.pipeline.solvers.consistency import final_lambdas
 from sgilo.pipeline.solvers.diagnostics import PriorFit
 from sgilo.pipeline.solvers.kspace_split import (
@@ -309,16 +310,17 @@ def checked_generative(
     score_classical(fits, candidates, seed=seed)
     best, best_error = fits.classical_best(candidates)
     accelerations = slice_accelerations(op, y.shape[0])
+    multi_coil = op.num_coils > 1
     report = PriorFit(
         heldout_fraction=fits.fraction,
         heldout_errors={name: error.tolist() for name, error in fits.errors.items()},
         best_classical=best,
         ratio=(fits.errors[method] / best_error.clamp_min(1e-300)).tolist(),
-        margin=[prior_margin(r, multi_coil=op.num_coils > 1) for r in accelerations],
+        margin=[prior_margin(r, multi_coil=multi_coil) for r in accelerations],
         unexplained=unexplained_fraction(fits, method, candidates).tolist(),
-        unexplained_limit=[
-            unexplained_limit(r, multi_coil=op.num_coils > 1) for r in accelerations
-        ],
+        unexplained_limit=[unexplained_limit(r, multi_coil=multi_coil) for r in accelerations],
+        noise_level=noise_level(y, op).tolist(),
+        noise_limit=[noise_limit(r, multi_coil=multi_coil) for r in accelerations],
     )
     return _with_report(model, report), fits
 
@@ -359,6 +361,15 @@ def above_unexplained_limit(report: PriorFit | None) -> list[int]:
         return []
     pairs = zip(report.unexplained, report.unexplained_limit, strict=True)
     return [i for i, (u, t) in enumerate(pairs) if t is not None and u > t]
+
+
+def above_noise_limit(report: PriorFit | None) -> list[int]:
+    """The slices whose estimated noise level is above their limit (none where no limit
+    applies, :func:`noise_limit`, or without the statistic)."""
+    if report is None or not report.noise_level or not report.noise_limit:
+        return []
+    pairs = zip(report.noise_level, report.noise_limit, strict=True)
+    return [i for i, (r, t) in enumerate(pairs) if t is not None and r > t]
 
 
 def unlike_prior(report: PriorFit | None) -> list[int]:
@@ -439,3 +450,32 @@ def mismatch_warning(
         f"{len(report.ratio)} slice(s): the data may be unlike the prior's training images "
         f"(docs/GENERATIVE.md); {advice}"
     )
+
+
+def noise_warning(report: PriorFit | None, method: str) -> str | None:
+    """One line for stderr when a generative ``method`` ran on slices noisier than their
+    :func:`noise_limit` (single-coil data at low acceleration, where on the tuning slices the
+    classical methods gave the better image and the held-out error cannot tell: it is the
+    noise), else ``None``. ``auto`` applies the same limit itself and needs no warning."""
+    noisy = above_noise_limit(report)
+    if not noisy:
+        return None
+    worst = max(noisy, key=lambda i: report.noise_level[i])
+    return (
+        f"warning: {len(noisy)} of {len(report.noise_level)} slice(s) are single-coil data with "
+        f"a noise level sigma/s up to {report.noise_level[worst]:.2f}, above "
+        f"{report.noise_limit[worst]:.2f}, where the classical methods gave better images than "
+        f"the generative ones on the tuning slices (docs/GENERATIVE.md); compare {method} with "
+        "a classical method, or use --method auto"
+    )
+
+
+def prior_warnings(
+    report: PriorFit | None, method: str, *, auto: bool = False, choice: list[str] | None = None
+) -> list[str]:
+    """The stderr lines of a generative reconstruction's report: :func:`mismatch_warning` and,
+    unless ``auto`` (which keeps a classical method there), :func:`noise_warning`."""
+    lines = [mismatch_warning(report, method, auto=auto, choice=choice)]
+    if not auto:
+        lines.append(noise_warning(report, method))
+    return [line for line in lines if line]

@@ -34,7 +34,7 @@ from sgilo.pipeline.methods import (  # noqa: F401  (re-exported: the public nam
     load_score_models,
     solve,
 )
-from sgilo.pipeline.prior_fit import mismatch_warning
+from sgilo.pipeline.prior_fit import prior_warnings
 from sgilo.pipeline.solvers.base import Progress
 from sgilo.pipeline.solvers.diagnostics import (
     CSGMDiagnostics,
@@ -353,15 +353,14 @@ def reconstruct_file(
                 summary += " (" + ", ".join(f"{k} {v:.4g}" for k, v in recon.metrics.items()) + ")"
             note = solver_note(recon.diagnostics)
             log(summary + (f"; {note}" if note else ""))
-            warning = mismatch_warning(
+            for warning in prior_warnings(
                 getattr(recon.diagnostics, "prior_fit", None),
                 getattr(recon.diagnostics.config, "generative", method)
                 if method == "auto"
                 else method,
                 auto=method == "auto",
                 choice=getattr(recon.diagnostics, "auto_choice", None),
-            )
-            if warning:
+            ):
                 log(f"{study.name}: {warning}")
             check = recon.maps_check
             warning = (

@@ -107,7 +107,12 @@ class PriorFit:
       (:func:`sgilo.pipeline.prior_fit.unexplained_fraction`);
     - ``unexplained_limit``: per slice the fraction above which the data counts as unlike the
       prior's training images (``None``: reported, not judged;
-      :func:`sgilo.pipeline.prior_fit.unexplained_limit`).
+      :func:`sgilo.pipeline.prior_fit.unexplained_limit`);
+    - ``noise_level``: per slice the estimated noise level ``σ̂/s`` (noise std over the data
+      scale, :func:`sgilo.pipeline.solvers.classical.noise_level`);
+    - ``noise_limit``: per slice the level above which the classical methods were the better
+      images on the tuning slices (``None``: not judged;
+      :func:`sgilo.pipeline.prior_fit_rule.noise_limit`).
     """
 
     heldout_fraction: float | None
@@ -118,6 +123,8 @@ class PriorFit:
     margin: list[float] | None = None
     unexplained: list[float] | None = None
     unexplained_limit: list[float | None] | None = None
+    noise_level: list[float] | None = None
+    noise_limit: list[float | None] | None = None
 
     def record(self) -> dict[str, Any]:
         """The run record's ``prior_fit_*`` fields (those that apply)."""
@@ -130,6 +137,8 @@ class PriorFit:
             "prior_fit_margin": self.margin,
             "prior_fit_unexplained": self.unexplained,
             "prior_fit_unexplained_limit": self.unexplained_limit,
+            "prior_fit_noise_level": self.noise_level,
+            "prior_fit_noise_limit": self.noise_limit,
         }
         return {k: v for k, v in out.items() if v is not None}
 

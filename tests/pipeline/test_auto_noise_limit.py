@@ -1,9 +1,11 @@
-"""``auto``'s noise limit: on very noisy single-coil data at low acceleration a classical method
-is kept whatever the held-out statistics say (pipeline/prior_fit_rule.py, method_choice.py)."""
+"""The noise limit: on very noisy single-coil data at low acceleration ``auto`` keeps a classical
+method whatever the held-out statistics say, and a generative method run there warns
+(pipeline/prior_fit_rule.py, prior_fit.py, method_choice.py)."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,7 @@ import torch
 
 from sgilo.operators.mri import MultiCoilMRI, SingleCoilMRI
 from sgilo.pipeline.methods import Prior, solve
+from sgilo.pipeline.prior_fit import mismatch_warning, noise_warning, prior_warnings
 from sgilo.pipeline.prior_fit_rule import NOISE_LIMIT_BELOW, SINGLE_COIL_NOISE_LIMIT, noise_limit
 from sgilo.pipeline.solvers.classical import data_scale
 from sgilo.pipeline.solvers.kspace_cv import estimate_noise_sigma
@@ -75,3 +78,34 @@ def test_auto_keeps_a_classical_method_on_data_noisier_than_the_limit(prior):
     multi = MultiCoilMRI(maps, mask)
     d = solve(_data(multi), multi, "auto", prior=prior, solver_options=OPTIONS).diagnostics
     assert d.auto_noise_limit == [None, None]  # several coils: not judged
+
+
+def test_a_generative_method_reports_the_noise_level_and_warns_above_the_limit(prior):
+    mask = torch.zeros(R)
+    mask[MEASURED] = 1
+    op = SingleCoilMRI(mask, shape=(R, R))
+    y = _data(op)
+    level = (estimate_noise_sigma(y, op) / data_scale(y, op).double()).tolist()
+    options = {"steps": 6, "restarts": 1}
+    result = solve(y, op, "csgm", prior=prior, solver_options=options)
+    report = result.diagnostics.prior_fit
+    assert report.noise_level == pytest.approx(level)
+    assert report.noise_limit == [SINGLE_COIL_NOISE_LIMIT] * 2
+    record = result.diagnostics_dict()
+    assert record["prior_fit_noise_level"] == pytest.approx(level)
+    noisy = sum(v > SINGLE_COIL_NOISE_LIMIT for v in level)
+    line = noise_warning(report, "csgm")
+    assert (line is None) == (noisy == 0)
+    limit = math.sqrt(level[0] * level[1])  # one slice above, one below
+    line = noise_warning(replace(report, noise_limit=[limit, limit]), "csgm")
+    assert line.startswith("warning: 1 of 2 slice(s)") and f"{max(level):.2f}" in line
+    assert "--method auto" in line
+    # auto applies the limit itself: no warning; nor where no limit applies
+    assert noise_warning(replace(report, noise_limit=[None, None]), "csgm") is None
+    noisy_report = replace(report, noise_limit=[limit, limit])
+    assert len(prior_warnings(noisy_report, "csgm")) == 1 + bool(mismatch_warning(report, "csgm"))
+    assert all("noise level" not in w for w in prior_warnings(noisy_report, "csgm", auto=True))
+    maps = torch.ones(2, R, R, dtype=torch.complex64) / math.sqrt(2.0)
+    multi = MultiCoilMRI(maps, mask)
+    report = solve(_data(multi), multi, "csgm", prior=prior, solver_options=options)
+    assert report.diagnostics.prior_fit.noise_limit == [None, None]
