@@ -61,13 +61,14 @@ def choose_on_curve(
 
 
 #: the noise-based rule per (method, kind of data): ``(r_ref, p)`` of
-#: ``λ = λ_default · (r / r_ref)^p`` with ``r = σ̂ / s``. Multi-coil: ``r_ref`` the median ``r`` and
-#: ``p`` the slope of log(oracle λ) on log r, fitted on 12 MNI training curves (2 slices, 64²,
+#: ``λ = λ_default · (r / r_ref)^p`` with ``r = σ̂ / s``. Multi-coil TV: ``r_ref`` the median ``r``
+#: and ``p`` the slope of log(oracle λ) on log r, fitted on 12 MNI training curves (2 slices, 64²,
 #: 8-coil 4×/8×, 20/30/40 dB; docs/CLASSICAL_TUNING.md). Single-coil: ``p = 0`` (the default):
-#: the training curves were measured at one noise level only.
+#: the training curves were measured at one noise level only. Multi-coil ℓ1-wavelet has none: its
+#: default raised for the noise (:data:`NOISE_RAISE`, measured at 128² on more slices and noise
+#: levels) is its noise-based λ (``p`` = 0.2 on the 64² curves before that)
 NOISE_RULE = {
     ("l1-wavelet", "single-coil"): (0.0113, 0.0),
-    ("l1-wavelet", "multi-coil"): (0.0047, 0.2),
     ("tv", "single-coil"): (0.0113, 0.0),
     ("tv", "multi-coil"): (0.0047, 0.17),
 }

@@ -45,7 +45,13 @@ from sgilo.pipeline.solvers.kspace_split import (
     heldout_error,
     split_measurements,
 )
-from sgilo.pipeline.solvers.lambda_rule import NOISE_RULE, choose_on_curve, noise_lambda
+from sgilo.pipeline.solvers.lambda_rule import (
+    NOISE_RAISE,
+    NOISE_RULE,
+    choose_on_curve,
+    noise_lambda,
+    raised_for_noise,
+)
 
 N = 64
 
@@ -147,7 +153,13 @@ def test_too_few_columns_or_one_coil_fall_back_to_the_noise_based_rule(slices, c
         for solve, method in ((l1_wavelet, "l1-wavelet"), (total_variation, "tv")):
             d = solve(y, op, lam="auto", iterations=3).diagnostics
             default = default_lambda(method, op, y.shape[0])
-            expected = noise_lambda(method, kind, default, sigma_rel)
+            if (method, kind) in NOISE_RAISE:  # the default raised for the noise
+                expected = raised_for_noise(method, kind, default, sigma_rel)
+                assert (expected > default).tolist() == (
+                    sigma_rel > NOISE_RAISE[(method, kind)][0]
+                ).tolist()
+            else:
+                expected = noise_lambda(method, kind, default, sigma_rel)
             assert d.lambda_rel == pytest.approx(expected.tolist())
             assert d.lambda_grid is None and d.heldout_errors is None
             assert "skipped" in d.lambda_note and "noise level" in d.lambda_note
