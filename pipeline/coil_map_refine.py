@@ -24,8 +24,22 @@ from the ESPIRiT maps:
 
 until the relative decrease of the data residual ``‖Gθ − y‖² / ‖y‖²`` of a round falls below
 ``min_decrease`` (or ``max_rounds``). The maps are then normalized per pixel
-(``Σ_c |s_c|² = 1``), referred to coil 0's phase and cut to ESPIRiT's support (its ``crop``
-mask), as ESPIRiT's own are, so nothing changes outside the object.
+(``Σ_c |s_c|² = 1``), referred to coil 0's phase and cut to a support, as ESPIRiT's own are, so
+that the reconstruction is zero where there is no object.
+
+**The support.** ESPIRiT's ``crop`` mask follows its eigenvalue, which drops at the same
+periodic jump that makes these slices wrong: on heads that fill the field of view it blanks
+object pixels near the edges and corners (from a few dozen pixels to a quarter of the image).
+A pixel with no map and bright object signal is worse than a lost pixel: its signal must be
+explained by others, and the image gets streaks and holes (ℓ1-wavelet 4–14 dB below the same
+maps on the whole field of view, 8-coil 4×). So the support is ESPIRiT's extended by the object:
+after the last round, CG-SENSE with the maps on the whole field of view gives ``m``, and every
+pixel whose ``|m|``, averaged over a 5 × 5 box, reaches :data:`SUPPORT_LEVEL` (0.2) of the
+slice's 99th percentile of that average joins (:func:`object_support`). Air, whose image is noise
+and aliasing, stays out. Where the mask samples at least ``1/6`` of k-space, step 1 also uses
+the maps on the whole field of view (:func:`updates_whole_field`); below, the rounds keep
+ESPIRiT's support, which there was the better constraint (docs/CLASSICAL_TUNING.md, "The support
+of refined maps").
 
 Tuned (2026-12-05) on slices no benchmark scores: 12 synthetic heads with skull in a 150–170 mm
 field of view (:func:`sgilo.pipeline.data.synth_brain.synth_brain_batch`, seeds 40 and 41; 8 of
@@ -77,6 +91,11 @@ CG_ITERATIONS = 20
 MAX_ROUNDS = 24
 #: stop when a round lowers the relative data residual by less than this fraction
 MIN_DECREASE = 0.01
+#: the object's support (:func:`object_support`): a pixel whose smoothed magnitude reaches this
+#: fraction of the slice's robust peak belongs to the object; its box width and the peak's quantile
+SUPPORT_LEVEL = 0.2
+SUPPORT_BOX = 5
+SUPPORT_QUANTILE = 0.99
 #: the Tikhonov weight of the map fit, relative to the mean diagonal of ``GᴴG``
 RIDGE = 1e-6
 #: :func:`checked_maps` refines at most this many basis-image elements (slices × K² × H × W) at
@@ -142,6 +161,28 @@ def _normalize(maps: torch.Tensor, support: torch.Tensor) -> torch.Tensor:
     return maps * phase * support[:, None]
 
 
+def object_support(image: torch.Tensor, level: float = SUPPORT_LEVEL) -> torch.Tensor:
+    """Where the object is: bool ``(S, H, W)``, the pixels of ``image`` (complex ``(S, H, W)``)
+    whose magnitude, averaged over a :data:`SUPPORT_BOX` square, is at least ``level`` times
+    the slice's :data:`SUPPORT_QUANTILE` quantile of that average (a robust peak)."""
+    smooth = torch.nn.functional.avg_pool2d(
+        image.abs().float()[:, None],
+        SUPPORT_BOX,
+        stride=1,
+        padding=SUPPORT_BOX // 2,
+        count_include_pad=False,
+    )[:, 0]
+    peak = torch.quantile(smooth.flatten(1), SUPPORT_QUANTILE, dim=1)
+    return smooth >= level * peak[:, None, None]
+
+
+def updates_whole_field(mask: np.ndarray | torch.Tensor, shape: tuple[int, int]) -> bool:
+    """Whether :func:`refine_maps` updates the image on the whole field of view for ``mask``
+    (``(W,)`` or ``(H, W)``, on a grid of ``shape``): where it samples at least
+    ``1 / BASIS_SPLIT`` of k-space (as :func:`basis_size`, the measurements then support it)."""
+    return basis_size(mask, shape) == MAP_BASIS
+
+
 def refine_maps(
     kspace: np.ndarray | torch.Tensor,
     mask: np.ndarray | torch.Tensor,
@@ -151,17 +192,23 @@ def refine_maps(
     cg_iterations: int = CG_ITERATIONS,
     max_rounds: int = MAX_ROUNDS,
     min_decrease: float = MIN_DECREASE,
+    whole_field: bool = False,
+    support_level: float | None = SUPPORT_LEVEL,
 ) -> tuple[np.ndarray, list[Refinement]]:
     """Smooth non-periodic maps fitted jointly with the image (module docstring).
 
     Args:
         kspace: complex ``(S, C, H, W)`` centred k-space, zero where not sampled.
         mask: the sampling pattern shared by the slices: ``(W,)`` columns or ``(H, W)``.
-        maps: complex ``(S, C, H, W)`` starting maps (ESPIRiT's); their support is kept.
+        maps: complex ``(S, C, H, W)`` starting maps (ESPIRiT's).
         basis: DCT functions per axis.
         cg_iterations: CG-SENSE steps per image update.
         max_rounds: at most this many alternations.
         min_decrease: stop a slice when a round lowers its residual by less than this fraction.
+        whole_field: the image updates use the maps on the whole field of view (``True``) or
+            on ESPIRiT's support only (:func:`updates_whole_field`).
+        support_level: the maps are cut to ESPIRiT's support extended by the object
+            (:func:`object_support` at this level); ``None``: ESPIRiT's support alone.
 
     Returns:
         complex64 ``(S, C, H, W)`` maps and one :class:`Refinement` per slice.
@@ -181,7 +228,8 @@ def refine_maps(
     if not bool(sampled.any()):
         raise ValueError("the mask samples nothing")
     grid = _map_basis(h, w, basis)
-    support = start.abs().sum(1) > 0  # (S, H, W)
+    espirit_support = start.abs().sum(1) > 0  # (S, H, W)
+    support = torch.ones_like(espirit_support) if whole_field else espirit_support
     current = start.clone()
     residuals: list[list[float]] = [[] for _ in range(s)]
     active = list(range(s))
@@ -201,6 +249,11 @@ def refine_maps(
             if len(history) < 2 or history[-2] - value >= min_decrease * history[-2]:
                 still.append(slice_index)
         active = still
+    support = espirit_support
+    if support_level is not None:
+        everywhere = _normalize(current, torch.ones_like(espirit_support))
+        image = cg_sense(y, MultiCoilMRI(everywhere, mask_t), iterations=cg_iterations).image
+        support = support | object_support(image, support_level)
     out = _normalize(current, support).numpy().astype(np.complex64)
     return out, [Refinement(len(r), tuple(r)) for r in residuals]
 
@@ -261,7 +314,9 @@ def checked_maps(
         part = flagged[start : start + chunk]
         if log is not None and start:
             log(f"coil maps refined on {start} of {len(flagged)} slice(s)")
-        refined, info = refine_maps(kspace[part], mask, out[part], basis=size)
+        refined, info = refine_maps(
+            kspace[part], mask, out[part], basis=size, whole_field=updates_whole_field(mask, (h, w))
+        )
         out[part] = refined
         for k, r in zip(part, info, strict=True):
             rounds[k] = r.rounds

@@ -13,10 +13,13 @@ from sgilo.pipeline.coil_map_refine import (
     MAP_BASIS,
     MAP_BASIS_HIGH,
     MAX_ROUNDS,
+    SUPPORT_LEVEL,
     basis_size,
     checked_maps,
     dct_basis,
+    object_support,
     refine_maps,
+    updates_whole_field,
 )
 from sgilo.pipeline.espirit import estimate_maps
 from sgilo.pipeline.io.fastmri import write_kspace
@@ -83,11 +86,47 @@ def test_refined_maps_win_back_much_of_what_espirit_loses():
     # the alternation lowers the data residual and stops on its own
     assert 2 <= info.rounds <= MAX_ROUNDS and len(info.residuals) == info.rounds
     assert info.residuals[-1] < info.residuals[0]
-    # ESPIRiT's support is kept; unit coil norm on it
+    # ESPIRiT's support is kept (extended by the object only where ESPIRiT blanks object
+    # pixels, which it does not here: air above and below); unit coil norm on it
     support = np.abs(espirit).sum(1) > 0
     norm = np.sqrt((np.abs(refined) ** 2).sum(1))
     assert np.all(norm[~support] == 0)
     np.testing.assert_allclose(norm[support], 1, atol=1e-4)
+
+
+def test_object_support_follows_the_smoothed_magnitude():
+    image = torch.zeros(2, 32, 32, dtype=torch.complex64)
+    image[0, 8:24, 8:24] = 1.0  # a bright square
+    image[1] = 0.05  # a flat dim field: every pixel reaches the level of its own peak
+    image[1, 0, 0] = 0.05j
+    support = object_support(image)
+    assert support.shape == (2, 32, 32) and support[1].all()
+    # the 5 x 5 average reaches 0.2 of the peak one pixel outside the square's edges (2/5 of
+    # the box), not at its corners there (4/25), nowhere three pixels out
+    assert support[0, 8:24, 8:24].all() and support[0, 7, 12:20].all()
+    assert support[0, 12:20, 24].all() and not support[0, 7, 7]
+    assert not support[0, :5].any() and not support[0, :, 27:].any()
+    assert object_support(image, level=1.01)[0].sum() == 0
+
+
+def test_refined_maps_keep_the_object_that_espirit_blanks():
+    yy, xx = np.mgrid[:N, :N] / N - 0.5  # an object that fills the field of view everywhere
+    image = (
+        0.6 + 0.25 * np.sin(9 * yy) * np.cos(7 * xx) + 0.3 * (np.hypot(yy + 0.4, xx + 0.4) < 0.15)
+    )
+    acq = simulate_acquisition(
+        image[None].astype(np.float32), acceleration=4, center_fraction=0.08, num_coils=8, seed=2
+    )
+    espirit = estimate_maps(acq.kspace, acq.mask)
+    blanked = np.abs(espirit).sum(1) == 0
+    assert blanked.sum() > 0  # ESPIRiT's crop drops object pixels near the corners
+    assert updates_whole_field(acq.mask, (N, N))  # 4x: the image updates use the whole field
+    refined, _ = checked_maps(acq.kspace, acq.mask, espirit)
+    assert (np.abs(refined).sum(1) > 0).all()  # every object pixel has a map
+    cut, _ = refine_maps(acq.kspace, acq.mask, espirit, support_level=None)
+    assert np.array_equal(np.abs(cut).sum(1) > 0, ~blanked)  # the old cut: ESPIRiT's support
+    assert _cg_psnr(acq, refined) > _cg_psnr(acq, cut) + 0.3
+    assert SUPPORT_LEVEL == 0.2
 
 
 def test_refine_maps_rejects_mismatched_inputs():
