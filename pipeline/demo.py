@@ -20,6 +20,7 @@ from sgilo.pipeline.experiment import (
     DEFAULT_SETTINGS,
     Setting,
     load_acquisition,
+    load_refit,
     make_operator,
     save_acquisition,
 )
@@ -154,7 +155,7 @@ def reconstruct(acq_path: Path, method: str, work: Path, config: DemoConfig | No
     config = config or DemoConfig()
     acq, espirit = load_acquisition(acq_path)
     maps = None if espirit is None else torch.from_numpy(espirit)
-    y, op = make_operator(acq, maps=maps)
+    y, op = make_operator(acq, maps=maps, refit=load_refit(acq_path))
     prior = load_prior(config.model) if method in NEEDS_PRIOR else None
     if prior is not None:
         prior.stats()

@@ -18,6 +18,7 @@ from sgilo.operators.base import LinearOperator
 from sgilo.operators.masks import Seed
 from sgilo.operators.mri import MultiCoilMRI, SingleCoilMRI
 from sgilo.pipeline.simulate import Acquisition, simulate_acquisition
+from sgilo.pipeline.split_maps import MapRefit, RefinedMapsMRI
 
 
 @dataclass(frozen=True)
@@ -58,29 +59,36 @@ DEFAULT_SETTINGS = [
 
 
 def make_operator(
-    acq: Acquisition, maps: torch.Tensor | None = None
+    acq: Acquisition, maps: torch.Tensor | None = None, refit: MapRefit | None = None
 ) -> tuple[torch.Tensor, LinearOperator]:
     """``(y, op)`` for an acquisition: single-coil ``y`` is ``(S, H, W)``, multi-coil
     ``(S, C, H, W)``. Multi-coil uses ``maps`` (complex ``(C, H, W)`` or ``(S, C, H, W)``) when
-    given — e.g. ESPIRiT estimates — else the true simulated maps."""
+    given — e.g. ESPIRiT estimates — else the true simulated maps; ``refit``: what refined maps
+    started from (:class:`sgilo.pipeline.split_maps.MapRefit`, held-out splits refit them)."""
     y = torch.from_numpy(acq.kspace)
     mask = torch.from_numpy(acq.mask.astype("float32"))
     h, w = acq.target.shape[1:]
     if not acq.multicoil:
         return y[:, 0], SingleCoilMRI(mask, (h, w))
     coil_maps = torch.from_numpy(acq.maps) if maps is None else maps
+    if refit is not None:
+        return y, RefinedMapsMRI(coil_maps, mask, refit)
     return y, MultiCoilMRI(coil_maps, mask)
 
 
-def estimated_maps(acq: Acquisition) -> np.ndarray:
+def estimated_maps(acq: Acquisition) -> tuple[np.ndarray, MapRefit | None]:
     """The coil maps ``sgilo reconstruct`` estimates for a multi-coil acquisition: ESPIRiT's
     from its calibration region, refined where the object reaches the phase-encode edges
-    (:func:`sgilo.pipeline.coil_map_refine.checked_maps`); complex64 ``(S, C, H, W)``."""
+    (:func:`sgilo.pipeline.coil_map_refine.checked_maps`); complex64 ``(S, C, H, W)``, and what
+    the refined ones started from (``None`` when no slice was refined)."""
     from sgilo.pipeline.coil_map_refine import checked_maps
     from sgilo.pipeline.espirit import estimate_maps
 
-    maps, _ = checked_maps(acq.kspace, acq.mask, estimate_maps(acq.kspace, acq.mask))
-    return maps
+    start = estimate_maps(acq.kspace, acq.mask)
+    maps, check = checked_maps(acq.kspace, acq.mask, start)
+    refined = torch.tensor([r > 0 for r in check.refined_rounds], dtype=torch.bool)
+    refit = MapRefit(torch.from_numpy(start), refined) if bool(refined.any()) else None
+    return maps, refit
 
 
 def espirit_operator(acq: Acquisition) -> tuple[torch.Tensor, LinearOperator]:
@@ -88,17 +96,22 @@ def espirit_operator(acq: Acquisition) -> tuple[torch.Tensor, LinearOperator]:
     maps gets (:func:`estimated_maps`)."""
     if not acq.multicoil:
         return make_operator(acq)
-    return make_operator(acq, maps=torch.from_numpy(estimated_maps(acq)))
+    maps, refit = estimated_maps(acq)
+    return make_operator(acq, maps=torch.from_numpy(maps), refit=refit)
 
 
 def save_acquisition(path: Path, acq: Acquisition, *, espirit: bool = True) -> Path:
     """Write a simulated acquisition to an ``.npz`` (with the maps of :func:`estimated_maps` for
-    multi-coil data, when ``espirit``); read back by :func:`load_acquisition`."""
+    multi-coil data, when ``espirit``, and what refined ones started from); read back by
+    :func:`load_acquisition` and :func:`load_refit`."""
     arrays = {k: getattr(acq, k) for k in ("target", "image", "kspace", "mask")}
     if acq.maps is not None:
         arrays["maps"] = acq.maps
         if espirit:
-            arrays["espirit"] = estimated_maps(acq)
+            arrays["espirit"], refit = estimated_maps(acq)
+            if refit is not None:
+                arrays["espirit_start"] = refit.start.numpy()
+                arrays["espirit_refined"] = refit.refined.numpy()
     np.savez(
         path,
         **arrays,
@@ -108,6 +121,15 @@ def save_acquisition(path: Path, acq: Acquisition, *, espirit: bool = True) -> P
         num_low_frequencies=acq.num_low_frequencies,
     )
     return Path(path)
+
+
+def load_refit(path: Path) -> MapRefit | None:
+    """What the refined maps of an acquisition written by :func:`save_acquisition` started from
+    (``None`` when it has none)."""
+    d = np.load(path)
+    if "espirit_start" not in d:
+        return None
+    return MapRefit(torch.from_numpy(d["espirit_start"]), torch.from_numpy(d["espirit_refined"]))
 
 
 def load_acquisition(path: Path) -> tuple[Acquisition, np.ndarray | None]:

@@ -44,6 +44,7 @@ from sgilo.pipeline.solvers.diagnostics import (
     diagnostics_record,
 )
 from sgilo.pipeline.solvers.known_noise import known_noise_sigma
+from sgilo.pipeline.split_maps import refinable_operator
 
 
 @dataclass
@@ -136,8 +137,9 @@ def study_operator(
                 maps_np = estimate_maps(study.kspace, mask_np, progress)
         except ValueError as exc:
             raise InputError(f"{study.source.name}: cannot estimate coil maps: {exc}") from exc
-        maps_np, check = checked_maps(study.kspace, study.sampling_mask(), maps_np, log=log)
-        maps, source = torch.from_numpy(maps_np), "espirit"
+        refined, check = checked_maps(study.kspace, study.sampling_mask(), maps_np, log=log)
+        op = refinable_operator(torch.from_numpy(refined), mask, maps_np, check.refined_rounds)
+        return kspace, op, "espirit", check
     else:
         maps = torch.ones(study.kspace.shape[1:], dtype=torch.complex64) / study.num_coils**0.5
         source = "none"

@@ -130,14 +130,14 @@ def _cell(job: dict) -> None:
     import torch
 
     from sgilo.pipeline.allocator import keep_freed_memory
-    from sgilo.pipeline.experiment import load_acquisition, make_operator
+    from sgilo.pipeline.experiment import load_acquisition, load_refit, make_operator
     from sgilo.pipeline.methods import load_prior, solve
 
     keep_freed_memory()  # as in the ``sgilo`` process (per process: a spawned child needs its own)
     torch.set_num_threads(job["threads"])
     acq, espirit = load_acquisition(Path(job["acquisition"]))
     maps = None if espirit is None else torch.from_numpy(espirit)
-    y, op = make_operator(acq, maps=maps)
+    y, op = make_operator(acq, maps=maps, refit=load_refit(Path(job["acquisition"])))
     prior = load_prior(job["model"], device=job["device"]) if job["method"] in NEEDS_PRIOR else None
     if prior is not None:
         prior.stats()  # fitted once per generator: not part of the solve's time

@@ -345,7 +345,7 @@ def run_ood_bench(
     ``on_row(rows, total)`` is called after every cell."""
     import torch
 
-    from sgilo.pipeline.experiment import load_acquisition, make_operator
+    from sgilo.pipeline.experiment import load_acquisition, load_refit, make_operator
     from sgilo.pipeline.methods import load_prior, solve
 
     torch.set_num_threads(config.threads)
@@ -373,7 +373,7 @@ def run_ood_bench(
                 if y is None:
                     acq, espirit = load_acquisition(acq_path)
                     maps = None if espirit is None else torch.from_numpy(espirit)
-                    y, op = make_operator(acq, maps=maps)
+                    y, op = make_operator(acq, maps=maps, refit=load_refit(acq_path))
                     target = acq.target
                 if needs_prior(variant.method) and prior is None:
                     prior = load_prior(config.model, device=config.device)

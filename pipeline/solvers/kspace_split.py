@@ -12,6 +12,9 @@ run as one batch. :func:`heldout_error` scores an image on the held-out part:
 
 A Cartesian operator gives one group (all slices, each with its own restricted mask); a
 non-Cartesian one gives one group per slice (its trajectory restricted to that slice's samples).
+Coil maps refined on every sample (:class:`sgilo.pipeline.split_maps.RefinedMapsMRI`) are
+refitted on the fitted samples for both problems (:func:`sgilo.pipeline.split_maps.split_maps`):
+the held-out samples must not reach the fit through the maps.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import torch
 
 from sgilo.operators.base import LinearOperator
 from sgilo.operators.mri import MultiCoilMRI, NonCartesianMRI, SingleCoilMRI
+from sgilo.pipeline.split_maps import split_maps
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,8 @@ def split_measurements(
     if masks is not None:
         fit_mask = masks * _on_last_axis(~held, masks).to(masks.dtype)
         held_mask = masks * _on_last_axis(held, masks).to(masks.dtype)
+        refitted = None if maps is None else split_maps(op, y * _on_last_axis(~held, y), fit_mask)
+        maps = maps if refitted is None else refitted  # refined maps: refitted on the split
         per_slice_maps = None if maps is None or maps.ndim == 3 else maps.repeat(copies, 1, 1, 1)
 
         def cartesian(mask: torch.Tensor) -> LinearOperator:

@@ -16,6 +16,7 @@ import torch
 from sgilo.operators.base import LinearOperator
 from sgilo.operators.mri import MultiCoilMRI, SingleCoilMRI
 from sgilo.pipeline.solvers.base import Progress
+from sgilo.pipeline.split_maps import RefinedMapsMRI
 
 #: on the CPU the ℓ1-wavelet and TV solvers run at most this many bytes of k-space (slices ×
 #: coils × pixels × the solve's complex item size) at a time: a working set that stays in cache
@@ -60,4 +61,7 @@ def slice_operator(op: LinearOperator, masks: torch.Tensor, index: list[int]) ->
     maps = op.coil_maps
     if maps is None:
         return SingleCoilMRI(masks[index])
+    refit = getattr(op, "map_refit", None)
+    if refit is not None:  # keep the record of refined maps (pipeline/split_maps.py)
+        return RefinedMapsMRI(maps[index], masks[index], refit.take(index))
     return MultiCoilMRI(maps if maps.ndim == 3 else maps[index], masks[index])
