@@ -36,10 +36,9 @@ maps on the whole field of view, 8-coil 4×). So the support is ESPIRiT's extend
 after the last round, CG-SENSE with the maps on the whole field of view gives ``m``, and every
 pixel whose ``|m|``, averaged over a 5 × 5 box, reaches :data:`SUPPORT_LEVEL` (0.2) of the
 slice's 99th percentile of that average joins (:func:`object_support`). Air, whose image is noise
-and aliasing, stays out. Where the mask samples at least ``1/6`` of k-space, step 1 also uses
-the maps on the whole field of view (:func:`updates_whole_field`); below, the rounds keep
-ESPIRiT's support, which there was the better constraint (docs/CLASSICAL_TUNING.md, "The support
-of refined maps").
+and aliasing, stays out. The rounds themselves keep ESPIRiT's support (image updates on the
+whole field of view gained 0.3–0.9 dB on tuning heads at 4×, lost 0.2 at 8× and lost on the
+ISMRMRD generator's phantom: docs/CLASSICAL_TUNING.md, "The support of refined maps").
 
 Tuned (2026-12-05) on slices no benchmark scores: 12 synthetic heads with skull in a 150–170 mm
 field of view (:func:`sgilo.pipeline.data.synth_brain.synth_brain_batch`, seeds 40 and 41; 8 of
@@ -176,11 +175,12 @@ def object_support(image: torch.Tensor, level: float = SUPPORT_LEVEL) -> torch.T
     return smooth >= level * peak[:, None, None]
 
 
-def updates_whole_field(mask: np.ndarray | torch.Tensor, shape: tuple[int, int]) -> bool:
-    """Whether :func:`refine_maps` updates the image on the whole field of view for ``mask``
-    (``(W,)`` or ``(H, W)``, on a grid of ``shape``): where it samples at least
-    ``1 / BASIS_SPLIT`` of k-space (as :func:`basis_size`, the measurements then support it)."""
-    return basis_size(mask, shape) == MAP_BASIS
+def well_sampled(mask: np.ndarray | torch.Tensor, shape: tuple[int, int]) -> bool:
+    """Whether ``mask`` (``(W,)`` or ``(H, W)``, on a grid of ``shape``) samples at least
+    ``1 / BASIS_SPLIT`` of k-space: then the measurements support :data:`MAP_BASIS` functions
+    (:func:`basis_size`) and a held-out split its own maps (:mod:`sgilo.pipeline.split_maps`)."""
+    m = np.asarray(mask.cpu() if torch.is_tensor(mask) else mask, dtype=np.float64) > 0
+    return float(np.broadcast_to(m, shape).mean()) * BASIS_SPLIT >= 1
 
 
 def refine_maps(
@@ -205,8 +205,8 @@ def refine_maps(
         cg_iterations: CG-SENSE steps per image update.
         max_rounds: at most this many alternations.
         min_decrease: stop a slice when a round lowers its residual by less than this fraction.
-        whole_field: the image updates use the maps on the whole field of view (``True``) or
-            on ESPIRiT's support only (:func:`updates_whole_field`).
+        whole_field: the image updates use the maps on the whole field of view (``True``, tried
+            and not kept: docs/CLASSICAL_TUNING.md) or on ESPIRiT's support (``False``).
         support_level: the maps are cut to ESPIRiT's support extended by the object
             (:func:`object_support` at this level); ``None``: ESPIRiT's support alone.
 
@@ -277,10 +277,8 @@ class MapCheck:
 
 def basis_size(mask: np.ndarray | torch.Tensor, shape: tuple[int, int]) -> int:
     """:data:`MAP_BASIS`, or :data:`MAP_BASIS_HIGH` when ``mask`` (``(W,)`` or ``(H, W)``, on a
-    grid of ``shape``) samples less than ``1 / BASIS_SPLIT`` of k-space."""
-    m = np.asarray(mask.cpu() if torch.is_tensor(mask) else mask, dtype=np.float64) > 0
-    fraction = float(np.broadcast_to(m, shape).mean())
-    return MAP_BASIS if fraction * BASIS_SPLIT >= 1 else MAP_BASIS_HIGH
+    grid of ``shape``) samples less than ``1 / BASIS_SPLIT`` of k-space (:func:`well_sampled`)."""
+    return MAP_BASIS if well_sampled(mask, shape) else MAP_BASIS_HIGH
 
 
 def checked_maps(
@@ -314,9 +312,7 @@ def checked_maps(
         part = flagged[start : start + chunk]
         if log is not None and start:
             log(f"coil maps refined on {start} of {len(flagged)} slice(s)")
-        refined, info = refine_maps(
-            kspace[part], mask, out[part], basis=size, whole_field=updates_whole_field(mask, (h, w))
-        )
+        refined, info = refine_maps(kspace[part], mask, out[part], basis=size)
         out[part] = refined
         for k, r in zip(part, info, strict=True):
             rounds[k] = r.rounds

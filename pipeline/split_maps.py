@@ -14,10 +14,14 @@ So an operator whose maps were refined carries what the refinement started from
 (:class:`MapRefit`: ESPIRiT's maps and which slices were refined; :class:`RefinedMapsMRI`), and
 every split of it (:func:`sgilo.pipeline.solvers.kspace_split.split_measurements`: the prior-fit
 check, ``auto``'s folds, ``lam="auto"``) refits those slices' maps on the split's fitted samples
-(:func:`split_maps`), with the basis size and image updates the full mask chose, and uses them for
-both the fit and the prediction of the held-out samples. The output is still reconstructed with
-the maps refined on every sample. Cost: one more refinement per refined slice and split
-(0.15–0.6 s per 128² slice of 8 coils, docs/CLASSICAL_TUNING.md); nothing for other slices.
+(:func:`split_maps`), with the basis size the full mask chose, and uses them for both the fit and
+the prediction of the held-out samples. Only where the mask samples at least ``1/6`` of k-space
+(:func:`sgilo.pipeline.coil_map_refine.well_sampled`): below, the joint problem is already
+under-determined, a split that holds out a quarter of the outer columns gives maps worse than
+the output's, and on the tuning heads the refit did not help (blend −0.25 to +0.16 dB against
+the maps of all samples at 8×, +0.01 to +0.87 at 4×). The output is still reconstructed with the
+maps refined on every sample. Cost: one more refinement per such slice and split (0.15–0.6 s per
+128² slice of 8 coils, docs/CLASSICAL_TUNING.md); nothing for other slices.
 """
 
 from __future__ import annotations
@@ -74,11 +78,11 @@ def refinable_operator(
 def split_maps(
     op: MultiCoilMRI, fit_y: torch.Tensor, fit_masks: torch.Tensor
 ) -> torch.Tensor | None:
-    """The maps ``(B, C, H, W)`` of a split of ``op``'s ``B`` slices: ``op``'s own, with every
-    refined slice's refitted on the split's fitted samples ``fit_y`` ``(B, C, H, W)`` (zero
-    where not fitted) under its mask ``fit_masks`` ``(B, H, W)``; ``None`` when ``op`` has no
-    refined slice."""
-    from sgilo.pipeline.coil_map_refine import basis_size, refine_maps, updates_whole_field
+    """The maps ``(B, C, H, W)`` of a split of ``op``'s ``B`` slices: ``op``'s own, with the maps
+    of every refined slice sampled at least ``1/6`` refitted on the split's fitted samples
+    ``fit_y`` ``(B, C, H, W)`` (zero where not fitted) under its mask ``fit_masks``
+    ``(B, H, W)``; ``None`` when ``op`` has no refined slice."""
+    from sgilo.pipeline.coil_map_refine import basis_size, refine_maps, well_sampled
 
     refit: MapRefit | None = getattr(op, "map_refit", None)
     if refit is None or not bool(refit.refined.any()):
@@ -87,13 +91,14 @@ def split_maps(
     full = op.slice_masks(fit_y.shape[0]).detach().cpu()  # (B, H, W)
     shape = tuple(full.shape[-2:])
     for b in refit.refined.nonzero().flatten().tolist():
+        if not well_sampled(full[b], shape):  # under 1/6 sampled: kept (docstring)
+            continue
         mask = fit_masks[b].detach().cpu().numpy() > 0
         fitted, _ = refine_maps(
             fit_y[b : b + 1].detach().cpu().numpy() * mask,
             mask,
             refit.start[b : b + 1],
             basis=basis_size(full[b], shape),
-            whole_field=updates_whole_field(full[b], shape),
         )
         maps[b] = torch.from_numpy(fitted[0]).to(maps)
     return maps

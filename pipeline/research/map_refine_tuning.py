@@ -79,7 +79,7 @@ def measure(
 
     from sgilo.operators.mri import MultiCoilMRI
     from sgilo.pipeline.coil_map_check import EDGE_LEVEL, edge_fraction
-    from sgilo.pipeline.coil_map_refine import basis_size, refine_maps, updates_whole_field
+    from sgilo.pipeline.coil_map_refine import basis_size, refine_maps
     from sgilo.pipeline.espirit import estimate_maps
     from sgilo.pipeline.experiment import DEFAULT_SETTINGS
     from sgilo.pipeline.methods import solve
@@ -101,7 +101,6 @@ def measure(
                 acq.mask,
                 espirit[flagged],
                 basis=size_k,
-                whole_field=updates_whole_field(acq.mask, acq.kspace.shape[-2:]),
             )
             seconds = (time.perf_counter() - start) / len(flagged)
             truth = np.broadcast_to(acq.maps, espirit.shape)[flagged]
