@@ -7,7 +7,7 @@ are fitted jointly with an image to **every** measured sample, the held-out ones
 on a split that keeps those maps has seen the held-out samples through them, and the method that
 follows its data most closely gains from that: on 12 synthetic heads in a 100–130 mm field of
 view (8-coil 4×, 20 dB), ``auto``'s classical blend weighted ℓ1-wavelet over TV and sat 0.97 dB
-below the better of the two (worst slice −2.43), against 0.10 (worst −0.79) with maps refitted on
+below the better of the two (worst slice −2.32), against 0.10 (worst −0.78) with maps refitted on
 each split's own samples (docs/CLASSICAL_TUNING.md, "Held-out k-space and refined maps").
 
 So an operator whose maps were refined carries what the refinement started from
@@ -18,8 +18,8 @@ check, ``auto``'s folds, ``lam="auto"``) refits those slices' maps on the split'
 the prediction of the held-out samples. Only where the mask samples at least ``1/6`` of k-space
 (:func:`sgilo.pipeline.coil_map_refine.well_sampled`): below, the joint problem is already
 under-determined, a split that holds out a quarter of the outer columns gives maps worse than
-the output's, and on the tuning heads the refit did not help (blend −0.25 to +0.16 dB against
-the maps of all samples at 8×, +0.01 to +0.87 at 4×). The output is still reconstructed with the
+the output's, and on the tuning heads the refit did not help (blend −0.22 to +0.16 dB against
+the maps of all samples at 8×, 0.00 to +0.87 at 4×). The output is still reconstructed with the
 maps refined on every sample. Cost: one more refinement per such slice and split (0.15–0.6 s per
 128² slice of 8 coils, docs/CLASSICAL_TUNING.md); nothing for other slices.
 """
