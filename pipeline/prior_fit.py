@@ -354,22 +354,25 @@ def above_margin(report: PriorFit | None) -> list[int]:
     return [i for i, (r, t) in enumerate(zip(report.ratio, _margins(report), strict=True)) if r > t]
 
 
+def _above(values: list[float] | None, limits: list[float | None] | None) -> list[int]:
+    """The indices where a value is above its limit (a ``None`` limit: not judged; none
+    without either list)."""
+    if not values or not limits:
+        return []
+    pairs = zip(values, limits, strict=True)
+    return [i for i, (v, t) in enumerate(pairs) if t is not None and v > t]
+
+
 def above_unexplained_limit(report: PriorFit | None) -> list[int]:
     """The slices whose unexplained fraction is above their limit (none where no limit
     applies, :func:`unexplained_limit`, or without the statistic)."""
-    if report is None or not report.unexplained or not report.unexplained_limit:
-        return []
-    pairs = zip(report.unexplained, report.unexplained_limit, strict=True)
-    return [i for i, (u, t) in enumerate(pairs) if t is not None and u > t]
+    return [] if report is None else _above(report.unexplained, report.unexplained_limit)
 
 
 def above_noise_limit(report: PriorFit | None) -> list[int]:
     """The slices whose estimated noise level is above their limit (none where no limit
     applies, :func:`noise_limit`, or without the statistic)."""
-    if report is None or not report.noise_level or not report.noise_limit:
-        return []
-    pairs = zip(report.noise_level, report.noise_limit, strict=True)
-    return [i for i, (r, t) in enumerate(pairs) if t is not None and r > t]
+    return [] if report is None else _above(report.noise_level, report.noise_limit)
 
 
 def unlike_prior(report: PriorFit | None) -> list[int]:

@@ -44,6 +44,17 @@ def _data(op) -> torch.Tensor:
     return y + 0.05 * noise.to(y.dtype) * measured
 
 
+def _single_coil() -> tuple[torch.Tensor, SingleCoilMRI, torch.Tensor, list[float]]:
+    """The column mask, its single-coil operator, the noisy data of two slices and their
+    estimated noise levels σ̂/s."""
+    mask = torch.zeros(R)
+    mask[MEASURED] = 1
+    op = SingleCoilMRI(mask, shape=(R, R))
+    y = _data(op)
+    level = (estimate_noise_sigma(y, op) / data_scale(y, op).double()).tolist()
+    return mask, op, y, level
+
+
 def test_the_limit_is_for_one_coil_below_its_acceleration():
     assert noise_limit(4.0, multi_coil=False) == SINGLE_COIL_NOISE_LIMIT
     assert noise_limit(NOISE_LIMIT_BELOW - 0.01, multi_coil=False) == SINGLE_COIL_NOISE_LIMIT
@@ -54,11 +65,7 @@ def test_the_limit_is_for_one_coil_below_its_acceleration():
 
 
 def test_auto_keeps_a_classical_method_on_data_noisier_than_the_limit(prior):
-    mask = torch.zeros(R)
-    mask[MEASURED] = 1
-    op = SingleCoilMRI(mask, shape=(R, R))
-    y = _data(op)
-    level = (estimate_noise_sigma(y, op) / data_scale(y, op).double()).tolist()
+    mask, op, y, level = _single_coil()
     plain = solve(y, op, "auto", prior=prior, solver_options={**OPTIONS, "noise_limit": 1e9})
     d = plain.diagnostics
     assert d.auto_choice == ["csgm", "csgm"] and d.auto_noise_level == pytest.approx(level)
@@ -81,11 +88,7 @@ def test_auto_keeps_a_classical_method_on_data_noisier_than_the_limit(prior):
 
 
 def test_a_generative_method_reports_the_noise_level_and_warns_above_the_limit(prior):
-    mask = torch.zeros(R)
-    mask[MEASURED] = 1
-    op = SingleCoilMRI(mask, shape=(R, R))
-    y = _data(op)
-    level = (estimate_noise_sigma(y, op) / data_scale(y, op).double()).tolist()
+    mask, op, y, level = _single_coil()
     options = {"steps": 6, "restarts": 1}
     result = solve(y, op, "csgm", prior=prior, solver_options=options)
     report = result.diagnostics.prior_fit
