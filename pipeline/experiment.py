@@ -18,7 +18,7 @@ from sgilo.operators.base import LinearOperator
 from sgilo.operators.masks import Seed
 from sgilo.operators.mri import MultiCoilMRI, SingleCoilMRI
 from sgilo.pipeline.simulate import Acquisition, simulate_acquisition
-from sgilo.pipeline.split_maps import MapRefit, RefinedMapsMRI
+from sgilo.pipeline.split_maps import MapRefit, RefinedMapsMRI, map_refit
 
 
 @dataclass(frozen=True)
@@ -86,9 +86,7 @@ def estimated_maps(acq: Acquisition) -> tuple[np.ndarray, MapRefit | None]:
 
     start = estimate_maps(acq.kspace, acq.mask)
     maps, check = checked_maps(acq.kspace, acq.mask, start)
-    refined = torch.tensor([r > 0 for r in check.refined_rounds], dtype=torch.bool)
-    refit = MapRefit(torch.from_numpy(start), refined) if bool(refined.any()) else None
-    return maps, refit
+    return maps, map_refit(start, check.refined_rounds)
 
 
 def espirit_operator(acq: Acquisition) -> tuple[torch.Tensor, LinearOperator]:

@@ -62,17 +62,22 @@ class RefinedMapsMRI(MultiCoilMRI):
         self.map_refit = refit
 
 
+def map_refit(start: np.ndarray | torch.Tensor, refined: list[int]) -> MapRefit | None:
+    """The record of maps refined from ``start`` (ESPIRiT's, ``(S, C, H, W)``) on the slices
+    where ``refined`` (the refinement's rounds per slice) is positive; ``None`` if none was."""
+    flags = torch.tensor([r > 0 for r in refined], dtype=torch.bool)
+    if not bool(flags.any()):
+        return None
+    return MapRefit(torch.as_tensor(np.asarray(start, dtype=np.complex64)), flags)
+
+
 def refinable_operator(
     maps: torch.Tensor, mask: torch.Tensor, start: np.ndarray | torch.Tensor, refined: list[int]
 ) -> MultiCoilMRI:
-    """The operator of maps ``(S, C, H, W)`` refined from ``start`` (ESPIRiT's, same shape) on
-    the slices where ``refined`` (the refinement's rounds per slice) is positive: a
-    :class:`RefinedMapsMRI` if any was, else a plain ``MultiCoilMRI``."""
-    flags = torch.tensor([r > 0 for r in refined], dtype=torch.bool)
-    if not bool(flags.any()):
-        return MultiCoilMRI(maps, mask)
-    start = torch.as_tensor(np.asarray(start, dtype=np.complex64))
-    return RefinedMapsMRI(maps, mask, MapRefit(start, flags))
+    """The operator of maps ``(S, C, H, W)`` refined from ``start`` (:func:`map_refit`): a
+    :class:`RefinedMapsMRI` if any slice was refined, else a plain ``MultiCoilMRI``."""
+    refit = map_refit(start, refined)
+    return MultiCoilMRI(maps, mask) if refit is None else RefinedMapsMRI(maps, mask, refit)
 
 
 def split_maps(

@@ -13,7 +13,6 @@ from sgilo.pipeline.coil_map_refine import (
     MAP_BASIS,
     MAP_BASIS_HIGH,
     MAX_ROUNDS,
-    SUPPORT_LEVEL,
     basis_size,
     checked_maps,
     dct_basis,
@@ -143,7 +142,6 @@ def test_refined_maps_keep_the_object_that_espirit_blanks():
     assert errors[1] == pytest.approx(acq.target[0][blanked[0]].mean(), rel=1e-5)
     assert errors[0] < 0.6 * errors[1]
     assert psnr(acq.target, images[0][None]) > psnr(acq.target, images[1][None]) + 0.1
-    assert SUPPORT_LEVEL == 0.2
 
 
 def test_refine_maps_rejects_mismatched_inputs():
